@@ -114,7 +114,14 @@ template <typename T>
 inline void copy_once(T& dst, const void* src) {
   static_assert(std::is_trivially_copyable_v<T>);
   std::memcpy(&dst, src, sizeof(T));
+#if defined(__GNUC__) || defined(__clang__)
+  // Tell the compiler `dst` may have changed behind its back, so it cannot re-derive it from
+  // the shared slot; cheaper than a full compiler barrier, which would also force our private
+  // indices out to memory on every entry.
+  asm volatile("" : "+m"(dst));
+#else
   std::atomic_signal_fence(std::memory_order_seq_cst);
+#endif
 }
 
 // Xen's notify rule for RING_PUSH_*_AND_CHECK_NOTIFY: notify iff the event index lies in the
@@ -141,7 +148,7 @@ class FrontRing {
     if (sring == nullptr || nr_ents_ == 0) return false;
     sring_ = static_cast<SringHeader*>(sring);
     entries_ = reinterpret_cast<Entry*>(static_cast<std::uint8_t*>(sring) + sizeof(SringHeader));
-    req_prod_pvt_ = start;
+    req_prod_pvt_ = req_prod_pushed_ = start;
     rsp_cons_ = start;
     return true;
   }
@@ -172,14 +179,19 @@ class FrontRing {
   // RING_PUSH_REQUESTS_AND_CHECK_NOTIFY: publish the private producer; true when the backend
   // asked to be notified about one of the entries just published (req_event).
   bool push_requests() {
-    const RingIdx old_prod = detail::load_relaxed(sring_->req_prod);
-    const RingIdx new_prod = req_prod_pvt_;
+    // Only this end writes req_prod, so the last value we published is what Xen's macro
+    // re-reads from the shared page; keeping it privately saves a load of the contended line.
+    const RingIdx old_prod = req_prod_pushed_;
+    const RingIdx new_prod = req_prod_pushed_ = req_prod_pvt_;
     detail::store_release(sring_->req_prod, new_prod);
     detail::full_barrier();
     return detail::needs_notify(old_prod, new_prod, detail::load_relaxed(sring_->req_event));
   }
   // RING_PUSH_REQUESTS: publish without the notify decision.
-  void push_requests_no_check() { detail::store_release(sring_->req_prod, req_prod_pvt_); }
+  void push_requests_no_check() {
+    req_prod_pushed_ = req_prod_pvt_;
+    detail::store_release(sring_->req_prod, req_prod_pvt_);
+  }
 
   // Responses published by the backend and not yet consumed. More responses than requests
   // outstanding is a protocol error (RING_RESPONSE_PROD_OVERFLOW, but against what we
@@ -209,6 +221,7 @@ class FrontRing {
   SringHeader* sring_ = nullptr;
   Entry* entries_ = nullptr;
   RingIdx req_prod_pvt_ = 0;
+  RingIdx req_prod_pushed_ = 0;
   RingIdx rsp_cons_ = 0;
   std::uint32_t nr_ents_ = 0;
 };
@@ -228,7 +241,7 @@ class BackRing {
     if (sring == nullptr || nr_ents_ == 0) return false;
     sring_ = static_cast<SringHeader*>(sring);
     entries_ = reinterpret_cast<Entry*>(static_cast<std::uint8_t*>(sring) + sizeof(SringHeader));
-    rsp_prod_pvt_ = start;
+    rsp_prod_pvt_ = rsp_prod_pushed_ = start;
     req_cons_ = start;
     return true;
   }
@@ -269,13 +282,16 @@ class BackRing {
 
   // RING_PUSH_RESPONSES_AND_CHECK_NOTIFY.
   bool push_responses() {
-    const RingIdx old_prod = detail::load_relaxed(sring_->rsp_prod);
-    const RingIdx new_prod = rsp_prod_pvt_;
+    const RingIdx old_prod = rsp_prod_pushed_;  // see FrontRing::push_requests
+    const RingIdx new_prod = rsp_prod_pushed_ = rsp_prod_pvt_;
     detail::store_release(sring_->rsp_prod, new_prod);
     detail::full_barrier();
     return detail::needs_notify(old_prod, new_prod, detail::load_relaxed(sring_->rsp_event));
   }
-  void push_responses_no_check() { detail::store_release(sring_->rsp_prod, rsp_prod_pvt_); }
+  void push_responses_no_check() {
+    rsp_prod_pushed_ = rsp_prod_pvt_;
+    detail::store_release(sring_->rsp_prod, rsp_prod_pvt_);
+  }
 
   // RING_FINAL_CHECK_FOR_REQUESTS.
   RingCheck final_check_for_requests() {
@@ -290,6 +306,7 @@ class BackRing {
   SringHeader* sring_ = nullptr;
   Entry* entries_ = nullptr;
   RingIdx rsp_prod_pvt_ = 0;
+  RingIdx rsp_prod_pushed_ = 0;
   RingIdx req_cons_ = 0;
   std::uint32_t nr_ents_ = 0;
 };
