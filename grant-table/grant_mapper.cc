@@ -1,0 +1,245 @@
+// GrantMapper: Xen's map/unmap/copy checks on a grant table read through GuestMemory.
+#include "pvio/grant_table/grant_mapper.h"
+
+#include <atomic>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+
+namespace pvio::gnttab {
+
+namespace {
+
+// The (flags, domid) header of a v1 entry as one little-endian 32-bit word, as Xen's
+// union grant_combo sees it.
+constexpr std::uint32_t kFlagsMask = 0xFFFFu;
+constexpr unsigned kDomidShift = 16;
+// Xen gives up after this many failed exchanges: a guest can rewrite the word faster than we
+// can retry, and must not be able to make us spin.
+constexpr int kMaxStatusRetries = 4;
+
+std::atomic_ref<std::uint32_t> header_word(std::uint8_t* entry) {
+  return std::atomic_ref<std::uint32_t>(*reinterpret_cast<std::uint32_t*>(entry));
+}
+
+}  // namespace
+
+GrantMapper::GrantMapper(domid_t granting_domid, domid_t mapper_domid,
+                         const GuestMemory& memory, std::span<const std::uint64_t> table_gfns,
+                         std::size_t max_handles)
+    : granting_domid_(granting_domid),
+      mapper_domid_(mapper_domid),
+      memory_(memory),
+      max_handles_(max_handles) {
+  if (table_gfns.size() > (0xFFFFFFFFu / kEntriesPerFrame))
+    throw std::invalid_argument("grant table too large");
+  for (std::uint64_t gfn : table_gfns) {
+    std::uint8_t* host = memory_.frame(gfn);
+    if (host == nullptr)
+      throw std::invalid_argument("grant table frame " + std::to_string(gfn) +
+                                  " is outside the domain's memory");
+    if (reinterpret_cast<std::uintptr_t>(host) % alignof(std::uint32_t) != 0)
+      throw std::invalid_argument("grant table frame is not aligned for atomic access");
+    table_frames_.push_back(host);
+  }
+  nr_entries_ = static_cast<std::uint32_t>(table_frames_.size() * kEntriesPerFrame);
+  active_.resize(nr_entries_);
+}
+
+GrantMapper::~GrantMapper() {
+  for (std::size_t h = 0; h < maptrack_.size(); ++h)
+    if (maptrack_[h].in_use) unmap(static_cast<grant_handle_t>(h));
+}
+
+std::uint8_t* GrantMapper::entry(grant_ref_t ref) const {
+  return table_frames_[ref / kEntriesPerFrame] + (ref % kEntriesPerFrame) * sizeof(grant_entry_v1);
+}
+
+std::uint32_t GrantMapper::pin_count(grant_ref_t ref) const {
+  if (ref >= nr_entries_) return 0;
+  return active_[ref].readers + active_[ref].writers;
+}
+
+// _set_status_v1: set GTF_reading (+ GTF_writing) with a bounded compare-exchange loop on the
+// (flags, domid) word. Type and domid are checked only by the first user; later users rely on
+// the active entry (the guest cannot revoke a busy entry without cheating, and cheating only
+// affects its own frame).
+grant_status GrantMapper::set_status(grant_ref_t ref, bool readonly, bool mapflag, bool pinned) {
+  std::atomic_ref<std::uint32_t> word = header_word(entry(ref));
+  const std::uint16_t type_mask = GTF_type_mask | (mapflag ? GTF_sub_page : 0);
+  std::uint32_t cur = word.load(std::memory_order_relaxed);
+  for (int retries = 0;; ++retries) {
+    const auto flags = static_cast<std::uint16_t>(cur & kFlagsMask);
+    const auto domid = static_cast<domid_t>(cur >> kDomidShift);
+    if (!pinned && ((flags & type_mask) != GTF_permit_access || domid != mapper_domid_))
+      return GNTST_permission_denied;
+    std::uint32_t want = cur | GTF_reading;
+    if (!readonly) {
+      if (flags & GTF_readonly) return GNTST_permission_denied;
+      want |= GTF_writing;
+    }
+    // Acquire pairs with the guest's release store of the flags: the frame we read next is at
+    // least as new as the flags we validated.
+    if (word.compare_exchange_strong(cur, want, std::memory_order_acquire,
+                                     std::memory_order_relaxed))
+      return GNTST_okay;
+    if (retries == kMaxStatusRetries) return GNTST_general_error;
+  }
+}
+
+void GrantMapper::clear_status(grant_ref_t ref, std::uint16_t bits) {
+  if (bits == 0) return;
+  // Release: our accesses to the frame happen before the guest can see the entry idle.
+  header_word(entry(ref)).fetch_and(~std::uint32_t{bits}, std::memory_order_release);
+}
+
+grant_status GrantMapper::pin(grant_ref_t ref, bool readonly, bool mapflag) {
+  if (ref >= nr_entries_) return GNTST_bad_gntref;
+  Active& act = active_[ref];
+  const bool pinned = act.readers + act.writers != 0;
+  if (!pinned || (!readonly && act.writers == 0)) {
+    const grant_status rc = set_status(ref, readonly, mapflag, pinned);
+    if (rc != GNTST_okay) return rc;
+  }
+  if (!pinned) {
+    // Read the frame exactly once; the pointer computed here is what every user of this pin
+    // touches, whatever the guest writes into the entry afterwards.
+    const std::uint32_t gfn =
+        std::atomic_ref<std::uint32_t>(*reinterpret_cast<std::uint32_t*>(entry(ref) + 4))
+            .load(std::memory_order_relaxed);
+    std::uint8_t* host = memory_.frame(gfn);
+    if (host == nullptr) {
+      clear_status(ref, static_cast<std::uint16_t>(GTF_reading | (readonly ? 0 : GTF_writing)));
+      return GNTST_bad_page;
+    }
+    act.frame = host;
+  }
+  if (readonly)
+    ++act.readers;
+  else
+    ++act.writers;
+  return GNTST_okay;
+}
+
+void GrantMapper::unpin(grant_ref_t ref, bool readonly) {
+  Active& act = active_[ref];
+  std::uint16_t clear = 0;
+  if (readonly) {
+    --act.readers;
+  } else {
+    --act.writers;
+    if (act.writers == 0) clear |= GTF_writing;
+  }
+  if (act.readers + act.writers == 0) {
+    clear |= GTF_reading;
+    act.frame = nullptr;
+  }
+  clear_status(ref, clear);
+}
+
+MapResult GrantMapper::map(grant_ref_t ref, bool readonly) {
+  MapResult res;
+  if (free_handle_ == kNoHandle && maptrack_.size() >= max_handles_) {
+    res.status = GNTST_no_space;
+    return res;
+  }
+  res.status = pin(ref, readonly, /*mapflag=*/true);
+  if (res.status != GNTST_okay) return res;
+
+  grant_handle_t h;
+  if (free_handle_ != kNoHandle) {
+    h = free_handle_;
+    free_handle_ = maptrack_[h].next_free;
+  } else {
+    h = static_cast<grant_handle_t>(maptrack_.size());
+    maptrack_.emplace_back();
+  }
+  maptrack_[h] = {ref, readonly, true, kNoHandle};
+  ++live_handles_;
+  res.handle = h;
+  res.addr = active_[ref].frame;
+  return res;
+}
+
+void GrantMapper::map(std::span<MapOp> ops) {
+  for (MapOp& op : ops) {
+    op.handle = 0;
+    op.host_addr = nullptr;
+    if (op.dom != granting_domid_) {
+      op.status = GNTST_bad_domain;
+      continue;
+    }
+    const MapResult r = map(op.ref, (op.flags & GNTMAP_readonly) != 0);
+    op.status = r.status;
+    op.handle = r.handle;
+    op.host_addr = r.addr;
+  }
+}
+
+grant_status GrantMapper::unmap(grant_handle_t handle) {
+  if (handle >= maptrack_.size() || !maptrack_[handle].in_use) return GNTST_bad_handle;
+  Maptrack& mt = maptrack_[handle];
+  unpin(mt.ref, mt.readonly);
+  mt.in_use = false;
+  mt.next_free = free_handle_;
+  free_handle_ = handle;
+  --live_handles_;
+  return GNTST_okay;
+}
+
+void GrantMapper::unmap(std::span<UnmapOp> ops) {
+  for (UnmapOp& op : ops) op.status = unmap(op.handle);
+}
+
+// One end of a copy: pin a gref for the duration of the copy, or take a local page.
+// Offsets and length are already checked against the page.
+grant_status GrantMapper::resolve(const gnttab_copy_ptr& ptr, bool is_gref, bool readonly,
+                                  std::uint8_t** out) {
+  if (!is_gref) {
+    // gnttab_copy_lock_domain: only DOMID_SELF may be referenced by frame.
+    if (ptr.domid != DOMID_SELF) return GNTST_permission_denied;
+    const xen_pfn_t gmfn = ptr.u.gmfn;
+    if (gmfn == 0 || gmfn > (UINTPTR_MAX >> kGrantPageShift)) return GNTST_bad_page;
+    *out = reinterpret_cast<std::uint8_t*>(static_cast<std::uintptr_t>(gmfn) << kGrantPageShift) +
+           ptr.offset;
+    return GNTST_okay;
+  }
+  if (ptr.domid != granting_domid_) return GNTST_bad_domain;
+  const grant_status rc = pin(ptr.u.ref, readonly, /*mapflag=*/false);
+  if (rc != GNTST_okay) return rc;
+  *out = active_[ptr.u.ref].frame + ptr.offset;
+  return GNTST_okay;
+}
+
+grant_status GrantMapper::copy(gnttab_copy& op_io) {
+  const gnttab_copy op = op_io;
+  const bool src_gref = op.flags & GNTCOPY_source_gref;
+  const bool dst_gref = op.flags & GNTCOPY_dest_gref;
+  grant_status rc = GNTST_okay;
+  if (op.flags & ~(GNTCOPY_source_gref | GNTCOPY_dest_gref) ||
+      op.source.offset > kGrantPageSize || op.len > kGrantPageSize - op.source.offset ||
+      op.dest.offset > kGrantPageSize || op.len > kGrantPageSize - op.dest.offset)
+    rc = GNTST_bad_copy_arg;
+
+  std::uint8_t* src = nullptr;
+  std::uint8_t* dst = nullptr;
+  if (rc == GNTST_okay) rc = resolve(op.source, src_gref, /*readonly=*/true, &src);
+  if (rc == GNTST_okay) {
+    rc = resolve(op.dest, dst_gref, /*readonly=*/false, &dst);
+    if (rc != GNTST_okay && src_gref) unpin(op.source.u.ref, true);
+  }
+  if (rc == GNTST_okay) {
+    // memmove: both ends may be the same granted page.
+    std::memmove(dst, src, op.len);
+    if (dst_gref) unpin(op.dest.u.ref, false);
+    if (src_gref) unpin(op.source.u.ref, true);
+  }
+  op_io.status = rc;
+  return rc;
+}
+
+void GrantMapper::copy(std::span<gnttab_copy> ops) {
+  for (gnttab_copy& op : ops) copy(op);
+}
+
+}  // namespace pvio::gnttab

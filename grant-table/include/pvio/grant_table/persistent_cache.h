@@ -1,0 +1,76 @@
+// Persistent grants for backends that negotiated `feature-persistent` (blkif.h; Linux
+// xen-blkback's persistent_gnt tree is the model): a gref stays mapped across requests, so a
+// frontend that reuses a fixed pool of granted pages costs one map per page, not one per request.
+//
+// Rules implemented:
+//  - Persistent mappings are writable, as in xen-blkback: the same page carries reads and
+//    writes. A read-only request for a grant the guest made read-only falls back to a one-off
+//    read-only mapping, unmapped on put().
+//  - The cache is bounded. On a miss with the cache full, the least recently used mapping no
+//    request is using is unmapped; if every cached mapping is in use, the grant is mapped for
+//    this request only (xen-blkback does the same when max_persistent_grants is reached).
+//  - Every mapping is released on flush_unused() (unused ones) and on destruction (all).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <list>
+#include <unordered_map>
+
+#include "pvio/grant_table/grant_mapper.h"
+
+namespace pvio::gnttab {
+
+class PersistentGrantCache {
+ public:
+  // A mapping lent to one request; give it back with put().
+  struct Grant {
+    grant_status status = GNTST_general_error;
+    grant_ref_t ref = 0;
+    std::uint8_t* addr = nullptr;  // the granted frame
+    bool persistent = false;       // false: a one-off mapping that put() unmaps
+    grant_handle_t handle = 0;
+  };
+
+  // xen-blkback's default max_persistent_grants.
+  static constexpr std::size_t kDefaultMaxGrants = 1056;
+
+  explicit PersistentGrantCache(GrantMapper& mapper, std::size_t max_grants = kDefaultMaxGrants);
+  ~PersistentGrantCache();
+
+  PersistentGrantCache(const PersistentGrantCache&) = delete;
+  PersistentGrantCache& operator=(const PersistentGrantCache&) = delete;
+
+  Grant get(grant_ref_t ref, bool readonly);
+  void put(const Grant& grant);
+
+  // Unmaps every cached mapping no request is using; returns how many.
+  std::size_t flush_unused();
+
+  std::size_t size() const { return entries_.size(); }
+  std::size_t capacity() const { return max_grants_; }
+  bool contains(grant_ref_t ref) const { return entries_.count(ref) != 0; }
+  std::uint64_t hits() const { return hits_; }
+  std::uint64_t misses() const { return misses_; }
+  std::uint64_t evictions() const { return evictions_; }
+
+ private:
+  struct Entry {
+    grant_handle_t handle;
+    std::uint8_t* addr;
+    std::uint32_t users;
+    std::list<grant_ref_t>::iterator lru_pos;  // valid while users == 0
+  };
+
+  void evict(grant_ref_t ref);
+
+  GrantMapper& mapper_;
+  std::size_t max_grants_;
+  std::unordered_map<grant_ref_t, Entry> entries_;
+  std::list<grant_ref_t> unused_lru_;  // front: least recently used
+  std::uint64_t hits_ = 0;
+  std::uint64_t misses_ = 0;
+  std::uint64_t evictions_ = 0;
+};
+
+}  // namespace pvio::gnttab
