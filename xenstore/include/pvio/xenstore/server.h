@@ -1,0 +1,119 @@
+// The xenstore daemon's core: connections (one per Dom0 socket client or guest ring), request
+// dispatch over the Store, watches, transactions, and the domain records INTRODUCE creates.
+// Transport-independent and single threaded: transports feed it complete messages.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "pvio/ring/xen_types.h"
+#include "pvio/xenstore/protocol.h"
+#include "pvio/xenstore/store.h"
+#include "pvio/xenstore/wire.h"
+
+namespace pvio::xs {
+
+class Server;
+class RingTransport;
+using ConnId = uint32_t;
+
+// The sending half of a transport. The server queues complete messages (replies and watch
+// events); the transport delivers them when the peer has room.
+class Connection {
+ public:
+  virtual ~Connection() = default;
+  virtual void send(std::string_view message) = 0;
+  virtual std::size_t pending_output() const = 0;
+};
+
+// Reaches a guest's xenstore ring for INTRODUCE(domid, gfn, port): maps the page and binds the
+// event channel, returning the server side transport, or nullptr if the domain is unreachable.
+class DomainConnector {
+ public:
+  virtual ~DomainConnector() = default;
+  virtual std::unique_ptr<RingTransport> connect(domid_t domid, uint64_t gfn,
+                                                 evtchn_port_t port) = 0;
+};
+
+struct ServerStats {
+  uint64_t requests = 0;
+  uint64_t error_replies = 0;
+  uint64_t invalid_requests = 0;     // failed to parse
+  uint64_t watch_events = 0;
+  uint64_t dropped_watch_events = 0;  // peer not reading its output
+  uint64_t dropped_connections = 0;
+};
+
+class Server {
+ public:
+  // Watch events are dropped for a connection with more output than this pending.
+  static constexpr std::size_t kMaxPendingOutput = 1 << 20;
+
+  explicit Server(Quotas q = {});
+  ~Server();
+  Server(const Server&) = delete;
+  Server& operator=(const Server&) = delete;
+
+  ConnId attach(domid_t domid, Connection* conn);
+  // Forgets a connection (its watches and transactions). Safe to call from inside handle().
+  void detach(ConnId id, bool dropped = false);
+  // One complete message from connection `id`.
+  void handle(ConnId id, const xsd_sockmsg& hdr, std::span<const char> payload);
+
+  void set_domain_connector(DomainConnector* c) { connector_ = c; }
+  bool domain_introduced(domid_t domid) const;
+  RingTransport* domain_transport(domid_t domid);
+
+  Store& store() { return store_; }
+  const ServerStats& stats() const { return stats_; }
+  std::size_t connection_count() const;
+
+ private:
+  struct Watch {
+    std::string path;   // canonical absolute path or "@name"
+    std::string token;
+    bool relative;      // registered relative: events report paths relative to the domain
+  };
+  struct Conn {
+    domid_t domid;
+    Connection* out;
+    bool dead = false;
+    std::vector<Watch> watches;
+    std::map<uint32_t, std::unique_ptr<Transaction>> transactions;
+  };
+  struct Domain {
+    uint64_t gfn;
+    evtchn_port_t port;
+    std::unique_ptr<RingTransport> transport;
+  };
+
+  // The reply to one request: a payload or an error.
+  struct Reply {
+    XsError error = XsError::None;
+    std::string payload;
+  };
+
+  Reply dispatch(ConnId id, Conn& c, const xsd_sockmsg& hdr, const Request& req);
+  Reply do_introduce(const Caller& who, const ReqIntroduce& r);
+  Reply do_release(const Caller& who, const ReqRelease& r);
+  void fire(const std::vector<Change>& changes);
+  void fire_special(std::string_view name);
+  void send_event(Conn& c, const Watch& w, const std::string& abs_path);
+  void reap();
+
+  Store store_;
+  std::map<ConnId, Conn> conns_;
+  std::map<domid_t, Domain> domains_;
+  DomainConnector* connector_ = nullptr;
+  ConnId next_conn_ = 1;
+  uint32_t next_tx_ = 1;
+  int depth_ = 0;  // nesting of handle(); detached connections are reaped at depth 0
+  ServerStats stats_;
+};
+
+}  // namespace pvio::xs

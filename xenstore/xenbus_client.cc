@@ -1,0 +1,37 @@
+// XenBus state helpers over the Dom0 client; see xenbus_client.h.
+#include "pvio/xenstore/xenbus_client.h"
+
+#include <string>
+
+namespace pvio::xs {
+
+XenbusState xenbus_read_state(Client& c, std::string_view dir, uint32_t tx) {
+  auto r = c.read(std::string(dir) + "/state", tx);
+  XenbusState s = XenbusState::Unknown;
+  if (!r.ok() || !xenbus_parse_state(r.value.data(), r.value.size(), &s))
+    return XenbusState::Unknown;
+  return s;
+}
+
+XsError xenbus_switch_state(Client& c, std::string_view dir, XenbusState to) {
+  const std::string path = std::string(dir) + "/state";
+  for (int attempt = 0; attempt < 16; ++attempt) {
+    auto tx = c.transaction_start();
+    if (!tx.ok()) return tx.error;
+    XenbusState from = xenbus_read_state(c, dir, tx.value);
+    if (!xenbus_transition_allowed(from, to)) {
+      c.transaction_end(tx.value, false);
+      return XsError::Inval;
+    }
+    XsError e = c.write(path, std::to_string(static_cast<int>(to)), tx.value);
+    if (e != XsError::None) {
+      c.transaction_end(tx.value, false);
+      return e;
+    }
+    e = c.transaction_end(tx.value, true);
+    if (e != XsError::Again) return e;
+  }
+  return XsError::Again;
+}
+
+}  // namespace pvio::xs
