@@ -11,6 +11,9 @@
 //    use, and clears them when the last user goes away.
 //  - The guest revokes an entry only by compare-exchanging its flags to 0 while neither
 //    GTF_reading nor GTF_writing is set; an entry in use cannot be revoked.
+//
+// The names are Xen's. Xen defines them as macros, so a file that needs both (the interop
+// tests) includes this header before <xen/grant_table.h>.
 #pragma once
 
 #include <cstdint>
