@@ -75,8 +75,14 @@ class UringEngine final : public EngineBase {
       complete_now(idx, backing_file().discard(s.offset, s.length));
       return;
     }
-    // Free SQ entries >= free slots: every batch is submitted before submit() returns.
+    // SQ entries not yet consumed by the kernel all belong to slots in flight, and the SQ has
+    // at least queue_depth entries, so a free slot always finds a free SQE.
     io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
+    if (sqe == nullptr) {
+      ++stats_.rejected;
+      complete_now(idx, -EAGAIN);
+      return;
+    }
     switch (s.op) {
       case IoOp::Read:
       case IoOp::Write: {

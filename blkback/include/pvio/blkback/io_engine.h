@@ -80,6 +80,8 @@ struct EngineStats {
   bool flush_fallback_sync = false;  // libaio: kernel refused IOCB_CMD_FDSYNC, fdatasync used
 };
 
+// One thread drives an engine (submit, reap, ack_event): it is not thread-safe, and needs no
+// locks because a backend serves each ring from one thread.
 class IoEngine {
  public:
   virtual ~IoEngine() = default;
