@@ -173,7 +173,8 @@ void BM_Native(benchmark::State& state, Workload w) {
   for (auto _ : state) ops += loop.step(true);
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   native_iops()[w.name] = static_cast<double>(ops) / secs;
-  state.counters["IOPS"] = benchmark::Counter(static_cast<double>(ops), benchmark::Counter::kIsRate);
+  state.counters["IOPS"] =
+      benchmark::Counter(static_cast<double>(ops), benchmark::Counter::kIsRate);
   state.counters["errors"] = static_cast<double>(loop.errors_);
   state.SetBytesProcessed(static_cast<std::int64_t>(ops * w.block));
 }
@@ -217,7 +218,8 @@ void BM_Engine(benchmark::State& state, const char* engine, Workload w, bool fix
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   while (e->in_flight() > 0) e->reap(cq, 1);
   const double iops = static_cast<double>(ops) / secs;
-  state.counters["IOPS"] = benchmark::Counter(static_cast<double>(ops), benchmark::Counter::kIsRate);
+  state.counters["IOPS"] =
+      benchmark::Counter(static_cast<double>(ops), benchmark::Counter::kIsRate);
   state.counters["vs_native"] = iops / native;
   state.counters["errors"] = static_cast<double>(errors);
   state.SetBytesProcessed(static_cast<std::int64_t>(ops * w.block));
@@ -253,7 +255,8 @@ void BM_NativeNop(benchmark::State& state) {
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   io_uring_queue_exit(&ring);
   nop_rate() = static_cast<double>(ops) / secs;
-  state.counters["req/s"] = benchmark::Counter(static_cast<double>(ops), benchmark::Counter::kIsRate);
+  state.counters["req/s"] =
+      benchmark::Counter(static_cast<double>(ops), benchmark::Counter::kIsRate);
 }
 
 void BM_NullEngine(benchmark::State& state) {
@@ -285,7 +288,8 @@ void BM_NullEngine(benchmark::State& state) {
   }
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   const double rate = static_cast<double>(ops) / secs;
-  state.counters["req/s"] = benchmark::Counter(static_cast<double>(ops), benchmark::Counter::kIsRate);
+  state.counters["req/s"] =
+      benchmark::Counter(static_cast<double>(ops), benchmark::Counter::kIsRate);
   state.counters["vs_uring_nop"] = rate / nop_rate();
 }
 
@@ -295,8 +299,7 @@ void register_all() {
     benchmark::RegisterBenchmark(("native_uring/" + n).c_str(), BM_Native, *w)->UseRealTime();
     benchmark::RegisterBenchmark(("engine_uring/" + n).c_str(), BM_Engine, "uring", *w, false)
         ->UseRealTime();
-    benchmark::RegisterBenchmark(("engine_uring_fixed/" + n).c_str(), BM_Engine, "uring", *w,
-                                 true)
+    benchmark::RegisterBenchmark(("engine_uring_fixed/" + n).c_str(), BM_Engine, "uring", *w, true)
         ->UseRealTime();
     benchmark::RegisterBenchmark(("engine_aio/" + n).c_str(), BM_Engine, "aio", *w, false)
         ->UseRealTime();

@@ -43,10 +43,12 @@ class AioEngine final : public EngineBase {
     iocb& cb = iocbs_[idx];
     switch (s.op) {
       case IoOp::Read:
-        io_prep_preadv(&cb, fd, s.iov, static_cast<int>(s.iovcnt), static_cast<long long>(s.offset));
+        io_prep_preadv(&cb, fd, s.iov, static_cast<int>(s.iovcnt),
+                       static_cast<long long>(s.offset));
         break;
       case IoOp::Write:
-        io_prep_pwritev(&cb, fd, s.iov, static_cast<int>(s.iovcnt), static_cast<long long>(s.offset));
+        io_prep_pwritev(&cb, fd, s.iov, static_cast<int>(s.iovcnt),
+                        static_cast<long long>(s.offset));
         break;
       case IoOp::Flush:
         if (stats_.flush_fallback_sync) {
@@ -97,7 +99,8 @@ class AioEngine final : public EngineBase {
   std::size_t reap_kernel(std::span<IoCompletion> out, std::size_t min_complete) override {
     const long max = static_cast<long>(std::min(out.size(), events_.size()));
     for (;;) {
-      const int r = io_getevents(ctx_, static_cast<long>(min_complete), max, events_.data(), nullptr);
+      const int r =
+          io_getevents(ctx_, static_cast<long>(min_complete), max, events_.data(), nullptr);
       if (r == -EINTR) continue;
       if (r < 0) return 0;
       for (int i = 0; i < r; ++i) {

@@ -27,8 +27,8 @@ namespace {
 // A value from the block queue's sysfs attributes (partitions keep theirs in the parent's
 // queue/). Returns 0 when absent.
 std::uint64_t queue_attr(dev_t rdev, const char* attr) {
-  const std::string base = "/sys/dev/block/" + std::to_string(major(rdev)) + ":" +
-                           std::to_string(minor(rdev));
+  const std::string base =
+      "/sys/dev/block/" + std::to_string(major(rdev)) + ":" + std::to_string(minor(rdev));
   for (const char* dir : {"/queue/", "/../queue/"}) {
     std::ifstream in(base + dir + attr);
     std::uint64_t v = 0;

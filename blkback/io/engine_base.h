@@ -65,8 +65,8 @@ class EngineBase : public IoEngine {
   int event_fd_ = -1;
   std::vector<Slot> slots_;
   std::vector<iovec> iov_pool_;
-  std::vector<std::uint32_t> free_;      // stack of free slot indices
-  std::vector<std::uint32_t> ready_;     // FIFO of slots finished by complete_now()
+  std::vector<std::uint32_t> free_;   // stack of free slot indices
+  std::vector<std::uint32_t> ready_;  // FIFO of slots finished by complete_now()
   std::size_t ready_head_ = 0;
   std::size_t ready_count_ = 0;
   unsigned in_flight_ = 0;

@@ -59,8 +59,8 @@ class UringEngine final : public EngineBase {
       fixed_.clear();
     }
     if (regions.empty()) return 0;
-    const int r = io_uring_register_buffers(&ring_, regions.data(),
-                                            static_cast<unsigned>(regions.size()));
+    const int r =
+        io_uring_register_buffers(&ring_, regions.data(), static_cast<unsigned>(regions.size()));
     if (r < 0) return r;
     fixed_.assign(regions.begin(), regions.end());
     return 0;

@@ -1,6 +1,8 @@
 // blkback I/O engines against real temp files: data round trips with scatter/gather, queue
 // depth back-pressure, flush, discard, end of file, read-only backings, O_DIRECT alignment,
 // the completion eventfd, invalid requests, and io_uring registered buffers.
+#include "engine_test.h"
+
 #include <poll.h>
 
 #include <algorithm>
@@ -9,8 +11,6 @@
 #include <random>
 #include <stdexcept>
 #include <system_error>
-
-#include "engine_test.h"
 
 namespace pvio::blkback::test {
 namespace {
@@ -95,7 +95,8 @@ TEST_P(EngineTest, ScatterGatherPatternRoundTrip) {
         const std::uint64_t units = 1 + rng() % (kCell / unit);
         const std::uint64_t start = rng() % (kCell / unit - units + 1);
         sg.emplace_back(cells[i] * kCell + start * unit, units * unit, unit,
-                        1 + static_cast<unsigned>(rng() % 8), static_cast<unsigned>(rng() % 2), rng);
+                        1 + static_cast<unsigned>(rng() % 8), static_cast<unsigned>(rng() % 2),
+                        rng);
       }
       for (std::size_t i = 0; i < sg.size(); ++i) {
         for (std::uint64_t b = 0; b < sg[i].length; ++b) {
@@ -123,7 +124,8 @@ TEST_P(EngineTest, ScatterGatherPatternRoundTrip) {
     for (std::size_t i = 0; i < sg.size(); ++i) {
       ASSERT_EQ(res.at(i), static_cast<std::int64_t>(sg[i].length)) << "read " << i;
       std::uint64_t bad = 0;
-      for (std::uint64_t b = 0; b < sg[i].length; ++b) bad += sg[i].at(b) != model[sg[i].offset + b];
+      for (std::uint64_t b = 0; b < sg[i].length; ++b)
+        bad += sg[i].at(b) != model[sg[i].offset + b];
       EXPECT_EQ(bad, 0u) << "read " << i << " at " << sg[i].offset << " len " << sg[i].length;
     }
     e.reset();
@@ -231,7 +233,8 @@ TEST_P(EngineTest, DiscardPunchesHoleInFile) {
   ASSERT_EQ(run_one(*e, IoRequest{IoOp::Read, kOff - 4096, &v, 1, 0, 10}),
             static_cast<std::int64_t>(kLen + 8192));
   EXPECT_EQ(std::memcmp(buf.data(), data.data() + kOff - 4096, 4096), 0);
-  EXPECT_TRUE(std::all_of(buf.data() + 4096, buf.data() + 4096 + kLen, [](auto b) { return b == 0; }));
+  EXPECT_TRUE(
+      std::all_of(buf.data() + 4096, buf.data() + 4096 + kLen, [](auto b) { return b == 0; }));
   EXPECT_EQ(std::memcmp(buf.data() + 4096 + kLen, data.data() + kOff + kLen, 4096), 0);
   EXPECT_EQ(f.contents().size(), kFileSize) << "discard changed the file size";
 }
@@ -326,14 +329,14 @@ TEST_P(EngineTest, InvalidRequestsCompleteWithErrorsAndKeepTags) {
   iovec v{buf.data(), 4096};
   const std::uint64_t big = std::numeric_limits<std::uint64_t>::max() - 1024;
   const std::vector<IoRequest> reqs = {
-      {IoOp::Read, 0, nullptr, 1, 0, ~std::uint64_t{0}},        // no iovec array
-      {IoOp::Read, 0, &v, 0, 0, 2},                             // no segments
-      {IoOp::Write, 0, many.data(), 5, 0, 3},                   // more than max_segments
-      {IoOp::Read, big & ~std::uint64_t{4095}, &v, 1, 0, 4},    // offset + length overflows
-      {static_cast<IoOp>(9), 0, &v, 1, 0, 5},                   // unknown operation
-      {IoOp::Discard, 0, nullptr, 0, 0, 6},                     // empty discard
-      {IoOp::Discard, big, nullptr, 0, 1 << 20, 7},             // discard range overflows
-      {IoOp::Read, 0, many.data(), 4, 0, 8},                    // valid, after all of those
+      {IoOp::Read, 0, nullptr, 1, 0, ~std::uint64_t{0}},      // no iovec array
+      {IoOp::Read, 0, &v, 0, 0, 2},                           // no segments
+      {IoOp::Write, 0, many.data(), 5, 0, 3},                 // more than max_segments
+      {IoOp::Read, big & ~std::uint64_t{4095}, &v, 1, 0, 4},  // offset + length overflows
+      {static_cast<IoOp>(9), 0, &v, 1, 0, 5},                 // unknown operation
+      {IoOp::Discard, 0, nullptr, 0, 0, 6},                   // empty discard
+      {IoOp::Discard, big, nullptr, 0, 1 << 20, 7},           // discard range overflows
+      {IoOp::Read, 0, many.data(), 4, 0, 8},                  // valid, after all of those
   };
   const auto res = run_all(*e, reqs);
   EXPECT_EQ(res.at(~std::uint64_t{0}), -EINVAL);
@@ -429,7 +432,8 @@ TEST(NullEngine, LeavesBuffersAndFileAlone) {
   EXPECT_EQ(run_one(*e, IoRequest{IoOp::Read, 0, v, 2, 0, 1}), 8192);
   EXPECT_TRUE(std::all_of(buf.data(), buf.data() + buf.size(), [](auto b) { return b == 0xAB; }));
   EXPECT_EQ(run_one(*e, IoRequest{IoOp::Write, 0, v, 2, 0, 2}), 8192);
-  EXPECT_EQ(run_one(*e, IoRequest{IoOp::Read, 1 << 30, v, 2, 0, 3}), 8192) << "no end-of-file check";
+  EXPECT_EQ(run_one(*e, IoRequest{IoOp::Read, 1 << 30, v, 2, 0, 3}), 8192)
+      << "no end-of-file check";
   EXPECT_TRUE(f.contents() == data);
 }
 

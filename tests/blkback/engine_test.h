@@ -108,8 +108,7 @@ inline std::uint8_t pattern(std::uint64_t off, std::uint32_t gen) {
 
 // Submits everything (as many per call as the engine accepts) and reaps until nothing is in
 // flight. Returns tag -> result; a duplicate or lost completion is a test failure.
-inline std::map<std::uint64_t, std::int64_t> run_all(IoEngine& e,
-                                                     std::span<const IoRequest> reqs) {
+inline std::map<std::uint64_t, std::int64_t> run_all(IoEngine& e, std::span<const IoRequest> reqs) {
   std::map<std::uint64_t, std::int64_t> results;
   std::vector<IoCompletion> cq(e.queue_depth());
   std::size_t next = 0;

@@ -116,7 +116,8 @@ TEST_P(LoopDeviceTest, BlkdiscardZeroesRangeAndFreesBackingBlocks) {
   ASSERT_EQ(run_one(*e, IoRequest{IoOp::Read, kOff - 4096, &v, 1, 0, 3}),
             static_cast<std::int64_t>(kLen + 8192));
   EXPECT_EQ(std::memcmp(buf.data(), data_.data() + kOff - 4096, 4096), 0);
-  EXPECT_TRUE(std::all_of(buf.data() + 4096, buf.data() + 4096 + kLen, [](auto b) { return b == 0; }));
+  EXPECT_TRUE(
+      std::all_of(buf.data() + 4096, buf.data() + 4096 + kLen, [](auto b) { return b == 0; }));
   EXPECT_EQ(std::memcmp(buf.data() + 4096 + kLen, data_.data() + kOff + kLen, 4096), 0);
   if (engine() == "uring") {
     EXPECT_EQ(e->stats().sync_ops, 1u) << "BLKDISCARD is the sync path";

@@ -26,16 +26,17 @@ enum class IoOp : std::uint8_t {
 // buffers it points to must stay valid until the request's completion has been reaped.
 struct IoRequest {
   IoOp op = IoOp::Read;
-  std::uint64_t offset = 0;        // bytes from the start of the backing
-  const iovec* iov = nullptr;      // Read/Write
-  std::uint32_t iovcnt = 0;        // Read/Write: 1..EngineConfig::max_segments
-  std::uint64_t length = 0;        // Discard only: bytes
-  std::uint64_t tag = 0;           // returned untouched in the completion
+  std::uint64_t offset = 0;    // bytes from the start of the backing
+  const iovec* iov = nullptr;  // Read/Write
+  std::uint32_t iovcnt = 0;    // Read/Write: 1..EngineConfig::max_segments
+  std::uint64_t length = 0;    // Discard only: bytes
+  std::uint64_t tag = 0;       // returned untouched in the completion
 };
 
 struct IoCompletion {
   std::uint64_t tag = 0;
-  std::int64_t result = 0;  // Read/Write: bytes transferred (short at end of backing); else 0; or -errno
+  // Read/Write: bytes transferred (short at the end of the backing); others: 0; or -errno.
+  std::int64_t result = 0;
 };
 
 enum class DirectIo : std::uint8_t {
@@ -51,9 +52,9 @@ struct BackingOptions {
 };
 
 struct EngineConfig {
-  unsigned queue_depth = 64;     // requests in flight (submitted, not yet reaped), 1..4096
-  unsigned max_segments = 256;   // iovecs per request (blkif indirect requests reach 256 pages)
-  bool sqpoll = false;           // io_uring only: kernel submission thread (burns a core)
+  unsigned queue_depth = 64;    // requests in flight (submitted, not yet reaped), 1..4096
+  unsigned max_segments = 256;  // iovecs per request (blkif indirect requests reach 256 pages)
+  bool sqpoll = false;          // io_uring only: kernel submission thread (burns a core)
 };
 
 // What open() found out; fixed for the engine's lifetime.
@@ -71,13 +72,13 @@ struct BackingInfo {
 };
 
 struct EngineStats {
-  std::uint64_t submitted = 0;       // requests accepted by submit()
-  std::uint64_t completed = 0;       // completions handed out by reap()
-  std::uint64_t submit_calls = 0;    // batches passed to the kernel (io_uring_submit/io_submit)
-  std::uint64_t rejected = 0;        // completed with an error before reaching the kernel
-  std::uint64_t sync_ops = 0;        // executed synchronously in submit() (see each engine)
+  std::uint64_t submitted = 0;         // requests accepted by submit()
+  std::uint64_t completed = 0;         // completions handed out by reap()
+  std::uint64_t submit_calls = 0;      // batches passed to the kernel (io_uring_submit/io_submit)
+  std::uint64_t rejected = 0;          // completed with an error before reaching the kernel
+  std::uint64_t sync_ops = 0;          // executed synchronously in submit() (see each engine)
   std::uint64_t fixed_buffer_ops = 0;  // io_uring READ_FIXED/WRITE_FIXED
-  bool flush_fallback_sync = false;  // libaio: kernel refused IOCB_CMD_FDSYNC, fdatasync used
+  bool flush_fallback_sync = false;    // libaio: kernel refused IOCB_CMD_FDSYNC, fdatasync used
 };
 
 // One thread drives an engine (submit, reap, ack_event): it is not thread-safe, and needs no
