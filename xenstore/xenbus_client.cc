@@ -18,7 +18,16 @@ XsError xenbus_switch_state(Client& c, std::string_view dir, XenbusState to) {
   for (int attempt = 0; attempt < 16; ++attempt) {
     auto tx = c.transaction_start();
     if (!tx.ok()) return tx.error;
-    XenbusState from = xenbus_read_state(c, dir, tx.value);
+    // A state we may not read is an error; a missing one is Unknown.
+    auto cur = c.read(path, tx.value);
+    XenbusState from = XenbusState::Unknown;
+    if (cur.ok()) {
+      if (!xenbus_parse_state(cur.value.data(), cur.value.size(), &from))
+        from = XenbusState::Unknown;
+    } else if (cur.error != XsError::NoEnt) {
+      c.transaction_end(tx.value, false);
+      return cur.error;
+    }
     if (!xenbus_transition_allowed(from, to)) {
       c.transaction_end(tx.value, false);
       return XsError::Inval;

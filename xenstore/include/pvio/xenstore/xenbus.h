@@ -104,7 +104,17 @@ XsError xenbus_switch_state(GuestClient<N>& c, const char* dir, XenbusState to) 
     uint32_t tx = 0;
     XsError e = c.transaction_start(&tx);
     if (e != XsError::None) return e;
-    XenbusState from = xenbus_read_state(c, dir, tx);
+    // A state we may not read is an error; a missing one is Unknown.
+    char val[16];
+    size_t len = 0;
+    XenbusState from = XenbusState::Unknown;
+    e = c.read(path, val, sizeof(val), &len, tx);
+    if (e == XsError::None) {
+      if (!xenbus_parse_state(val, len, &from)) from = XenbusState::Unknown;
+    } else if (e != XsError::NoEnt) {
+      c.transaction_end(tx, false);
+      return e;
+    }
     if (!xenbus_transition_allowed(from, to)) {
       c.transaction_end(tx, false);
       return XsError::Inval;

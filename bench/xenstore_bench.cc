@@ -1,0 +1,209 @@
+// xenstore READ/WRITE round trips: over the unix socket to a pvio-xenstored started here, and
+// over a guest ring served in-process, each next to a raw unix-socket request/response of the
+// same sizes (the peer). Prints ratios after the run.
+#include <benchmark/benchmark.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <map>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "pvio/xenstore/client.h"
+#include "pvio/xenstore/guest_client.h"
+#include "pvio/xenstore/ring_transport.h"
+#include "pvio/xenstore/server.h"
+
+namespace {
+
+using namespace pvio::xs;
+
+constexpr const char* kPath = "/bench/key";
+const std::string kValue(64, 'v');
+
+// Wire sizes of one READ and one WRITE exchange, for the raw peer.
+const std::size_t kReadReq = sizeof(xsd_sockmsg) + std::string(kPath).size() + 1;
+const std::size_t kReadRsp = sizeof(xsd_sockmsg) + kValue.size();
+const std::size_t kWriteReq = sizeof(xsd_sockmsg) + std::string(kPath).size() + 1 + kValue.size();
+const std::size_t kWriteRsp = sizeof(xsd_sockmsg) + 3;
+
+std::map<std::string, double> g_ns;  // ns per op of each benchmark's last run
+
+struct DaemonProcess {
+  DaemonProcess() {
+    const char* tmp = std::getenv("TMPDIR");
+    dir = std::string(tmp ? tmp : "/tmp") + "/pvio-xsbench-XXXXXX";
+    if (!mkdtemp(dir.data())) std::abort();
+    sock = dir + "/socket";
+    pid = fork();
+    if (pid == 0) {
+      execl(PVIO_XENSTORED, PVIO_XENSTORED, "--socket", sock.c_str(), "--foreground",
+            "--log-level", "warn", static_cast<char*>(nullptr));
+      _exit(127);
+    }
+    for (int i = 0; i < 500 && !client; ++i) {
+      client = Client::connect(sock);
+      if (!client) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    if (!client) std::abort();
+  }
+  ~DaemonProcess() {
+    client.reset();
+    kill(pid, SIGTERM);
+    waitpid(pid, nullptr, 0);
+    rmdir(dir.c_str());
+  }
+  std::string dir, sock;
+  pid_t pid;
+  std::unique_ptr<Client> client;
+};
+
+DaemonProcess& daemon_process() {
+  static DaemonProcess d;
+  return d;
+}
+
+template <typename F>
+void timed(benchmark::State& state, const char* name, F&& op) {
+  auto t0 = std::chrono::steady_clock::now();
+  for (auto _ : state) op();
+  auto t1 = std::chrono::steady_clock::now();
+  g_ns[name] = std::chrono::duration<double, std::nano>(t1 - t0).count() /
+               static_cast<double>(state.iterations());
+  state.SetItemsProcessed(state.iterations());
+}
+
+void BM_Socket_Read(benchmark::State& state) {
+  Client& c = *daemon_process().client;
+  c.write(kPath, kValue);
+  timed(state, "socket_read", [&] {
+    auto r = c.read(kPath);
+    if (!r.ok()) state.SkipWithError("read failed");
+    benchmark::DoNotOptimize(r.value.data());
+  });
+}
+
+void BM_Socket_Write(benchmark::State& state) {
+  Client& c = *daemon_process().client;
+  timed(state, "socket_write", [&] {
+    if (c.write(kPath, kValue) != XsError::None) state.SkipWithError("write failed");
+  });
+}
+
+// The peer: a plain request/response over a unix socketpair with an echo thread, moving the
+// same bytes as the xenstore exchange.
+void raw_round_trip(benchmark::State& state, const char* name, std::size_t req, std::size_t rsp) {
+  int sv[2];
+  socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv);
+  std::thread server([&] {
+    std::string in(req, '\0'), out(rsp, 'r');
+    while (true) {
+      std::size_t got = 0;
+      while (got < req) {
+        ssize_t n = read(sv[1], in.data() + got, req - got);
+        if (n <= 0) return;
+        got += static_cast<std::size_t>(n);
+      }
+      if (write(sv[1], out.data(), rsp) != static_cast<ssize_t>(rsp)) return;
+    }
+  });
+  std::string out(req, 'q'), in(rsp, '\0');
+  timed(state, name, [&] {
+    if (write(sv[0], out.data(), req) != static_cast<ssize_t>(req)) state.SkipWithError("write");
+    std::size_t got = 0;
+    while (got < rsp) {
+      ssize_t n = read(sv[0], in.data() + got, rsp - got);
+      if (n <= 0) break;
+      got += static_cast<std::size_t>(n);
+    }
+  });
+  shutdown(sv[0], SHUT_RDWR);
+  server.join();
+  close(sv[0]);
+  close(sv[1]);
+}
+
+void BM_RawSocket_ReadSized(benchmark::State& s) { raw_round_trip(s, "raw_read", kReadReq, kReadRsp); }
+void BM_RawSocket_WriteSized(benchmark::State& s) {
+  raw_round_trip(s, "raw_write", kWriteReq, kWriteRsp);
+}
+
+// A guest ring served in-process: the guest's notify runs the daemon's pass over the ring,
+// so this is the protocol's own cost (ring copies, parsing, store) without a context switch.
+struct RingSetup {
+  RingSetup() : transport(&page, [] {}), guest(&page, GuestPlatform{this, notify, [](void*) {}}) {
+    std::string home = "/local/domain/5";
+    xsd_sockmsg h{static_cast<uint32_t>(MsgType::XS_MKDIR), 1, 0,
+                  static_cast<uint32_t>(home.size() + 1)};
+    Dom0Sink sink;
+    ConnId id = server.attach(0, &sink);
+    server.handle(id, h, std::span<const char>(home.c_str(), home.size() + 1));
+    std::string perms = home + std::string("\0n5\0", 4);
+    h = {static_cast<uint32_t>(MsgType::XS_SET_PERMS), 2, 0, static_cast<uint32_t>(perms.size())};
+    server.handle(id, h, std::span<const char>(perms.data(), perms.size()));
+    server.detach(id);
+    transport.bind(server, 5);
+  }
+  struct Dom0Sink final : Connection {
+    void send(std::string_view) override {}
+    std::size_t pending_output() const override { return 0; }
+  };
+  static void notify(void* s) { static_cast<RingSetup*>(s)->transport.on_kick(); }
+  Server server;
+  xenstore_domain_interface page{};
+  RingTransport transport;
+  GuestClient<4> guest;
+};
+
+void BM_GuestRing_Read(benchmark::State& state) {
+  auto r = std::make_unique<RingSetup>();
+  r->guest.write("key", kValue.data(), kValue.size());
+  char buf[256];
+  timed(state, "ring_read", [&] {
+    size_t len = 0;
+    if (r->guest.read("key", buf, sizeof(buf), &len) != XsError::None) state.SkipWithError("read");
+    benchmark::DoNotOptimize(buf);
+  });
+}
+
+void BM_GuestRing_Write(benchmark::State& state) {
+  auto r = std::make_unique<RingSetup>();
+  timed(state, "ring_write", [&] {
+    if (r->guest.write("key", kValue.data(), kValue.size()) != XsError::None)
+      state.SkipWithError("write");
+  });
+}
+
+BENCHMARK(BM_Socket_Read);
+BENCHMARK(BM_RawSocket_ReadSized);
+BENCHMARK(BM_Socket_Write);
+BENCHMARK(BM_RawSocket_WriteSized);
+BENCHMARK(BM_GuestRing_Read);
+BENCHMARK(BM_GuestRing_Write);
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  signal(SIGPIPE, SIG_IGN);
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  auto ratio = [](const char* what, const char* a, const char* b) {
+    if (g_ns.count(a) && g_ns.count(b))
+      std::printf("%-44s %8.0f ns vs %8.0f ns  ratio %.2fx\n", what, g_ns[a], g_ns[b],
+                  g_ns[a] / g_ns[b]);
+  };
+  std::printf("\nxenstore op vs raw unix-socket round trip of the same bytes (peer):\n");
+  ratio("READ  over socket (pvio-xenstored) / raw", "socket_read", "raw_read");
+  ratio("WRITE over socket (pvio-xenstored) / raw", "socket_write", "raw_write");
+  ratio("READ  over guest ring (in-process) / raw", "ring_read", "raw_read");
+  ratio("WRITE over guest ring (in-process) / raw", "ring_write", "raw_write");
+  return 0;
+}
