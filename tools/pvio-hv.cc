@@ -1,0 +1,209 @@
+// pvio-hv: one VMM process per HVM domain. Boots a guest kernel ELF on KVM with a serial
+// console, the Xen platform PCI device and an emulated PIIX IDE disk backed by a file.
+//
+// Exit status: 0 guest powered off with code 0; 2 guest powered off with a non-zero code
+// (guest-reported failure); 3 domain crashed; 4 guest asked for a reboot (left to the
+// toolstack); 1 host-side error (KVM, files, kernel image); 64 usage error.
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cinttypes>
+#include <cstdio>
+#include <cstring>
+#include <exception>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "pvio/hypervisor/devices/debug_exit.h"
+#include "pvio/hypervisor/devices/ide.h"
+#include "pvio/hypervisor/devices/serial.h"
+#include "pvio/hypervisor/devices/xen_platform.h"
+#include "pvio/hypervisor/boot_info.h"
+#include "pvio/hypervisor/vm.h"
+
+namespace {
+
+using namespace pvio::hv;
+
+constexpr int kExitOk = 0, kExitHostError = 1, kExitGuestFailure = 2, kExitCrashed = 3,
+              kExitReboot = 4, kExitUsage = 64;
+
+void usage() {
+  std::fprintf(stderr,
+               "usage: pvio-hv --kernel guest.elf [--mem 256M] [--vcpus N] [--cmdline \"...\"]\n"
+               "               [--disk ide=FILE] [--serial-log FILE] [--console]\n"
+               "  Without --serial-log the guest console goes to standard output; --console\n"
+               "  also copies it there when a log file is given. Exit counters are printed\n"
+               "  to standard error as one 'PVIO-HV-STATS {json}' line.\n");
+}
+
+bool parse_size(const std::string& s, std::uint64_t* out) {
+  char* end = nullptr;
+  errno = 0;
+  const unsigned long long v = std::strtoull(s.c_str(), &end, 10);
+  if (errno != 0 || end == s.c_str()) return false;
+  std::uint64_t mult = 1;
+  const std::string suffix(end);
+  if (suffix == "" || suffix == "B") mult = 1;
+  else if (suffix == "K" || suffix == "k") mult = 1ull << 10;
+  else if (suffix == "M" || suffix == "m") mult = 1ull << 20;
+  else if (suffix == "G" || suffix == "g") mult = 1ull << 30;
+  else return false;
+  if (v > ~0ull / mult) return false;
+  *out = v * mult;
+  return true;
+}
+
+bool read_file(const std::string& path, std::vector<std::uint8_t>* out) {
+  FILE* f = std::fopen(path.c_str(), "rb");
+  if (!f) return false;
+  std::uint8_t buf[65536];
+  std::size_t n;
+  while ((n = std::fread(buf, 1, sizeof(buf), f)) > 0) out->insert(out->end(), buf, buf + n);
+  const bool ok = !std::ferror(f);
+  std::fclose(f);
+  return ok;
+}
+
+void print_stats(const IoBus& bus) {
+  std::string json = "{\"devices\":{";
+  bool first = true;
+  for (const Device* d : bus.devices()) {
+    const ExitCounters& c = d->counters();
+    char buf[256];
+    std::snprintf(buf, sizeof(buf),
+                  "%s\"%s\":{\"pio_exits\":%" PRIu64 ",\"mmio_exits\":%" PRIu64
+                  ",\"invalid_requests\":%" PRIu64 "}",
+                  first ? "" : ",", d->name().c_str(), c.pio_exits, c.mmio_exits,
+                  c.invalid_requests);
+    json += buf;
+    first = false;
+  }
+  char buf[256];
+  std::snprintf(buf, sizeof(buf),
+                "},\"unassigned\":{\"pio_exits\":%" PRIu64 ",\"mmio_exits\":%" PRIu64
+                "},\"total_exits\":%" PRIu64 "}",
+                bus.unassigned().pio_exits, bus.unassigned().mmio_exits, bus.total_exits());
+  json += buf;
+  std::fprintf(stderr, "PVIO-HV-STATS %s\n", json.c_str());
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string kernel_path, disk_path, log_path;
+  VmConfig config;
+  bool console = false;
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    auto value = [&](std::string* out) {
+      if (i + 1 >= argc) return false;
+      *out = argv[++i];
+      return true;
+    };
+    std::string v;
+    if (arg == "--kernel" && value(&kernel_path)) continue;
+    if (arg == "--cmdline" && value(&config.cmdline)) continue;
+    if (arg == "--serial-log" && value(&log_path)) continue;
+    if (arg == "--console") { console = true; continue; }
+    if (arg == "--mem" && value(&v) && parse_size(v, &config.mem_bytes)) continue;
+    if (arg == "--vcpus" && value(&v)) { config.vcpus = static_cast<unsigned>(std::atoi(v.c_str())); continue; }
+    if (arg == "--disk" && value(&v) && v.rfind("ide=", 0) == 0) { disk_path = v.substr(4); continue; }
+    if (arg == "-h" || arg == "--help") { usage(); return kExitOk; }
+    std::fprintf(stderr, "pvio-hv: bad argument '%s'\n", arg.c_str());
+    usage();
+    return kExitUsage;
+  }
+  if (kernel_path.empty()) {
+    usage();
+    return kExitUsage;
+  }
+
+  std::string why;
+  if (!Vm::kvm_available(&why)) {
+    std::fprintf(stderr, "pvio-hv: %s\n", why.c_str());
+    return kExitHostError;
+  }
+  std::vector<std::uint8_t> elf;
+  if (!read_file(kernel_path, &elf)) {
+    std::fprintf(stderr, "pvio-hv: cannot read kernel %s: %s\n", kernel_path.c_str(), std::strerror(errno));
+    return kExitHostError;
+  }
+  int log_fd = -1, disk_fd = -1;
+  if (!log_path.empty()) {
+    log_fd = ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (log_fd < 0) {
+      std::fprintf(stderr, "pvio-hv: cannot open %s: %s\n", log_path.c_str(), std::strerror(errno));
+      return kExitHostError;
+    }
+  }
+  const int console_fd = (log_fd < 0 || console) ? STDOUT_FILENO : -1;
+  std::uint64_t disk_bytes = 0;
+  if (!disk_path.empty()) {
+    disk_fd = ::open(disk_path.c_str(), O_RDWR | O_CLOEXEC);
+    struct stat st{};
+    if (disk_fd < 0 || ::fstat(disk_fd, &st) < 0) {
+      std::fprintf(stderr, "pvio-hv: cannot open disk %s: %s\n", disk_path.c_str(), std::strerror(errno));
+      return kExitHostError;
+    }
+    disk_bytes = static_cast<std::uint64_t>(st.st_size);
+  }
+
+  DomainResult result;
+  Serial16550* serial = nullptr;
+  try {
+    Vm vm(config);
+    serial = vm.add_device(std::make_unique<Serial16550>(log_fd, console_fd));
+    vm.bus().map_pio(kCom1Port, 8, serial, 0);
+    auto* debug_exit = vm.add_device(std::make_unique<DebugExit>(vm.shutdown_fn()));
+    vm.bus().map_pio(kDebugExitPort, 1, debug_exit, 0);
+    auto* pci = vm.add_device(std::make_unique<PciBus>());
+    vm.bus().map_pio(kPciConfigAddressPort, 8, pci, 0);
+    pci->add(0, 0, make_host_bridge(), &vm.bus());
+    pci->add(1, 0, make_isa_bridge(), &vm.bus());
+    if (disk_fd >= 0) {
+      auto ide = std::make_unique<PiixIde>(vm.memory(), disk_fd, disk_bytes, vm.irq_fn());
+      ide->attach_legacy(&vm.bus());
+      pci->add(1, 1, std::move(ide), &vm.bus());
+    }
+    pci->add(2, 0, make_xen_platform_device(), &vm.bus());
+
+    const ElfStatus st = vm.load_kernel(elf);
+    if (st != ElfStatus::kOk) {
+      std::fprintf(stderr, "pvio-hv: cannot load %s: %s\n", kernel_path.c_str(),
+                   std::string(to_string(st)).c_str());
+      return kExitHostError;
+    }
+    result = vm.run();
+    serial->flush();
+    print_stats(vm.bus());
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "pvio-hv: %s\n", e.what());
+    return kExitHostError;
+  }
+
+  switch (result.state) {
+    case DomainState::kCrashed: {
+      const std::string msg = "pvio-hv: " + result.message + "\n";
+      std::fputs(msg.c_str(), stderr);
+      if (log_fd >= 0) (void)!::write(log_fd, msg.data(), msg.size());
+      return kExitCrashed;
+    }
+    case DomainState::kShutdown:
+      if (result.reason == ShutdownReason::kReboot) {
+        std::fprintf(stderr, "pvio-hv: guest requested reboot\n");
+        return kExitReboot;
+      }
+      if (result.code != 0) {
+        std::fprintf(stderr, "pvio-hv: guest powered off with failure code %u\n", result.code);
+        return kExitGuestFailure;
+      }
+      std::fprintf(stderr, "pvio-hv: guest powered off (code 0)\n");
+      return kExitOk;
+    case DomainState::kRunning:
+      break;
+  }
+  return kExitHostError;
+}
