@@ -440,8 +440,10 @@ void Blkfront::flush_ring(Queue& q) {
 void Blkfront::release_shadow(Queue& q, std::uint32_t id, bool success) {
   Shadow& sh = q.shadow[id];
   BlockIo* io = sh.io;
-  const bool read = sh.operation == blkif::kOpRead ||
-                    (sh.operation == blkif::kOpIndirect && io != nullptr && io->op == Op::Read);
+  // Only a successful completion looks at the I/O (to copy read data back): on teardown the
+  // caller may already have given up on it.
+  const bool read = success && (sh.operation == blkif::kOpRead ||
+                                (sh.operation == blkif::kOpIndirect && io->op == Op::Read));
   Seg* segs = &q.segs[std::size_t{id} * max_segs_];
   for (std::uint32_t i = 0; i < sh.nr_segs; ++i) {
     Seg& s = segs[i];
@@ -467,8 +469,7 @@ void Blkfront::release_shadow(Queue& q, std::uint32_t id, bool success) {
       if (ind[i].gref == kInvalidGrantRef) continue;
       if (!pf_.end_access(ind[i].gref)) {
         ++stats_.grants_leaked;
-        ind[i].lost = true;  // and never granted again: allocation below skips nothing, but
-                             // teardown will not free it
+        ind[i].lost = true;  // teardown will not free it
       }
       ind[i].gref = kInvalidGrantRef;
     }

@@ -241,6 +241,7 @@ int Blkfront::backend_changed() {
     logf(LogLevel::Error, "handshake step failed, errno", nullptr,
          static_cast<std::uint64_t>(-rc));
     teardown_datapath();
+    reset_active();
     switch_state(XenbusState::Closing);
   }
   return rc;
@@ -271,6 +272,7 @@ int Blkfront::remove_front_keys() {
 // talk_to_blkback: negotiate ring size and queues, build rings, publish them, Initialised.
 int Blkfront::talk_to_backend() {
   teardown_datapath();  // a half-done earlier attempt
+  reset_active();
   std::uint64_t order = 0, queues = 1;
   int rc = read_backend_uint("max-ring-page-order", order, 0);
   if (rc != 0) return rc;
@@ -443,6 +445,8 @@ int Blkfront::connect_datapath() {
 void Blkfront::backend_gone(const char* why) {
   logf(LogLevel::Info, why);
   teardown_datapath();
+  reset_active();
+  broken_ = false;  // the broken ring is gone; the next one starts clean
 }
 
 void Blkfront::teardown_datapath() {
@@ -455,6 +459,9 @@ void Blkfront::teardown_datapath() {
   nr_queues_ = 0;
   rings_up_ = false;
   carve_off_ = 0;
+}
+
+void Blkfront::reset_active() {
   // Every accepted I/O is redone from its first sector on the next connection: a request the
   // old backend may or may not have executed is simply executed again (reads and writes of the
   // same data are idempotent), so nothing acknowledged is lost and nothing stays outstanding.

@@ -212,7 +212,8 @@ class Blkfront {
   void ring_broken(Queue& q, const char* why);
   void kick_all();
   void request_disconnect();
-  void teardown_datapath();
+  void teardown_datapath();  // rings, pools, grants; never touches the I/Os
+  void reset_active();       // every accepted I/O back to "nothing built"
   void logf(LogLevel l, const char* a, const char* b = nullptr, std::uint64_t n = ~0ull);
   void* carve(std::size_t bytes);
 
