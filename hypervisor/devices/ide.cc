@@ -48,9 +48,9 @@ PrdStatus parse_prd_table(const GuestMemory& memory, std::uint32_t table_gpa,
   std::uint64_t entry_gpa = table_gpa & ~std::uint32_t{3};
   const std::uint64_t window_end = (entry_gpa & ~(kPrdWindow - 1)) + kPrdWindow;
   while (covered < transfer_bytes) {
-    if (entry_gpa + 8 > window_end) return PrdStatus::kNoEndOfTable;
     const std::uint8_t* raw = memory.range(entry_gpa, 8);
     if (raw == nullptr) return PrdStatus::kTableOutsideRam;
+    if (entry_gpa + 8 > window_end) return PrdStatus::kNoEndOfTable;
     // One copy of the entry: the guest may rewrite the table while we look at it.
     std::uint32_t addr, ctl;
     std::memcpy(&addr, raw, 4);
