@@ -1,10 +1,14 @@
 // GrantMapper: Xen's map/unmap/copy checks on a grant table read through GuestMemory.
 #include "pvio/grant_table/grant_mapper.h"
 
+#include <algorithm>
 #include <atomic>
 #include <cstring>
 #include <stdexcept>
 #include <string>
+
+// The copy path's helpers are small and run per op; force them into their callers.
+#define PVIO_GNTTAB_HOT [[gnu::always_inline]] inline
 
 namespace pvio::gnttab {
 
@@ -51,7 +55,7 @@ GrantMapper::~GrantMapper() {
     if (maptrack_[h].in_use) unmap(static_cast<grant_handle_t>(h));
 }
 
-std::uint8_t* GrantMapper::entry(grant_ref_t ref) const {
+PVIO_GNTTAB_HOT std::uint8_t* GrantMapper::entry(grant_ref_t ref) const {
   return table_frames_[ref / kEntriesPerFrame] + (ref % kEntriesPerFrame) * sizeof(grant_entry_v1);
 }
 
@@ -64,7 +68,7 @@ std::uint32_t GrantMapper::pin_count(grant_ref_t ref) const {
 // (flags, domid) word. Type and domid are checked only by the first user; later users rely on
 // the active entry (the guest cannot revoke a busy entry without cheating, and cheating only
 // affects its own frame).
-grant_status GrantMapper::set_status(grant_ref_t ref, bool readonly, bool mapflag, bool pinned) {
+PVIO_GNTTAB_HOT grant_status GrantMapper::set_status(grant_ref_t ref, bool readonly, bool mapflag, bool pinned) {
   std::atomic_ref<std::uint32_t> word = header_word(entry(ref));
   const std::uint16_t type_mask = GTF_type_mask | (mapflag ? GTF_sub_page : 0);
   std::uint32_t cur = word.load(std::memory_order_relaxed);
@@ -87,13 +91,13 @@ grant_status GrantMapper::set_status(grant_ref_t ref, bool readonly, bool mapfla
   }
 }
 
-void GrantMapper::clear_status(grant_ref_t ref, std::uint16_t bits) {
+PVIO_GNTTAB_HOT void GrantMapper::clear_status(grant_ref_t ref, std::uint16_t bits) {
   if (bits == 0) return;
   // Release: our accesses to the frame happen before the guest can see the entry idle.
   header_word(entry(ref)).fetch_and(~std::uint32_t{bits}, std::memory_order_release);
 }
 
-grant_status GrantMapper::pin(grant_ref_t ref, bool readonly, bool mapflag) {
+PVIO_GNTTAB_HOT grant_status GrantMapper::pin(grant_ref_t ref, bool readonly, bool mapflag) {
   if (ref >= nr_entries_) return GNTST_bad_gntref;
   Active& act = active_[ref];
   const bool pinned = act.readers + act.writers != 0;
@@ -121,7 +125,7 @@ grant_status GrantMapper::pin(grant_ref_t ref, bool readonly, bool mapflag) {
   return GNTST_okay;
 }
 
-void GrantMapper::unpin(grant_ref_t ref, bool readonly) {
+PVIO_GNTTAB_HOT void GrantMapper::unpin(grant_ref_t ref, bool readonly) {
   Active& act = active_[ref];
   std::uint16_t clear = 0;
   if (readonly) {
@@ -193,7 +197,7 @@ void GrantMapper::unmap(std::span<UnmapOp> ops) {
 
 // One end of a copy: pin a gref for the duration of the copy, or take a local page.
 // Offsets and length are already checked against the page.
-grant_status GrantMapper::resolve(const gnttab_copy_ptr& ptr, bool is_gref, bool readonly,
+PVIO_GNTTAB_HOT grant_status GrantMapper::resolve(const gnttab_copy_ptr& ptr, bool is_gref, bool readonly,
                                   std::uint8_t** out) {
   if (!is_gref) {
     // gnttab_copy_lock_domain: only DOMID_SELF may be referenced by frame.
@@ -211,35 +215,65 @@ grant_status GrantMapper::resolve(const gnttab_copy_ptr& ptr, bool is_gref, bool
   return GNTST_okay;
 }
 
-grant_status GrantMapper::copy(gnttab_copy& op_io) {
-  const gnttab_copy op = op_io;
-  const bool src_gref = op.flags & GNTCOPY_source_gref;
-  const bool dst_gref = op.flags & GNTCOPY_dest_gref;
-  grant_status rc = GNTST_okay;
-  if (op.flags & ~(GNTCOPY_source_gref | GNTCOPY_dest_gref) ||
-      op.source.offset > kGrantPageSize || op.len > kGrantPageSize - op.source.offset ||
-      op.dest.offset > kGrantPageSize || op.len > kGrantPageSize - op.dest.offset)
-    rc = GNTST_bad_copy_arg;
-
-  std::uint8_t* src = nullptr;
-  std::uint8_t* dst = nullptr;
-  if (rc == GNTST_okay) rc = resolve(op.source, src_gref, /*readonly=*/true, &src);
-  if (rc == GNTST_okay) {
-    rc = resolve(op.dest, dst_gref, /*readonly=*/false, &dst);
-    if (rc != GNTST_okay && src_gref) unpin(op.source.u.ref, true);
-  }
-  if (rc == GNTST_okay) {
-    // memmove: both ends may be the same granted page.
-    std::memmove(dst, src, op.len);
-    if (dst_gref) unpin(op.dest.u.ref, false);
-    if (src_gref) unpin(op.source.u.ref, true);
-  }
-  op_io.status = rc;
+// First half of an op: check the arguments and pin both ends. Only the IN fields are read: a
+// load spanning `status` would wait for an earlier status store queued behind a copy's stores.
+PVIO_GNTTAB_HOT grant_status GrantMapper::prepare_copy(const gnttab_copy& op_in, PreparedCopy& p) {
+  const gnttab_copy_ptr source = op_in.source;
+  const gnttab_copy_ptr dest = op_in.dest;
+  const std::uint16_t len = op_in.len;
+  const std::uint16_t flags = op_in.flags;
+  p.len = len;
+  p.src_gref = flags & GNTCOPY_source_gref;
+  p.dst_gref = flags & GNTCOPY_dest_gref;
+  p.src_ref = source.u.ref;
+  p.dst_ref = dest.u.ref;
+  if (flags & ~(GNTCOPY_source_gref | GNTCOPY_dest_gref) || source.offset > kGrantPageSize ||
+      len > kGrantPageSize - source.offset || dest.offset > kGrantPageSize ||
+      len > kGrantPageSize - dest.offset)
+    return GNTST_bad_copy_arg;
+  grant_status rc = resolve(source, p.src_gref, /*readonly=*/true, &p.src);
+  if (rc != GNTST_okay) return rc;
+  rc = resolve(dest, p.dst_gref, /*readonly=*/false, &p.dst);
+  if (rc != GNTST_okay && p.src_gref) unpin(p.src_ref, true);
   return rc;
 }
 
+// Second half: drop the pins (clearing the busy bits when they were the last users).
+PVIO_GNTTAB_HOT void GrantMapper::finish_copy(const PreparedCopy& p) {
+  if (p.dst_gref) unpin(p.dst_ref, false);
+  if (p.src_gref) unpin(p.src_ref, true);
+}
+
+grant_status GrantMapper::copy(gnttab_copy& op) {
+  PreparedCopy p{};
+  const grant_status rc = prepare_copy(op, p);
+  if (rc == GNTST_okay) {
+    std::memmove(p.dst, p.src, p.len);  // memmove: both ends may be the same granted page
+    finish_copy(p);
+  }
+  op.status = rc;
+  return rc;
+}
+
+// A batch runs in chunks of three phases: pin every op's ends, copy every op in order, unpin.
+// The result is that of running the ops one by one (copies keep their order; each op has its
+// own pins and status), but the locked instructions that set and clear the busy bits are no
+// longer wedged between copies: on x86 each one waits for every store of the copy before it to
+// drain, which made a batch of 4 KiB copies about 20% slower than the memcpy it wraps.
 void GrantMapper::copy(std::span<gnttab_copy> ops) {
-  for (gnttab_copy& op : ops) copy(op);
+  constexpr std::size_t kChunk = 32;
+  PreparedCopy prep[kChunk];
+  grant_status status[kChunk];
+  for (std::size_t base = 0; base < ops.size(); base += kChunk) {
+    const std::size_t n = std::min(kChunk, ops.size() - base);
+    for (std::size_t i = 0; i < n; ++i) status[i] = prepare_copy(ops[base + i], prep[i]);
+    for (std::size_t i = 0; i < n; ++i)
+      if (status[i] == GNTST_okay) std::memmove(prep[i].dst, prep[i].src, prep[i].len);
+    for (std::size_t i = 0; i < n; ++i) {
+      if (status[i] == GNTST_okay) finish_copy(prep[i]);
+      ops[base + i].status = status[i];
+    }
+  }
 }
 
 }  // namespace pvio::gnttab

@@ -110,6 +110,18 @@ class GrantMapper {
   std::uint8_t* entry(grant_ref_t ref) const;
   grant_status resolve(const gnttab_copy_ptr& ptr, bool is_gref, bool readonly,
                        std::uint8_t** out);
+  // Trivial on purpose: copy() keeps an uninitialised array of these on the stack.
+  struct PreparedCopy {
+    std::uint8_t* src;
+    std::uint8_t* dst;
+    std::uint16_t len;
+    bool src_gref;
+    bool dst_gref;
+    grant_ref_t src_ref;
+    grant_ref_t dst_ref;
+  };
+  grant_status prepare_copy(const gnttab_copy& op, PreparedCopy& p);
+  void finish_copy(const PreparedCopy& p);
 
   domid_t granting_domid_;
   domid_t mapper_domid_;
