@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <filesystem>
 #include <cstdio>
 #include <cstdlib>
 #include <map>
@@ -37,8 +38,7 @@ std::map<std::string, double> g_ns;  // ns per op of each benchmark's last run
 
 struct DaemonProcess {
   DaemonProcess() {
-    const char* tmp = std::getenv("TMPDIR");
-    dir = std::string(tmp ? tmp : "/tmp") + "/pvio-xsbench-XXXXXX";
+    dir = (std::filesystem::temp_directory_path() / "pvio-xsbench-XXXXXX").string();
     if (!mkdtemp(dir.data())) std::abort();
     sock = dir + "/socket";
     pid = fork();

@@ -11,6 +11,7 @@
 #include <array>
 #include <atomic>
 #include <chrono>
+#include <filesystem>
 #include <cstdio>
 #include <cstdlib>
 #include <string>
@@ -35,8 +36,7 @@ class UtilsInterop : public ::testing::Test {
     if (!have_tools()) GTEST_SKIP() << "xenstore-utils not installed (apt install xenstore-utils)";
     const char* daemon = std::getenv("PVIO_XENSTORED");
     if (daemon == nullptr) GTEST_SKIP() << "PVIO_XENSTORED not set; run through meson test";
-    const char* tmp = std::getenv("TMPDIR");
-    std::string tmpl = std::string(tmp ? tmp : "/tmp") + "/pvio-xs-XXXXXX";
+    std::string tmpl = (std::filesystem::temp_directory_path() / "pvio-xs-XXXXXX").string();
     ASSERT_NE(::mkdtemp(tmpl.data()), nullptr);
     dir_ = tmpl;
     sock_ = dir_ + "/socket";
