@@ -13,9 +13,11 @@
 
 namespace {
 
-pvio::domain::Domain* g_domain = nullptr;
+pvio::domain::Domain* volatile g_domain = nullptr;
+volatile std::sig_atomic_t g_stop_requested = 0;
 
 void on_signal(int) {
+  g_stop_requested = 1;
   if (g_domain != nullptr) g_domain->stop();
 }
 
@@ -60,17 +62,20 @@ int main(int argc, char** argv) {
   }
   if (!have_domid) return usage();
 
+  // Handlers first: the socket is live as soon as the domain exists.
+  struct sigaction sa{};
+  sa.sa_handler = on_signal;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGINT, &sa, nullptr);
+  sigaction(SIGTERM, &sa, nullptr);
+
   std::unique_ptr<pvio::domain::Domain> d;
   if (int rc = pvio::domain::Domain::create(cfg, &d); rc != 0) {
     spdlog::error("domain {}: cannot create: {}", cfg.domid, std::strerror(-rc));
     return 1;
   }
   g_domain = d.get();
-  struct sigaction sa{};
-  sa.sa_handler = on_signal;
-  sigemptyset(&sa.sa_mask);
-  sigaction(SIGINT, &sa, nullptr);
-  sigaction(SIGTERM, &sa, nullptr);
+  if (g_stop_requested) d->stop();
 
   spdlog::info("domain {}: {} MiB, socket {}, shared_info gfn {}, xenstore gfn {} port {}, "
                "{} grant frames from gfn {}",
