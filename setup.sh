@@ -44,16 +44,49 @@ build() {
 run_tests() {
   local rc=0
   meson test -C "$BUILD_DIR" --print-errorlogs --num-processes "$(nproc)" || rc=$?
-  # One plain closing line, counted from meson's machine-readable log.
-  python3 - "$BUILD_DIR/meson-logs/testlog.json" <<'PY'
+  FUZZ_PASSED=0 FUZZ_FAILED=0
+  run_fuzzers || rc=$?
+  # One plain closing line, counted from meson's machine-readable log plus the fuzz runs.
+  python3 - "$BUILD_DIR/meson-logs/testlog.json" "$FUZZ_PASSED" "$FUZZ_FAILED" <<'PY'
 import json, sys
-counts = {"OK": 0, "FAIL": 0, "SKIP": 0}
+counts = {"OK": int(sys.argv[2]), "FAIL": int(sys.argv[3]), "SKIP": 0}
 for line in open(sys.argv[1]):
     r = json.loads(line)["result"]
     key = {"OK": "OK", "SKIP": "SKIP", "EXPECTEDFAIL": "OK"}.get(r, "FAIL")
     counts[key] += 1
 print(f"{counts['OK']} passed, {counts['FAIL']} failed, {counts['SKIP']} skipped")
 PY
+  return $rc
+}
+
+# libFuzzer targets (clang), built in their own directory and each run for a short, fixed time;
+# a crash, leak or sanitizer report fails the run. FUZZ_SECONDS sets the time per target.
+run_fuzzers() {
+  local dir=${BUILD_DIR}-fuzz seconds=${FUZZ_SECONDS:-20} rc=0
+  if [[ ! -f $dir/build.ninja ]]; then
+    CC=clang CXX=clang++ meson setup "$dir" -Dfuzzers=true -Dbenchmarks=false >/dev/null
+  fi
+  local targets
+  targets=$(cd "$dir" && meson introspect --targets | python3 -c '
+import json, sys
+for t in json.load(sys.stdin):
+    if t["name"].endswith("_fuzz"): print(t["filename"][0])')
+  local names=()
+  for t in $targets; do names+=("${t#"$PWD/$dir/"}"); done
+  ninja -C "$dir" "${names[@]}"
+  FUZZ_PASSED=0 FUZZ_FAILED=0
+  for t in $targets; do
+    local corpus
+    corpus=$(mktemp -d)
+    if "$t" -max_total_time="$seconds" -print_final_stats=0 -artifact_prefix="$corpus/" "$corpus" >"$corpus.log" 2>&1; then
+      echo "fuzz: $(basename "$t") ran ${seconds}s clean"
+      FUZZ_PASSED=$((FUZZ_PASSED + 1))
+    else
+      echo "fuzz: $(basename "$t") FAILED"; tail -40 "$corpus.log"
+      FUZZ_FAILED=$((FUZZ_FAILED + 1)); rc=1
+    fi
+    rm -rf "$corpus" "$corpus.log"
+  done
   return $rc
 }
 
