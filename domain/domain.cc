@@ -64,8 +64,18 @@ int Domain::create(const DomainConfig& cfg, std::unique_ptr<Domain>* out) {
   // all-zero grant frame holds only invalid (flags 0) entries.
   d->shared_info_ = reinterpret_cast<evtchn::shared_info*>(d->page(kSharedInfoGfn));
   d->xenstore_ = reinterpret_cast<xenstore_domain_interface*>(d->page(kXenstoreGfn));
-  for (std::uint32_t i = 0; i < cfg.nr_grant_frames; ++i)
+  for (std::uint32_t i = 0; i < cfg.nr_grant_frames; ++i) {
     d->grant_frame_gfns_.push_back(kFirstGrantFrameGfn + i);
+    d->grant_frames_.push_back(
+        reinterpret_cast<gnttab::grant_entry_v1*>(d->page(kFirstGrantFrameGfn + i)));
+  }
+  d->grant_free_.resize(std::size_t{cfg.nr_grant_frames} * gnttab::kEntriesPerFrame);
+  d->grant_table_ = std::make_unique<gnttab::GrantTable>(
+      d->grant_frames_.data(), cfg.nr_grant_frames, d->grant_free_.data(),
+      static_cast<std::uint32_t>(d->grant_free_.size()));
+  // As the toolstack does: the xenstore page is granted to Dom0 in its reserved ref.
+  if (!d->grant_table_->grant_access_ref(gnttab::GNTTAB_RESERVED_XENSTORE, 0, kXenstoreGfn, false))
+    return -EIO;
   d->next_free_gfn_ = fixed_pages;
 
   d->upcall_fd_.reset(evtchn::eventfd_create(true));

@@ -18,6 +18,7 @@
 #include "pvio/control/client.h"
 #include "pvio/domain/domain.h"
 #include "pvio/event_channel/notifier.h"
+#include "pvio/grant_table/grant_abi.h"
 
 namespace {
 
@@ -159,6 +160,13 @@ TEST_F(ControlProtocol, AttachHandsOutTheDomainLayout) {
             (std::vector<std::uint64_t>{2, 3, 4, 5}));
   EXPECT_GE(c->upcall_fd(), 0);
   EXPECT_EQ(ready.echo_gfn, 6u);  // first free page after the grant frames
+  // The xenstore page is granted to Dom0 in the reserved xenstore ref, as the toolstack does.
+  const auto* entries = reinterpret_cast<const gnttab::grant_entry_v1*>(
+      c->memory().frame(c->grant_frame_gfns()[0]));
+  const gnttab::grant_entry_v1 xs = entries[gnttab::GNTTAB_RESERVED_XENSTORE];
+  EXPECT_EQ(xs.flags, gnttab::GTF_permit_access);
+  EXPECT_EQ(xs.domid, 0);
+  EXPECT_EQ(xs.frame, c->xenstore_gfn());
 }
 
 TEST_F(ControlProtocol, MemoryAndEventsBothWays) {

@@ -7,7 +7,8 @@
 // Guest-physical layout (one region at gpa 0, `memory_bytes` long):
 //   gfn 0                    shared_info
 //   gfn 1                    xenstore ring (xenstore_domain_interface)
-//   gfn 2 .. 2+G-1           grant-table frames (G = nr_grant_frames, v1 entries)
+//   gfn 2 .. 2+G-1           grant-table frames (G = nr_grant_frames, v1 entries); reserved
+//                            ref 1 (GNTTAB_RESERVED_XENSTORE) grants the xenstore page to Dom0
 //   gfn 2+G ..               free RAM for frontends (alloc_pages)
 #pragma once
 
@@ -22,6 +23,7 @@
 
 #include "pvio/control/server.h"
 #include "pvio/event_channel/port_table.h"
+#include "pvio/grant_table/grant_table.h"
 #include "pvio/grant_table/guest_memory.h"
 
 namespace pvio::domain {
@@ -71,6 +73,9 @@ class Domain final : private control::ControlBackend {
   std::uint64_t xenstore_gfn() const { return kXenstoreGfn; }
   evtchn_port_t xenstore_port() const { return xenstore_port_; }
   std::span<const std::uint64_t> grant_frame_gfns() const { return grant_frame_gfns_; }
+  // The granting side over this domain's grant frames, for in-process frontends. Not
+  // synchronised (see grant_table.h): frontends on several threads serialise their calls.
+  gnttab::GrantTable& grant_table() { return *grant_table_; }
   // Host address of guest frame `gfn`, or null.
   std::uint8_t* page(std::uint64_t gfn) const { return memory_.frame(gfn); }
   // Takes `n` contiguous free pages; returns their first gfn via `gfn`. 0 or -ENOMEM.
@@ -119,6 +124,9 @@ class Domain final : private control::ControlBackend {
   evtchn::shared_info* shared_info_ = nullptr;
   xenstore_domain_interface* xenstore_ = nullptr;
   std::vector<std::uint64_t> grant_frame_gfns_;
+  std::vector<gnttab::grant_entry_v1*> grant_frames_;
+  std::vector<grant_ref_t> grant_free_;
+  std::unique_ptr<gnttab::GrantTable> grant_table_;
   control::RegionDesc region_{};
   std::uint64_t next_free_gfn_ = 0;
   evtchn_port_t xenstore_port_ = 0;
