@@ -5,9 +5,11 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <cstring>
 #include <random>
 #include <set>
+#include <thread>
 #include <vector>
 
 #include "guest_image.h"
@@ -151,6 +153,18 @@ TEST_F(GrantTest, EndAccessFailsWhileOtherSideHoldsEntryBusy) {
   image_.entry(ref).flags &= static_cast<std::uint16_t>(~GTF_reading);
   EXPECT_FALSE(table_.is_busy(ref));
   EXPECT_TRUE(table_.end_access(ref));
+}
+
+TEST_F(GrantTest, FixedGrantTableCarriesItsOwnStorage) {
+  GuestImage other;
+  grant_entry_v1* f[1] = {other.table_frame(0)};
+  FixedGrantTable<1> fixed(f);
+  EXPECT_EQ(fixed.nr_entries(), kEntriesPerFrame);
+  EXPECT_EQ(fixed.free_count(), kEntriesPerFrame - GNTTAB_NR_RESERVED_ENTRIES);
+  const grant_ref_t ref = fixed.grant_access(4, 0x123, true);
+  EXPECT_EQ(ref, GNTTAB_NR_RESERVED_ENTRIES);
+  EXPECT_EQ(other.entry(ref).frame, 0x123u);
+  EXPECT_TRUE(fixed.end_access(ref));
 }
 
 // ---- mapping side ----
@@ -379,6 +393,46 @@ TEST_F(GrantTest, EntryRewrittenWhileMappedKeepsValidatedFrame) {
   ASSERT_EQ(fresh.status, GNTST_okay);
   EXPECT_EQ(fresh.addr, data(9));
   EXPECT_EQ(mapper_.unmap(fresh.handle), GNTST_okay);
+}
+
+// The guest may legitimately change flag bits of an entry that is in use (grant_table.h: "use
+// SMP-safe bit-setting" to toggle GTF_readonly, etc.). The mapper's compare-exchange and
+// atomic clear must never lose such a concurrent update, nor leave busy bits behind.
+TEST_F(GrantTest, ConcurrentGuestFlagUpdatesAreNeverLost) {
+  const grant_ref_t ref = grant(0);
+  std::atomic_ref<std::uint16_t> guest_flags(image_.entry(ref).flags);
+  std::atomic<bool> stop{false};
+  std::uint64_t toggles = 0, lost = 0;
+  std::thread guest([&] {
+    // Each toggle sees the bit the previous toggle left, unless someone overwrote it.
+    std::uint16_t expect = 0;
+    while (!stop.load(std::memory_order_relaxed)) {
+      const std::uint16_t old = guest_flags.fetch_xor(GTF_PWT);
+      if ((old & GTF_PWT) != expect) ++lost;
+      expect = static_cast<std::uint16_t>((old & GTF_PWT) ^ GTF_PWT);
+      ++toggles;
+    }
+  });
+  int ok = 0, unstable = 0;
+  for (int i = 0; i < 200000; ++i) {
+    MapResult m = mapper_.map(ref, i % 2 == 0);
+    if (m.status == GNTST_okay) {
+      ++ok;
+      ASSERT_EQ(m.addr, data(0));
+      ASSERT_EQ(mapper_.unmap(m.handle), GNTST_okay);
+    } else {
+      ASSERT_EQ(m.status, GNTST_general_error) << status_string(m.status);
+      ++unstable;
+    }
+  }
+  stop = true;
+  guest.join();
+  EXPECT_GT(ok, 0);
+  EXPECT_EQ(lost, 0u) << "guest updates overwritten by the mapper, of " << toggles;
+  const std::uint16_t want =
+      static_cast<std::uint16_t>(GTF_permit_access | ((toggles % 2) ? GTF_PWT : 0));
+  EXPECT_EQ(flags(ref), want) << "toggles " << toggles << ", unstable " << unstable;
+  EXPECT_EQ(mapper_.pin_count(ref), 0u);
 }
 
 // ---- GNTTABOP_copy ----

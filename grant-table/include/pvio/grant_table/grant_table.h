@@ -135,7 +135,8 @@ class GrantTable {
     std::atomic_ref<domid_t>(e.domid).store(domid, std::memory_order_relaxed);
     std::atomic_ref<std::uint32_t>(e.frame).store(frame, std::memory_order_relaxed);
     // wmb() before the type: the mapper must never see a valid type with a stale frame/domid.
-    const auto flags = static_cast<std::uint16_t>(GTF_permit_access | (readonly ? GTF_readonly : 0));
+    const auto flags =
+        static_cast<std::uint16_t>(GTF_permit_access | (readonly ? GTF_readonly : 0));
     flags_ref(ref).store(flags, std::memory_order_release);
   }
 
@@ -144,6 +145,21 @@ class GrantTable {
   std::uint32_t nr_entries_ = 0;
   std::uint32_t free_count_ = 0;
   grant_ref_t head_ = kInvalidGrantRef;
+};
+
+// A GrantTable that carries its own free-list storage, for callers with a fixed table size
+// (a static object in a guest kernel, for instance). The storage base comes first so it exists
+// before GrantTable's constructor fills it.
+template <std::uint32_t NrFrames>
+struct GrantTableStorage {
+  grant_ref_t free_storage[NrFrames * kEntriesPerFrame];
+};
+
+template <std::uint32_t NrFrames>
+class FixedGrantTable : private GrantTableStorage<NrFrames>, public GrantTable {
+ public:
+  explicit FixedGrantTable(grant_entry_v1* const* frames)
+      : GrantTable(frames, NrFrames, this->free_storage, NrFrames * kEntriesPerFrame) {}
 };
 
 }  // namespace pvio::gnttab
