@@ -68,7 +68,8 @@ std::uint32_t GrantMapper::pin_count(grant_ref_t ref) const {
 // (flags, domid) word. Type and domid are checked only by the first user; later users rely on
 // the active entry (the guest cannot revoke a busy entry without cheating, and cheating only
 // affects its own frame).
-PVIO_GNTTAB_HOT grant_status GrantMapper::set_status(grant_ref_t ref, bool readonly, bool mapflag, bool pinned) {
+PVIO_GNTTAB_HOT grant_status GrantMapper::set_status(grant_ref_t ref, bool readonly, bool mapflag,
+                                                     bool pinned) {
   std::atomic_ref<std::uint32_t> word = header_word(entry(ref));
   const std::uint16_t type_mask = GTF_type_mask | (mapflag ? GTF_sub_page : 0);
   std::uint32_t cur = word.load(std::memory_order_relaxed);
@@ -197,8 +198,8 @@ void GrantMapper::unmap(std::span<UnmapOp> ops) {
 
 // One end of a copy: pin a gref for the duration of the copy, or take a local page.
 // Offsets and length are already checked against the page.
-PVIO_GNTTAB_HOT grant_status GrantMapper::resolve(const gnttab_copy_ptr& ptr, bool is_gref, bool readonly,
-                                  std::uint8_t** out) {
+PVIO_GNTTAB_HOT grant_status GrantMapper::resolve(const gnttab_copy_ptr& ptr, bool is_gref,
+                                                  bool readonly, std::uint8_t** out) {
   if (!is_gref) {
     // gnttab_copy_lock_domain: only DOMID_SELF may be referenced by frame.
     if (ptr.domid != DOMID_SELF) return GNTST_permission_denied;

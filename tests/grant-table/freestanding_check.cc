@@ -14,7 +14,7 @@ grant_ref_t freestanding_grant_table_check(grant_entry_v1* const* frames, grant_
 }
 
 std::uint32_t freestanding_fixed_table_check(grant_entry_v1* const* frames) {
-  static FixedGrantTable<1> table(frames);
+  FixedGrantTable<1> table(frames);
   return table.grant_access(0, 3, false);
 }
 
