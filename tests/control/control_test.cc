@@ -12,6 +12,7 @@
 #include <csignal>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <string>
 #include <vector>
 
@@ -50,8 +51,8 @@ class ControlProtocol : public ::testing::Test {
   Ready ready{};
 
   void SetUp() override {
-    const char* t = std::getenv("TMPDIR");
-    std::string tmpl = std::string(t && *t ? t : "/tmp") + "/pvio-control-XXXXXX";
+    // temp_directory_path() honours TMPDIR.
+    std::string tmpl = (std::filesystem::temp_directory_path() / "pvio-control-XXXXXX").string();
     ASSERT_NE(::mkdtemp(tmpl.data()), nullptr);
     dir = tmpl;
     sock = dir + "/domain-5.sock";

@@ -9,6 +9,7 @@
 #include <atomic>
 #include <cerrno>
 #include <csignal>
+#include <filesystem>
 #include <cstdlib>
 #include <string>
 #include <thread>
@@ -31,8 +32,8 @@ bool readable(int fd, int timeout_ms = kWatchdogMs) {
 }
 
 std::string make_tmpdir() {
-  const char* t = std::getenv("TMPDIR");
-  std::string tmpl = std::string(t && *t ? t : "/tmp") + "/pvio-domain-XXXXXX";
+  // temp_directory_path() honours TMPDIR.
+  std::string tmpl = (std::filesystem::temp_directory_path() / "pvio-domain-XXXXXX").string();
   return ::mkdtemp(tmpl.data()) ? tmpl : std::string();
 }
 
