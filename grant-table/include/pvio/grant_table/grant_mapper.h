@@ -16,7 +16,8 @@
 //    is kept in the active entry: while the entry stays pinned, later maps and copies use it and
 //    nothing the guest writes to the entry can move them to another frame.
 //  - Per-ref pin counts (Xen's active entry): GTF_writing is cleared when the last writer goes
-//    away, GTF_reading when the last user goes away. Copies pin only for their duration.
+//    away, GTF_reading when the last user goes away. Copies pin only while the copy call runs
+//    (a batch pins a chunk of up to 32 ops, copies them in order, then unpins them).
 //  - Copy: each end is a gref of the granting domain or a local page (domid DOMID_SELF, else
 //    GNTST_permission_denied); offset + len must stay within one page on both ends
 //    (GNTST_bad_copy_arg).
