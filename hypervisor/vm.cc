@@ -1,9 +1,11 @@
 // KVM VM set-up, long-mode boot state and the vCPU run loop with crash reporting.
 #include "pvio/hypervisor/vm.h"
 
+#include <cpuid.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
+#include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -16,6 +18,7 @@
 #include <system_error>
 
 #include "pvio/hypervisor/boot_info.h"
+#include "pvio/hypervisor/xen_abi.h"
 
 namespace pvio::hv {
 
@@ -87,8 +90,10 @@ Vm::Vm(const VmConfig& config) : config_(config) {
 
   memfd_ = ::memfd_create("pvio-guest-ram", MFD_CLOEXEC);
   if (memfd_ < 0) fail("memfd_create");
-  if (::ftruncate(memfd_, static_cast<off_t>(mem_bytes_)) < 0) fail("ftruncate guest RAM");
-  void* p = ::mmap(nullptr, mem_bytes_, PROT_READ | PROT_WRITE, MAP_SHARED, memfd_, 0);
+  // RAM, then the Xen pages (shared_info, xenstore and console rings, grant frames).
+  const std::uint64_t memfd_bytes = mem_bytes_ + kXenPagesBytes;
+  if (::ftruncate(memfd_, static_cast<off_t>(memfd_bytes)) < 0) fail("ftruncate guest RAM");
+  void* p = ::mmap(nullptr, memfd_bytes, PROT_READ | PROT_WRITE, MAP_SHARED, memfd_, 0);
   if (p == MAP_FAILED) fail("mmap guest RAM");
   ram_ = static_cast<std::uint8_t*>(p);
   kvm_userspace_memory_region region{};
@@ -98,6 +103,12 @@ Vm::Vm(const VmConfig& config) : config_(config) {
   region.userspace_addr = reinterpret_cast<std::uint64_t>(ram_);
   if (::ioctl(vm_fd_, KVM_SET_USER_MEMORY_REGION, &region) < 0) fail("KVM_SET_USER_MEMORY_REGION");
   memory_.add_region(0, mem_bytes_, ram_);
+  region.slot = 1;
+  region.guest_phys_addr = kXenPagesGpa;
+  region.memory_size = kXenPagesBytes;
+  region.userspace_addr = reinterpret_cast<std::uint64_t>(ram_ + mem_bytes_);
+  if (::ioctl(vm_fd_, KVM_SET_USER_MEMORY_REGION, &region) < 0) fail("KVM_SET_USER_MEMORY_REGION (Xen pages)");
+  memory_.add_region(kXenPagesGpa, kXenPagesBytes, ram_ + mem_bytes_);
 
   const int run_size = ::ioctl(kvm_fd_, KVM_GET_VCPU_MMAP_SIZE, 0);
   if (run_size <= 0) fail("KVM_GET_VCPU_MMAP_SIZE");
@@ -115,6 +126,7 @@ Vm::Vm(const VmConfig& config) : config_(config) {
   }
   const int khz = ::ioctl(vcpus_[0]->fd, KVM_GET_TSC_KHZ, 0);
   tsc_khz_ = khz > 0 ? static_cast<std::uint64_t>(khz) : 0;
+  setup_xen_interface();
 
   struct sigaction sa{};
   sa.sa_handler = kick_handler;  // no SA_RESTART: KVM_RUN must return EINTR
@@ -123,35 +135,258 @@ Vm::Vm(const VmConfig& config) : config_(config) {
 }
 
 Vm::~Vm() {
+  xen_.reset();  // stops the control thread; Dom0 clients go before the memory does
   for (auto& v : vcpus_) {
     if (v->thread.joinable()) v->thread.join();
     if (v->run) ::munmap(v->run, run_size_);
     if (v->fd >= 0) ::close(v->fd);
   }
-  if (ram_) ::munmap(ram_, mem_bytes_);
-  for (int fd : {memfd_, vm_fd_, kvm_fd_})
+  if (ram_) ::munmap(ram_, mem_bytes_ + kXenPagesBytes);
+  for (int fd : {upcall_fd_, memfd_, vm_fd_, kvm_fd_})
     if (fd >= 0) ::close(fd);
 }
 
+namespace {
+
+// The host's own CPUID table, for KVMs that do not offer KVM_GET_SUPPORTED_CPUID (PVM): leaves
+// with sub-leaves are enumerated the way the SDM describes for each.
+std::vector<kvm_cpuid_entry2> host_cpuid() {
+  std::vector<kvm_cpuid_entry2> out;
+  auto add = [&](std::uint32_t fn, std::uint32_t idx, bool indexed) {
+    kvm_cpuid_entry2 e{};
+    e.function = fn;
+    e.index = idx;
+    e.flags = indexed ? KVM_CPUID_FLAG_SIGNIFCANT_INDEX : 0;
+    __cpuid_count(fn, idx, e.eax, e.ebx, e.ecx, e.edx);
+    out.push_back(e);
+    return e;
+  };
+  std::uint32_t a, b, c, d;
+  __cpuid(0, a, b, c, d);
+  const std::uint32_t max_basic = a < 0x20 ? a : 0x20;
+  for (std::uint32_t fn = 0; fn <= max_basic; ++fn) {
+    switch (fn) {
+      case 4:
+        for (std::uint32_t i = 0; i < 16; ++i)
+          if ((add(fn, i, true).eax & 0x1f) == 0) break;
+        break;
+      case 7: {
+        const std::uint32_t n = add(fn, 0, true).eax;
+        for (std::uint32_t i = 1; i <= n && i < 8; ++i) add(fn, i, true);
+        break;
+      }
+      case 0xb:
+      case 0x1f:
+        for (std::uint32_t i = 0; i < 8; ++i)
+          if (((add(fn, i, true).ecx >> 8) & 0xff) == 0) break;
+        break;
+      case 0xd:
+        for (std::uint32_t i = 0; i < 64; ++i) add(fn, i, true);
+        break;
+      default:
+        add(fn, 0, false);
+    }
+  }
+  __cpuid(0x80000000, a, b, c, d);
+  const std::uint32_t max_ext = a < 0x80000021 ? a : 0x80000021;
+  for (std::uint32_t fn = 0x80000000; fn <= max_ext; ++fn) add(fn, 0, false);
+  return out;
+}
+
+}  // namespace
+
 void Vm::setup_cpuid(Vcpu& vcpu) {
   // Long mode needs CPUID.80000001h:EDX.LM visible to the guest or KVM refuses EFER.LME.
+  std::vector<kvm_cpuid_entry2> entries;
   std::vector<std::uint8_t> storage;
-  kvm_cpuid2* cpuid = nullptr;
   for (std::uint32_t n = 64;; n *= 2) {
     storage.assign(sizeof(kvm_cpuid2) + n * sizeof(kvm_cpuid_entry2), 0);
-    cpuid = reinterpret_cast<kvm_cpuid2*>(storage.data());
+    auto* cpuid = reinterpret_cast<kvm_cpuid2*>(storage.data());
     cpuid->nent = n;
-    if (::ioctl(kvm_fd_, KVM_GET_SUPPORTED_CPUID, cpuid) == 0) break;
-    // Some KVM implementations (e.g. PVM) do not offer CPUID configuration: keep their default.
-    if (errno == EINVAL) return;
+    if (::ioctl(kvm_fd_, KVM_GET_SUPPORTED_CPUID, cpuid) == 0) {
+      entries.assign(cpuid->entries, cpuid->entries + cpuid->nent);
+      break;
+    }
+    // PVM rejects KVM_GET_SUPPORTED_CPUID: start from the host's table instead.
+    if (errno == EINVAL) {
+      entries = host_cpuid();
+      break;
+    }
     if (errno != E2BIG || n > 4096) fail("KVM_GET_SUPPORTED_CPUID");
   }
-  for (std::uint32_t i = 0; i < cpuid->nent; ++i) {
-    kvm_cpuid_entry2& e = cpuid->entries[i];
-    if (e.function == 1) e.ebx = (e.ebx & 0x00ffffffu) | (vcpu.index << 24);  // initial APIC ID
-    if (e.function == 0xb) e.edx = vcpu.index;                               // x2APIC ID
+  std::erase_if(entries, [](const kvm_cpuid_entry2& e) {
+    return e.function >= xen::kCpuidBase && e.function < xen::kCpuidBase + 0x100;
+  });
+  for (kvm_cpuid_entry2& e : entries) {
+    if (e.function == 1) {
+      e.ebx = (e.ebx & 0x00ffffffu) | (vcpu.index << 24);  // initial APIC ID
+      e.ecx |= 1u << 31;                                   // running on a hypervisor
+    }
+    if (e.function == 0xb || e.function == 0x1f) e.edx = vcpu.index;  // x2APIC ID
   }
-  if (::ioctl(vcpu.fd, KVM_SET_CPUID2, cpuid) < 0) fail("KVM_SET_CPUID2");
+  // Xen's leaves (xen/arch-x86/cpuid.h): signature, version, hypercall page count and MSR.
+  for (std::uint32_t leaf = xen::kCpuidBase; leaf <= xen::kCpuidBase + xen::kCpuidLeafHypercall;
+       ++leaf) {
+    const xen::CpuidLeaf l = xen::cpuid_leaf(leaf);
+    kvm_cpuid_entry2 e{};
+    e.function = leaf;
+    e.eax = l.eax;
+    e.ebx = l.ebx;
+    e.ecx = l.ecx;
+    e.edx = l.edx;
+    entries.push_back(e);
+  }
+
+  storage.assign(sizeof(kvm_cpuid2) + entries.size() * sizeof(kvm_cpuid_entry2), 0);
+  auto* cpuid = reinterpret_cast<kvm_cpuid2*>(storage.data());
+  cpuid->nent = static_cast<std::uint32_t>(entries.size());
+  std::memcpy(cpuid->entries, entries.data(), entries.size() * sizeof(kvm_cpuid_entry2));
+  // PVM rejects every KVM_SET_CPUID2 (and KVM_GET_CPUID2): the guest keeps PVM's own CPUID and
+  // finds Xen's leaves through the CPUID port instead (xen_abi.h, kCpuidPort).
+  features_.set_cpuid = ::ioctl(vcpu.fd, KVM_SET_CPUID2, cpuid) == 0;
+}
+
+void Vm::setup_xen_interface() {
+  auto has = [this](long cap) { return ::ioctl(vm_fd_, KVM_CHECK_EXTENSION, cap) > 0; };
+  features_.ioeventfd = has(KVM_CAP_IOEVENTFD);
+  features_.irqfd = has(KVM_CAP_IRQFD);
+  features_.irq_routing = has(KVM_CAP_IRQ_ROUTING);
+
+  // The hypercall-page MSR: deny KVM the write so it exits to us (KVM_EXIT_X86_WRMSR).
+  if (has(KVM_CAP_X86_USER_SPACE_MSR)) {
+    kvm_enable_cap cap{};
+    cap.cap = KVM_CAP_X86_USER_SPACE_MSR;
+    cap.args[0] = KVM_MSR_EXIT_REASON_FILTER;
+    features_.user_space_msr = ::ioctl(vm_fd_, KVM_ENABLE_CAP, &cap) == 0;
+  }
+  if (features_.user_space_msr && has(KVM_CAP_X86_MSR_FILTER)) {
+    static std::uint8_t deny_one[1] = {0};
+    kvm_msr_filter filter{};
+    filter.flags = KVM_MSR_FILTER_DEFAULT_ALLOW;
+    filter.ranges[0].flags = KVM_MSR_FILTER_WRITE;
+    filter.ranges[0].nmsrs = 1;
+    filter.ranges[0].base = xen::kHypercallMsr;
+    filter.ranges[0].bitmap = deny_one;
+    features_.msr_filter = ::ioctl(vm_fd_, KVM_X86_SET_MSR_FILTER, &filter) == 0;
+  }
+  kvm_translation tr{};
+  tr.linear_address = kBootInfoGpa;
+  features_.translate = ::ioctl(vcpus_[0]->fd, KVM_TRANSLATE, &tr) == 0 && tr.valid;
+
+  // Upcall: an eventfd that KVM turns into an interrupt (irqfd). An MSI route to the vector
+  // would be first choice, but PVM rejects KVM_SET_GSI_ROUTING; an IOAPIC pin, programmed with
+  // the guest's vector when it sets HVM_PARAM_CALLBACK_IRQ, reaches the same LAPIC vector.
+  upcall_fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (upcall_fd_ < 0) fail("eventfd");
+  kvm_irqchip chip{};
+  chip.chip_id = KVM_IRQCHIP_IOAPIC;
+  features_.ioapic_route = ::ioctl(vm_fd_, KVM_GET_IRQCHIP, &chip) == 0;
+  if (features_.irqfd && features_.ioapic_route) {
+    kvm_irqfd irqfd{};
+    irqfd.fd = static_cast<std::uint32_t>(upcall_fd_);
+    irqfd.gsi = kUpcallGsi;
+    if (::ioctl(vm_fd_, KVM_IRQFD, &irqfd) < 0) features_.irqfd = false;
+  }
+
+  const control::RegionDesc regions[2] = {{0, mem_bytes_, 0},
+                                          {kXenPagesGpa, kXenPagesBytes, mem_bytes_}};
+  XenHvmConfig xc;
+  xc.domid = config_.domid;
+  xc.ram_bytes = mem_bytes_;
+  xen_ = std::make_unique<XenHvm>(xc, memory_, ram_ + mem_bytes_, memfd_, regions, upcall_fd_,
+                                  static_cast<XenHost&>(*this));
+}
+
+bool Vm::map_xen_page(std::uint64_t gfn, std::uint64_t page) {
+  if (gfn >= mem_bytes_ / 4096 || page >= kXenPageCount) return false;
+  // The guest frame now shows the Xen page's memfd offset; KVM's MMU notifier drops the old
+  // translation. Dom0 services keep reaching the page at its own gfn.
+  void* p = ::mmap(ram_ + gfn * 4096, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED,
+                   memfd_, static_cast<off_t>(mem_bytes_ + page * 4096));
+  return p != MAP_FAILED;
+}
+
+bool Vm::restore_ram_page(std::uint64_t gfn) {
+  if (gfn >= mem_bytes_ / 4096) return false;
+  void* p = ::mmap(ram_ + gfn * 4096, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED,
+                   memfd_, static_cast<off_t>(gfn * 4096));
+  return p != MAP_FAILED;
+}
+
+int Vm::set_doorbell(evtchn_port_t port, int eventfd, bool assign) {
+  if (!features_.ioeventfd) return -ENOTSUP;
+  kvm_ioeventfd io{};
+  io.datamatch = port;
+  io.addr = xen::kDoorbellPort;
+  io.len = 4;
+  io.fd = eventfd;
+  io.flags = KVM_IOEVENTFD_FLAG_PIO | KVM_IOEVENTFD_FLAG_DATAMATCH |
+             (assign ? 0 : KVM_IOEVENTFD_FLAG_DEASSIGN);
+  return ::ioctl(vm_fd_, KVM_IOEVENTFD, &io) == 0 ? 0 : -errno;
+}
+
+int Vm::route_upcall(std::uint8_t vector) {
+  if (!features_.irqfd || !features_.ioapic_route) return -ENOSYS;
+  std::lock_guard lock(io_mutex_);
+  kvm_irqchip chip{};
+  chip.chip_id = KVM_IRQCHIP_IOAPIC;
+  if (::ioctl(vm_fd_, KVM_GET_IRQCHIP, &chip) < 0) return -errno;
+  auto& e = chip.chip.ioapic.redirtbl[kUpcallGsi];
+  e.bits = 0;
+  e.fields.vector = vector;
+  e.fields.delivery_mode = 0;  // fixed
+  e.fields.dest_mode = 0;      // physical
+  e.fields.trig_mode = 0;      // edge: each eventfd signal is one interrupt
+  e.fields.mask = vector == 0 ? 1 : 0;
+  e.fields.dest_id = 0;        // vCPU 0's APIC
+  return ::ioctl(vm_fd_, KVM_SET_IRQCHIP, &chip) == 0 ? 0 : -errno;
+}
+
+bool Vm::translate(const Vcpu& vcpu, std::uint64_t gva, std::uint64_t* gpa) const {
+  if (!features_.translate) {
+    *gpa = gva;  // the guest runs on the boot identity map
+    return true;
+  }
+  kvm_translation tr{};
+  tr.linear_address = gva;
+  if (::ioctl(vcpu.fd, KVM_TRANSLATE, &tr) < 0 || !tr.valid) return false;
+  *gpa = tr.physical_address;
+  return true;
+}
+
+void Vm::handle_cpuid_port(Vcpu& vcpu) {
+  kvm_regs regs{};
+  if (::ioctl(vcpu.fd, KVM_GET_REGS, &regs) < 0) {
+    crash(vcpu, std::string("KVM_GET_REGS for the CPUID port failed: ") + std::strerror(errno));
+    return;
+  }
+  const xen::CpuidLeaf l = xen::cpuid_leaf(static_cast<std::uint32_t>(regs.rax));
+  regs.rax = l.eax;
+  regs.rbx = l.ebx;
+  regs.rcx = l.ecx;
+  regs.rdx = l.edx;
+  if (::ioctl(vcpu.fd, KVM_SET_REGS, &regs) < 0)
+    crash(vcpu, std::string("KVM_SET_REGS for the CPUID port failed: ") + std::strerror(errno));
+}
+
+void Vm::handle_hypercall(Vcpu& vcpu) {
+  kvm_regs regs{};
+  if (::ioctl(vcpu.fd, KVM_GET_REGS, &regs) < 0) {
+    crash(vcpu, std::string("KVM_GET_REGS for a hypercall failed: ") + std::strerror(errno));
+    return;
+  }
+  HypercallArgs call;
+  call.nr = static_cast<std::uint32_t>(regs.rax);
+  call.arg[0] = regs.rdi;
+  call.arg[1] = regs.rsi;
+  call.arg[2] = regs.rdx;
+  call.arg[3] = regs.r10;
+  call.arg[4] = regs.r8;
+  const Vcpu* v = &vcpu;
+  call.translate = [this, v](std::uint64_t gva, std::uint64_t* gpa) { return translate(*v, gva, gpa); };
+  regs.rax = static_cast<std::uint64_t>(xen_->hypercall(call));
+  if (::ioctl(vcpu.fd, KVM_SET_REGS, &regs) < 0)
+    crash(vcpu, std::string("KVM_SET_REGS after a hypercall failed: ") + std::strerror(errno));
 }
 
 ElfStatus Vm::load_kernel(std::span<const std::uint8_t> elf) {
@@ -301,6 +536,17 @@ void Vm::vcpu_loop(Vcpu& vcpu) {
     }
     switch (run->exit_reason) {
       case KVM_EXIT_IO: {
+        const bool out = run->io.direction == KVM_EXIT_IO_OUT;
+        if (out && run->io.size == 4 && run->io.count == 1 &&
+            (run->io.port == xen::kHypercallPort || run->io.port == xen::kDoorbellPort ||
+             run->io.port == xen::kCpuidPort)) {
+          std::uint32_t value;
+          std::memcpy(&value, reinterpret_cast<std::uint8_t*>(run) + run->io.data_offset, 4);
+          if (run->io.port == xen::kDoorbellPort) xen_->doorbell(value);
+          else if (run->io.port == xen::kCpuidPort) handle_cpuid_port(vcpu);
+          else handle_hypercall(vcpu);
+          break;
+        }
         std::lock_guard lock(io_mutex_);
         bus_.handle_pio(run->io.port, run->io.direction == KVM_EXIT_IO_OUT, run->io.size,
                         run->io.count, reinterpret_cast<std::uint8_t*>(run) + run->io.data_offset);
@@ -313,6 +559,16 @@ void Vm::vcpu_loop(Vcpu& vcpu) {
         break;
       }
       case KVM_EXIT_INTR:
+        break;
+      case KVM_EXIT_X86_WRMSR:
+        // Only the hypercall MSR is filtered to us; anything else faults in the guest.
+        run->msr.error = run->msr.index == xen::kHypercallMsr &&
+                                 xen_->write_hypercall_msr(run->msr.data)
+                             ? 0
+                             : 1;
+        break;
+      case KVM_EXIT_X86_RDMSR:
+        run->msr.error = 1;
         break;
       case KVM_EXIT_SYSTEM_EVENT:
         if (run->system_event.type == KVM_SYSTEM_EVENT_RESET)

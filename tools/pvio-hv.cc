@@ -1,5 +1,7 @@
 // pvio-hv: one VMM process per HVM domain. Boots a guest kernel ELF on KVM with a serial
-// console, the Xen platform PCI device and an emulated PIIX IDE disk backed by a file.
+// console, the Xen platform PCI device, an emulated PIIX IDE disk backed by a file and Xen's
+// HVM interface for PV drivers; with --domid (or --control-socket) it serves the domain
+// control protocol so Dom0 services (xenstored, blkback) can attach to the domain.
 //
 // Exit status: 0 guest powered off with code 0; 2 guest powered off with a non-zero code
 // (guest-reported failure); 3 domain crashed; 4 guest asked for a reboot (left to the
@@ -21,6 +23,7 @@
 #include "pvio/hypervisor/devices/serial.h"
 #include "pvio/hypervisor/devices/xen_platform.h"
 #include "pvio/hypervisor/boot_info.h"
+#include "pvio/domain/domain.h"
 #include "pvio/hypervisor/vm.h"
 
 namespace {
@@ -34,6 +37,10 @@ void usage() {
   std::fprintf(stderr,
                "usage: pvio-hv --kernel guest.elf [--mem 256M] [--vcpus N] [--cmdline \"...\"]\n"
                "               [--disk ide=FILE] [--serial-log FILE] [--console]\n"
+               "               [--domid N] [--control-socket PATH]\n"
+               "  --domid serves the domain control protocol on the pvio-domain socket path\n"
+               "  ($PVIO_RUN_DIR/domain-N.sock, else $XDG_RUNTIME_DIR/pvio/..., else /run/pvio/...);\n"
+               "  --control-socket picks the path.\n"
                "  Without --serial-log the guest console goes to standard output; --console\n"
                "  also copies it there when a log file is given. Exit counters are printed\n"
                "  to standard error as one 'PVIO-HV-STATS {json}' line.\n");
@@ -67,7 +74,7 @@ bool read_file(const std::string& path, std::vector<std::uint8_t>* out) {
   return ok;
 }
 
-void print_stats(const IoBus& bus) {
+void print_stats(const IoBus& bus, const XenStats& x, const KvmFeatures& f) {
   std::string json = "{\"devices\":{";
   bool first = true;
   for (const Device* d : bus.devices()) {
@@ -84,16 +91,34 @@ void print_stats(const IoBus& bus) {
   char buf[256];
   std::snprintf(buf, sizeof(buf),
                 "},\"unassigned\":{\"pio_exits\":%" PRIu64 ",\"mmio_exits\":%" PRIu64
-                "},\"total_exits\":%" PRIu64 "}",
-                bus.unassigned().pio_exits, bus.unassigned().mmio_exits, bus.total_exits());
+                "},\"total_exits\":%" PRIu64,
+                bus.unassigned().pio_exits, bus.unassigned().mmio_exits,
+                bus.total_exits() + x.hypercalls + x.doorbell_exits + x.msr_writes);
   json += buf;
+  char xen[512];
+  std::snprintf(xen, sizeof(xen),
+                ",\"xen\":{\"hypercalls\":%" PRIu64 ",\"hypercall_errors\":%" PRIu64
+                ",\"unknown_hypercalls\":%" PRIu64 ",\"faults\":%" PRIu64
+                ",\"doorbell_exits\":%" PRIu64 ",\"msr_writes\":%" PRIu64
+                ",\"upcalls_raised\":%" PRIu64 "}",
+                x.hypercalls, x.hypercall_errors, x.unknown_hypercalls, x.faults, x.doorbell_exits,
+                x.msr_writes, x.upcalls_raised);
+  json += xen;
+  std::snprintf(xen, sizeof(xen),
+                ",\"kvm\":{\"ioeventfd\":%d,\"irqfd\":%d,\"irq_routing\":%d,"
+                "\"gsi_routing_msi\":%d,\"ioapic_route\":%d,\"user_space_msr\":%d,"
+                "\"msr_filter\":%d,\"set_cpuid\":%d,\"translate\":%d}}",
+                f.ioeventfd, f.irqfd, f.irq_routing, f.gsi_routing_msi, f.ioapic_route,
+                f.user_space_msr, f.msr_filter, f.set_cpuid, f.translate);
+  json += xen;
   std::fprintf(stderr, "PVIO-HV-STATS %s\n", json.c_str());
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string kernel_path, disk_path, log_path;
+  std::string kernel_path, disk_path, log_path, control_path;
+  bool serve = false;
   VmConfig config;
   bool console = false;
   for (int i = 1; i < argc; ++i) {
@@ -108,6 +133,17 @@ int main(int argc, char** argv) {
     if (arg == "--cmdline" && value(&config.cmdline)) continue;
     if (arg == "--serial-log" && value(&log_path)) continue;
     if (arg == "--console") { console = true; continue; }
+    if (arg == "--control-socket" && value(&control_path)) { serve = true; continue; }
+    if (arg == "--domid" && value(&v)) {
+      const long d = std::atol(v.c_str());
+      if (d <= 0 || d >= 0x7FF0) {
+        std::fprintf(stderr, "pvio-hv: --domid must be 1..32751\n");
+        return kExitUsage;
+      }
+      config.domid = static_cast<pvio::domid_t>(d);
+      serve = true;
+      continue;
+    }
     if (arg == "--mem" && value(&v) && parse_size(v, &config.mem_bytes)) continue;
     if (arg == "--vcpus" && value(&v)) { config.vcpus = static_cast<unsigned>(std::atoi(v.c_str())); continue; }
     if (arg == "--disk" && value(&v) && v.rfind("ide=", 0) == 0) { disk_path = v.substr(4); continue; }
@@ -169,6 +205,19 @@ int main(int argc, char** argv) {
       pci->add(1, 1, std::move(ide), &vm.bus());
     }
     pci->add(2, 0, make_xen_platform_device(), &vm.bus());
+    vm.set_console([serial](const char* p, std::size_t n) { serial->write_console(p, n); });
+    if (serve) {
+      if (control_path.empty()) control_path = pvio::domain::default_socket_path(config.domid);
+      if (const auto slash = control_path.rfind('/'); slash != std::string::npos && slash > 0)
+        ::mkdir(control_path.substr(0, slash).c_str(), 0700);
+      if (const int rc = vm.xen().serve(control_path); rc != 0) {
+        std::fprintf(stderr, "pvio-hv: cannot serve the control protocol on %s: %s\n",
+                     control_path.c_str(), std::strerror(-rc));
+        return kExitHostError;
+      }
+      std::fprintf(stderr, "pvio-hv: domain %u control socket %s\n", config.domid,
+                   control_path.c_str());
+    }
 
     const ElfStatus st = vm.load_kernel(elf);
     if (st != ElfStatus::kOk) {
@@ -177,8 +226,9 @@ int main(int argc, char** argv) {
       return kExitHostError;
     }
     result = vm.run();
+    vm.xen().stop_serving();
     serial->flush();
-    print_stats(vm.bus());
+    print_stats(vm.bus(), vm.xen().stats(), vm.kvm_features());
   } catch (const std::exception& e) {
     std::fprintf(stderr, "pvio-hv: %s\n", e.what());
     return kExitHostError;

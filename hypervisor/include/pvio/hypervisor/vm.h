@@ -8,6 +8,7 @@
 
 #include <atomic>
 #include <condition_variable>
+#include <functional>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -20,6 +21,7 @@
 #include "pvio/hypervisor/domain.h"
 #include "pvio/hypervisor/elf_loader.h"
 #include "pvio/hypervisor/io_bus.h"
+#include "pvio/hypervisor/xen_hvm.h"
 
 namespace pvio::hv {
 
@@ -32,9 +34,24 @@ struct VmConfig {
   std::uint64_t mem_bytes = 256ull << 20;
   unsigned vcpus = 1;
   std::string cmdline;
+  domid_t domid = 1;
 };
 
-class Vm {
+// What this host's KVM offers for the Xen interface and the notification fast paths, probed
+// with KVM_CHECK_EXTENSION and by trying each ioctl once at VM creation.
+struct KvmFeatures {
+  bool ioeventfd = false;       // KVM_CAP_IOEVENTFD: doorbell without exit
+  bool irqfd = false;           // KVM_CAP_IRQFD: upcall eventfd injects an interrupt
+  bool irq_routing = false;     // KVM_CAP_IRQ_ROUTING reported
+  bool gsi_routing_msi = false; // KVM_SET_GSI_ROUTING accepted an MSI route
+  bool ioapic_route = false;    // upcall routed through an IOAPIC pin (KVM_SET_IRQCHIP)
+  bool user_space_msr = false;  // KVM_CAP_X86_USER_SPACE_MSR enabled
+  bool msr_filter = false;      // KVM_X86_SET_MSR_FILTER for the hypercall MSR
+  bool set_cpuid = false;       // KVM_SET_CPUID2 with the Xen leaves accepted
+  bool translate = false;       // KVM_TRANSLATE for hypercall argument addresses
+};
+
+class Vm final : private XenHost {
  public:
   // Creates the VM, its memory and vCPUs. Throws std::system_error / std::invalid_argument at
   // this configuration boundary; nothing after start-up throws.
@@ -50,6 +67,16 @@ class Vm {
   int memfd() const { return memfd_; }
   const GuestMemory& memory() const { return memory_; }
   std::uint64_t mem_bytes() const { return mem_bytes_; }
+  // The Xen HVM interface (hypercalls, Xen pages, domain control protocol).
+  XenHvm& xen() { return *xen_; }
+  const KvmFeatures& kvm_features() const { return features_; }
+  // Where console_io hypercall output goes; called under the device lock.
+  void set_console(std::function<void(const char*, std::size_t)> out) {
+    xen_->set_console([this, out = std::move(out)](const char* p, std::size_t n) {
+      std::lock_guard lock(io_mutex_);
+      out(p, n);
+    });
+  }
 
   IoBus& bus() { return bus_; }
   // Devices are owned by the VM; returns the raw pointer for mapping.
@@ -88,6 +115,19 @@ class Vm {
   };
 
   void setup_cpuid(Vcpu& vcpu);
+  void setup_xen_interface();
+  void handle_hypercall(Vcpu& vcpu);
+  void handle_cpuid_port(Vcpu& vcpu);
+  bool translate(const Vcpu& vcpu, std::uint64_t gva, std::uint64_t* gpa) const;
+
+  // XenHost
+  bool map_xen_page(std::uint64_t gfn, std::uint64_t page) override;
+  bool restore_ram_page(std::uint64_t gfn) override;
+  int set_doorbell(evtchn_port_t port, int eventfd, bool assign) override;
+  int route_upcall(std::uint8_t vector) override;
+  void shutdown(ShutdownReason reason, std::uint32_t code) override {
+    request_shutdown(reason, code);
+  }
   void setup_registers(Vcpu& vcpu);
   void vcpu_loop(Vcpu& vcpu);
   void crash(const Vcpu& vcpu, const std::string& what);
@@ -101,6 +141,9 @@ class Vm {
   std::uint64_t tsc_khz_ = 0;
   VmConfig config_;
   GuestMemory memory_;
+  KvmFeatures features_;
+  int upcall_fd_ = -1;
+  std::unique_ptr<XenHvm> xen_;
   ElfImage kernel_;
   bool loaded_ = false;
 

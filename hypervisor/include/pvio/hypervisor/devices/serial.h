@@ -2,6 +2,7 @@
 // SCR for a guest to print. Output goes to a log file descriptor and optionally a terminal.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <string>
 
@@ -20,6 +21,10 @@ class Serial16550 : public Device {
   std::uint32_t pio_read(int region, std::uint16_t offset, unsigned size) override;
   void pio_write(int region, std::uint16_t offset, unsigned size, std::uint32_t value) override;
   void flush();
+  // Console output that did not come through the UART registers (Xen's console_io).
+  void write_console(const char* s, std::size_t n) {
+    for (std::size_t i = 0; i < n; ++i) emit(s[i]);
+  }
 
  private:
   void emit(char c);

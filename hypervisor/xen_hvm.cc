@@ -1,0 +1,564 @@
+// Xen hypercalls, Xen pages and the domain control protocol of a pvio-hv domain.
+#include "pvio/hypervisor/xen_hvm.h"
+
+#include <sched.h>
+#include <sys/epoll.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+
+#include "pvio/event_channel/two_level.h"
+#include "pvio/grant_table/grant_abi.h"
+
+namespace pvio::hv {
+
+namespace {
+
+constexpr std::uint64_t kPage = 4096;
+constexpr std::uint64_t kNoGfn = ~std::uint64_t{0};
+constexpr std::size_t kConsoleChunk = 256;
+constexpr std::uint64_t kConsoleMaxWrite = 1u << 20;
+// SCHEDOP_block returns after this long without an event (a spurious wake-up, which Xen's
+// guests handle by re-checking their condition).
+constexpr unsigned kBlockMaxPolls = 200;
+
+void sleep_us(long us) {
+  timespec ts{0, us * 1000};
+  ::nanosleep(&ts, nullptr);
+}
+
+}  // namespace
+
+XenHvm::XenHvm(const XenHvmConfig& config, const GuestMemory& memory, std::uint8_t* xen_pages,
+               int memfd, std::span<const control::RegionDesc> regions, int upcall_fd,
+               XenHost& host)
+    : domid_(config.domid),
+      ram_pages_(config.ram_bytes / kPage),
+      memory_(memory),
+      xen_pages_(xen_pages),
+      memfd_(memfd),
+      regions_(regions.begin(), regions.end()),
+      upcall_fd_(upcall_fd),
+      host_(host),
+      shared_info_(reinterpret_cast<evtchn::shared_info*>(xen_pages)),
+      upcall_(reinterpret_cast<evtchn::shared_info*>(xen_pages), upcall_fd) {
+  for (std::uint64_t p = 0; p < kXenPageCount; ++p) xen_page_gfn_[p] = xen_gfn(p);
+  ports_ = std::make_unique<evtchn::PortTable>(domid_, shared_info_, &upcall_);
+  // As Xen's toolstack does at domain build: the store and console ports, unbound for Dom0.
+  xenstore_port_ = ports_->alloc_unbound(0).port;
+  console_port_ = ports_->alloc_unbound(0).port;
+  // ... and the reserved grant entries for the console and xenstore pages (xc_dom_gnttab_seed).
+  auto* frame0 = reinterpret_cast<gnttab::grant_entry_v1*>(xen_pages_ + kXenGrantFramePage0 * kPage);
+  frame0[gnttab::GNTTAB_RESERVED_CONSOLE] = {gnttab::GTF_permit_access, 0,
+                                             static_cast<std::uint32_t>(xen_gfn(kXenConsolePage))};
+  frame0[gnttab::GNTTAB_RESERVED_XENSTORE] = {gnttab::GTF_permit_access, 0,
+                                              static_cast<std::uint32_t>(xen_gfn(kXenStorePage))};
+  nr_grant_frames_ = 1;
+}
+
+XenHvm::~XenHvm() {
+  stop_serving();
+  std::lock_guard lk(mu_);
+  for (auto& [id, c] : clients_) {
+    (void)id;
+    for (evtchn_port_t p = 1; p < c.kicks.size(); ++p)
+      if (c.kicks[p]) close_dom0_port(c, p);
+  }
+  clients_.clear();
+  ports_.reset();
+}
+
+XenStats XenHvm::stats() const {
+  std::lock_guard lk(mu_);
+  return stats_;
+}
+
+// ---- guest memory access ----
+
+std::uint8_t* XenHvm::guest_range(const HypercallArgs& call, std::uint64_t gva, std::size_t len,
+                                  std::size_t* chunk) {
+  const std::uint64_t room = kPage - (gva & (kPage - 1));
+  *chunk = len < room ? len : static_cast<std::size_t>(room);
+  std::uint64_t gpa = gva;
+  if (call.translate && !call.translate(gva, &gpa)) return nullptr;
+  return memory_.range(gpa, *chunk);
+}
+
+bool XenHvm::copy_from_guest(const HypercallArgs& call, std::uint64_t gva, void* dst,
+                             std::size_t len) {
+  auto* out = static_cast<std::uint8_t*>(dst);
+  while (len > 0) {
+    std::size_t n = 0;
+    const std::uint8_t* p = guest_range(call, gva, len, &n);
+    if (p == nullptr) return false;
+    std::memcpy(out, p, n);
+    out += n;
+    gva += n;
+    len -= n;
+  }
+  return true;
+}
+
+bool XenHvm::copy_to_guest(const HypercallArgs& call, std::uint64_t gva, const void* src,
+                           std::size_t len) {
+  const auto* in = static_cast<const std::uint8_t*>(src);
+  while (len > 0) {
+    std::size_t n = 0;
+    std::uint8_t* p = guest_range(call, gva, len, &n);
+    if (p == nullptr) return false;
+    std::memcpy(p, in, n);
+    in += n;
+    gva += n;
+    len -= n;
+  }
+  return true;
+}
+
+namespace {
+// A guest may name itself as DOMID_SELF or by its domid; Dom0 exists but is not its to touch.
+std::int64_t check_self(std::uint16_t dom, domid_t self) {
+  if (dom == xen::DOMID_SELF || dom == self) return 0;
+  return dom == 0 ? -xen::XEN_EPERM : -xen::XEN_ESRCH;
+}
+}  // namespace
+
+// ---- dispatch ----
+
+std::int64_t XenHvm::hypercall(const HypercallArgs& call) {
+  std::int64_t rc;
+  switch (call.nr) {
+    case xen::kHypercallMemoryOp: rc = memory_op(call); break;
+    case xen::kHypercallGrantTableOp: rc = grant_table_op(call); break;
+    case xen::kHypercallEventChannelOp: rc = event_channel_op(call); break;
+    case xen::kHypercallHvmOp: rc = hvm_op(call); break;
+    case xen::kHypercallSchedOp: rc = sched_op(call); break;
+    case xen::kHypercallConsoleIo: rc = console_io(call); break;
+    case xen::kHypercallXenVersion:
+      rc = call.arg[0] == xen::XENVER_version
+               ? std::int64_t{(xen::kVersionMajor << 16) | xen::kVersionMinor}
+               : -xen::XEN_ENOSYS;
+      break;
+    default: rc = -xen::XEN_ENOSYS; break;
+  }
+  std::lock_guard lk(mu_);
+  ++stats_.hypercalls;
+  if (rc < 0) ++stats_.hypercall_errors;
+  if (rc == -xen::XEN_EFAULT) ++stats_.faults;
+  if (rc == -xen::XEN_ENOSYS) ++stats_.unknown_hypercalls;
+  return rc;
+}
+
+bool XenHvm::write_hypercall_msr(std::uint64_t value) {
+  // Low 12 bits select the page of a multi-page hypercall area; there is one page.
+  if ((value & (kPage - 1)) >= xen::kHypercallPages) return false;
+  std::uint8_t* page = memory_.range(value & ~(kPage - 1), kPage);
+  if (page == nullptr) return false;
+  for (std::uint32_t nr = 0; nr < xen::kHypercallEntries; ++nr) {
+    std::uint8_t* s = page + nr * xen::kHypercallStubSize;
+    std::memset(s, 0xcc, xen::kHypercallStubSize);  // int3 padding
+    s[0] = 0xb8;                                     // mov $nr, %eax
+    std::memcpy(s + 1, &nr, 4);
+    s[5] = 0xe7;                                     // out %eax, $port
+    s[6] = static_cast<std::uint8_t>(xen::kHypercallPort);
+    s[7] = 0xc3;                                     // ret
+  }
+  std::lock_guard lk(mu_);
+  ++stats_.msr_writes;
+  return true;
+}
+
+void XenHvm::doorbell(std::uint32_t value) {
+  std::lock_guard lk(mu_);
+  ++stats_.doorbell_exits;
+  ports_->send(value);  // invalid ports are ignored, as a send to them would fail
+}
+
+void XenHvm::raise_upcall_if_pending() {
+  if (std::atomic_ref<std::uint8_t>(shared_info_->vcpu_info[0].evtchn_upcall_pending).load() != 0) {
+    evtchn::eventfd_signal(upcall_fd_);
+    ++stats_.upcalls_raised;
+  }
+}
+
+// ---- memory_op ----
+
+std::int64_t XenHvm::memory_op(const HypercallArgs& call) {
+  if (call.arg[0] != xen::XENMEM_add_to_physmap) return -xen::XEN_ENOSYS;
+  xen::xen_add_to_physmap x;
+  if (!copy_from_guest(call, call.arg[1], &x, sizeof(x))) return -xen::XEN_EFAULT;
+  if (const std::int64_t rc = check_self(x.domid, domid_); rc != 0) return rc;
+  std::lock_guard lk(mu_);
+  switch (x.space) {
+    case xen::XENMAPSPACE_shared_info:
+      if (x.idx != 0) return -xen::XEN_EINVAL;
+      return add_xen_page(kXenSharedInfoPage, x.gpfn);
+    case xen::XENMAPSPACE_grant_table: {
+      // v1 tables only: there are no status frames.
+      if ((x.idx & xen::XENMAPIDX_grant_table_status) != 0 || x.idx >= kMaxGrantFrames)
+        return -xen::XEN_EINVAL;
+      const std::int64_t rc = add_xen_page(kXenGrantFramePage0 + x.idx, x.gpfn);
+      if (rc == 0)
+        nr_grant_frames_ = std::max(nr_grant_frames_, static_cast<std::uint32_t>(x.idx + 1));
+      return rc;
+    }
+    default:
+      return -xen::XEN_ENOSYS;
+  }
+}
+
+std::int64_t XenHvm::add_xen_page(std::uint64_t page, std::uint64_t gfn) {
+  const std::uint64_t home = xen_gfn(page);
+  if (gfn != home && gfn >= ram_pages_) return -xen::XEN_EINVAL;
+  // Xen moves the page: the frame where it was shown before gets its RAM back.
+  const std::uint64_t old = xen_page_gfn_[page];
+  if (old != home && old != gfn) {
+    host_.restore_ram_page(old);
+    remapped_.erase(old);
+  }
+  if (gfn == home) {
+    xen_page_gfn_[page] = home;
+    return 0;
+  }
+  if (!host_.map_xen_page(gfn, page)) {
+    xen_page_gfn_[page] = home;
+    return -xen::XEN_EINVAL;
+  }
+  if (auto it = remapped_.find(gfn); it != remapped_.end() && it->second != page)
+    xen_page_gfn_[it->second] = xen_gfn(it->second);  // replaced: still visible at home
+  remapped_[gfn] = page;
+  xen_page_gfn_[page] = gfn;
+  return 0;
+}
+
+// ---- grant_table_op ----
+
+std::int64_t XenHvm::grant_table_op(const HypercallArgs& call) {
+  const std::uint64_t cmd = call.arg[0], uop = call.arg[1], count = call.arg[2];
+  switch (cmd) {
+    case gnttab::GNTTABOP_query_size: {
+      if (count != 1) return -xen::XEN_EINVAL;
+      xen::gnttab_query_size q;
+      if (!copy_from_guest(call, uop, &q, sizeof(q))) return -xen::XEN_EFAULT;
+      if (check_self(q.dom, domid_) != 0) {
+        q.status = gnttab::GNTST_bad_domain;
+      } else {
+        std::lock_guard lk(mu_);
+        q.nr_frames = nr_grant_frames_;
+        q.max_nr_frames = kMaxGrantFrames;
+        q.status = gnttab::GNTST_okay;
+      }
+      return copy_to_guest(call, uop, &q, sizeof(q)) ? 0 : -xen::XEN_EFAULT;
+    }
+    case gnttab::GNTTABOP_setup_table: {
+      if (count != 1) return -xen::XEN_EINVAL;
+      xen::gnttab_setup_table s;
+      if (!copy_from_guest(call, uop, &s, sizeof(s))) return -xen::XEN_EFAULT;
+      if (check_self(s.dom, domid_) != 0) {
+        s.status = gnttab::GNTST_bad_domain;
+      } else if (s.nr_frames > kMaxGrantFrames) {
+        s.status = gnttab::GNTST_general_error;
+      } else {
+        s.status = gnttab::GNTST_okay;
+        for (std::uint32_t i = 0; i < s.nr_frames; ++i) {
+          const std::uint64_t gfn = xen_gfn(kXenGrantFramePage0 + i);
+          if (!copy_to_guest(call, s.frame_list + 8ull * i, &gfn, sizeof(gfn))) {
+            s.status = gnttab::GNTST_bad_virt_addr;
+            break;
+          }
+        }
+        if (s.status == gnttab::GNTST_okay) {
+          std::lock_guard lk(mu_);
+          nr_grant_frames_ = std::max(nr_grant_frames_, s.nr_frames);
+        }
+      }
+      // Only the status goes back; the IN fields stay as the guest wrote them.
+      const std::uint64_t status_gva = uop + offsetof(xen::gnttab_setup_table, status);
+      return copy_to_guest(call, status_gva, &s.status, sizeof(s.status)) ? 0 : -xen::XEN_EFAULT;
+    }
+    default:
+      return -xen::XEN_ENOSYS;
+  }
+}
+
+// ---- event_channel_op ----
+
+void XenHvm::close_dom0_port(Dom0Client& c, evtchn_port_t local_port) {
+  evtchn::ChannelStatus st;
+  if (c.table->status(local_port, &st) == 0 && st.status == evtchn::kEvtchnStatInterdomain)
+    host_.set_doorbell(st.remote_port, c.kicks[local_port].get(), false);
+  c.table->close(local_port);
+  c.doorbell.set(local_port, -1);
+  c.kicks[local_port].reset();
+}
+
+std::int64_t XenHvm::event_channel_op(const HypercallArgs& call) {
+  const std::uint64_t cmd = call.arg[0], arg = call.arg[1];
+  switch (cmd) {
+    case evtchn::kEvtchnOpAllocUnbound: {
+      xen::evtchn_alloc_unbound a;
+      if (!copy_from_guest(call, arg, &a, sizeof(a))) return -xen::XEN_EFAULT;
+      if (const std::int64_t rc = check_self(a.dom, domid_); rc != 0) return rc;
+      std::unique_lock lk(mu_);
+      const evtchn::PortResult r = ports_->alloc_unbound(a.remote_dom);
+      if (r.rc != 0) return r.rc;
+      a.port = r.port;
+      lk.unlock();
+      return copy_to_guest(call, arg, &a, sizeof(a)) ? 0 : -xen::XEN_EFAULT;
+    }
+    case evtchn::kEvtchnOpBindInterdomain: {
+      xen::evtchn_bind_interdomain b;
+      if (!copy_from_guest(call, arg, &b, sizeof(b))) return -xen::XEN_EFAULT;
+      // Dom0 services bind the guest's ports, never the other way round: there is no unbound
+      // Dom0 port to bind to. The only other end a guest can name is itself (loopback).
+      if (b.remote_dom == 0) return -xen::XEN_EINVAL;
+      if (const std::int64_t rc = check_self(b.remote_dom, domid_); rc != 0) return rc;
+      std::unique_lock lk(mu_);
+      const evtchn::PortResult r = evtchn::PortTable::bind_interdomain(*ports_, *ports_,
+                                                                       b.remote_port);
+      if (r.rc != 0) return r.rc;
+      b.local_port = r.port;
+      lk.unlock();
+      return copy_to_guest(call, arg, &b, sizeof(b)) ? 0 : -xen::XEN_EFAULT;
+    }
+    case evtchn::kEvtchnOpSend:
+    case evtchn::kEvtchnOpClose:
+    case evtchn::kEvtchnOpUnmask: {
+      xen::evtchn_port_op p;
+      if (!copy_from_guest(call, arg, &p, sizeof(p))) return -xen::XEN_EFAULT;
+      std::lock_guard lk(mu_);
+      if (cmd == evtchn::kEvtchnOpSend) return ports_->send(p.port);
+      if (cmd == evtchn::kEvtchnOpUnmask) return ports_->unmask(p.port);
+      // Closing a port bound to a Dom0 service also removes its doorbell.
+      evtchn::ChannelStatus st;
+      if (ports_->status(p.port, &st) == 0 && st.status == evtchn::kEvtchnStatInterdomain &&
+          st.remote_dom == 0) {
+        for (auto& [id, c] : clients_) {
+          (void)id;
+          evtchn::ChannelStatus cs;
+          if (st.remote_port < c.kicks.size() && c.kicks[st.remote_port] &&
+              c.table->status(st.remote_port, &cs) == 0 && cs.remote_port == p.port) {
+            host_.set_doorbell(p.port, c.kicks[st.remote_port].get(), false);
+            break;
+          }
+        }
+      }
+      return ports_->close(p.port);
+    }
+    case evtchn::kEvtchnOpStatus: {
+      xen::evtchn_status s;
+      if (!copy_from_guest(call, arg, &s, sizeof(s))) return -xen::XEN_EFAULT;
+      if (const std::int64_t rc = check_self(s.dom, domid_); rc != 0) return rc;
+      evtchn::ChannelStatus st;
+      {
+        std::lock_guard lk(mu_);
+        if (const int rc = ports_->status(s.port, &st); rc != 0) return rc;
+      }
+      s.status = st.status;
+      s.vcpu = st.vcpu;
+      std::memset(&s.u, 0, sizeof(s.u));
+      if (st.status == evtchn::kEvtchnStatUnbound) s.u.unbound.dom = st.remote_dom;
+      if (st.status == evtchn::kEvtchnStatInterdomain) {
+        s.u.interdomain.dom = st.remote_dom;
+        s.u.interdomain.port = st.remote_port;
+      }
+      return copy_to_guest(call, arg, &s, sizeof(s)) ? 0 : -xen::XEN_EFAULT;
+    }
+    default:
+      return -xen::XEN_ENOSYS;
+  }
+}
+
+// ---- hvm_op ----
+
+std::int64_t XenHvm::hvm_op(const HypercallArgs& call) {
+  const std::uint64_t cmd = call.arg[0], arg = call.arg[1];
+  if (cmd != xen::HVMOP_set_param && cmd != xen::HVMOP_get_param) return -xen::XEN_ENOSYS;
+  xen::xen_hvm_param p;
+  if (!copy_from_guest(call, arg, &p, sizeof(p))) return -xen::XEN_EFAULT;
+  if (const std::int64_t rc = check_self(p.domid, domid_); rc != 0) return rc;
+  if (p.index >= xen::HVM_NR_PARAMS) return -xen::XEN_EINVAL;
+  std::lock_guard lk(mu_);
+  if (cmd == xen::HVMOP_set_param) {
+    // A guest may only choose how it is called back; the rest is the toolstack's.
+    if (p.index != xen::HVM_PARAM_CALLBACK_IRQ) return -xen::XEN_EPERM;
+    const std::uint64_t type = p.value >> xen::kCallbackTypeShift;
+    std::uint8_t vector = 0;
+    if (p.value != 0) {
+      // Only the per-vCPU vector method; GSI and PCI INTx callbacks are not offered.
+      if (type != xen::HVM_PARAM_CALLBACK_TYPE_VECTOR) return -xen::XEN_EINVAL;
+      if ((p.value & ~(xen::HVM_PARAM_CALLBACK_TYPE_VECTOR << xen::kCallbackTypeShift)) > 0xff)
+        return -xen::XEN_EINVAL;
+      vector = static_cast<std::uint8_t>(p.value);
+      if (vector < 0x20) return -xen::XEN_EINVAL;
+    }
+    if (const int rc = host_.route_upcall(vector); rc != 0) return rc;
+    callback_irq_ = p.value;
+    // Events that arrived before the callback existed are delivered now.
+    if (vector != 0) raise_upcall_if_pending();
+    return 0;
+  }
+  switch (p.index) {
+    case xen::HVM_PARAM_CALLBACK_IRQ: p.value = callback_irq_; break;
+    case xen::HVM_PARAM_STORE_PFN: p.value = xen_gfn(kXenStorePage); break;
+    case xen::HVM_PARAM_STORE_EVTCHN: p.value = xenstore_port_; break;
+    case xen::HVM_PARAM_CONSOLE_PFN: p.value = xen_gfn(kXenConsolePage); break;
+    case xen::HVM_PARAM_CONSOLE_EVTCHN: p.value = console_port_; break;
+    default: p.value = 0; break;  // parameters the toolstack never set read as 0
+  }
+  return copy_to_guest(call, arg, &p, sizeof(p)) ? 0 : -xen::XEN_EFAULT;
+}
+
+// ---- sched_op ----
+
+std::int64_t XenHvm::sched_op(const HypercallArgs& call) {
+  switch (call.arg[0]) {
+    case xen::SCHEDOP_yield:
+      ::sched_yield();
+      return 0;
+    case xen::SCHEDOP_block: {
+      // Dom0 services raise events straight into shared_info, so blocking is a bounded poll
+      // of upcall_pending.
+      auto pending = std::atomic_ref<std::uint8_t>(shared_info_->vcpu_info[0].evtchn_upcall_pending);
+      for (unsigned i = 0; i < kBlockMaxPolls && pending.load() == 0; ++i) sleep_us(50);
+      return 0;
+    }
+    case xen::SCHEDOP_shutdown: {
+      xen::sched_shutdown s;
+      if (!copy_from_guest(call, call.arg[1], &s, sizeof(s))) return -xen::XEN_EFAULT;
+      if (s.reason > static_cast<std::uint32_t>(ShutdownReason::kWatchdog)) return -xen::XEN_EINVAL;
+      host_.shutdown(static_cast<ShutdownReason>(s.reason), 0);
+      return 0;
+    }
+    default:
+      return -xen::XEN_ENOSYS;
+  }
+}
+
+// ---- console_io ----
+
+std::int64_t XenHvm::console_io(const HypercallArgs& call) {
+  const std::uint64_t cmd = call.arg[0], count = call.arg[1], buf = call.arg[2];
+  if (cmd == xen::CONSOLEIO_read) return 0;  // no console input
+  if (cmd != xen::CONSOLEIO_write) return -xen::XEN_ENOSYS;
+  if (count > kConsoleMaxWrite) return -xen::XEN_EINVAL;
+  char chunk[kConsoleChunk];
+  for (std::uint64_t done = 0; done < count;) {
+    const std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(count - done, sizeof(chunk)));
+    if (!copy_from_guest(call, buf + done, chunk, n)) return -xen::XEN_EFAULT;
+    if (console_) console_(chunk, n);
+    done += n;
+  }
+  return 0;
+}
+
+// ---- domain control protocol (control thread) ----
+
+control::DomainDescription XenHvm::describe() {
+  std::lock_guard lk(mu_);
+  attach_frames_.clear();
+  for (std::uint32_t i = 0; i < nr_grant_frames_; ++i)
+    attach_frames_.push_back(xen_gfn(kXenGrantFramePage0 + i));
+  control::DomainDescription d;
+  d.domid = domid_;
+  d.memfd = memfd_;
+  d.upcall_fd = upcall_fd_;
+  d.regions = regions_;
+  d.grant_frame_gfns = attach_frames_;
+  d.shared_info_gfn = xen_gfn(kXenSharedInfoPage);
+  d.xenstore_gfn = xen_gfn(kXenStorePage);
+  d.xenstore_port = xenstore_port_;
+  return d;
+}
+
+void XenHvm::client_attached(control::ClientId id) {
+  std::lock_guard lk(mu_);
+  Dom0Client& c = clients_[id];
+  c.table = std::make_unique<evtchn::PortTable>(0, nullptr, &c.doorbell);
+}
+
+control::BindResult XenHvm::bind_interdomain(control::ClientId id, evtchn_port_t remote_port) {
+  std::lock_guard lk(mu_);
+  auto it = clients_.find(id);
+  if (it == clients_.end()) return {-ENOTCONN, 0, -1};
+  Dom0Client& c = it->second;
+  control::UniqueFd kick(evtchn::eventfd_create(false));
+  if (!kick) return {-EMFILE, 0, -1};
+  const evtchn::PortResult r = evtchn::PortTable::bind_interdomain(*c.table, *ports_, remote_port);
+  if (r.rc != 0) return {r.rc, 0, -1};
+  if (c.kicks.size() <= r.port) c.kicks.resize(r.port + 1);
+  c.doorbell.set(r.port, kick.get());
+  // The guest's doorbell write with this port now signals the kick eventfd inside KVM. If
+  // KVM refuses, the write exits to us and doorbell() delivers through the same eventfd.
+  host_.set_doorbell(remote_port, kick.get(), true);
+  c.kicks[r.port] = std::move(kick);
+  // Xen marks the new local port pending on bind so an event sent before is not lost.
+  c.doorbell.notify(r.port);
+  return {0, r.port, c.kicks[r.port].get()};
+}
+
+int XenHvm::unbind(control::ClientId id, evtchn_port_t local_port) {
+  std::lock_guard lk(mu_);
+  auto it = clients_.find(id);
+  if (it == clients_.end()) return -ENOTCONN;
+  Dom0Client& c = it->second;
+  if (c.table->state(local_port) != evtchn::ChannelState::Interdomain ||
+      local_port >= c.kicks.size() || !c.kicks[local_port])
+    return -EINVAL;
+  close_dom0_port(c, local_port);
+  return 0;
+}
+
+void XenHvm::client_gone(control::ClientId id) {
+  std::lock_guard lk(mu_);
+  auto it = clients_.find(id);
+  if (it == clients_.end()) return;
+  Dom0Client& c = it->second;
+  for (evtchn_port_t p = 1; p < c.kicks.size(); ++p)
+    if (c.kicks[p]) close_dom0_port(c, p);
+  clients_.erase(it);  // the table's destructor returns remaining guest ports to unbound
+}
+
+int XenHvm::serve(const std::string& socket_path) {
+  if (server_) return -EBUSY;
+  control::ControlBackend& backend = *this;
+  auto server = std::make_unique<control::ControlServer>(backend);
+  if (const int rc = server->listen(socket_path); rc != 0) return rc;
+  stop_fd_.reset(evtchn::eventfd_create(true));
+  if (!stop_fd_) return -EMFILE;
+  server_ = std::move(server);
+  server_thread_ = std::thread([this] { serve_loop(); });
+  return 0;
+}
+
+void XenHvm::serve_loop() {
+  control::UniqueFd ep(::epoll_create1(EPOLL_CLOEXEC));
+  if (!ep) return;
+  const std::pair<int, std::uint64_t> watch[] = {{server_->epoll_fd(), 1}, {stop_fd_.get(), 2}};
+  for (const auto& [fd, key] : watch) {
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.u64 = key;
+    if (::epoll_ctl(ep.get(), EPOLL_CTL_ADD, fd, &ev) != 0) return;
+  }
+  for (;;) {
+    epoll_event evs[2];
+    const int n = ::epoll_wait(ep.get(), evs, 2, -1);
+    if (n < 0 && errno != EINTR) return;
+    for (int i = 0; i < n; ++i) {
+      if (evs[i].data.u64 == 2) return;
+      server_->dispatch();
+    }
+  }
+}
+
+void XenHvm::stop_serving() {
+  if (!server_) return;
+  evtchn::eventfd_signal(stop_fd_.get());
+  if (server_thread_.joinable()) server_thread_.join();
+  server_.reset();  // drops every client (client_gone) and removes the socket
+}
+
+}  // namespace pvio::hv
