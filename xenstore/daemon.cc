@@ -3,6 +3,7 @@
 
 #include <spdlog/spdlog.h>
 #include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -107,11 +108,40 @@ Daemon::Daemon(Server& server, std::string socket_path)
   ev.events = EPOLLIN;
   ev.data.fd = listen_fd_;
   if (::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, listen_fd_, &ev) != 0) fail("epoll_ctl");
+  defer_fd_ = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (defer_fd_ < 0) fail("eventfd");
+  ev.data.fd = defer_fd_;
+  if (::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, defer_fd_, &ev) != 0) fail("epoll_ctl");
+}
+
+bool Daemon::add_fd(int fd, std::function<void(uint32_t)> on_event) {
+  if (fd < 0 || fds_.contains(fd) || conns_.contains(fd)) return false;
+  epoll_event ev{};
+  ev.events = EPOLLIN | EPOLLRDHUP;
+  ev.data.fd = fd;
+  if (::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, fd, &ev) != 0) return false;
+  fds_.emplace(fd, std::make_shared<std::function<void(uint32_t)>>(std::move(on_event)));
+  return true;
+}
+
+void Daemon::remove_fd(int fd) {
+  if (fds_.erase(fd) == 0) return;
+  ::epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, fd, nullptr);
+}
+
+void Daemon::defer(std::function<void()> fn) {
+  deferred_.push_back(std::move(fn));
+  const uint64_t one = 1;
+  [[maybe_unused]] ssize_t n = ::write(defer_fd_, &one, sizeof(one));
 }
 
 Daemon::~Daemon() {
   for (auto& [fd, c] : conns_) server_.detach(c->id_);
   conns_.clear();
+  for (auto& fn : deferred_) fn();
+  deferred_.clear();
+  fds_.clear();
+  if (defer_fd_ >= 0) ::close(defer_fd_);
   if (epoll_fd_ >= 0) ::close(epoll_fd_);
   if (listen_fd_ >= 0) {
     ::close(listen_fd_);
@@ -190,6 +220,17 @@ void Daemon::run(int stop_fd) {
         accept_clients();
         continue;
       }
+      if (fd == defer_fd_) {
+        uint64_t v;
+        [[maybe_unused]] ssize_t r = ::read(defer_fd_, &v, sizeof(v));
+        continue;
+      }
+      if (auto h = fds_.find(fd); h != fds_.end()) {
+        // Hold the handler: it may remove itself.
+        std::shared_ptr<std::function<void(uint32_t)>> fn = h->second;
+        (*fn)(events[i].events);
+        continue;
+      }
       auto it = conns_.find(fd);
       if (it == conns_.end()) continue;
       SocketConn& c = *it->second;
@@ -201,6 +242,12 @@ void Daemon::run(int stop_fd) {
     for (auto& [fd, c] : conns_)
       if (c->broken_) dead.push_back(fd);
     for (int fd : dead) close_conn(fd);
+    // Deferred work may defer more; run until quiet.
+    while (!deferred_.empty()) {
+      std::vector<std::function<void()>> work;
+      work.swap(deferred_);
+      for (auto& fn : work) fn();
+    }
   }
 }
 

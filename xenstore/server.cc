@@ -256,14 +256,17 @@ Server::Reply Server::do_introduce(const Caller& who, const ReqIntroduce& r) {
 Server::Reply Server::do_release(const Caller& who, const ReqRelease& r) {
   if (!who.privileged()) return {XsError::Acces, {}};
   if (r.domid == 0) return {XsError::Inval, {}};
-  auto it = domains_.find(r.domid);
-  if (it == domains_.end()) return {XsError::NoEnt, {}};
-  // Detach now, destroy after this request: the transport object must outlive any call
-  // that is still on the stack (it never is for Dom0's request, but stay safe).
+  if (!release_domain(r.domid)) return {XsError::NoEnt, {}};
+  return {XsError::None, std::string(kOk)};
+}
+
+bool Server::release_domain(domid_t domid) {
+  auto it = domains_.find(domid);
+  if (it == domains_.end()) return false;
   it->second.transport->unbind();
   domains_.erase(it);
   fire_special("@releaseDomain");
-  return {XsError::None, std::string(kOk)};
+  return true;
 }
 
 void Server::send_event(Conn& c, const Watch& w, const std::string& abs_path) {

@@ -1,4 +1,5 @@
-// pvio-xenstored: the xenstore daemon for Dom0 clients on a unix socket.
+// pvio-xenstored: the xenstore daemon, for Dom0 clients on a unix socket and for guests on
+// their ring pages (INTRODUCE attaches to the domain through the domain control protocol).
 //   pvio-xenstored [--socket PATH] [--foreground] [--log-level trace|debug|info|warn|error]
 #include <signal.h>
 #include <spdlog/spdlog.h>
@@ -13,14 +14,20 @@
 #include <string>
 
 #include "pvio/xenstore/daemon.h"
+#include "pvio/xenstore/domain_connector.h"
 #include "pvio/xenstore/server.h"
 
 namespace {
 
 std::string default_socket_path() {
   if (const char* p = std::getenv("XENSTORED_PATH"); p != nullptr && *p != '\0') return p;
-  const char* run = std::getenv("XDG_RUNTIME_DIR");
-  std::string dir = (run != nullptr && *run != '\0') ? std::string(run) + "/pvio" : "/run/pvio";
+  std::string dir;
+  if (const char* r = std::getenv("PVIO_RUN_DIR"); r != nullptr && *r != '\0') {
+    dir = r;
+  } else {
+    const char* run = std::getenv("XDG_RUNTIME_DIR");
+    dir = (run != nullptr && *run != '\0') ? std::string(run) + "/pvio" : "/run/pvio";
+  }
   ::mkdir(dir.c_str(), 0700);
   return dir + "/xenstored.sock";
 }
@@ -28,7 +35,8 @@ std::string default_socket_path() {
 int usage(const char* argv0) {
   std::fprintf(stderr,
                "usage: %s [--socket PATH] [--foreground] [--log-level LEVEL]\n"
-               "  PATH defaults to $XENSTORED_PATH, else $XDG_RUNTIME_DIR/pvio/xenstored.sock\n",
+               "  PATH defaults to $XENSTORED_PATH, else $PVIO_RUN_DIR/xenstored.sock,\n"
+               "  else $XDG_RUNTIME_DIR/pvio/xenstored.sock, else /run/pvio/xenstored.sock\n",
                argv0);
   return 2;
 }
@@ -64,6 +72,8 @@ int main(int argc, char** argv) {
   pvio::xs::Server server;
   try {
     pvio::xs::Daemon daemon(server, socket_path);
+    // Domains' control sockets follow domain::default_socket_path ($PVIO_RUN_DIR, ...).
+    pvio::xs::ControlDomainConnector connector(server, daemon);
     if (!foreground) {
       // The socket is listening before the parent returns, so callers may connect at once.
       pid_t pid = fork();

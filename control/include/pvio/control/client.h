@@ -37,6 +37,9 @@ class ControlClient {
   std::uint64_t xenstore_gfn() const { return xenstore_gfn_; }
   evtchn_port_t xenstore_port() const { return xenstore_port_; }
   int upcall_fd() const { return upcall_fd_.get(); }
+  // The connection to the domain, for a caller's event loop: it hangs up when the domain
+  // dies. Nothing arrives on it unasked; the client itself reads only replies it waits for.
+  int socket_fd() const { return sock_.get(); }
 
   // BIND_INTERDOMAIN to the guest's `remote_port`: our local port, and its kick eventfd
   // (kick_fd(local)) becomes readable when the guest sends. 0 or -errno.

@@ -25,6 +25,7 @@
 #include "pvio/event_channel/port_table.h"
 #include "pvio/grant_table/grant_table.h"
 #include "pvio/grant_table/guest_memory.h"
+#include "pvio/xenstore/wire.h"
 
 namespace pvio::domain {
 
@@ -32,18 +33,8 @@ inline constexpr std::uint64_t kSharedInfoGfn = 0;
 inline constexpr std::uint64_t kXenstoreGfn = 1;
 inline constexpr std::uint64_t kFirstGrantFrameGfn = 2;
 
-// xen/io/xs_wire.h: the xenstore ring page shared by a guest and xenstored.
-inline constexpr std::uint32_t kXenstoreRingSize = 1024;  // XENSTORE_RING_SIZE
-struct xenstore_domain_interface {
-  char req[kXenstoreRingSize];
-  char rsp[kXenstoreRingSize];
-  std::uint32_t req_cons, req_prod;
-  std::uint32_t rsp_cons, rsp_prod;
-  std::uint32_t server_features;
-  std::uint32_t connection;
-  std::uint32_t error;
-};
-static_assert(sizeof(xenstore_domain_interface) == 2076);
+// The xenstore ring page is Xen's struct xenstore_domain_interface, as xenstore/ defines it.
+using xs::xenstore_domain_interface;
 
 struct DomainConfig {
   domid_t domid = 1;

@@ -15,7 +15,7 @@
 
 namespace pvio::xs {
 
-class RingTransport final : public Connection {
+class RingTransport : public Connection {
  public:
   // Requests are not read while more than this much output waits for the guest.
   static constexpr std::size_t kBackpressure = 64 * 1024;

@@ -68,6 +68,10 @@ class Server {
   void set_domain_connector(DomainConnector* c) { connector_ = c; }
   bool domain_introduced(domid_t domid) const;
   RingTransport* domain_transport(domid_t domid);
+  // What XS_RELEASE does, for the daemon itself (the domain died, its ring broke): forgets the
+  // domain, destroys its transport and fires @releaseDomain. Not from inside that transport's
+  // own on_kick(). false if `domid` was not introduced.
+  bool release_domain(domid_t domid);
 
   Store& store() { return store_; }
   const ServerStats& stats() const { return stats_; }
