@@ -123,7 +123,7 @@ struct IdtEntry {
 };
 
 alignas(16) uint64_t gdt[3] = {0, 0x00af9a000000ffffull, 0x00cf92000000ffffull};
-alignas(16) IdtEntry idt[32];
+alignas(16) IdtEntry idt[256];
 
 const char* const kNames[32] = {
     "divide error", "debug", "NMI", "breakpoint", "overflow", "bound range", "invalid opcode",
@@ -165,6 +165,12 @@ void cpu_init() {
   }
   TablePointer ip{sizeof(idt) - 1, reinterpret_cast<uint64_t>(idt)};
   asm volatile("lidt %0" ::"m"(ip) : "memory");
+}
+
+void set_interrupt_gate(uint8_t vector, uint64_t handler) {
+  idt[vector] = IdtEntry{static_cast<uint16_t>(handler), 0x08, 0, 0x8e,
+                         static_cast<uint16_t>(handler >> 16),
+                         static_cast<uint32_t>(handler >> 32), 0};
 }
 
 [[noreturn]] void triple_fault() {

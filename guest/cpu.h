@@ -11,6 +11,8 @@ inline constexpr uint32_t kExitOk = 0, kExitErrors = 1, kExitBadCmdline = 2, kEx
                           kExceptionExitBase = 0x80;
 
 void cpu_init();
+// Installs an interrupt gate (interrupts off on entry) for `vector`.
+void set_interrupt_gate(uint8_t vector, uint64_t handler);
 [[noreturn]] void triple_fault();
 
 }  // namespace pvio::guest

@@ -1,4 +1,5 @@
-// Workload runner: `mode=boot|workload|crash|hostile disk=ide xfer=dma|pio
+// Workload runner: `mode=boot|workload|crash|hostile|xen-probe|hypercalls|evtchn|hostile-xen
+// disk=ide xfer=dma|pio
 // rw=read|write|randread|randwrite bs=4096 qd=1 count=N | time=MS verify=1 seed=S size=BYTES`.
 // Results are one `PVIO-RESULT {json}` line on the console; latencies come from the TSC.
 #include "workload.h"
@@ -12,6 +13,7 @@
 #include "ide.h"
 #include "pci.h"
 #include "pvio/guest/pattern.h"
+#include "xen_modes.h"
 
 extern "C" size_t strlen(const char*);
 
@@ -25,6 +27,7 @@ struct Options {
   char xfer[8] = "dma";
   char rw[16] = "randread";
   uint64_t bs = 4096, qd = 1, count = 0, time_ms = 0, verify = 0, seed = 1, size = 0;
+  uint64_t xenstore = 0;
 };
 
 bool streq(const char* a, const char* b) {
@@ -87,6 +90,7 @@ bool parse_cmdline(const char* cmdline, Options* o) {
     else if (streq(key, "verify")) ok = parse_u64(val, &o->verify);
     else if (streq(key, "seed")) ok = parse_u64(val, &o->seed);
     else if (streq(key, "size")) ok = parse_u64(val, &o->size);
+    else if (streq(key, "xenstore")) ok = parse_u64(val, &o->xenstore);
     else kprintf("cmdline: ignoring unknown key '%s'\n", key);
     if (!ok) {
       kprintf("PVIO-GUEST bad value for %s: '%s'\n", key, val);
@@ -353,6 +357,10 @@ void run_command_line(const pvio::hv::BootInfo* info) {
     triple_fault();
   }
   if (streq(o.mode, "hostile")) run_hostile(o, info);
+  if (streq(o.mode, "xen-probe")) run_xen_probe(o.xenstore != 0);
+  if (streq(o.mode, "hypercalls")) run_hypercall_checks(info->mem_bytes);
+  if (streq(o.mode, "evtchn")) run_evtchn_echo(o.count ? o.count : 16);
+  if (streq(o.mode, "hostile-xen")) run_hostile_xen(o.count ? o.count : 1000, o.seed, info->mem_bytes);
   if (streq(o.mode, "workload")) run_workload(o, khz);
   if (streq(o.mode, "boot")) {
     const PciScan scan = pci_enumerate();

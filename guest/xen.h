@@ -1,0 +1,61 @@
+// Xen HVM start-up of the test guest, as a Linux HVM guest does it: find Xen's CPUID leaves,
+// load the hypercall page through the MSR they name, map shared_info and the grant frames with
+// XENMEM_add_to_physmap, set the upcall vector (HVM_PARAM_CALLBACK_IRQ, vector type) with an
+// IDT entry and LAPIC EOI, scan the 2-level event bits on each upcall, and talk to xenstore on
+// the ring page the VMM publishes.
+#pragma once
+
+#include <stdint.h>
+
+#include "pvio/event_channel/shared_info.h"
+#include "pvio/grant_table/grant_table.h"
+#include "pvio/hypervisor/xen_abi.h"
+
+namespace pvio::guest {
+
+inline constexpr unsigned kGuestGrantFrames = 4;
+inline constexpr uint8_t kUpcallVector = 0xf3;
+
+struct XenInfo {
+  bool found = false;
+  bool via_port = false;          // leaves came from pvio-hv's CPUID port, not CPUID
+  uint32_t base = 0;              // leaf base (0x40000000 + n * 0x100)
+  uint32_t version = 0;
+  uint32_t hypercall_msr = 0;
+  uint64_t hypercall_page = 0;    // guest-physical address of the page
+  uint64_t shared_info_gfn = 0;
+  uint64_t grant_frame_gfn[kGuestGrantFrames] = {};
+  uint32_t nr_grant_frames = 0, max_grant_frames = 0;
+  uint64_t store_pfn = 0, console_pfn = 0;
+  uint32_t store_evtchn = 0, console_evtchn = 0;
+  bool upcall_ready = false;
+};
+
+// Raw hypercall through the page (entry `nr`, Xen's argument registers). Requires xen_init.
+int64_t hypercall(unsigned nr, uint64_t a1 = 0, uint64_t a2 = 0, uint64_t a3 = 0,
+                  uint64_t a4 = 0, uint64_t a5 = 0);
+
+// Finds the leaves and loads the hypercall page only. False if this is not a Xen-compatible
+// platform.
+bool xen_detect(XenInfo* info);
+// Full start-up: detect, shared_info, grant table, upcall vector. Prints what failed and
+// returns false then.
+bool xen_init(XenInfo* info);
+const XenInfo& xen_info();
+
+// Event channels. send() rings the doorbell for ports bound to Dom0 and makes the
+// EVTCHNOP_send hypercall otherwise.
+int64_t evtchn_alloc_unbound(uint16_t remote_dom, uint32_t* port);
+int64_t evtchn_send(uint32_t port);
+int64_t evtchn_close(uint32_t port);
+// Events received on `port` since boot (counted by the upcall handler).
+uint64_t evtchn_events(uint32_t port);
+uint64_t upcalls();
+// Sleeps (sti; hlt) until an upcall arrives, or returns at once if `port` has more events
+// than `seen`.
+void evtchn_wait(uint32_t port, uint64_t seen);
+
+evtchn::shared_info* shared_info();
+gnttab::GrantTable& grant_table();
+
+}  // namespace pvio::guest
