@@ -18,6 +18,8 @@
 #include "../tests/blkback/blkback_datapath_guest.h"
 #include "pvio/blkback/blkback.h"
 
+#include "bench_main.h"
+
 namespace {
 
 using namespace pvio;
@@ -200,10 +202,5 @@ class RatioReporter : public benchmark::ConsoleReporter {
 }  // namespace
 
 int main(int argc, char** argv) {
-  benchmark::Initialize(&argc, argv);
-  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
-  RatioReporter reporter;
-  benchmark::RunSpecifiedBenchmarks(&reporter);
-  benchmark::Shutdown();
-  return 0;
+  return pvio::bench::run_benchmarks<RatioReporter>(argc, argv);
 }

@@ -18,6 +18,8 @@
 #include "pvio/event_channel/port_table.h"
 #include "pvio/event_channel/two_level.h"
 
+#include "bench_main.h"
+
 namespace {
 
 using namespace pvio::evtchn;
@@ -150,10 +152,5 @@ class RatioReporter : public benchmark::ConsoleReporter {
 }  // namespace
 
 int main(int argc, char** argv) {
-  benchmark::Initialize(&argc, argv);
-  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
-  RatioReporter reporter;
-  benchmark::RunSpecifiedBenchmarks(&reporter);
-  benchmark::Shutdown();
-  return 0;
+  return pvio::bench::run_benchmarks<RatioReporter>(argc, argv);
 }

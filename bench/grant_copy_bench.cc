@@ -23,6 +23,8 @@
 #include "pvio/grant_table/grant_mapper.h"
 #include "pvio/grant_table/grant_table.h"
 
+#include "bench_main.h"
+
 namespace {
 
 using namespace pvio::gnttab;
@@ -191,10 +193,5 @@ class RatioReporter : public benchmark::ConsoleReporter {
 }  // namespace
 
 int main(int argc, char** argv) {
-  benchmark::Initialize(&argc, argv);
-  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
-  RatioReporter reporter;
-  benchmark::RunSpecifiedBenchmarks(&reporter);
-  benchmark::Shutdown();
-  return 0;
+  return pvio::bench::run_benchmarks<RatioReporter>(argc, argv);
 }

@@ -35,6 +35,8 @@
 #include "pvio/ring/blkif.h"
 #include "pvio/ring/ring.h"
 
+#include "bench_main.h"
+
 namespace {
 
 namespace pb = pvio::blkif;
@@ -312,10 +314,5 @@ class RatioReporter : public benchmark::ConsoleReporter {
 }  // namespace
 
 int main(int argc, char** argv) {
-  benchmark::Initialize(&argc, argv);
-  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
-  RatioReporter reporter;
-  benchmark::RunSpecifiedBenchmarks(&reporter);
-  benchmark::Shutdown();
-  return 0;
+  return pvio::bench::run_benchmarks<RatioReporter>(argc, argv);
 }
