@@ -337,7 +337,13 @@ int64_t evtchn_op(unsigned cmd, void* arg) {
   uint64_t ok = 0, errors = 0, enosys = 0, efault = 0, einval = 0, skipped = 0;
   for (uint64_t i = 0; i < count; ++i) {
     for (unsigned j = 0; j < 2 * 4096; j += 8) *reinterpret_cast<uint64_t*>(scratch + j) = next();
-    const unsigned nr = static_cast<unsigned>(next() % 64);
+    // Mostly the implemented hypercalls with small sub-commands, sometimes any entry.
+    static const unsigned kImplemented[] = {
+        xen::kHypercallMemoryOp, xen::kHypercallXenVersion, xen::kHypercallConsoleIo,
+        xen::kHypercallGrantTableOp, xen::kHypercallSchedOp, xen::kHypercallEventChannelOp,
+        xen::kHypercallHvmOp};
+    const bool known = next() % 4 != 0;
+    const unsigned nr = known ? kImplemented[next() % 7] : static_cast<unsigned>(next() % 128);
     uint64_t a[5];
     for (uint64_t& x : a) {
       switch (next() % 4) {
@@ -347,6 +353,7 @@ int64_t evtchn_op(unsigned cmd, void* arg) {
         default: x = next() % 16; break;                                          // small
       }
     }
+    if (known) a[0] = next() % 12;
     // Keep the guest itself alive: no shutdown, no remapping of its own RAM, no change of
     // its upcall vector. Those paths get invalid pointers instead.
     if ((nr == xen::kHypercallSchedOp && a[0] == xen::SCHEDOP_shutdown) ||
