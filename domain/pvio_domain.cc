@@ -10,6 +10,7 @@
 #include <string>
 
 #include "pvio/domain/domain.h"
+#include "pvio/domain/xenstore_relay.h"
 
 namespace {
 
@@ -42,6 +43,7 @@ bool parse_u64(const char* s, std::uint64_t* out) {
 int main(int argc, char** argv) {
   pvio::domain::DomainConfig cfg;
   bool have_domid = false;
+  std::string relay_path;  // the guest's xenstore ring as a host socket (tests, debugging)
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (i + 1 >= argc) return usage();
@@ -55,6 +57,8 @@ int main(int argc, char** argv) {
       cfg.nr_grant_frames = static_cast<std::uint32_t>(v);
     } else if (a == "--socket") {
       cfg.socket_path = argv[i + 1];
+    } else if (a == "--xenstore-relay") {
+      relay_path = argv[i + 1];
     } else {
       return usage();
     }
@@ -75,6 +79,13 @@ int main(int argc, char** argv) {
     return 1;
   }
   g_domain = d.get();
+  std::unique_ptr<pvio::domain::XenstoreRelay> relay;
+  if (!relay_path.empty()) {
+    if (int rc = pvio::domain::XenstoreRelay::start(*d, relay_path, &relay); rc != 0) {
+      spdlog::error("domain {}: xenstore relay {}: {}", cfg.domid, relay_path, std::strerror(-rc));
+      return 1;
+    }
+  }
   if (g_stop_requested) d->stop();
 
   spdlog::info("domain {}: {} MiB, socket {}, shared_info gfn {}, xenstore gfn {} port {}, "

@@ -1,0 +1,152 @@
+// pvio block-attach N FILE: create a virtual block device for domain N backed by FILE (a
+// regular file or a block device), writing the backend and frontend nodes as xl does, which
+// pvio-blkback (and Linux's xen-blkback/blkfront) pick up.
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+
+#include "pvio_cli.h"
+
+namespace pvio::cli {
+namespace {
+
+using xs::NodePerm;
+using xs::XsError;
+using xs::XsPerm;
+
+// Xen's vbd numbering (docs/misc/vbd-interface): xvdX is (202 << 8) | (disk << 4) for the
+// first 16 disks, (1 << 28) | (disk << 8) beyond. A bare number is taken as the devid itself.
+bool parse_vdev(const std::string& v, uint32_t* devid) {
+  uint64_t n = 0;
+  if (parse_uint(v, &n)) {
+    if (n == 0 || n > 0xFFFFFFFFu) return false;
+    *devid = static_cast<uint32_t>(n);
+    return true;
+  }
+  if (!v.starts_with("xvd") || v.size() < 4 || v.size() > 5) return false;
+  uint32_t disk = 0;
+  for (std::size_t i = 3; i < v.size(); ++i) {
+    if (v[i] < 'a' || v[i] > 'z') return false;
+    disk = disk * 26 + static_cast<uint32_t>(v[i] - 'a') + (i + 1 < v.size() ? 1 : 0);
+  }
+  *devid = disk < 16 ? (202u << 8) | (disk << 4) : (1u << 28) | (disk << 8);
+  return true;
+}
+
+std::string vdev_name(uint32_t devid) {
+  uint32_t disk;
+  if ((devid >> 8) == 202 && (devid & 0xF) == 0) {
+    disk = (devid >> 4) & 0xF;
+  } else if ((devid >> 28) == 1 && (devid & 0xFF) == 0) {
+    disk = (devid >> 8) & 0xFFFFF;
+  } else {
+    return std::to_string(devid);
+  }
+  std::string s;
+  if (disk >= 26) s += static_cast<char>('a' + disk / 26 - 1);
+  s += static_cast<char>('a' + disk % 26);
+  return "xvd" + s;
+}
+
+int run(const std::vector<std::string>& args) {
+  std::string bad;
+  auto o = parse_options(args, {"--vdev", "--mode", "--engine"}, {}, &bad);
+  domid_t domid = 0;
+  if (!o || o->positional.size() != 2 || !parse_domid(o->positional[0], &domid))
+    return fail("block-attach", "usage: pvio block-attach N FILE [--vdev xvda|DEVID] "
+                                "[--mode r|w] [--engine uring|aio|null]");
+  const std::string mode = o->get("--mode", "w");
+  if (mode != "r" && mode != "w") return fail("block-attach", "--mode is r or w");
+  const std::string engine = o->get("--engine");
+  if (!engine.empty() && engine != "uring" && engine != "aio" && engine != "null")
+    return fail("block-attach", "--engine is uring, aio or null");
+  std::error_code ec;
+  const std::string params = std::filesystem::absolute(o->positional[1], ec).lexically_normal();
+  struct stat st{};
+  if (ec || ::stat(params.c_str(), &st) != 0 || !(S_ISREG(st.st_mode) || S_ISBLK(st.st_mode)))
+    return fail("block-attach", o->positional[1] + " is not a regular file or block device");
+
+  auto xs = connect_xenstore("block-attach");
+  if (!xs) return 1;
+  const std::string d = std::to_string(domid);
+  const std::string home = "/local/domain/" + d;
+  if (!xs->read(home + "/domid").ok()) return fail("block-attach", "no domain " + d);
+
+  uint32_t devid = 0;
+  if (o->has("--vdev")) {
+    if (!parse_vdev(o->get("--vdev"), &devid)) return fail("block-attach", "bad --vdev");
+  } else {
+    // The first xvd that is free, as xl picks.
+    for (uint32_t disk = 0; disk < 26 && devid == 0; ++disk) {
+      const uint32_t cand = (202u << 8) | (disk << 4);
+      if (!xs->read(home + "/device/vbd/" + std::to_string(cand) + "/backend").ok()) devid = cand;
+    }
+  }
+  const std::string fe = home + "/device/vbd/" + std::to_string(devid);
+  const std::string be = "/local/domain/0/backend/vbd/" + d + "/" + std::to_string(devid);
+  if (xs->read(fe + "/backend").ok() || xs->read(be + "/frontend").ok())
+    return fail("block-attach", "domain " + d + " already has vbd " + std::to_string(devid));
+
+  // xl's permissions: the frontend directory belongs to the guest and the backend (Dom0) may
+  // read it; the backend directory belongs to Dom0 and the guest may read it.
+  const std::vector<NodePerm> fe_perms = {{domid, XsPerm::None}, {0, XsPerm::Read}};
+  const std::vector<NodePerm> be_perms = {{0, XsPerm::None}, {domid, XsPerm::Read}};
+  std::vector<std::pair<std::string, std::string>> be_keys = {
+      {"frontend", fe},
+      {"frontend-id", d},
+      {"online", "1"},
+      {"removable", "0"},
+      {"bootable", "1"},
+      {"state", "1"},  // XenbusStateInitialising
+      {"dev", vdev_name(devid)},
+      {"type", S_ISBLK(st.st_mode) ? "phy" : "file"},
+      {"mode", mode},
+      {"device-type", "disk"},
+      {"discard-enable", mode == "w" ? "1" : "0"},
+      {"params", params},
+  };
+  // What Linux's hotplug script writes for xen-blkback: the device's major:minor in hex.
+  if (S_ISBLK(st.st_mode)) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%x:%x", major(st.st_rdev), minor(st.st_rdev));
+    be_keys.emplace_back("physical-device", buf);
+  }
+  if (!engine.empty()) be_keys.emplace_back("engine", engine);
+  const std::vector<std::pair<std::string, std::string>> fe_keys = {
+      {"backend", be},
+      {"backend-id", "0"},
+      {"state", "1"},
+      {"virtual-device", std::to_string(devid)},
+      {"device-type", "disk"},
+  };
+
+  const XsError e = with_transaction(*xs, [&](uint32_t tx) {
+    auto dir = [&](const std::string& path, const std::vector<std::pair<std::string, std::string>>& keys,
+                   const std::vector<NodePerm>& perms) {
+      XsError r = xs->mkdir(path, tx);
+      if (r == XsError::None) r = xs->set_perms(path, perms, tx);
+      for (const auto& [k, v] : keys) {
+        if (r != XsError::None) break;
+        r = xs->write(path + "/" + k, v, tx);
+        if (r == XsError::None) r = xs->set_perms(path + "/" + k, perms, tx);
+      }
+      return r;
+    };
+    XsError r = dir(fe, fe_keys, fe_perms);
+    return r == XsError::None ? dir(be, be_keys, be_perms) : r;
+  });
+  if (e != XsError::None) return fail("block-attach", std::string("xenstore: ") + xs::xs_error_name(e));
+  std::printf("vbd %u (%s) for domain %s: %s, mode %s\n", devid, vdev_name(devid).c_str(),
+              d.c_str(), params.c_str(), mode.c_str());
+  return 0;
+}
+
+}  // namespace
+
+PVIO_VERB("block-attach", "N FILE [--vdev xvda|DEVID] [--mode r|w] [--engine uring|aio|null]",
+          "give domain N a virtual block device backed by FILE", run);
+
+}  // namespace pvio::cli

@@ -1,0 +1,235 @@
+// What the `pvio` verbs share; see pvio_cli.h.
+#include "pvio_cli.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+namespace pvio::cli {
+namespace {
+
+std::map<std::string, Verb>& registry() {
+  static std::map<std::string, Verb> r;
+  return r;
+}
+
+bool exited(pid_t pid) {
+  // Our own child: reap it if it is done. Someone else's: ask the kernel whether it exists.
+  int status = 0;
+  const pid_t r = ::waitpid(pid, &status, WNOHANG);
+  if (r == pid) return true;
+  if (r < 0 && errno == ECHILD) return ::kill(pid, 0) != 0 && errno == ESRCH;
+  return false;
+}
+
+}  // namespace
+
+VerbRegistration::VerbRegistration(const Verb& v) { registry().emplace(v.name, v); }
+const std::map<std::string, Verb>& verbs() { return registry(); }
+
+int fail(const std::string& verb, const std::string& message) {
+  std::fprintf(stderr, "pvio %s: %s\n", verb.c_str(), message.c_str());
+  return 1;
+}
+
+std::string Options::get(const std::string& o, const std::string& fallback) const {
+  auto it = values.find(o);
+  return it == values.end() ? fallback : it->second;
+}
+
+std::optional<Options> parse_options(const std::vector<std::string>& args,
+                                     const std::vector<std::string>& with_value,
+                                     const std::vector<std::string>& flags, std::string* bad) {
+  Options o;
+  auto in = [](const std::vector<std::string>& v, const std::string& s) {
+    for (const auto& x : v)
+      if (x == s) return true;
+    return false;
+  };
+  for (std::size_t i = 0; i < args.size(); ++i) {
+    const std::string& a = args[i];
+    if (a.starts_with("--")) {
+      if (in(with_value, a) && i + 1 < args.size()) {
+        o.values[a] = args[++i];
+      } else if (in(flags, a)) {
+        o.values[a] = "";
+      } else {
+        *bad = a;
+        return std::nullopt;
+      }
+    } else {
+      o.positional.push_back(a);
+    }
+  }
+  return o;
+}
+
+bool parse_uint(const std::string& s, std::uint64_t* out) {
+  if (s.empty() || s.size() > 19) return false;
+  std::uint64_t v = 0;
+  for (char c : s) {
+    if (c < '0' || c > '9') return false;
+    v = v * 10 + static_cast<std::uint64_t>(c - '0');
+  }
+  *out = v;
+  return true;
+}
+
+bool parse_domid(const std::string& s, domid_t* out) {
+  std::uint64_t v = 0;
+  if (!parse_uint(s, &v) || v == 0 || v >= 0x7FF0) return false;  // DOMID_FIRST_RESERVED
+  *out = static_cast<domid_t>(v);
+  return true;
+}
+
+std::string run_dir() {
+  std::string dir;
+  if (const char* r = std::getenv("PVIO_RUN_DIR"); r != nullptr && *r != '\0') {
+    dir = r;
+  } else if (const char* x = std::getenv("XDG_RUNTIME_DIR"); x != nullptr && *x != '\0') {
+    dir = std::string(x) + "/pvio";
+  } else {
+    dir = "/run/pvio";
+  }
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  ::chmod(dir.c_str(), 0700);
+  return dir;
+}
+
+std::string xenstored_socket() {
+  if (const char* p = std::getenv("XENSTORED_PATH"); p != nullptr && *p != '\0') return p;
+  return run_dir() + "/xenstored.sock";
+}
+
+std::unique_ptr<xs::Client> connect_xenstore(const std::string& verb) {
+  const std::string path = xenstored_socket();
+  auto c = xs::Client::connect(path);
+  if (!c)
+    fail(verb, "cannot reach pvio-xenstored at " + path + " (" + std::strerror(errno) +
+                   "); is `pvio up` done?");
+  return c;
+}
+
+std::string find_program(const std::string& name) {
+  std::string env = name;  // pvio-xenstored -> PVIO_XENSTORED
+  for (char& c : env) c = (c == '-') ? '_' : static_cast<char>(std::toupper(c));
+  if (const char* p = std::getenv(env.c_str()); p != nullptr && *p != '\0') return p;
+  std::error_code ec;
+  const auto self = std::filesystem::read_symlink("/proc/self/exe", ec);
+  if (!ec) {
+    const auto dir = self.parent_path();
+    // Installed side by side, or the build tree (tools/ next to xenstore/, domain/, ...).
+    const char* places[] = {".", "../xenstore", "../domain", "../blkback", "../blkfront/user",
+                            "../hypervisor"};
+    for (const char* p : places) {
+      const auto cand = dir / p / name;
+      if (::access(cand.c_str(), X_OK) == 0) return cand.lexically_normal().string();
+    }
+  }
+  return name;
+}
+
+pid_t spawn(const std::vector<std::string>& argv, const std::string& log_path) {
+  const int log = ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+  if (log < 0) return -errno;
+  std::vector<char*> args;
+  for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+  args.push_back(nullptr);
+  const pid_t pid = ::fork();
+  if (pid < 0) {
+    const int e = errno;
+    ::close(log);
+    return -e;
+  }
+  if (pid == 0) {
+    ::setsid();
+    const int null = ::open("/dev/null", O_RDONLY);
+    if (null >= 0) ::dup2(null, 0);
+    ::dup2(log, 1);
+    ::dup2(log, 2);
+    sigset_t none;
+    sigemptyset(&none);
+    ::sigprocmask(SIG_SETMASK, &none, nullptr);
+    ::execvp(args[0], args.data());
+    std::fprintf(stderr, "exec %s: %s\n", args[0], std::strerror(errno));
+    ::_exit(127);
+  }
+  ::close(log);
+  return pid;
+}
+
+bool wait_ready(pid_t pid, int timeout_ms, const std::function<bool()>& ready) {
+  for (int waited = 0; waited <= timeout_ms; waited += 20) {
+    if (ready()) return true;
+    if (exited(pid)) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return ready();
+}
+
+std::string pid_file(const std::string& name) { return run_dir() + "/" + name + ".pid"; }
+
+bool write_pid_file(const std::string& name, pid_t pid) {
+  std::ofstream f(pid_file(name), std::ios::trunc);
+  f << pid << "\n";
+  return static_cast<bool>(f);
+}
+
+std::optional<pid_t> running_pid(const std::string& name) {
+  std::ifstream f(pid_file(name));
+  long v = 0;
+  if (!(f >> v) || v <= 0) return std::nullopt;
+  const pid_t pid = static_cast<pid_t>(v);
+  if (exited(pid)) return std::nullopt;
+  // A zombie is not running; /proc tells (state 'Z').
+  std::ifstream st("/proc/" + std::to_string(pid) + "/stat");
+  std::string line;
+  if (std::getline(st, line)) {
+    const auto close = line.rfind(')');
+    if (close != std::string::npos && close + 2 < line.size() && line[close + 2] == 'Z')
+      return std::nullopt;
+  }
+  return pid;
+}
+
+void stop_process(const std::string& name, int timeout_ms) {
+  if (auto pid = running_pid(name)) {
+    ::kill(*pid, SIGTERM);
+    bool gone = false;
+    for (int waited = 0; waited < timeout_ms && !gone; waited += 20) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      gone = !running_pid(name).has_value();
+    }
+    if (!gone) ::kill(*pid, SIGKILL);
+  }
+  ::unlink(pid_file(name).c_str());
+}
+
+xs::XsError with_transaction(xs::Client& c, const std::function<xs::XsError(uint32_t)>& body) {
+  for (int attempt = 0; attempt < 32; ++attempt) {
+    auto tx = c.transaction_start();
+    if (!tx.ok()) return tx.error;
+    const xs::XsError e = body(tx.value);
+    if (e != xs::XsError::None) {
+      c.transaction_end(tx.value, false);
+      return e;
+    }
+    const xs::XsError end = c.transaction_end(tx.value, true);
+    if (end != xs::XsError::Again) return end;
+  }
+  return xs::XsError::Again;
+}
+
+}  // namespace pvio::cli

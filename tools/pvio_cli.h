@@ -1,0 +1,89 @@
+// The `pvio` toolstack CLI: the verb registry and what verbs share (run dir, finding and
+// starting the daemons, pid files, the xenstore connection, option parsing). Each verb lives
+// in its own tools/pvio_<verb>.cc and registers itself with a static PVIO_VERB(...).
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "pvio/ring/xen_types.h"
+#include "pvio/xenstore/client.h"
+
+namespace pvio::cli {
+
+struct Verb {
+  const char* name;
+  const char* usage;    // arguments after the verb
+  const char* summary;  // one line for `pvio help`
+  int (*run)(const std::vector<std::string>& args);  // exit status
+};
+
+// Static registration: `static pvio::cli::VerbRegistration reg{{"name", ...}};`
+struct VerbRegistration {
+  explicit VerbRegistration(const Verb& v);
+};
+const std::map<std::string, Verb>& verbs();
+
+// Prints "pvio <verb>: <message>" to stderr and returns 1.
+int fail(const std::string& verb, const std::string& message);
+
+// Options: `--name value` pairs and `--flag`s, and positional arguments, in order.
+struct Options {
+  std::map<std::string, std::string> values;
+  std::vector<std::string> positional;
+  bool has(const std::string& o) const { return values.contains(o); }
+  std::string get(const std::string& o, const std::string& fallback = {}) const;
+};
+// `with_value` lists the options that take a value, `flags` those that do not; anything else
+// starting with "--" is an error (returned in *bad).
+std::optional<Options> parse_options(const std::vector<std::string>& args,
+                                     const std::vector<std::string>& with_value,
+                                     const std::vector<std::string>& flags, std::string* bad);
+bool parse_domid(const std::string& s, domid_t* out);  // 1 .. DOMID_FIRST_RESERVED-1
+bool parse_uint(const std::string& s, std::uint64_t* out);
+
+// $PVIO_RUN_DIR, else $XDG_RUNTIME_DIR/pvio, else /run/pvio; created (0700) if missing.
+std::string run_dir();
+// $XENSTORED_PATH, else <run dir>/xenstored.sock (what pvio-xenstored listens on).
+std::string xenstored_socket();
+// Connects to pvio-xenstored; prints why not and returns null on failure.
+std::unique_ptr<xs::Client> connect_xenstore(const std::string& verb);
+
+// The path of a pvio program: $PVIO_<NAME> (e.g. PVIO_XENSTORED for pvio-xenstored), else
+// beside this executable or in the build tree's folders next to it, else the bare name for
+// a PATH search.
+std::string find_program(const std::string& name);
+
+// Starts `argv` in its own session with stdin from /dev/null and stdout/stderr appended to
+// `log_path`. The pid, or -errno.
+pid_t spawn(const std::vector<std::string>& argv, const std::string& log_path);
+// Polls `ready` every 20 ms for up to timeout_ms; gives up early if `pid` exits.
+bool wait_ready(pid_t pid, int timeout_ms, const std::function<bool()>& ready);
+
+// Pid files: <run dir>/<name>.pid.
+std::string pid_file(const std::string& name);
+bool write_pid_file(const std::string& name, pid_t pid);
+// The pid in the file if that process is alive, else nullopt.
+std::optional<pid_t> running_pid(const std::string& name);
+// SIGTERM, up to timeout_ms for it to exit, then SIGKILL. Removes the pid file.
+void stop_process(const std::string& name, int timeout_ms = 5000);
+
+// A xenstore transaction body retried while the commit answers EAGAIN.
+xs::XsError with_transaction(xs::Client& c, const std::function<xs::XsError(uint32_t tx)>& body);
+
+}  // namespace pvio::cli
+
+#define PVIO_CLI_CONCAT2(a, b) a##b
+#define PVIO_CLI_CONCAT(a, b) PVIO_CLI_CONCAT2(a, b)
+// One per tools/pvio_<verb>.cc: PVIO_VERB("name", "usage", "summary", run_function);
+#define PVIO_VERB(name, usage, summary, fn)                                  \
+  static const ::pvio::cli::VerbRegistration PVIO_CLI_CONCAT(pvio_verb_, __LINE__) { \
+    ::pvio::cli::Verb { name, usage, summary, fn }                           \
+  }
