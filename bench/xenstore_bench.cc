@@ -1,7 +1,9 @@
-// xenstore READ/WRITE round trips: over the unix socket to a pvio-xenstored started here, and
-// over a guest ring served in-process, each next to a raw unix-socket request/response of the
-// same sizes (the peer). Prints ratios after the run.
+// xenstore READ/WRITE round trips: over the unix socket to a pvio-xenstored started here, over
+// a guest ring served in-process, and over a real guest's ring across two processes (this
+// process is a user-mode domain, pvio-xenstored serves its ring after INTRODUCE), each next to
+// a raw unix-socket request/response of the same sizes (the peer). Prints ratios after the run.
 #include <benchmark/benchmark.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -16,6 +18,8 @@
 #include <string>
 #include <thread>
 
+#include "pvio/domain/domain.h"
+#include "pvio/event_channel/notifier.h"
 #include "pvio/xenstore/client.h"
 #include "pvio/xenstore/guest_client.h"
 #include "pvio/xenstore/ring_transport.h"
@@ -41,6 +45,8 @@ struct DaemonProcess {
     dir = (std::filesystem::temp_directory_path() / "pvio-xsbench-XXXXXX").string();
     if (!mkdtemp(dir.data())) std::abort();
     sock = dir + "/socket";
+    // The daemon finds guest domains' control sockets here (domain::default_socket_path).
+    setenv("PVIO_RUN_DIR", dir.c_str(), 1);
     pid = fork();
     if (pid == 0) {
       execl(PVIO_XENSTORED, PVIO_XENSTORED, "--socket", sock.c_str(), "--foreground",
@@ -57,7 +63,8 @@ struct DaemonProcess {
     client.reset();
     kill(pid, SIGTERM);
     waitpid(pid, nullptr, 0);
-    rmdir(dir.c_str());
+    std::error_code ec;
+    std::filesystem::remove_all(dir, ec);
   }
   std::string dir, sock;
   pid_t pid;
@@ -180,12 +187,81 @@ void BM_GuestRing_Write(benchmark::State& state) {
   });
 }
 
+// A real guest across two processes: this process is user-mode domain 5 (its memfd, ring page,
+// event channel), pvio-xenstored attaches to it over the domain control protocol on INTRODUCE
+// and serves the ring from its epoll loop; each op is ring copy + event both ways.
+struct TwoProcessGuest {
+  TwoProcessGuest() {
+    Client& d0 = *daemon_process().client;
+    pvio::domain::DomainConfig cfg;
+    cfg.domid = 5;
+    if (pvio::domain::Domain::create(cfg, &dom) != 0) std::abort();
+    efd = pvio::evtchn::eventfd_create(true);
+    const int e = efd;
+    dom->set_handler(dom->xenstore_port(), [e](pvio::evtchn_port_t) {
+      pvio::evtchn::eventfd_signal(e);
+    });
+    loop = std::thread([this] { dom->run(); });
+    d0.mkdir("/local/domain/5");
+    d0.set_perms("/local/domain/5", {{5, XsPerm::None}});
+    if (d0.introduce(5, dom->xenstore_gfn(), dom->xenstore_port()) != XsError::None) std::abort();
+    guest = std::make_unique<GuestClient<4>>(dom->xenstore_interface(),
+                                             GuestPlatform{this, notify, wait});
+  }
+  ~TwoProcessGuest() {
+    guest.reset();
+    daemon_process().client->release(5);
+    daemon_process().client->rm("/local/domain/5");
+    dom->stop();
+    loop.join();
+    dom.reset();
+    close(efd);
+  }
+  static void notify(void* p) {
+    auto* g = static_cast<TwoProcessGuest*>(p);
+    g->dom->send(g->dom->xenstore_port());
+  }
+  static void wait(void* p) {
+    auto* g = static_cast<TwoProcessGuest*>(p);
+    pollfd pfd{g->efd, POLLIN, 0};
+    poll(&pfd, 1, 1000);
+    uint64_t v;
+    [[maybe_unused]] ssize_t n = read(g->efd, &v, sizeof v);
+  }
+  std::unique_ptr<pvio::domain::Domain> dom;
+  int efd = -1;
+  std::thread loop;
+  std::unique_ptr<GuestClient<4>> guest;
+};
+
+void BM_TwoProcessRing_Read(benchmark::State& state) {
+  TwoProcessGuest g;
+  if (g.guest->write("key", kValue.data(), kValue.size()) != XsError::None)
+    return state.SkipWithError("setup write");
+  char buf[256];
+  timed(state, "ring2p_read", [&] {
+    size_t len = 0;
+    if (g.guest->read("key", buf, sizeof(buf), &len) != XsError::None) state.SkipWithError("read");
+    benchmark::DoNotOptimize(buf);
+  });
+}
+
+void BM_TwoProcessRing_Write(benchmark::State& state) {
+  TwoProcessGuest g;
+  timed(state, "ring2p_write", [&] {
+    if (g.guest->write("key", kValue.data(), kValue.size()) != XsError::None)
+      state.SkipWithError("write");
+  });
+}
+
 BENCHMARK(BM_Socket_Read);
 BENCHMARK(BM_RawSocket_ReadSized);
 BENCHMARK(BM_Socket_Write);
 BENCHMARK(BM_RawSocket_WriteSized);
 BENCHMARK(BM_GuestRing_Read);
 BENCHMARK(BM_GuestRing_Write);
+BENCHMARK(BM_TwoProcessRing_Read);
+BENCHMARK(BM_TwoProcessRing_Write);
 
 }  // namespace
 
@@ -205,5 +281,9 @@ int main(int argc, char** argv) {
   ratio("WRITE over socket (pvio-xenstored) / raw", "socket_write", "raw_write");
   ratio("READ  over guest ring (in-process) / raw", "ring_read", "raw_read");
   ratio("WRITE over guest ring (in-process) / raw", "ring_write", "raw_write");
+  ratio("READ  over guest ring (2 processes) / raw", "ring2p_read", "raw_read");
+  ratio("WRITE over guest ring (2 processes) / raw", "ring2p_write", "raw_write");
+  ratio("READ  guest ring (2 processes) / socket", "ring2p_read", "socket_read");
+  ratio("WRITE guest ring (2 processes) / socket", "ring2p_write", "socket_write");
   return 0;
 }
