@@ -1,14 +1,23 @@
 // pvio-domain: runs one user-mode guest domain (memory, shared pages, event channels) and
-// serves the domain control protocol until SIGINT/SIGTERM.
+// serves the domain control protocol until SIGINT/SIGTERM. With --vbd it runs blkfront for
+// device/vbd/DEVID and, with --fuse, exposes that PV disk as MOUNTPOINT/disk until unmounted.
 //
 //   pvio-domain --domid N [--memory-mib M] [--grant-frames G] [--socket PATH]
+//               [--vbd DEVID [--fuse MOUNTPOINT] [--xenstore-socket PATH]]
+// The guest reaches xenstore over its ring page; --xenstore-socket uses pvio-xenstored's unix
+// socket instead (Dom0 rights), for daemons that do not serve guest rings.
 #include <spdlog/spdlog.h>
 
+#include <chrono>
 #include <csignal>
+#include <pthread.h>
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <thread>
 
+#include "pvio/blkfront_user/device.h"
+#include "pvio/blkfront_user/fuse_disk.h"
 #include "pvio/domain/domain.h"
 #include "pvio/domain/xenstore_relay.h"
 
@@ -25,7 +34,8 @@ void on_signal(int) {
 int usage() {
   std::fprintf(stderr,
                "usage: pvio-domain --domid N [--memory-mib M] [--grant-frames G] "
-               "[--socket PATH]\n");
+               "[--socket PATH]\n"
+               "                   [--vbd DEVID [--fuse MOUNTPOINT] [--xenstore-socket PATH]]\n");
   return 2;
 }
 
@@ -38,12 +48,75 @@ bool parse_u64(const char* s, std::uint64_t* out) {
   return true;
 }
 
+// The domain loop on a thread; blkfront for device/vbd/<devid> on its core thread; the FUSE
+// loop (if asked) on this one until unmounted or signalled.
+int run_with_vbd(pvio::domain::Domain& d, std::uint32_t devid, const std::string& mountpoint,
+                 const std::string& xenstore_socket) {
+  namespace bu = pvio::blkfront::user;
+  // Signals go to this thread only (libfuse ends its loop from the handler it runs here):
+  // the threads started below inherit a mask blocking them.
+  sigset_t sigs, old;
+  sigemptyset(&sigs);
+  for (int s : {SIGINT, SIGTERM, SIGHUP}) sigaddset(&sigs, s);
+  pthread_sigmask(SIG_BLOCK, &sigs, &old);
+  int loop_rc = 0;
+  std::thread loop([&] { loop_rc = d.run(); });
+  int rc = 0;
+  {
+    std::unique_ptr<bu::XenstoreAccess> xs = xenstore_socket.empty()
+                                                 ? bu::make_ring_xenstore(d)
+                                                 : bu::make_socket_xenstore(xenstore_socket,
+                                                                            d.domid());
+    if (!xs) {
+      pthread_sigmask(SIG_SETMASK, &old, nullptr);
+      spdlog::error("domain {}: cannot reach xenstore at {}", d.domid(), xenstore_socket);
+      d.stop();
+      loop.join();
+      return -EIO;
+    }
+    bu::DeviceConfig dc;
+    dc.devid = devid;
+    bu::Device dev(d, std::move(xs), dc);
+    pthread_sigmask(SIG_SETMASK, &old, nullptr);
+    // The toolstack may create the device a little after the domain: keep trying until
+    // stopped.
+    while (!g_stop_requested) {
+      rc = dev.connect(5000);
+      if (rc == 0) break;
+      spdlog::info("domain {}: vbd {} not connected yet ({}), retrying", d.domid(), devid, rc);
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    }
+    if (rc == 0) {
+      const pvio::blkfront::DiskInfo info = dev.disk();
+      spdlog::info("domain {}: vbd {} connected, {} sectors{}", d.domid(), devid, info.sectors,
+                   info.read_only() ? " (read-only)" : "");
+      if (!mountpoint.empty() && !g_stop_requested) {
+        bu::FuseOptions fo;
+        fo.mountpoint = mountpoint;
+        fo.install_signal_handlers = true;
+        rc = bu::serve_fuse(dev, fo, [&] {
+          spdlog::info("domain {}: vbd {} mounted at {}", d.domid(), devid, mountpoint);
+        });
+        if (rc != 0) spdlog::error("domain {}: FUSE at {}: {}", d.domid(), mountpoint, rc);
+      } else {
+        while (!g_stop_requested) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      }
+      dev.close(5000);
+    }
+  }
+  d.stop();
+  loop.join();
+  return rc != 0 ? rc : loop_rc;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   pvio::domain::DomainConfig cfg;
   bool have_domid = false;
   std::string relay_path;  // the guest's xenstore ring as a host socket (tests, debugging)
+  std::uint64_t vbd = 0;
+  std::string fuse_mountpoint, xenstore_socket;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (i + 1 >= argc) return usage();
@@ -59,12 +132,19 @@ int main(int argc, char** argv) {
       cfg.socket_path = argv[i + 1];
     } else if (a == "--xenstore-relay") {
       relay_path = argv[i + 1];
+    } else if (a == "--vbd" && parse_u64(argv[i + 1], &vbd) && vbd > 0 && vbd <= 0xFFFFFFFFu) {
+    } else if (a == "--fuse") {
+      fuse_mountpoint = argv[i + 1];
+    } else if (a == "--xenstore-socket") {
+      xenstore_socket = argv[i + 1];
     } else {
       return usage();
     }
     ++i;
   }
-  if (!have_domid) return usage();
+  // The relay owns the xenstore port handler; blkfront needs the ring for itself.
+  if (!have_domid || (!fuse_mountpoint.empty() && vbd == 0) || (vbd != 0 && !relay_path.empty()))
+    return usage();
 
   // Handlers first: the socket is live as soon as the domain exists.
   struct sigaction sa{};
@@ -93,7 +173,12 @@ int main(int argc, char** argv) {
                d->domid(), d->memory_bytes() >> 20, d->socket_path(),
                pvio::domain::kSharedInfoGfn, d->xenstore_gfn(), d->xenstore_port(),
                d->grant_frame_gfns().size(), pvio::domain::kFirstGrantFrameGfn);
-  const int rc = d->run();
+  int rc = 0;
+  if (vbd == 0) {
+    rc = d->run();
+  } else {
+    rc = run_with_vbd(*d, static_cast<std::uint32_t>(vbd), fuse_mountpoint, xenstore_socket);
+  }
   g_domain = nullptr;
   if (rc != 0) spdlog::error("domain {}: loop failed: {}", cfg.domid, std::strerror(-rc));
   spdlog::info("domain {}: stopped", cfg.domid);
