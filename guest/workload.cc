@@ -1,10 +1,14 @@
-// Workload runner: `mode=boot|workload|crash|hostile|xen-probe|hypercalls|evtchn|hostile-xen
-// disk=ide xfer=dma|pio
-// rw=read|write|randread|randwrite bs=4096 qd=1 count=N | time=MS verify=1 seed=S size=BYTES`.
+// Workload runner: `mode=boot|workload|xcheck|crash|hostile|xen-probe|hypercalls|evtchn|
+// hostile-xen disk=ide|pv xfer=dma|pio rw=read|write|randread|randwrite bs=4096 qd=N
+// count=N | time=MS verify=1 seed=S size=BYTES`, PV tuning `devid= poll_us= ring_order=
+// indirect= persistent=`, and `mode=xcheck from=ide|pv to=pv|ide` (write through one disk,
+// read back and verify through the other, same boot).
 // Results are one `PVIO-RESULT {json}` line on the console; latencies come from the TSC.
 #include "workload.h"
 
 #include <stddef.h>
+
+#include <new>
 
 #include "alloc.h"
 #include "arch.h"
@@ -12,10 +16,13 @@
 #include "cpu.h"
 #include "ide.h"
 #include "pci.h"
+#include "pv_disk.h"
 #include "pvio/guest/pattern.h"
+#include "xen.h"
 #include "xen_modes.h"
 
 extern "C" size_t strlen(const char*);
+extern "C" void* memset(void*, int, size_t);
 
 namespace pvio::guest {
 
@@ -28,6 +35,10 @@ struct Options {
   char rw[16] = "randread";
   uint64_t bs = 4096, qd = 1, count = 0, time_ms = 0, verify = 0, seed = 1, size = 0;
   uint64_t xenstore = 0;
+  // PV disk: virtual-device number (xvda), spin before halting, limits offered to blkfront.
+  uint64_t devid = 51712, poll_us = 20, ring_order = 2, indirect = 32, persistent = 0;
+  char from[8] = "ide";
+  char to[8] = "pv";
 };
 
 bool streq(const char* a, const char* b) {
@@ -91,6 +102,13 @@ bool parse_cmdline(const char* cmdline, Options* o) {
     else if (streq(key, "seed")) ok = parse_u64(val, &o->seed);
     else if (streq(key, "size")) ok = parse_u64(val, &o->size);
     else if (streq(key, "xenstore")) ok = parse_u64(val, &o->xenstore);
+    else if (streq(key, "devid")) ok = parse_u64(val, &o->devid);
+    else if (streq(key, "poll_us")) ok = parse_u64(val, &o->poll_us);
+    else if (streq(key, "ring_order")) ok = parse_u64(val, &o->ring_order);
+    else if (streq(key, "indirect")) ok = parse_u64(val, &o->indirect);
+    else if (streq(key, "persistent")) ok = parse_u64(val, &o->persistent);
+    else if (streq(key, "from")) copy_word(o->from, sizeof(o->from), val);
+    else if (streq(key, "to")) copy_word(o->to, sizeof(o->to), val);
     else kprintf("cmdline: ignoring unknown key '%s'\n", key);
     if (!ok) {
       kprintf("PVIO-GUEST bad value for %s: '%s'\n", key, val);
@@ -104,7 +122,7 @@ bool parse_cmdline(const char* cmdline, Options* o) {
 // xorshift64*: deterministic from the seed, so a verify pass can replay the LBA sequence.
 struct Rng {
   uint64_t s;
-  explicit Rng(uint64_t seed) : s(seed ? seed : 0x9e3779b97f4a7c15ull) {}
+  explicit constexpr Rng(uint64_t seed) : s(seed ? seed : 0x9e3779b97f4a7c15ull) {}
   uint64_t next() {
     s ^= s >> 12;
     s ^= s << 25;
@@ -156,7 +174,10 @@ bool find_ide(IdeDisk* disk) {
   return ide_init(disk, scan.ide);
 }
 
+[[noreturn]] void run_pv_workload(const Options& o, uint64_t khz);
+
 [[noreturn]] void run_workload(const Options& o, uint64_t khz) {
+  if (streq(o.disk, "pv")) run_pv_workload(o, khz);
   IdeDisk disk;
   if (!streq(o.disk, "ide") || !find_ide(&disk)) {
     kprintf("PVIO-GUEST no usable disk '%s'\n", o.disk);
@@ -238,6 +259,242 @@ bool find_ide(IdeDisk* disk) {
           to_ns(lat[(ops - 1) * 50 / 100], khz), to_ns(lat[(ops - 1) * 99 / 100], khz), errors,
           verify_failures, verified, khz);
   shutdown(errors || verify_failures ? kExitErrors : kExitOk);
+}
+
+// ---- the PV disk ----
+
+bool open_pv(PvDisk* pv, const Options& o, uint64_t khz) {
+  XenInfo info;
+  if (!xen_init(&info)) return false;
+  blkfront::Limits limits;
+  limits.max_queues = 1;  // one vCPU
+  limits.max_ring_page_order = static_cast<uint32_t>(o.ring_order > 4 ? 4 : o.ring_order);
+  limits.max_indirect_segments = static_cast<uint32_t>(o.indirect > 256 ? 256 : o.indirect);
+  limits.use_persistent = o.persistent != 0;
+  limits.pool_pages = o.persistent ? 512 : 32;
+  return pv->open(khz, static_cast<uint32_t>(o.devid), limits, 20000);
+}
+
+// One in-flight I/O slot: its own data pages, reused for every I/O it carries.
+struct PvSlot {
+  blkfront::BlockIo io;
+  blkfront::DataPage* pages = nullptr;
+  uint64_t* buf = nullptr;
+  uint64_t block = 0;
+  uint64_t t0 = 0;
+};
+
+// The running phase, shared with the completion callback. The callback runs inside the core's
+// handle_event and resubmits its slot, so a batch of completions ends in one kick.
+struct PvPhase {
+  PvDisk* pv = nullptr;
+  uint64_t* lat = nullptr;
+  uint64_t lat_cap = 0, ops = 0, issued = 0, max_ops = 0;
+  uint64_t start = 0, limit_cycles = 0, blocks = 0, bs = 0, seed = 0;
+  uint64_t errors = 0, verify_failures = 0, verified = 0;
+  uint32_t inflight = 0;
+  bool write = false, random = false, verify = false, stop = false;
+  Rng rng{1};
+};
+PvPhase g_phase;
+
+void pv_issue(PvSlot* s) {
+  PvPhase& p = g_phase;
+  s->block = p.random ? p.rng.next() % p.blocks : p.issued % p.blocks;
+  ++p.issued;
+  if (p.write) fill_pattern(s->buf, p.bs, p.seed, s->block * p.bs);
+  s->io.op = p.write ? blkfront::Op::Write : blkfront::Op::Read;
+  s->io.sector = s->block * (p.bs / 512);
+  s->io.nr_sectors = static_cast<uint32_t>(p.bs / 512);
+  ++p.inflight;
+  s->t0 = rdtsc();
+  p.pv->submit(&s->io);
+}
+
+void pv_done(blkfront::BlockIo* io) {
+  PvPhase& p = g_phase;
+  const uint64_t t1 = rdtsc();
+  auto* s = static_cast<PvSlot*>(io->cookie);
+  if (p.ops < p.lat_cap) p.lat[p.ops] = t1 - s->t0;
+  ++p.ops;
+  --p.inflight;
+  if (io->status != blkfront::IoStatus::Ok) {
+    if (p.errors++ < 4)
+      kprintf("PVIO-GUEST pv I/O error at block %lu: %s\n", s->block,
+              blkfront::io_status_name(io->status));
+  } else if (!p.write && p.verify) {
+    ++p.verified;
+    if (!check_pattern(s->buf, p.bs, p.seed, s->block * p.bs) && p.verify_failures++ < 4)
+      kprintf("PVIO-GUEST verify failure at block %lu\n", s->block);
+  }
+  if (p.issued >= p.max_ops || (p.limit_cycles && t1 - p.start >= p.limit_cycles)) p.stop = true;
+  if (!p.stop) pv_issue(s);
+}
+
+// Runs one phase (the RNG replays from the seed); returns the elapsed TSC cycles.
+uint64_t pv_run_phase(PvSlot* slots, uint64_t qd, bool write, bool verify, uint64_t max_ops,
+                      uint64_t limit_cycles, uint64_t poll_cycles) {
+  PvPhase& p = g_phase;
+  p.ops = p.issued = 0;
+  p.inflight = 0;
+  p.write = write;
+  p.verify = verify;
+  p.stop = false;
+  p.max_ops = max_ops;
+  p.limit_cycles = limit_cycles;
+  p.rng = Rng(p.seed);
+  p.start = rdtsc();
+  for (uint64_t i = 0; i < qd && p.issued < max_ops; ++i) pv_issue(&slots[i]);
+  while (p.inflight > 0) p.pv->process(true, poll_cycles);
+  return rdtsc() - p.start;
+}
+
+[[noreturn]] void run_pv_workload(const Options& o, uint64_t khz) {
+  const bool write = streq(o.rw, "write") || streq(o.rw, "randwrite");
+  const bool random = streq(o.rw, "randread") || streq(o.rw, "randwrite");
+  if ((!write && !random && !streq(o.rw, "read")) || o.bs == 0 || o.bs % 4096 ||
+      o.bs > (1u << 20) || o.qd == 0 || o.qd > 256) {
+    kprintf("PVIO-GUEST unsupported workload (PV: bs multiple of 4096 up to 1M, qd 1..256)\n");
+    shutdown(kExitBadCmdline);
+  }
+  static PvDisk pv;
+  if (!open_pv(&pv, o, khz)) shutdown(kExitNoDevice);
+  const uint64_t disk_bytes = pv.sectors() * 512;
+  const uint64_t span = (o.size && o.size < disk_bytes) ? o.size : disk_bytes;
+  const uint64_t blocks = span / o.bs;
+  if (blocks == 0) {
+    kprintf("PVIO-GUEST disk smaller than one block\n");
+    shutdown(kExitBadCmdline);
+  }
+  const uint64_t max_ops = o.count ? o.count : (o.time_ms ? (1u << 21) : 256);
+  auto* slots = static_cast<PvSlot*>(alloc(sizeof(PvSlot) * o.qd, 64));
+  auto* lat = static_cast<uint64_t*>(alloc(max_ops * 8, 8));
+  if (!slots || !lat) {
+    kprintf("PVIO-GUEST out of memory for %lu ops\n", max_ops);
+    shutdown(kExitBadCmdline);
+  }
+  const uint32_t nr_pages = static_cast<uint32_t>(o.bs / 4096);
+  for (uint64_t i = 0; i < o.qd; ++i) {
+    PvSlot* s = new (&slots[i]) PvSlot;
+    s->buf = static_cast<uint64_t*>(alloc(o.bs, 4096));
+    s->pages = static_cast<blkfront::DataPage*>(alloc(sizeof(blkfront::DataPage) * nr_pages, 8));
+    if (!s->buf || !s->pages) {
+      kprintf("PVIO-GUEST out of memory for qd %lu x %lu bytes\n", o.qd, o.bs);
+      shutdown(kExitBadCmdline);
+    }
+    for (uint32_t j = 0; j < nr_pages; ++j) {
+      s->pages[j].addr = reinterpret_cast<uint8_t*>(s->buf) + j * 4096;
+      s->pages[j].gfn = reinterpret_cast<uint64_t>(s->pages[j].addr) >> 12;
+    }
+    s->io.pages = s->pages;
+    s->io.nr_pages = nr_pages;
+    s->io.done = pv_done;
+    s->io.cookie = s;
+  }
+  PvPhase& p = g_phase;
+  p.pv = &pv;
+  p.lat = lat;
+  p.lat_cap = max_ops;
+  p.blocks = blocks;
+  p.bs = o.bs;
+  p.seed = o.seed;
+  p.random = random;
+  const uint64_t poll_cycles = o.poll_us * khz / 1000;
+
+  const PvCounters c0 = pv.platform().counters;
+  const blkfront::Stats s0 = pv.front().stats();
+  const uint64_t up0 = upcalls();
+  const uint64_t elapsed = pv_run_phase(slots, o.qd, write, !write && o.verify != 0, max_ops,
+                                        o.time_ms * khz, poll_cycles);
+  const uint64_t ops = p.ops;
+  const PvCounters c1 = pv.platform().counters;
+  const blkfront::Stats s1 = pv.front().stats();
+  const uint64_t up1 = upcalls();
+  heapsort(lat, ops < max_ops ? ops : max_ops);
+  const uint64_t nlat = ops < max_ops ? ops : max_ops;
+  const uint64_t p50 = nlat ? to_ns(lat[(nlat - 1) * 50 / 100], khz) : 0;
+  const uint64_t p99 = nlat ? to_ns(lat[(nlat - 1) * 99 / 100], khz) : 0;
+
+  uint64_t errors = p.errors, verify_failures = p.verify_failures, verified = p.verified;
+  if (write && pv.flush_sync() != blkfront::IoStatus::Ok) ++errors;
+  if (write && o.verify) {
+    // Read back what was written, replaying the same block sequence.
+    p.errors = p.verify_failures = p.verified = 0;
+    pv_run_phase(slots, o.qd, false, true, ops, 0, poll_cycles);
+    errors += p.errors;
+    verify_failures += p.verify_failures;
+    verified += p.verified;
+  }
+  const uint64_t elapsed_ns = to_ns(elapsed, khz);
+  const uint64_t iops = elapsed_ns ? ops * 1000000000ull / elapsed_ns : 0;
+  const auto& n = pv.front().negotiated();
+  const uint64_t doorbells = c1.doorbells - c0.doorbells, hlts = c1.hlts - c0.hlts;
+  kprintf("PVIO-RESULT {\"mode\":\"workload\",\"disk\":\"pv\",\"rw\":\"%s\",\"bs\":%lu,"
+          "\"qd\":%lu,\"ops\":%lu,\"bytes\":%lu,\"elapsed_ns\":%lu,\"iops\":%lu,\"p50_ns\":%lu,"
+          "\"p99_ns\":%lu,\"errors\":%lu,\"verify_failures\":%lu,\"verified_blocks\":%lu,"
+          "\"tsc_khz\":%lu,\"requests\":%lu,\"indirect_requests\":%lu,\"notifications\":%lu,"
+          "\"doorbells\":%lu,\"hlts\":%lu,\"upcalls\":%lu,\"guest_exits\":%lu,"
+          "\"ring_slots\":%u,\"ring_order\":%u,\"indirect\":%u,\"persistent\":%u,\"poll_us\":%lu}\n",
+          o.rw, o.bs, o.qd, ops, ops * o.bs, elapsed_ns, iops, p50, p99, errors, verify_failures,
+          verified, khz, s1.requests - s0.requests, s1.indirect_requests - s0.indirect_requests,
+          s1.notifications - s0.notifications, doorbells, hlts, up1 - up0, doorbells + hlts,
+          n.ring_size, n.ring_page_order, n.max_indirect_segments, n.persistent ? 1u : 0u,
+          o.poll_us);
+  shutdown(errors || verify_failures ? kExitErrors : kExitOk);
+}
+
+// Same data both ways: write the pattern over `size` bytes through one disk, then read every
+// block back through the other and verify it, in the same boot.
+[[noreturn]] void run_xcheck(const Options& o, uint64_t khz) {
+  const bool ide_first = streq(o.from, "ide");
+  if (!((ide_first && streq(o.to, "pv")) || (streq(o.from, "pv") && streq(o.to, "ide"))) ||
+      o.bs == 0 || o.bs % 4096 || o.bs > (1u << 16)) {
+    kprintf("PVIO-GUEST xcheck needs from=ide to=pv or from=pv to=ide, bs multiple of 4K <= 64K\n");
+    shutdown(kExitBadCmdline);
+  }
+  IdeDisk ide;
+  if (!find_ide(&ide)) {
+    kprintf("PVIO-GUEST xcheck: no IDE disk\n");
+    shutdown(kExitNoDevice);
+  }
+  static PvDisk pv;
+  if (!open_pv(&pv, o, khz)) shutdown(kExitNoDevice);
+  if (pv.sectors() != ide.sectors)
+    kprintf("PVIO-GUEST xcheck: disk sizes differ (ide %lu, pv %lu sectors)\n", ide.sectors,
+            pv.sectors());
+  const uint64_t disk_bytes = (ide.sectors < pv.sectors() ? ide.sectors : pv.sectors()) * 512;
+  const uint64_t span = (o.size && o.size < disk_bytes) ? o.size : disk_bytes;
+  const uint64_t blocks = span / o.bs;
+  const uint32_t sectors = static_cast<uint32_t>(o.bs / 512);
+  auto* buf = static_cast<uint64_t*>(alloc(o.bs, 0x10000));
+  if (!buf || blocks == 0) shutdown(kExitBadCmdline);
+  auto io = [&](bool use_ide, bool w, uint64_t block) {
+    if (use_ide) return ide_dma(ide, w, block * sectors, sectors, buf) == IdeStatus::kOk;
+    return pv.rw_sync(w, block * sectors, sectors, buf) == blkfront::IoStatus::Ok;
+  };
+  uint64_t errors = 0, verify_failures = 0, verified = 0;
+  for (uint64_t b = 0; b < blocks; ++b) {
+    fill_pattern(buf, o.bs, o.seed, b * o.bs);
+    if (!io(ide_first, true, b) && errors++ < 4)
+      kprintf("PVIO-GUEST xcheck: write of block %lu through %s failed\n", b, o.from);
+  }
+  if (ide_first ? ide_flush(ide) != IdeStatus::kOk : pv.flush_sync() != blkfront::IoStatus::Ok)
+    ++errors;
+  for (uint64_t b = 0; b < blocks; ++b) {
+    memset(buf, 0, o.bs);
+    if (!io(!ide_first, false, b)) {
+      if (errors++ < 4) kprintf("PVIO-GUEST xcheck: read of block %lu through %s failed\n", b, o.to);
+      continue;
+    }
+    ++verified;
+    if (!check_pattern(buf, o.bs, o.seed, b * o.bs) && verify_failures++ < 4)
+      kprintf("PVIO-GUEST xcheck: block %lu read through %s differs\n", b, o.to);
+  }
+  kprintf("PVIO-RESULT {\"mode\":\"xcheck\",\"from\":\"%s\",\"to\":\"%s\",\"bs\":%lu,"
+          "\"blocks\":%lu,\"bytes\":%lu,\"errors\":%lu,\"verify_failures\":%lu,"
+          "\"verified_blocks\":%lu,\"seed\":%lu}\n",
+          o.from, o.to, o.bs, blocks, blocks * o.bs, errors, verify_failures, verified, o.seed);
+  shutdown(errors || verify_failures || verified != blocks ? kExitErrors : kExitOk);
 }
 
 // Random port and MMIO accesses and malformed PRD tables, for a fixed count. The VMM must
@@ -362,6 +619,7 @@ void run_command_line(const pvio::hv::BootInfo* info) {
   if (streq(o.mode, "evtchn")) run_evtchn_echo(o.count ? o.count : 16);
   if (streq(o.mode, "hostile-xen")) run_hostile_xen(o.count ? o.count : 1000, o.seed, info->mem_bytes);
   if (streq(o.mode, "workload")) run_workload(o, khz);
+  if (streq(o.mode, "xcheck")) run_xcheck(o, khz);
   if (streq(o.mode, "boot")) {
     const PciScan scan = pci_enumerate();
     kprintf("PVIO-RESULT {\"mode\":\"boot\",\"pci_functions\":%u,\"xen_platform\":%u}\n",

@@ -1,0 +1,267 @@
+// Bare-metal binding of the blkfront core for the test guest. Everything runs on vCPU 0 with the
+// core called only from the main loop: the upcall handler just counts events per port
+// (xen.cc), and the loop here calls handle_event, so the core needs no locking.
+#include "pv_disk.h"
+
+#include <new>
+
+#include "alloc.h"
+#include "arch.h"
+#include "console.h"
+#include "pvio/xenstore/guest_client.h"
+#include "xen.h"
+
+extern "C" size_t strlen(const char*);
+
+namespace pvio::guest {
+
+namespace {
+
+using blkfront::XEN_EINVAL;
+using blkfront::XEN_EIO;
+using blkfront::XEN_ENOENT;
+using blkfront::XEN_ENOSPC;
+using blkfront::XEN_ETIMEDOUT;
+
+constexpr const char kWatchToken[] = "blkfront";
+
+// ---- xenstore over the ring page, shared by every caller in this guest ----
+struct XsWait {
+  uint32_t port = 0;
+  uint64_t seen = 0;
+};
+XsWait g_xs_wait;
+void xs_notify(void* ctx) { evtchn_send(static_cast<XsWait*>(ctx)->port); }
+void xs_block(void* ctx) {
+  auto* w = static_cast<XsWait*>(ctx);
+  evtchn_wait(w->port, w->seen);
+  w->seen = evtchn_events(w->port);
+}
+using XsClient = xs::GuestClient<8>;
+alignas(8) unsigned char g_xs_storage[sizeof(XsClient)];
+XsClient* g_xs = nullptr;
+unsigned g_lost_seen = 0;
+
+int xs_errno(xs::XsError e) {
+  switch (e) {
+    case xs::XsError::None: return 0;
+    case xs::XsError::NoEnt: return -XEN_ENOENT;
+    case xs::XsError::TooBig: return -XEN_ENOSPC;
+    case xs::XsError::Inval: return -XEN_EINVAL;
+    case xs::XsError::Acces: case xs::XsError::Perm: return -blkfront::XEN_EPERM;
+    case xs::XsError::Again: return -blkfront::XEN_EAGAIN;
+    default: return -XEN_EIO;
+  }
+}
+
+alignas(blkfront::Blkfront) unsigned char g_front_storage[sizeof(blkfront::Blkfront)];
+
+struct SyncIo {
+  volatile bool done = false;
+};
+void sync_done(blkfront::BlockIo* io) { static_cast<SyncIo*>(io->cookie)->done = true; }
+
+// "device/vbd/<devid>/backend"
+void format_vbd_path(char* out, size_t cap, uint32_t devid) {
+  const char prefix[] = "device/vbd/";
+  const char suffix[] = "/backend";
+  char digits[12];
+  size_t nd = 0;
+  do {
+    digits[nd++] = static_cast<char>('0' + devid % 10);
+    devid /= 10;
+  } while (devid != 0);
+  size_t n = 0;
+  for (size_t i = 0; prefix[i] && n + 1 < cap; ++i) out[n++] = prefix[i];
+  while (nd > 0 && n + 1 < cap) out[n++] = digits[--nd];
+  for (size_t i = 0; suffix[i] && n + 1 < cap; ++i) out[n++] = suffix[i];
+  out[n] = '\0';
+}
+
+}  // namespace
+
+bool BareMetalPlatform::init(uint64_t tsc_khz) {
+  khz_ = tsc_khz ? tsc_khz : 1000000;
+  if (g_xs != nullptr) return true;
+  const XenInfo& info = xen_info();
+  if (!info.upcall_ready || info.store_pfn == 0) return false;
+  g_xs_wait.port = info.store_evtchn;
+  g_xs_wait.seen = evtchn_events(info.store_evtchn);
+  auto* page = reinterpret_cast<xs::xenstore_domain_interface*>(info.store_pfn << 12);
+  g_xs = new (g_xs_storage) XsClient(page, xs::GuestPlatform{&g_xs_wait, xs_notify, xs_block});
+  return true;
+}
+
+// The bump allocator never frees: the guest connects once per boot, so a reconnect's few ring
+// pages are the only memory lost.
+bool BareMetalPlatform::alloc_pages(unsigned order, blkfront::GuestPages& out) {
+  void* p = alloc(uint64_t{4096} << order, 4096);
+  if (p == nullptr) return false;
+  out.addr = p;
+  out.gfn = reinterpret_cast<uint64_t>(p) >> 12;  // identity mapped
+  return true;
+}
+void BareMetalPlatform::free_pages(unsigned, const blkfront::GuestPages&) {}
+
+grant_ref_t BareMetalPlatform::grant_access(domid_t domid, uint64_t gfn, bool readonly) {
+  return grant_table().grant_access(domid, gfn, readonly);
+}
+bool BareMetalPlatform::end_access(grant_ref_t ref) { return grant_table().end_access(ref); }
+
+int BareMetalPlatform::evtchn_alloc_unbound(domid_t remote, evtchn_port_t& port) {
+  uint32_t p = 0;
+  const int64_t rc = guest::evtchn_alloc_unbound(remote, &p);
+  if (rc != 0) return static_cast<int>(rc);
+  port = p;
+  return 0;
+}
+void BareMetalPlatform::evtchn_close(evtchn_port_t port) { (void)guest::evtchn_close(port); }
+void BareMetalPlatform::notify(evtchn_port_t port) {
+  ++counters.doorbells;
+  (void)evtchn_send(port);
+}
+
+int BareMetalPlatform::xs_read(const char* path, char* buf, size_t cap, size_t& len) {
+  if (cap == 0) return -XEN_ENOSPC;
+  size_t n = 0;
+  const int rc = xs_errno(g_xs->read(path, buf, cap - 1, &n));
+  if (rc != 0) return rc;
+  buf[n] = '\0';
+  len = n;
+  return 0;
+}
+int BareMetalPlatform::xs_write(const char* path, const char* value) {
+  return xs_errno(g_xs->write(path, value, strlen(value)));
+}
+int BareMetalPlatform::xs_remove(const char* path) { return xs_errno(g_xs->rm(path)); }
+int BareMetalPlatform::xs_watch(const char* path) { return xs_errno(g_xs->watch(path, kWatchToken)); }
+void BareMetalPlatform::xs_unwatch(const char* path) { (void)g_xs->unwatch(path, kWatchToken); }
+
+// Control path only, so a bounded spin on the ring (the guest has no timer to wake a hlt).
+int BareMetalPlatform::xs_wait(uint32_t timeout_ms) {
+  const uint64_t deadline = rdtsc() + uint64_t{timeout_ms} * khz_;
+  char path[128], token[32];
+  for (;;) {
+    bool fired = false;
+    while (g_xs->read_watch(path, sizeof(path), token, sizeof(token), false)) fired = true;
+    if (g_xs->lost_events() != g_lost_seen) {
+      g_lost_seen = g_xs->lost_events();
+      fired = true;  // dropped events: the core rereads the state anyway
+    }
+    if (fired) return 0;
+    if (rdtsc() >= deadline) return -XEN_ETIMEDOUT;
+    asm volatile("pause");
+  }
+}
+
+void BareMetalPlatform::log(blkfront::LogLevel level, const char* msg) {
+  static const char* const kNames[] = {"debug", "info", "warn", "error"};
+  kprintf("blkfront %s: %s\n", kNames[static_cast<unsigned>(level) & 3], msg);
+}
+
+bool PvDisk::open(uint64_t tsc_khz, uint32_t devid, const blkfront::Limits& limits,
+                  uint32_t timeout_ms) {
+  if (!platform_.init(tsc_khz)) {
+    kprintf("PVIO-GUEST pv: no Xen interface or xenstore ring\n");
+    return false;
+  }
+  const size_t bytes = blkfront::Blkfront::storage_bytes(limits);
+  void* storage = alloc(bytes, 16);
+  if (storage == nullptr) {
+    kprintf("PVIO-GUEST pv: no memory for blkfront (%lu bytes)\n", bytes);
+    return false;
+  }
+  // The toolstack may still be writing the vbd when the guest gets here: wait for its node.
+  {
+    char path[64], value[128];
+    size_t len = 0;
+    format_vbd_path(path, sizeof(path), devid);
+    const uint64_t deadline = rdtsc() + uint64_t{timeout_ms} * platform_.khz();
+    while (platform_.xs_read(path, value, sizeof(value), len) != 0) {
+      if (rdtsc() >= deadline) {
+        kprintf("PVIO-GUEST pv: no %s in xenstore\n", path);
+        return false;
+      }
+      for (int i = 0; i < 100000; ++i) asm volatile("pause");
+    }
+  }
+  front_ = new (g_front_storage) blkfront::Blkfront(platform_, devid, limits, storage, bytes);
+  if (int rc = front_->start(); rc != 0) {
+    kprintf("PVIO-GUEST pv: blkfront start on vbd %u failed: %d\n", devid, rc);
+    return false;
+  }
+  if (int rc = front_->connect(timeout_ms); rc != 0 || !front_->connected()) {
+    kprintf("PVIO-GUEST pv: blkfront connect failed: %d (state %u)\n", rc,
+            static_cast<unsigned>(front_->state()));
+    return false;
+  }
+  port_ = front_->queue_port(0);
+  const auto& n = front_->negotiated();
+  kprintf("pv: vbd %u connected to %s: %lu sectors, %u queue(s), ring order %u (%u slots), "
+          "indirect %u, persistent %u, port %u\n",
+          devid, front_->backend_path(), front_->disk().sectors, n.nr_queues, n.ring_page_order,
+          n.ring_size, n.max_indirect_segments, n.persistent ? 1u : 0u, port_);
+  return true;
+}
+
+void PvDisk::process(bool wait, uint64_t poll_cycles) {
+  const uint32_t before = front_->active_ios();
+  const uint64_t seen = evtchn_events(port_);
+  front_->handle_all_events();
+  ++platform_.counters.polls;
+  if (!wait || front_->active_ios() != before || front_->active_ios() == 0) return;
+  const uint64_t until = rdtsc() + poll_cycles;
+  while (poll_cycles != 0 && rdtsc() < until) {
+    asm volatile("pause");
+    front_->handle_all_events();
+    ++platform_.counters.polls;
+    if (front_->active_ios() != before) return;
+  }
+  // Nothing yet: halt until the backend's notification (the core re-armed rsp_event in
+  // final_check_for_responses, so one is due for the next response).
+  if (evtchn_events(port_) == seen) {
+    ++platform_.counters.hlts;
+    evtchn_wait(port_, seen);
+  }
+  front_->handle_all_events();
+}
+
+blkfront::IoStatus PvDisk::rw_sync(bool write, uint64_t sector, uint32_t nr_sectors, void* buf) {
+  constexpr uint32_t kMaxPages = 256;
+  blkfront::DataPage pages[kMaxPages];
+  const uint64_t bytes = uint64_t{nr_sectors} * 512;
+  const uint32_t nr_pages = static_cast<uint32_t>((bytes + 4095) / 4096);
+  if (nr_pages == 0 || nr_pages > kMaxPages || (reinterpret_cast<uint64_t>(buf) & 4095) != 0)
+    return blkfront::IoStatus::Invalid;
+  for (uint32_t i = 0; i < nr_pages; ++i) {
+    pages[i].addr = static_cast<uint8_t*>(buf) + i * 4096;
+    pages[i].gfn = reinterpret_cast<uint64_t>(pages[i].addr) >> 12;
+  }
+  SyncIo s;
+  blkfront::BlockIo io;
+  io.op = write ? blkfront::Op::Write : blkfront::Op::Read;
+  io.sector = sector;
+  io.nr_sectors = nr_sectors;
+  io.pages = pages;
+  io.nr_pages = nr_pages;
+  io.done = sync_done;
+  io.cookie = &s;
+  front_->submit(&io);
+  while (!s.done) process(true, 0);
+  return io.status;
+}
+
+blkfront::IoStatus PvDisk::flush_sync() {
+  const auto& n = front_->negotiated();
+  if (!n.flush_cache && !n.barrier) return blkfront::IoStatus::Ok;  // nothing to flush
+  SyncIo s;
+  blkfront::BlockIo io;
+  io.op = blkfront::Op::Flush;
+  io.done = sync_done;
+  io.cookie = &s;
+  front_->submit(&io);
+  while (!s.done) process(true, 0);
+  return io.status;
+}
+
+}  // namespace pvio::guest

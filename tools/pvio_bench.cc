@@ -1,0 +1,735 @@
+// pvio bench: the project's main job. Boots the test guest on pvio-hv with the emulated IDE disk
+// and the PV disk on one backing file, runs the same workloads through each and through
+// host-native io_uring on the same file, and prints a table with ratios; writes JSON and an SVG.
+#include <fcntl.h>
+#include <liburing.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cinttypes>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include "pvio/control/client.h"
+#include "pvio/domain/domain.h"
+#include "pvio/guest/pattern.h"
+#include "pvio_cli.h"
+
+namespace pvio::cli {
+namespace {
+
+using xs::NodePerm;
+using xs::XsError;
+using xs::XsPerm;
+
+constexpr std::uint32_t kXvda = 51712;  // (202 << 8) | (0 << 4)
+
+struct Workload {
+  std::string name;
+  std::string rw;  // randread | read | write | randwrite
+  std::uint64_t bs;
+  std::uint64_t qd;
+};
+
+const std::vector<Workload> kWorkloads = {
+    {"rand4k-qd1", "randread", 4096, 1},
+    {"rand4k-qd32", "randread", 4096, 32},
+    {"seqread64k", "read", 65536, 8},
+    {"seqwrite64k", "write", 65536, 8},
+};
+
+struct Result {
+  std::string engine, workload;
+  std::uint64_t qd = 0, ops = 0, bytes = 0, elapsed_ns = 0, p50_ns = 0, p99_ns = 0, errors = 0;
+  double exits_per_io = -1;  // VM exits per I/O; -1: not applicable (native)
+  std::string detail;        // extra JSON members
+  bool ok = false;
+  std::string why;
+  double iops() const { return elapsed_ns ? ops * 1e9 / static_cast<double>(elapsed_ns) : 0; }
+  double mbps() const { return elapsed_ns ? bytes * 1e3 / static_cast<double>(elapsed_ns) : 0; }
+};
+
+std::string slurp(const std::string& path) {
+  std::ifstream f(path);
+  std::stringstream s;
+  s << f.rdbuf();
+  return s.str();
+}
+
+// The first line starting with `prefix` in `text`, or "".
+std::string line_with(const std::string& text, const std::string& prefix) {
+  const auto p = text.find(prefix);
+  if (p == std::string::npos) return "";
+  return text.substr(p, text.find('\n', p) - p);
+}
+// The number after "key": in `json` from position `from`, or -1.
+long long num(const std::string& json, const std::string& key, std::size_t from = 0) {
+  const auto k = json.find("\"" + key + "\":", from);
+  if (k == std::string::npos) return -1;
+  return std::atoll(json.c_str() + k + key.size() + 3);
+}
+
+std::string json_escape(const std::string& s) {
+  std::string o;
+  for (char c : s) {
+    if (c == '"' || c == '\\') o += '\\';
+    if (static_cast<unsigned char>(c) < 0x20) continue;
+    o += c;
+  }
+  return o;
+}
+
+std::string guest_kernel() {
+  if (const char* p = std::getenv("PVIO_GUEST"); p != nullptr && *p != '\0') return p;
+  std::error_code ec;
+  const auto dir = std::filesystem::read_symlink("/proc/self/exe", ec).parent_path();
+  for (const char* p : {"pvio-guest.elf", "../guest/pvio-guest.elf"}) {
+    const auto cand = dir / p;
+    if (!ec && ::access(cand.c_str(), R_OK) == 0) return cand.lexically_normal().string();
+  }
+  return "";
+}
+
+// Runs `fn` with standard output silenced (verbs called from here print their own lines).
+int quietly(const std::function<int()>& fn) {
+  std::fflush(stdout);
+  const int saved = ::dup(STDOUT_FILENO);
+  const int nul = ::open("/dev/null", O_WRONLY | O_CLOEXEC);
+  ::dup2(nul, STDOUT_FILENO);
+  const int rc = fn();
+  std::fflush(stdout);
+  ::dup2(saved, STDOUT_FILENO);
+  ::close(saved);
+  ::close(nul);
+  return rc;
+}
+
+// ---- the HVM domain: pvio-hv plus the toolstack's part (home, vbd, introduce) ----
+
+std::vector<NodePerm> ro(domid_t d) { return {{0, XsPerm::None}, {d, XsPerm::Read}}; }
+std::vector<NodePerm> rw(domid_t d) { return {{d, XsPerm::None}}; }
+
+// The domain's home as libxl writes it (pvio create does the same for user-mode domains).
+XsError write_home(xs::Client& xs, domid_t domid, std::uint64_t mem_bytes) {
+  const std::string home = "/local/domain/" + std::to_string(domid);
+  return with_transaction(xs, [&](uint32_t tx) {
+    struct Node {
+      std::string path, value;
+      std::vector<NodePerm> perms;
+      bool dir;
+    };
+    const Node nodes[] = {
+        {home, "", ro(domid), true},
+        {home + "/name", "bench-" + std::to_string(domid), ro(domid), false},
+        {home + "/domid", std::to_string(domid), ro(domid), false},
+        {home + "/memory", "", ro(domid), true},
+        {home + "/memory/target", std::to_string(mem_bytes >> 10), ro(domid), false},
+        {home + "/device", "", ro(domid), true},
+        {home + "/control", "", ro(domid), true},
+        {home + "/data", "", rw(domid), true},
+    };
+    for (const Node& n : nodes) {
+      XsError e = n.dir ? xs.mkdir(n.path, tx) : xs.write(n.path, n.value, tx);
+      if (e == XsError::None) e = xs.set_perms(n.path, n.perms, tx);
+      if (e != XsError::None) return e;
+    }
+    return XsError::None;
+  });
+}
+
+struct BootOptions {
+  std::string hv, kernel, file, workdir, backend_engine = "uring";
+  std::uint64_t mem_bytes = 256ull << 20;
+  int timeout_s = 120;
+};
+
+struct Boot {
+  int status = -1;  // pvio-hv's exit status
+  std::string serial, err, why;
+};
+
+domid_t g_next_domid = 0;
+
+domid_t pick_domid(xs::Client& xs) {
+  if (g_next_domid == 0) g_next_domid = static_cast<domid_t>(100 + (::getpid() % 500) * 10);
+  for (;;) {
+    const domid_t d = g_next_domid++;
+    if (g_next_domid >= 0x7000) g_next_domid = 100;
+    if (!xs.read("/local/domain/" + std::to_string(d) + "/domid").ok() &&
+        ::access(domain::default_socket_path(d).c_str(), F_OK) != 0)
+      return d;
+  }
+}
+
+// Boots one guest with `cmdline`, the IDE disk and the PV disk (xvda) on the same file, and
+// waits for it to power off.
+Boot boot_guest(const BootOptions& bo, xs::Client& xs, const std::string& cmdline) {
+  Boot b;
+  const domid_t domid = pick_domid(xs);
+  const std::string d = std::to_string(domid);
+  const std::string serial = bo.workdir + "/guest-" + d + ".serial";
+  const std::string err = bo.workdir + "/guest-" + d + ".log";
+  const pid_t pid = spawn({bo.hv, "--kernel", bo.kernel, "--mem", std::to_string(bo.mem_bytes >> 20) + "M",
+                           "--disk", "ide=" + bo.file, "--cmdline", cmdline, "--serial-log", serial,
+                           "--domid", d},
+                          err);
+  if (pid < 0) {
+    b.why = std::string("cannot start pvio-hv: ") + std::strerror(-pid);
+    return b;
+  }
+  auto cleanup = [&] {
+    xs.release(domid);
+    xs.rm("/local/domain/" + d);
+    xs.rm("/local/domain/0/backend/vbd/" + d);
+  };
+  // The toolstack's work, as xl does it after building the domain: learn the xenstore page and
+  // port, write the home and the vbd, then introduce the domain to xenstored.
+  std::unique_ptr<control::ControlClient> cc;
+  const std::string sock = domain::default_socket_path(domid);
+  bool up = wait_ready(pid, 10000, [&] { return control::ControlClient::attach(sock, domid, &cc) == 0; });
+  XsError e = XsError::Io;
+  if (up) {
+    const std::uint64_t gfn = cc->xenstore_gfn();
+    const evtchn_port_t port = cc->xenstore_port();
+    cc->detach();
+    cc.reset();
+    e = write_home(xs, domid, bo.mem_bytes);
+    if (e == XsError::None &&
+        quietly([&] {
+          return verbs().at("block-attach").run({d, bo.file, "--vdev", "xvda", "--engine", bo.backend_engine});
+        }) != 0)
+      e = XsError::Io;
+    if (e == XsError::None) e = xs.introduce(domid, gfn, port);
+  }
+  if (!up || e != XsError::None) {
+    ::kill(pid, SIGKILL);
+    ::waitpid(pid, nullptr, 0);
+    cleanup();
+    b.why = !up ? "pvio-hv did not serve its control socket; see " + err
+                : std::string("xenstore set-up failed: ") + xs::xs_error_name(e);
+    return b;
+  }
+  int status = 0;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(bo.timeout_s);
+  for (;;) {
+    const pid_t r = ::waitpid(pid, &status, WNOHANG);
+    if (r == pid) break;
+    if (std::chrono::steady_clock::now() > deadline) {
+      ::kill(pid, SIGKILL);
+      ::waitpid(pid, &status, 0);
+      b.why = "guest did not finish in " + std::to_string(bo.timeout_s) + " s";
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  b.status = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  cleanup();
+  b.serial = slurp(serial);
+  b.err = slurp(err);
+  return b;
+}
+
+Result guest_run(const BootOptions& bo, xs::Client& xs, const std::string& engine,
+                 const Workload& w, std::uint64_t time_ms, std::uint64_t size, std::uint64_t poll_us) {
+  Result r;
+  r.engine = engine;
+  r.workload = w.name;
+  const std::uint64_t qd = engine == "ide" ? 1 : w.qd;  // IDE has one command in flight
+  r.qd = qd;
+  std::string cmd = "mode=workload disk=" + std::string(engine == "ide" ? "ide xfer=dma" : "pv") +
+                    " rw=" + w.rw + " bs=" + std::to_string(w.bs) + " qd=" + std::to_string(qd) +
+                    " time=" + std::to_string(time_ms) + " size=" + std::to_string(size) +
+                    " seed=7 poll_us=" + std::to_string(poll_us);
+  const Boot b = boot_guest(bo, xs, cmd);
+  const std::string res = line_with(b.serial, "PVIO-RESULT");
+  if (res.empty() || b.status != 0) {
+    r.why = b.why.empty() ? "guest exit " + std::to_string(b.status) + ": " +
+                                line_with(b.serial, "PVIO-GUEST") + line_with(b.err, "pvio-hv:")
+                          : b.why;
+    return r;
+  }
+  r.ops = static_cast<std::uint64_t>(num(res, "ops"));
+  r.bytes = static_cast<std::uint64_t>(num(res, "bytes"));
+  r.elapsed_ns = static_cast<std::uint64_t>(num(res, "elapsed_ns"));
+  r.p50_ns = static_cast<std::uint64_t>(num(res, "p50_ns"));
+  r.p99_ns = static_cast<std::uint64_t>(num(res, "p99_ns"));
+  r.errors = static_cast<std::uint64_t>(num(res, "errors"));
+  const std::string stats = line_with(b.err, "PVIO-HV-STATS");
+  const long long user_exits = num(stats, "total_exits");
+  char buf[512];
+  if (engine == "ide") {
+    // Every IDE register access is an exit to pvio-hv: its device counter is the exact count.
+    const auto at = stats.find("\"ide\":{");
+    const long long ide_exits = at == std::string::npos ? -1 : num(stats, "pio_exits", at);
+    if (ide_exits >= 0 && r.ops) r.exits_per_io = static_cast<double>(ide_exits) / r.ops;
+    std::snprintf(buf, sizeof(buf), "\"ide_exits\":%lld,\"user_exits_boot\":%lld", ide_exits, user_exits);
+  } else {
+    // Doorbells (ioeventfd, handled inside KVM) and halts are what the guest's timed phase
+    // exits for; exits to pvio-hv over the whole boot (start-up hypercalls) are given apart.
+    const long long g = num(res, "guest_exits");
+    if (g >= 0 && r.ops) r.exits_per_io = static_cast<double>(g) / r.ops;
+    std::snprintf(buf, sizeof(buf),
+                  "\"requests\":%lld,\"notifications\":%lld,\"doorbells\":%lld,\"hlts\":%lld,"
+                  "\"upcalls\":%lld,\"ring_slots\":%lld,\"indirect\":%lld,\"persistent\":%lld,"
+                  "\"user_exits_boot\":%lld",
+                  num(res, "requests"), num(res, "notifications"), num(res, "doorbells"),
+                  num(res, "hlts"), num(res, "upcalls"), num(res, "ring_slots"),
+                  num(res, "indirect"), num(res, "persistent"), user_exits);
+  }
+  r.detail = buf;
+  r.ok = r.ops > 0 && r.errors == 0;
+  if (!r.ok) r.why = "guest reported " + std::to_string(r.errors) + " errors";
+  return r;
+}
+
+// ---- host-native io_uring on the same file ----
+
+struct Rng {  // the guest's xorshift64*, so the native peer draws the same blocks
+  std::uint64_t s;
+  explicit Rng(std::uint64_t seed) : s(seed ? seed : 0x9e3779b97f4a7c15ull) {}
+  std::uint64_t next() {
+    s ^= s >> 12;
+    s ^= s << 25;
+    s ^= s >> 27;
+    return s * 0x2545f4914f6cdd1dull;
+  }
+};
+
+std::uint64_t now_ns() {
+  timespec ts{};
+  ::clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<std::uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<std::uint64_t>(ts.tv_nsec);
+}
+
+Result native_run(const std::string& file, const Workload& w, std::uint64_t time_ms, std::uint64_t size) {
+  Result r;
+  r.engine = "native";
+  r.workload = w.name;
+  r.qd = w.qd;
+  const bool write = w.rw == "write" || w.rw == "randwrite";
+  const bool random = w.rw == "randread" || w.rw == "randwrite";
+  // O_DIRECT, as pvio-blkback opens the backing; buffered where the file system refuses it.
+  bool direct = true;
+  int fd = ::open(file.c_str(), (write ? O_RDWR : O_RDONLY) | O_DIRECT | O_CLOEXEC);
+  if (fd < 0) {
+    direct = false;
+    fd = ::open(file.c_str(), (write ? O_RDWR : O_RDONLY) | O_CLOEXEC);
+  }
+  if (fd < 0) {
+    r.why = std::string("open: ") + std::strerror(errno);
+    return r;
+  }
+  const std::uint64_t blocks = size / w.bs;
+  io_uring ring{};
+  if (int rc = io_uring_queue_init(static_cast<unsigned>(std::max<std::uint64_t>(w.qd, 2) * 2), &ring, 0); rc < 0) {
+    ::close(fd);
+    r.why = std::string("io_uring_queue_init: ") + std::strerror(-rc);
+    return r;
+  }
+  struct Slot {
+    void* buf = nullptr;
+    std::uint64_t block = 0, t0 = 0;
+  };
+  std::vector<Slot> slots(w.qd);
+  for (auto& s : slots) {
+    if (::posix_memalign(&s.buf, 4096, w.bs) != 0) s.buf = nullptr;
+    if (s.buf) std::memset(s.buf, 0, w.bs);
+  }
+  Rng rng(7);
+  std::uint64_t issued = 0, done = 0;
+  std::vector<std::uint64_t> lat;
+  lat.reserve(1 << 20);
+  bool stop = false;
+  auto issue = [&](std::size_t i) {
+    Slot& s = slots[i];
+    s.block = random ? rng.next() % blocks : issued % blocks;
+    ++issued;
+    if (write) {
+      auto* words = static_cast<std::uint64_t*>(s.buf);
+      for (std::uint64_t k = 0; k < w.bs / 8; ++k) words[k] = guest::pattern_word(7, s.block * w.bs + 8 * k);
+    }
+    io_uring_sqe* sqe = io_uring_get_sqe(&ring);
+    if (write) io_uring_prep_write(sqe, fd, s.buf, static_cast<unsigned>(w.bs), s.block * w.bs);
+    else io_uring_prep_read(sqe, fd, s.buf, static_cast<unsigned>(w.bs), s.block * w.bs);
+    io_uring_sqe_set_data64(sqe, i);
+    s.t0 = now_ns();
+  };
+  const std::uint64_t start = now_ns(), limit = time_ms * 1000000ull;
+  for (std::size_t i = 0; i < slots.size(); ++i) issue(i);
+  io_uring_submit(&ring);
+  std::uint64_t inflight = slots.size();
+  while (inflight > 0) {
+    io_uring_cqe* cqe = nullptr;
+    if (io_uring_submit_and_wait(&ring, 1) < 0 || io_uring_peek_cqe(&ring, &cqe) != 0) {
+      ++r.errors;
+      break;
+    }
+    unsigned head, n = 0;
+    io_uring_for_each_cqe(&ring, head, cqe) {
+      ++n;
+      const auto i = static_cast<std::size_t>(io_uring_cqe_get_data64(cqe));
+      const std::uint64_t t1 = now_ns();
+      lat.push_back(t1 - slots[i].t0);
+      ++done;
+      --inflight;
+      if (cqe->res != static_cast<int>(w.bs)) ++r.errors;
+      if (t1 - start >= limit) stop = true;
+      if (!stop) {
+        issue(i);
+        ++inflight;
+      }
+    }
+    io_uring_cq_advance(&ring, n);
+  }
+  const std::uint64_t elapsed = now_ns() - start;
+  if (write) ::fdatasync(fd);
+  io_uring_queue_exit(&ring);
+  ::close(fd);
+  for (auto& s : slots) std::free(s.buf);
+  std::sort(lat.begin(), lat.end());
+  r.ops = done;
+  r.bytes = done * w.bs;
+  r.elapsed_ns = elapsed;
+  if (!lat.empty()) {
+    r.p50_ns = lat[(lat.size() - 1) * 50 / 100];
+    r.p99_ns = lat[(lat.size() - 1) * 99 / 100];
+  }
+  r.detail = std::string("\"o_direct\":") + (direct ? "true" : "false");
+  r.ok = done > 0 && r.errors == 0;
+  if (!r.ok) r.why = std::to_string(r.errors) + " failed I/Os";
+  return r;
+}
+
+// ---- output ----
+
+const Result* find(const std::vector<Result>& rs, const std::string& engine, const std::string& w) {
+  for (const auto& r : rs)
+    if (r.engine == engine && r.workload == w && r.ok) return &r;
+  return nullptr;
+}
+
+std::string fmt(const char* f, double v) {
+  char b[64];
+  std::snprintf(b, sizeof(b), f, v);
+  return b;
+}
+
+void print_table(const std::vector<Result>& rs, const std::vector<Workload>& ws,
+                 const std::vector<std::string>& engines) {
+  std::printf("\n%-12s %-7s %3s %11s %9s %9s %9s %9s %8s %8s\n", "workload", "engine", "qd",
+              "IOPS", "MB/s", "p50 us", "p99 us", "exits/IO", "PV/emul", "PV/nat");
+  for (const auto& w : ws) {
+    const Result* ide = find(rs, "ide", w.name);
+    const Result* nat = find(rs, "native", w.name);
+    for (const auto& e : engines) {
+      const Result* r = nullptr;
+      for (const auto& x : rs)
+        if (x.engine == e && x.workload == w.name) r = &x;
+      if (r == nullptr) continue;
+      if (!r->ok) {
+        std::printf("%-12s %-7s %3" PRIu64 "  failed: %s\n", w.name.c_str(), e.c_str(), r->qd, r->why.c_str());
+        continue;
+      }
+      std::string vs_ide = "-", vs_nat = "-";
+      if (e == "pv" && ide) vs_ide = fmt("%.1fx", r->iops() / ide->iops());
+      if (e == "pv" && nat) vs_nat = fmt("%.2fx", r->iops() / nat->iops());
+      std::printf("%-12s %-7s %3" PRIu64 " %11.0f %9.1f %9.1f %9.1f %9s %8s %8s\n", w.name.c_str(),
+                  e.c_str(), r->qd, r->iops(), r->mbps(), r->p50_ns / 1e3, r->p99_ns / 1e3,
+                  r->exits_per_io < 0 ? "-" : fmt("%.2f", r->exits_per_io).c_str(), vs_ide.c_str(),
+                  vs_nat.c_str());
+    }
+  }
+}
+
+struct Target {
+  std::string what;
+  bool checked = false, met = false;
+  std::string figure;
+};
+
+std::vector<Target> targets(const std::vector<Result>& rs) {
+  std::vector<Target> t(3);
+  t[0].what = "PV >= 20x emulated IDE IOPS at 4 KiB QD32";
+  t[1].what = "PV >= 0.9x host-native io_uring IOPS at 4 KiB QD32";
+  t[2].what = "PV QD1 p50 latency <= native + 5 us";
+  const Result *pv32 = find(rs, "pv", "rand4k-qd32"), *ide32 = find(rs, "ide", "rand4k-qd32"),
+               *nat32 = find(rs, "native", "rand4k-qd32"), *pv1 = find(rs, "pv", "rand4k-qd1"),
+               *nat1 = find(rs, "native", "rand4k-qd1");
+  if (pv32 && ide32) {
+    const double x = pv32->iops() / ide32->iops();
+    t[0] = {t[0].what, true, x >= 20, fmt("%.1fx", x)};
+  }
+  if (pv32 && nat32) {
+    const double x = pv32->iops() / nat32->iops();
+    t[1] = {t[1].what, true, x >= 0.9, fmt("%.2fx", x)};
+  }
+  if (pv1 && nat1) {
+    const double d = (static_cast<double>(pv1->p50_ns) - static_cast<double>(nat1->p50_ns)) / 1e3;
+    t[2] = {t[2].what, true, d <= 5, fmt("%+.1f us", d)};
+  }
+  return t;
+}
+
+std::string to_json(const std::vector<Result>& rs, const std::vector<Target>& ts,
+                    const std::string& file, std::uint64_t size, std::uint64_t time_ms) {
+  std::string j = "{\n  \"file\": \"" + json_escape(file) + "\",\n  \"size\": " + std::to_string(size) +
+                  ",\n  \"time_ms\": " + std::to_string(time_ms) + ",\n  \"results\": [\n";
+  for (std::size_t i = 0; i < rs.size(); ++i) {
+    const Result& r = rs[i];
+    char b[768];
+    std::snprintf(b, sizeof(b),
+                  "    {\"engine\":\"%s\",\"workload\":\"%s\",\"qd\":%" PRIu64 ",\"ok\":%s,"
+                  "\"ops\":%" PRIu64 ",\"bytes\":%" PRIu64 ",\"elapsed_ns\":%" PRIu64
+                  ",\"iops\":%.1f,\"mb_s\":%.2f,\"p50_ns\":%" PRIu64 ",\"p99_ns\":%" PRIu64
+                  ",\"errors\":%" PRIu64 ",\"exits_per_io\":%s",
+                  r.engine.c_str(), r.workload.c_str(), r.qd, r.ok ? "true" : "false", r.ops,
+                  r.bytes, r.elapsed_ns, r.iops(), r.mbps(), r.p50_ns, r.p99_ns, r.errors,
+                  r.exits_per_io < 0 ? "null" : fmt("%.3f", r.exits_per_io).c_str());
+    j += b;
+    if (!r.detail.empty()) j += "," + r.detail;
+    if (!r.why.empty()) j += ",\"why\":\"" + json_escape(r.why) + "\"";
+    j += i + 1 < rs.size() ? "},\n" : "}\n";
+  }
+  j += "  ],\n  \"targets\": [\n";
+  for (std::size_t i = 0; i < ts.size(); ++i) {
+    j += "    {\"target\":\"" + json_escape(ts[i].what) + "\",\"checked\":" +
+         (ts[i].checked ? "true" : "false") + ",\"met\":" + (ts[i].met ? "true" : "false") +
+         ",\"figure\":\"" + json_escape(ts[i].figure) + "\"}" + (i + 1 < ts.size() ? ",\n" : "\n");
+  }
+  return j + "  ]\n}\n";
+}
+
+// A grouped bar chart of IOPS per workload (log scale: emulated and PV differ by orders of
+// magnitude), one colour per engine.
+std::string to_svg(const std::vector<Result>& rs, const std::vector<Workload>& ws,
+                   const std::vector<std::string>& engines) {
+  const int W = 860, H = 420, left = 70, right = 150, top = 40, bottom = 60;
+  const int plot_w = W - left - right, plot_h = H - top - bottom;
+  double vmax = 10;
+  for (const auto& r : rs)
+    if (r.ok) vmax = std::max(vmax, r.iops());
+  const double lmax = std::ceil(std::log10(vmax));
+  auto y_of = [&](double v) { return top + plot_h - (v <= 1 ? 0 : std::log10(v) / lmax * plot_h); };
+  const char* colours[] = {"#d9822b", "#2b7bd9", "#4caf50", "#9c27b0"};
+  std::ostringstream s;
+  s << "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" << W << "\" height=\"" << H
+    << "\" font-family=\"sans-serif\" font-size=\"12\">\n"
+    << "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
+    << "<text x=\"" << W / 2 << "\" y=\"22\" text-anchor=\"middle\" font-size=\"15\">pvio bench: "
+       "IOPS per workload (log scale)</text>\n";
+  for (int e = 0; e <= static_cast<int>(lmax); ++e) {
+    const double y = y_of(std::pow(10.0, e));
+    s << "<line x1=\"" << left << "\" x2=\"" << left + plot_w << "\" y1=\"" << y << "\" y2=\"" << y
+      << "\" stroke=\"#ddd\"/>\n<text x=\"" << left - 6 << "\" y=\"" << y + 4
+      << "\" text-anchor=\"end\">1e" << e << "</text>\n";
+  }
+  const double group_w = static_cast<double>(plot_w) / std::max<std::size_t>(ws.size(), 1);
+  const double bar_w = group_w * 0.8 / std::max<std::size_t>(engines.size(), 1);
+  for (std::size_t g = 0; g < ws.size(); ++g) {
+    const double gx = left + g * group_w + group_w * 0.1;
+    for (std::size_t e = 0; e < engines.size(); ++e) {
+      const Result* r = find(rs, engines[e], ws[g].name);
+      if (!r) continue;
+      const double y = y_of(r->iops());
+      s << "<rect x=\"" << gx + e * bar_w << "\" y=\"" << y << "\" width=\"" << bar_w - 2
+        << "\" height=\"" << top + plot_h - y << "\" fill=\"" << colours[e % 4] << "\"><title>"
+        << engines[e] << " " << ws[g].name << ": " << static_cast<long long>(r->iops())
+        << " IOPS</title></rect>\n";
+      s << "<text x=\"" << gx + e * bar_w + bar_w / 2 << "\" y=\"" << y - 3
+        << "\" text-anchor=\"middle\" font-size=\"9\">" << fmt("%.3g", r->iops()) << "</text>\n";
+    }
+    s << "<text x=\"" << gx + group_w * 0.4 << "\" y=\"" << top + plot_h + 18
+      << "\" text-anchor=\"middle\">" << ws[g].name << "</text>\n";
+  }
+  s << "<line x1=\"" << left << "\" x2=\"" << left << "\" y1=\"" << top << "\" y2=\"" << top + plot_h
+    << "\" stroke=\"black\"/>\n<line x1=\"" << left << "\" x2=\"" << left + plot_w << "\" y1=\""
+    << top + plot_h << "\" y2=\"" << top + plot_h << "\" stroke=\"black\"/>\n";
+  for (std::size_t e = 0; e < engines.size(); ++e) {
+    const int y = top + 10 + static_cast<int>(e) * 20;
+    s << "<rect x=\"" << W - right + 15 << "\" y=\"" << y << "\" width=\"14\" height=\"14\" fill=\""
+      << colours[e % 4] << "\"/>\n<text x=\"" << W - right + 35 << "\" y=\"" << y + 11 << "\">"
+      << (engines[e] == "ide" ? "emulated IDE" : engines[e] == "pv" ? "PV (blkfront)" : "host io_uring")
+      << "</text>\n";
+  }
+  s << "</svg>\n";
+  return s.str();
+}
+
+std::vector<std::string> split(const std::string& s) {
+  std::vector<std::string> out;
+  std::string cur;
+  for (char c : s + ",") {
+    if (c == ',') {
+      if (!cur.empty()) out.push_back(cur);
+      cur.clear();
+    } else {
+      cur += c;
+    }
+  }
+  return out;
+}
+
+bool parse_bytes(const std::string& s, std::uint64_t* out) {
+  std::uint64_t mult = 1;
+  std::string n = s;
+  if (!n.empty() && (n.back() == 'K' || n.back() == 'M' || n.back() == 'G')) {
+    mult = n.back() == 'K' ? 1ull << 10 : n.back() == 'M' ? 1ull << 20 : 1ull << 30;
+    n.pop_back();
+  }
+  std::uint64_t v = 0;
+  if (!parse_uint(n, &v) || v == 0) return false;
+  *out = v * mult;
+  return true;
+}
+
+// Fills the image with the guest's pattern (seed 7) so reads touch real, allocated blocks.
+bool make_image(const std::string& path, std::uint64_t size) {
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) return false;
+  std::vector<std::uint64_t> buf((1 << 20) / 8);
+  bool ok = true;
+  for (std::uint64_t off = 0; off < size && ok; off += 1 << 20) {
+    for (std::size_t k = 0; k < buf.size(); ++k) buf[k] = guest::pattern_word(7, off + 8 * k);
+    const std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(1 << 20, size - off));
+    ok = ::pwrite(fd, buf.data(), n, static_cast<off_t>(off)) == static_cast<ssize_t>(n);
+  }
+  ok = ok && ::fsync(fd) == 0;
+  ::close(fd);
+  return ok;
+}
+
+int run(const std::vector<std::string>& args) {
+  std::string bad;
+  auto o = parse_options(args,
+                         {"--file", "--size", "--time-ms", "--workloads", "--engines", "--out",
+                          "--mem", "--backend-engine", "--poll-us", "--guest-cmdline"},
+                         {"--keep-services"}, &bad);
+  if (!o || !o->positional.empty())
+    return fail("bench", "bad argument " + bad + " (see `pvio help`)");
+  std::uint64_t size = 256ull << 20, time_ms = 2000, poll_us = 20;
+  BootOptions bo;
+  if ((o->has("--size") && !parse_bytes(o->get("--size"), &size)) ||
+      (o->has("--time-ms") && !parse_uint(o->get("--time-ms"), &time_ms)) ||
+      (o->has("--mem") && !parse_bytes(o->get("--mem"), &bo.mem_bytes)) ||
+      (o->has("--poll-us") && !parse_uint(o->get("--poll-us"), &poll_us)))
+    return fail("bench", "bad number in --size, --time-ms, --mem or --poll-us");
+  std::vector<Workload> ws;
+  for (const auto& name : split(o->get("--workloads", "rand4k-qd1,rand4k-qd32,seqread64k,seqwrite64k"))) {
+    auto it = std::find_if(kWorkloads.begin(), kWorkloads.end(), [&](const Workload& w) { return w.name == name; });
+    if (it == kWorkloads.end())
+      return fail("bench", "unknown workload " + name + " (rand4k-qd1, rand4k-qd32, seqread64k, seqwrite64k)");
+    ws.push_back(*it);
+  }
+  std::vector<std::string> engines;
+  for (const auto& e : split(o->get("--engines", "ide,pv,native"))) {
+    if (e != "ide" && e != "pv" && e != "native") return fail("bench", "engines are ide, pv, native");
+    engines.push_back(e);
+  }
+  bo.backend_engine = o->get("--backend-engine", "uring");
+  bo.hv = find_program("pvio-hv");
+  bo.kernel = guest_kernel();
+  bo.timeout_s = static_cast<int>(time_ms / 1000) * 2 + 60;
+  if (bo.kernel.empty()) return fail("bench", "cannot find pvio-guest.elf (set PVIO_GUEST)");
+  if (::access("/dev/kvm", R_OK | W_OK) != 0) return fail("bench", "/dev/kvm is not usable here");
+
+  // Work dir for logs (and the image, unless --file).
+  const char* tmp = std::getenv("TMPDIR");
+  std::string tmpl = std::string(tmp && *tmp ? tmp : "/tmp") + "/pvio-bench-XXXXXX";
+  if (::mkdtemp(tmpl.data()) == nullptr) return fail("bench", std::string("mkdtemp: ") + std::strerror(errno));
+  bo.workdir = tmpl;
+  const bool own_image = !o->has("--file");
+  bo.file = own_image ? bo.workdir + "/disk.img" : std::filesystem::absolute(o->get("--file")).string();
+  if (own_image) {
+    std::fprintf(stderr, "pvio bench: creating a %" PRIu64 " MiB disk image\n", size >> 20);
+    if (!make_image(bo.file, size)) return fail("bench", "cannot create " + bo.file);
+  } else {
+    struct stat st{};
+    if (::stat(bo.file.c_str(), &st) != 0) return fail("bench", "cannot stat " + bo.file);
+    size = std::min<std::uint64_t>(size, static_cast<std::uint64_t>(st.st_size));
+  }
+
+  // Dom0 services: start what is not running, and stop again only what we started.
+  const bool had_xenstored = running_pid("xenstored").has_value();
+  const bool had_blkback = running_pid("blkback").has_value();
+  if (quietly([] { return verbs().at("up").run({}); }) != 0)
+    return fail("bench", "cannot start the Dom0 services (pvio up); see " + run_dir());
+  std::fprintf(stderr, "pvio bench: xenstored %s, blkback %s (run dir %s)\n",
+               had_xenstored ? "running" : "started", had_blkback ? "running" : "started",
+               run_dir().c_str());
+  auto stop_services = [&] {
+    if (o->has("--keep-services")) return;
+    if (!had_blkback) stop_process("blkback");
+    if (!had_xenstored) stop_process("xenstored");
+  };
+  auto xs = connect_xenstore("bench");
+  if (!xs) {
+    stop_services();
+    return 1;
+  }
+
+  if (o->has("--guest-cmdline")) {  // one boot, for debugging the guest side
+    const Boot b = boot_guest(bo, *xs, o->get("--guest-cmdline"));
+    std::fputs(b.serial.c_str(), stdout);
+    std::fputs(b.err.c_str(), stderr);
+    if (!b.why.empty()) std::fprintf(stderr, "pvio bench: %s\n", b.why.c_str());
+    stop_services();
+    if (own_image) std::filesystem::remove_all(bo.workdir);
+    return b.status == 0 ? 0 : 1;
+  }
+
+  std::vector<Result> rs;
+  const std::size_t total = ws.size() * engines.size();
+  std::size_t n = 0;
+  for (const auto& w : ws) {
+    for (const auto& e : engines) {
+      std::fprintf(stderr, "[%zu/%zu] %-7s %-12s ... ", ++n, total, e.c_str(), w.name.c_str());
+      std::fflush(stderr);
+      Result r = e == "native" ? native_run(bo.file, w, time_ms, size)
+                               : guest_run(bo, *xs, e, w, time_ms, size, poll_us);
+      if (r.ok) std::fprintf(stderr, "%.0f IOPS, p50 %.1f us\n", r.iops(), r.p50_ns / 1e3);
+      else std::fprintf(stderr, "failed: %s\n", r.why.c_str());
+      rs.push_back(std::move(r));
+    }
+  }
+  stop_services();
+
+  print_table(rs, ws, engines);
+  const auto ts = targets(rs);
+  std::printf("\ntargets (same run):\n");
+  for (const auto& t : ts)
+    std::printf("  %-52s %s %s\n", t.what.c_str(), !t.checked ? "not measured" : t.met ? "met" : "SHORT",
+                t.figure.c_str());
+  const std::string out = o->get("--out", ".");
+  std::filesystem::create_directories(out);
+  const std::string json_path = out + "/pvio-bench.json", svg_path = out + "/pvio-bench.svg";
+  std::ofstream(json_path) << to_json(rs, ts, bo.file, size, time_ms);
+  std::ofstream(svg_path) << to_svg(rs, ws, engines);
+  std::printf("\nwrote %s and %s; guest logs in %s\n", json_path.c_str(), svg_path.c_str(),
+              bo.workdir.c_str());
+  if (own_image) std::filesystem::remove(bo.file);
+  bool all_ok = true;
+  for (const auto& r : rs) all_ok = all_ok && r.ok;
+  return all_ok ? 0 : 1;
+}
+
+}  // namespace
+
+PVIO_VERB("bench",
+          "[--workloads rand4k-qd1,rand4k-qd32,seqread64k,seqwrite64k] [--engines ide,pv,native] "
+          "[--file IMG] [--size 256M] [--time-ms 2000] [--out DIR] [--mem 256M] "
+          "[--backend-engine uring|aio|null] [--poll-us 20] [--keep-services] "
+          "[--guest-cmdline \"...\"]",
+          "emulated IDE vs PV disk vs host io_uring on one file, in one run (the main job)", run);
+
+}  // namespace pvio::cli
