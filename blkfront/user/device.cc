@@ -222,9 +222,10 @@ void Device::core_loop() {
       }
     }
     // Watch events can also be queued by the ring client while a request was in flight.
-    if ((check_xs || !xs_polled) && core_->state() != XenbusState::Unknown &&
-        xs_->drain_events() > 0) {
-      core_->backend_changed();
+    // backend_changed() talks to xenstore itself, and events that arrive meanwhile are
+    // queued by the client without a wake-up of their own: drain again until quiet.
+    if ((check_xs || !xs_polled) && core_->state() != XenbusState::Unknown) {
+      while (xs_->drain_events() > 0) core_->backend_changed();
     }
   }
   // Whatever is still queued never reached the core.
