@@ -171,6 +171,11 @@ int Device::close(std::uint32_t timeout_ms) {
 }
 
 void Device::submit(BlockIo* io) {
+  // From a completion callback: the core accepts nested submits directly.
+  if (std::this_thread::get_id() == core_thread_.get_id()) {
+    core_->submit(io);
+    return;
+  }
   bool was_empty;
   {
     std::lock_guard lk(mu_);
