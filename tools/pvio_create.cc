@@ -54,14 +54,18 @@ XsError write_home(xs::Client& xs, domid_t domid, const std::string& name, uint6
 
 int run(const std::vector<std::string>& args) {
   std::string bad;
-  auto o = parse_options(args, {"--domid", "--name", "--memory-mib", "--grant-frames"},
+  auto o = parse_options(args, {"--domid", "--name", "--memory-mib", "--grant-frames", "--vbd",
+                                "--fuse"},
                          {"--xenstore-relay"}, &bad);
   domid_t domid = 0;
   uint64_t memory_mib = 16, grant_frames = 4;
   if (!o || !o->positional.empty() || !parse_domid(o->get("--domid"), &domid) ||
       (o->has("--memory-mib") && !parse_uint(o->get("--memory-mib"), &memory_mib)) ||
-      (o->has("--grant-frames") && !parse_uint(o->get("--grant-frames"), &grant_frames)))
-    return fail("create", "usage: pvio create --domid N [--name NAME] [--memory-mib M]");
+      (o->has("--grant-frames") && !parse_uint(o->get("--grant-frames"), &grant_frames)) ||
+      (o->has("--fuse") && !o->has("--vbd")) ||
+      (o->has("--vbd") && o->has("--xenstore-relay")))
+    return fail("create", "usage: pvio create --domid N [--name NAME] [--memory-mib M] "
+                          "[--vbd DEVID [--fuse MOUNTPOINT] | --xenstore-relay]");
   const std::string name = o->get("--name", "domain-" + std::to_string(domid));
   const std::string proc = "domain-" + std::to_string(domid);
 
@@ -79,6 +83,12 @@ int run(const std::vector<std::string>& args) {
   if (o->has("--xenstore-relay")) {
     argv.push_back("--xenstore-relay");
     argv.push_back(run_dir() + "/" + proc + ".xenstore.sock");
+  }
+  // A PV disk served by blkfront inside the domain (connects once `pvio block-attach` gives
+  // it a backend), optionally exposed on the host through FUSE.
+  if (o->has("--vbd")) {
+    argv.insert(argv.end(), {"--vbd", o->get("--vbd")});
+    if (o->has("--fuse")) argv.insert(argv.end(), {"--fuse", o->get("--fuse")});
   }
   const std::string log = run_dir() + "/" + proc + ".log";
   const pid_t pid = spawn(argv, log);
@@ -112,7 +122,7 @@ int run(const std::vector<std::string>& args) {
 }  // namespace
 
 PVIO_VERB("create", "--domid N [--name NAME] [--memory-mib M] [--grant-frames G] "
-          "[--xenstore-relay]",
+          "[--vbd DEVID [--fuse MOUNTPOINT] | --xenstore-relay]",
           "start a user-mode domain and introduce it to xenstore", run);
 
 }  // namespace pvio::cli
