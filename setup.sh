@@ -44,19 +44,38 @@ build() {
 run_tests() {
   local rc=0
   meson test -C "$BUILD_DIR" --print-errorlogs --num-processes "$(nproc)" || rc=$?
+  run_sanitized || rc=$?
   FUZZ_PASSED=0 FUZZ_FAILED=0
   run_fuzzers || rc=$?
-  # One plain closing line, counted from meson's machine-readable log plus the fuzz runs.
-  python3 - "$BUILD_DIR/meson-logs/testlog.json" "$FUZZ_PASSED" "$FUZZ_FAILED" <<'PY'
-import json, sys
-counts = {"OK": int(sys.argv[2]), "FAIL": int(sys.argv[3]), "SKIP": 0}
-for line in open(sys.argv[1]):
-    r = json.loads(line)["result"]
-    key = {"OK": "OK", "SKIP": "SKIP", "EXPECTEDFAIL": "OK"}.get(r, "FAIL")
-    counts[key] += 1
+  # One plain closing line, counted from meson's machine-readable logs plus the fuzz runs.
+  python3 - "$FUZZ_PASSED" "$FUZZ_FAILED" "$BUILD_DIR/meson-logs/testlog.json" \
+    "$BUILD_DIR-asan/meson-logs/testlog.json" <<'PY'
+import json, os, sys
+counts = {"OK": int(sys.argv[1]), "FAIL": int(sys.argv[2]), "SKIP": 0}
+for log in sys.argv[3:]:
+    if not os.path.exists(log):
+        continue
+    for line in open(log):
+        r = json.loads(line)["result"]
+        key = {"OK": "OK", "SKIP": "SKIP", "EXPECTEDFAIL": "OK"}.get(r, "FAIL")
+        counts[key] += 1
 print(f"{counts['OK']} passed, {counts['FAIL']} failed, {counts['SKIP']} skipped")
 PY
   return $rc
+}
+
+# The whole suite again under AddressSanitizer + UndefinedBehaviorSanitizer: hostile-input
+# tests must pass with no sanitizer report, and any report fails the run.
+run_sanitized() {
+  local dir=${BUILD_DIR}-asan
+  if [[ ! -f $dir/build.ninja ]]; then
+    meson setup "$dir" -Db_sanitize=address,undefined -Db_lundef=false -Dbenchmarks=false \
+      >/dev/null
+  fi
+  ninja -C "$dir"
+  ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1} \
+  UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1} \
+    meson test -C "$dir" --print-errorlogs --num-processes "$(nproc)" --timeout-multiplier 3
 }
 
 # libFuzzer targets (clang), built in their own directory and each run for a short, fixed time;
