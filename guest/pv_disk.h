@@ -16,6 +16,7 @@ struct PvCounters {
   uint64_t doorbells = 0;  // EVTCHNOP_send as a doorbell write: one exit, handled in KVM
   uint64_t hlts = 0;       // waits that halted the vCPU: one exit each
   uint64_t polls = 0;      // handle_event calls while waiting
+  uint64_t doorbell_cycles = 0;  // TSC cycles spent in doorbell writes (the exit's cost)
 };
 
 class BareMetalPlatform final : public blkfront::Platform {

@@ -273,7 +273,8 @@ Result guest_run(const BootOptions& bo, xs::Client& xs, const std::string& engin
     const auto at = stats.find("\"ide\":{");
     const long long ide_exits = at == std::string::npos ? -1 : num(stats, "pio_exits", at);
     if (ide_exits >= 0 && r.ops) r.exits_per_io = static_cast<double>(ide_exits) / r.ops;
-    std::snprintf(buf, sizeof(buf), "\"ide_exits\":%lld,\"user_exits_boot\":%lld", ide_exits, user_exits);
+    std::snprintf(buf, sizeof(buf), "\"ide_exits\":%lld,\"user_exits_boot\":%lld,\"loop_ns\":%lld",
+                  ide_exits, user_exits, num(res, "loop_ns"));
   } else {
     // Doorbells (ioeventfd, handled inside KVM) and halts are what the guest's timed phase
     // exits for; exits to pvio-hv over the whole boot (start-up hypercalls) are given apart.
@@ -282,10 +283,11 @@ Result guest_run(const BootOptions& bo, xs::Client& xs, const std::string& engin
     std::snprintf(buf, sizeof(buf),
                   "\"requests\":%lld,\"notifications\":%lld,\"doorbells\":%lld,\"hlts\":%lld,"
                   "\"upcalls\":%lld,\"ring_slots\":%lld,\"indirect\":%lld,\"persistent\":%lld,"
-                  "\"user_exits_boot\":%lld",
+                  "\"user_exits_boot\":%lld,\"doorbell_ns\":%lld,\"loop_ns\":%lld",
                   num(res, "requests"), num(res, "notifications"), num(res, "doorbells"),
                   num(res, "hlts"), num(res, "upcalls"), num(res, "ring_slots"),
-                  num(res, "indirect"), num(res, "persistent"), user_exits);
+                  num(res, "indirect"), num(res, "persistent"), user_exits,
+                  num(res, "doorbell_ns"), num(res, "loop_ns"));
   }
   r.detail = buf;
   r.ok = r.ops > 0 && r.errors == 0;
@@ -649,7 +651,13 @@ int run(const std::vector<std::string>& args) {
   if (::mkdtemp(tmpl.data()) == nullptr) return fail("bench", std::string("mkdtemp: ") + std::strerror(errno));
   bo.workdir = tmpl;
   const bool own_image = !o->has("--file");
-  bo.file = own_image ? bo.workdir + "/disk.img" : std::filesystem::absolute(o->get("--file")).string();
+  // The default image lives in memory (/dev/shm when there is room), so every engine reads the
+  // same cached bytes and the table compares the I/O paths, not the host's disk.
+  std::string image_dir = bo.workdir;
+  if (std::error_code ec; own_image && std::filesystem::space("/dev/shm", ec).available > 2 * size && !ec)
+    image_dir = "/dev/shm";
+  bo.file = own_image ? image_dir + "/pvio-bench-" + std::to_string(::getpid()) + ".img"
+                      : std::filesystem::absolute(o->get("--file")).string();
   if (own_image) {
     std::fprintf(stderr, "pvio bench: creating a %" PRIu64 " MiB disk image\n", size >> 20);
     if (!make_image(bo.file, size)) return fail("bench", "cannot create " + bo.file);
@@ -662,8 +670,10 @@ int run(const std::vector<std::string>& args) {
   // Dom0 services: start what is not running, and stop again only what we started.
   const bool had_xenstored = running_pid("xenstored").has_value();
   const bool had_blkback = running_pid("blkback").has_value();
-  if (quietly([] { return verbs().at("up").run({}); }) != 0)
+  if (quietly([] { return verbs().at("up").run({}); }) != 0) {
+    if (own_image) std::filesystem::remove(bo.file);
     return fail("bench", "cannot start the Dom0 services (pvio up); see " + run_dir());
+  }
   std::fprintf(stderr, "pvio bench: xenstored %s, blkback %s (run dir %s)\n",
                had_xenstored ? "running" : "started", had_blkback ? "running" : "started",
                run_dir().c_str());
@@ -675,6 +685,7 @@ int run(const std::vector<std::string>& args) {
   auto xs = connect_xenstore("bench");
   if (!xs) {
     stop_services();
+    if (own_image) std::filesystem::remove(bo.file);
     return 1;
   }
 
@@ -684,7 +695,7 @@ int run(const std::vector<std::string>& args) {
     std::fputs(b.err.c_str(), stderr);
     if (!b.why.empty()) std::fprintf(stderr, "pvio bench: %s\n", b.why.c_str());
     stop_services();
-    if (own_image) std::filesystem::remove_all(bo.workdir);
+    if (own_image) std::filesystem::remove(bo.file);
     return b.status == 0 ? 0 : 1;
   }
 
