@@ -14,12 +14,17 @@ void alloc_init(uint64_t start, uint64_t end) {
   end_ = end;
 }
 
-void* alloc(uint64_t size, uint64_t align) {
+void* alloc_uninit(uint64_t size, uint64_t align) {
   const uint64_t p = (next_ + align - 1) & ~(align - 1);
   if (p < next_ || p > end_ || size > end_ - p) return nullptr;
   next_ = p + size;
-  memset(reinterpret_cast<void*>(p), 0, size);
   return reinterpret_cast<void*>(p);
+}
+
+void* alloc(uint64_t size, uint64_t align) {
+  void* p = alloc_uninit(size, align);
+  if (p != nullptr) memset(p, 0, size);
+  return p;
 }
 
 uint64_t alloc_free_bytes() { return end_ - next_; }

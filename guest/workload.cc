@@ -212,7 +212,7 @@ bool find_ide(IdeDisk* disk) {
   }
   const uint64_t max_ops = o.count ? o.count : (o.time_ms ? (1u << 20) : 256);
   auto* buf = static_cast<uint64_t*>(alloc(o.bs, 0x10000));
-  auto* lat = static_cast<uint64_t*>(alloc(max_ops * 8, 8));
+  auto* lat = static_cast<uint64_t*>(alloc_uninit(max_ops * 8, 8));
   if (!buf || !lat) {
     kprintf("PVIO-GUEST out of memory for %lu ops\n", max_ops);
     shutdown(kExitBadCmdline);
@@ -380,7 +380,7 @@ uint64_t pv_run_phase(PvSlot* slots, uint64_t qd, bool write, bool verify, uint6
   }
   const uint64_t max_ops = o.count ? o.count : (o.time_ms ? (1u << 21) : 256);
   auto* slots = static_cast<PvSlot*>(alloc(sizeof(PvSlot) * o.qd, 64));
-  auto* lat = static_cast<uint64_t*>(alloc(max_ops * 8, 8));
+  auto* lat = static_cast<uint64_t*>(alloc_uninit(max_ops * 8, 8));
   if (!slots || !lat) {
     kprintf("PVIO-GUEST out of memory for %lu ops\n", max_ops);
     shutdown(kExitBadCmdline);
