@@ -110,8 +110,8 @@ for t in json.load(sys.stdin):
 }
 
 run_main() {
-  "$BUILD_DIR/bench/ring_bench" --benchmark_min_time=0.2 --benchmark_repetitions=5 \
-    --benchmark_enable_random_interleaving=true --benchmark_report_aggregates_only=true
+  # pvio bench: emulated IDE vs PV disk vs host io_uring on one file (docs/bench.md).
+  "$BUILD_DIR/tools/pvio" bench
 }
 
 install_packages
