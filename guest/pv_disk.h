@@ -64,6 +64,8 @@ class PvDisk {
   blkfront::IoStatus flush_sync();
 
  private:
+  void probe_access_cost(uint64_t khz);
+
   BareMetalPlatform platform_;
   blkfront::Blkfront* front_ = nullptr;
   evtchn_port_t port_ = 0;
