@@ -251,6 +251,9 @@ Result guest_run(const BootOptions& bo, xs::Client& xs, const std::string& engin
                     " rw=" + w.rw + " bs=" + std::to_string(w.bs) + " qd=" + std::to_string(qd) +
                     " time=" + std::to_string(time_ms) + " size=" + std::to_string(size) +
                     " seed=7 poll_us=" + std::to_string(poll_us);
+  // Writes send a buffer filled once: filling 64 KiB per write is guest CPU work that would
+  // hide the I/O path being compared (both disks alike).
+  if (w.rw == "write" || w.rw == "randwrite") cmd += " fill=0";
   const Boot b = boot_guest(bo, xs, cmd);
   const std::string res = line_with(b.serial, "PVIO-RESULT");
   if (res.empty() || b.status != 0) {
