@@ -161,6 +161,20 @@ struct Boot {
 
 domid_t g_next_domid = 0;
 
+// Interrupted (Ctrl-C, SIGTERM): kill the running guest and the services this run started and
+// remove the image it made (it may sit in /dev/shm), with async-signal-safe calls only.
+volatile pid_t g_guest_pid = -1;
+volatile pid_t g_started_pids[2] = {-1, -1};
+char g_image_to_remove[4096] = "";
+
+extern "C" void on_interrupt(int sig) {
+  if (g_guest_pid > 0) ::kill(g_guest_pid, SIGKILL);
+  for (pid_t p : {g_started_pids[0], g_started_pids[1]})
+    if (p > 0) ::kill(p, SIGTERM);
+  if (g_image_to_remove[0] != '\0') ::unlink(g_image_to_remove);
+  ::_exit(128 + sig);
+}
+
 domid_t pick_domid(xs::Client& xs) {
   if (g_next_domid == 0) g_next_domid = static_cast<domid_t>(100 + (::getpid() % 500) * 10);
   for (;;) {
@@ -188,6 +202,7 @@ Boot boot_guest(const BootOptions& bo, xs::Client& xs, const std::string& cmdlin
     b.why = std::string("cannot start pvio-hv: ") + std::strerror(-pid);
     return b;
   }
+  g_guest_pid = pid;
   auto cleanup = [&] {
     xs.release(domid);
     xs.rm("/local/domain/" + d);
@@ -215,6 +230,7 @@ Boot boot_guest(const BootOptions& bo, xs::Client& xs, const std::string& cmdlin
   if (!up || e != XsError::None) {
     ::kill(pid, SIGKILL);
     ::waitpid(pid, nullptr, 0);
+    g_guest_pid = -1;
     cleanup();
     b.why = !up ? "pvio-hv did not serve its control socket; see " + err
                 : std::string("xenstore set-up failed: ") + xs::xs_error_name(e);
@@ -234,6 +250,7 @@ Boot boot_guest(const BootOptions& bo, xs::Client& xs, const std::string& cmdlin
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   b.status = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  g_guest_pid = -1;
   cleanup();
   b.serial = slurp(serial);
   b.err = slurp(err);
@@ -661,6 +678,12 @@ int run(const std::vector<std::string>& args) {
     image_dir = "/dev/shm";
   bo.file = own_image ? image_dir + "/pvio-bench-" + std::to_string(::getpid()) + ".img"
                       : std::filesystem::absolute(o->get("--file")).string();
+  if (own_image && bo.file.size() < sizeof(g_image_to_remove))
+    std::memcpy(g_image_to_remove, bo.file.c_str(), bo.file.size() + 1);
+  struct sigaction sa{};
+  sa.sa_handler = on_interrupt;
+  ::sigaction(SIGINT, &sa, nullptr);
+  ::sigaction(SIGTERM, &sa, nullptr);
   if (own_image) {
     std::fprintf(stderr, "pvio bench: creating a %" PRIu64 " MiB disk image\n", size >> 20);
     if (!make_image(bo.file, size)) return fail("bench", "cannot create " + bo.file);
@@ -677,6 +700,8 @@ int run(const std::vector<std::string>& args) {
     if (own_image) std::filesystem::remove(bo.file);
     return fail("bench", "cannot start the Dom0 services (pvio up); see " + run_dir());
   }
+  if (!had_blkback) g_started_pids[0] = running_pid("blkback").value_or(-1);
+  if (!had_xenstored) g_started_pids[1] = running_pid("xenstored").value_or(-1);
   std::fprintf(stderr, "pvio bench: xenstored %s, blkback %s (run dir %s)\n",
                had_xenstored ? "running" : "started", had_blkback ? "running" : "started",
                run_dir().c_str());
