@@ -46,8 +46,9 @@ class ControlNotifier final : public evtchn::Notifier {
 
 class Vbd {
  public:
-  Vbd(xs::Client& xs, const ServiceOptions& opts, domid_t domid, std::uint32_t devid)
-      : xs_(xs), opts_(opts), domid_(domid), devid_(devid),
+  Vbd(xs::Client& xs, const ServiceOptions& opts, std::atomic<bool>& fatal_pending, domid_t domid,
+      std::uint32_t devid)
+      : xs_(xs), opts_(opts), fatal_pending_(fatal_pending), domid_(domid), devid_(devid),
         be_(std::string(kVbdRoot) + "/" + std::to_string(domid) + "/" + std::to_string(devid)) {}
   ~Vbd() { disconnect(); }
 
@@ -81,6 +82,7 @@ class Vbd {
 
   xs::Client& xs_;
   const ServiceOptions& opts_;
+  std::atomic<bool>& fatal_pending_;  // the service's "some vbd has a fatal error" flag
   domid_t domid_;
   std::uint32_t devid_;
   std::string be_;
@@ -90,6 +92,9 @@ class Vbd {
   std::unique_ptr<ControlNotifier> notifier_;
   std::vector<evtchn_port_t> local_ports_;
   std::unique_ptr<Device> dev_;
+  // Set by a datapath worker when a ring turned out broken (the queue's index, else -1); the
+  // control plane acts on it in step(), on the service thread, which owns xenstore.
+  std::atomic<int> broken_queue_{-1};
 };
 
 // What xen_blkbk_probe writes before InitWait: the features the frontend needs to choose its
@@ -103,6 +108,13 @@ void Vbd::publish_probe_features() {
 
 bool Vbd::step() {
   if (!exists(be_)) return false;
+  if (const int q = broken_queue_.exchange(-1); q >= 0 && dev_) {
+    // A ring protocol error (impossible producer index) is fatal for the device, as
+    // xenbus_dev_fatal() makes it in Linux xen-blkback: error node, stop, Closing. The
+    // frontend sees Closing, closes, and may start over from Initialising.
+    fail("queue " + std::to_string(q) + ": ring protocol error (impossible producer index)");
+    return true;
+  }
   if (fe_.empty()) {
     fe_ = read(be_ + "/frontend");
     if (fe_.empty()) return true;  // the toolstack has not finished writing the device
@@ -226,8 +238,12 @@ bool Vbd::connect() {
   cfg.max_indirect_segments = opts_.max_indirect_segments;
   cfg.threads = opts_.threads;
   const std::string be_path = be_;
-  cfg.on_ring_error = [be_path](unsigned q) {
+  broken_queue_.store(-1);
+  // Runs on a worker thread: only flag it; step() switches the device to Closing.
+  cfg.on_ring_error = [this, be_path](unsigned q) {
     spdlog::error("vbd {}: queue {} has an impossible producer index; ring stopped", be_path, q);
+    broken_queue_.store(static_cast<int>(q));
+    fatal_pending_.store(true);
   };
   for (unsigned q = 0; q < nr_queues; ++q) {
     const std::string dir = nr_queues == 1 ? fe_ : fe_ + "/queue-" + std::to_string(q);
@@ -334,10 +350,11 @@ void BlkbackService::rescan() {
         if (!parse_uint(v, &devid)) continue;
         auto key = std::make_pair(domid, devid);
         if (vbds_.count(key) == 0)
-          vbds_.emplace(key, std::make_unique<Vbd>(*xs_, opts_, domid, devid));
+          vbds_.emplace(key, std::make_unique<Vbd>(*xs_, opts_, fatal_pending_, domid, devid));
       }
     }
   }
+  fatal_pending_.store(false);
   std::size_t connected = 0;
   for (auto it = vbds_.begin(); it != vbds_.end();) {
     if (!it->second->step()) {
@@ -354,7 +371,11 @@ int BlkbackService::run() {
   rescan();
   while (!stop_.load(std::memory_order_relaxed)) {
     auto ev = xs_->read_watch(200);
-    if (!ev) continue;
+    // A datapath's fatal error has no watch event of its own: the timeout picks it up.
+    if (!ev) {
+      if (fatal_pending_.load()) rescan();
+      continue;
+    }
     // Coalesce a burst of events into one pass.
     while (xs_->queued_watch_events() > 0) xs_->read_watch(0);
     rescan();

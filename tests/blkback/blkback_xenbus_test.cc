@@ -7,7 +7,9 @@
 #include <gtest/gtest.h>
 #include <poll.h>
 
+#include <atomic>
 #include <chrono>
+#include <string>
 #include <thread>
 
 #include "engine_test.h"
@@ -255,6 +257,58 @@ TEST_F(XenbusTest, BadFrontendKeysCloseTheDevice) {
       << xs::xenbus_state_name(be_state());
   EXPECT_FALSE(read(be() + "/error").empty());
   EXPECT_EQ(service_->connected_devices(), 0u);
+}
+
+// A ring protocol error is fatal for the device (xenbus_dev_fatal in xen-blkback): a producer
+// index more than a ring ahead of the responses stops the datapath, and the control plane
+// writes an `error` node and switches the backend to Closing so the frontend sees it. The
+// frontend can then close and start over, and the device serves I/O again.
+TEST_F(XenbusTest, RingProtocolErrorSwitchesTheDeviceToClosing) {
+  start_service();
+  create_vbd();
+  ASSERT_TRUE(wait_for([&] { return be_state() == XenbusState::InitWait; }));
+  frontend_connect();
+  ASSERT_TRUE(wait_for([&] { return be_state() == XenbusState::Connected; }))
+      << xs::xenbus_state_name(be_state()) << " error: " << read(be() + "/error");
+  EXPECT_TRUE(read(be() + "/error").empty());
+  const grant_ref_t ring_ref = static_cast<grant_ref_t>(std::stoul(read(fe() + "/ring-ref")));
+  EXPECT_TRUE(gnttab_->is_busy(ring_ref));  // mapped by the running datapath
+
+  // The hostile part: publish a producer index 1000 requests ahead (the ring holds 32).
+  auto* hdr = reinterpret_cast<ring::SringHeader*>(ring_page_);
+  std::atomic_ref<ring::RingIdx>(hdr->req_prod)
+      .store(std::atomic_ref<ring::RingIdx>(hdr->rsp_prod).load() + 1000,
+             std::memory_order_release);
+  dom_->send(port_);
+
+  ASSERT_TRUE(wait_for([&] { return be_state() == XenbusState::Closing; }))
+      << xs::xenbus_state_name(be_state());
+  EXPECT_NE(read(be() + "/error").find("ring protocol error"), std::string::npos)
+      << read(be() + "/error");
+  EXPECT_TRUE(wait_for([&] { return service_->connected_devices() == 0; }));
+  EXPECT_FALSE(gnttab_->is_busy(ring_ref));  // the datapath is gone, its ring unmapped
+
+  // The frontend closes and starts over on a fresh ring; the device works again.
+  fe_state(XenbusState::Closing);
+  fe_state(XenbusState::Closed);
+  ASSERT_TRUE(wait_for([&] { return be_state() == XenbusState::Closed; }))
+      << xs::xenbus_state_name(be_state());
+  fe_state(XenbusState::Initialising);
+  ASSERT_TRUE(wait_for([&] { return be_state() == XenbusState::InitWait; }))
+      << xs::xenbus_state_name(be_state());
+  frontend_connect();
+  ASSERT_TRUE(wait_for([&] { return be_state() == XenbusState::Connected; }))
+      << xs::xenbus_state_name(be_state()) << " error: " << read(be() + "/error");
+  std::uint64_t gfn = 0;
+  ASSERT_EQ(dom_->alloc_pages(1, &gfn), 0);
+  const grant_ref_t dref = gnttab_->grant_access(0, gfn, false);
+  blkif::blkif_request r{};
+  r.operation = blkif::kOpRead;
+  r.nr_segments = 1;
+  r.id = 9;
+  r.sector_number = 0;
+  r.seg[0] = {dref, 0, 7};
+  EXPECT_EQ(roundtrip(r).status, blkif::kRspOkay);
 }
 
 }  // namespace

@@ -6,8 +6,10 @@
 // Handshake per device: probe -> feature nodes + InitWait; frontend Initialised/Connected ->
 // map rings, bind event channels, publish sectors/info/sector-size/flush/barrier/discard ->
 // Connected; frontend Closing/Closed -> stop the datapath, Closing -> Closed; frontend back
-// to Initialising -> InitWait again. A restarted service that finds a device it did not
-// connect itself in Connected switches it to Closing, so the frontend reconnects and resubmits.
+// to Initialising -> InitWait again; a ring protocol error on the datapath (impossible
+// producer index) -> `error` node, datapath stopped, Closing (xenbus_dev_fatal in Linux). A
+// restarted service that finds a device it did not connect itself in Connected switches it to
+// Closing, so the frontend reconnects and resubmits.
 #pragma once
 
 #include <atomic>
@@ -63,6 +65,7 @@ class BlkbackService {
   std::unique_ptr<xs::Client> xs_;
   std::map<std::pair<domid_t, std::uint32_t>, std::unique_ptr<Vbd>> vbds_;
   std::atomic<bool> stop_{false};
+  std::atomic<bool> fatal_pending_{false};  // a datapath reported a broken ring
   std::atomic<std::size_t> connected_{0};
 };
 
