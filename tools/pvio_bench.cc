@@ -749,7 +749,7 @@ int run(const std::vector<std::string>& args) {
   for (const auto& t : ts)
     std::printf("  %-52s %s %s\n", t.what.c_str(), !t.checked ? "not measured" : t.met ? "met" : "SHORT",
                 t.figure.c_str());
-  const std::string out = o->get("--out", ".");
+  const std::string out = o->get("--out", bo.workdir);
   std::filesystem::create_directories(out);
   const std::string json_path = out + "/pvio-bench.json", svg_path = out + "/pvio-bench.svg";
   std::ofstream(json_path) << to_json(rs, ts, bo.file, size, time_ms);
@@ -766,7 +766,7 @@ int run(const std::vector<std::string>& args) {
 
 PVIO_VERB("bench",
           "[--workloads rand4k-qd1,rand4k-qd32,seqread64k,seqwrite64k] [--engines ide,pv,native] "
-          "[--file IMG] [--size 256M] [--time-ms 2000] [--out DIR] [--mem 256M] "
+          "[--file IMG] [--size 256M] [--time-ms 2000] [--out DIR (default: the run's temp dir)] [--mem 256M] "
           "[--backend-engine uring|aio|null] [--poll-us 20] [--keep-services] "
           "[--guest-cmdline \"...\"]",
           "emulated IDE vs PV disk vs host io_uring on one file, in one run (the main job)", run);
