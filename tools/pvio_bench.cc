@@ -724,6 +724,7 @@ int run(const std::vector<std::string>& args) {
     if (!b.why.empty()) std::fprintf(stderr, "pvio bench: %s\n", b.why.c_str());
     stop_services();
     if (own_image) std::filesystem::remove(bo.file);
+    std::filesystem::remove_all(bo.workdir);  // the console is printed; nothing else to keep
     return b.status == 0 ? 0 : 1;
   }
 

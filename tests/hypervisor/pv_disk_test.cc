@@ -59,6 +59,7 @@ class PvDiskTest : public ::testing::Test {
     const pid_t pid = ::fork();
     if (pid == 0) {
       ::setenv("PVIO_RUN_DIR", (dir_ + "/run").c_str(), 1);
+      ::setenv("TMPDIR", dir_.c_str(), 1);
       const int o = ::open(out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
       const int e = ::open(err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
       ::dup2(o, 1);
@@ -155,6 +156,7 @@ TEST_F(PvDiskTest, BenchWritesTableJsonAndSvg) {
   const pid_t pid = ::fork();
   if (pid == 0) {
     ::setenv("PVIO_RUN_DIR", (dir_ + "/run").c_str(), 1);
+    ::setenv("TMPDIR", dir_.c_str(), 1);
     const int nul = ::open("/dev/null", O_WRONLY);
     ::dup2(nul, 1);
     ::dup2(nul, 2);
