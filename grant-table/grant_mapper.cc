@@ -30,12 +30,14 @@ std::atomic_ref<std::uint32_t> header_word(std::uint8_t* entry) {
 
 GrantMapper::GrantMapper(domid_t granting_domid, domid_t mapper_domid,
                          const GuestMemory& memory, std::span<const std::uint64_t> table_gfns,
-                         std::size_t max_handles)
+                         std::size_t max_handles, std::shared_ptr<ActiveGrantTable> active)
     : granting_domid_(granting_domid),
       mapper_domid_(mapper_domid),
       memory_(memory),
+      active_(active ? std::move(active) : ActiveGrantTable::of(memory, granting_domid)),
       max_handles_(max_handles) {
-  if (table_gfns.size() > (0xFFFFFFFFu / kEntriesPerFrame))
+  if (table_gfns.size() > ActiveGrantTable::kMaxFrames ||
+      !active_->reserve(static_cast<std::uint32_t>(table_gfns.size())))
     throw std::invalid_argument("grant table too large");
   for (std::uint64_t gfn : table_gfns) {
     std::uint8_t* host = memory_.frame(gfn);
@@ -47,7 +49,6 @@ GrantMapper::GrantMapper(domid_t granting_domid, domid_t mapper_domid,
     table_frames_.push_back(host);
   }
   nr_entries_ = static_cast<std::uint32_t>(table_frames_.size() * kEntriesPerFrame);
-  active_.resize(nr_entries_);
 }
 
 GrantMapper::~GrantMapper() {
@@ -61,7 +62,7 @@ PVIO_GNTTAB_HOT std::uint8_t* GrantMapper::entry(grant_ref_t ref) const {
 
 std::uint32_t GrantMapper::pin_count(grant_ref_t ref) const {
   if (ref >= nr_entries_) return 0;
-  return active_[ref].readers + active_[ref].writers;
+  return active_->pin_count(ref);
 }
 
 // _set_status_v1: set GTF_reading (+ GTF_writing) with a bounded compare-exchange loop on the
@@ -98,13 +99,26 @@ PVIO_GNTTAB_HOT void GrantMapper::clear_status(grant_ref_t ref, std::uint16_t bi
   header_word(entry(ref)).fetch_and(~std::uint32_t{bits}, std::memory_order_release);
 }
 
-PVIO_GNTTAB_HOT grant_status GrantMapper::pin(grant_ref_t ref, bool readonly, bool mapflag) {
+// __acquire_grant_for_copy / map_grant_ref under the active entry's lock: the first user
+// validates the guest's entry and fixes the frame; later users (of any mapper sharing the
+// table) take another pin on it.
+PVIO_GNTTAB_HOT grant_status GrantMapper::pin(grant_ref_t ref, bool readonly, bool mapflag,
+                                              std::uint8_t** frame) {
   if (ref >= nr_entries_) return GNTST_bad_gntref;
-  Active& act = active_[ref];
-  const bool pinned = act.readers + act.writers != 0;
+  ActiveGrantTable::Entry& act = active_->entry(ref);
+  act.acquire();
+  const bool pinned = act.pins() != 0;
+  if (pinned && act.domid != mapper_domid_) {
+    // Validated for another mapping domain: the guest's entry names only that one.
+    act.release();
+    return GNTST_permission_denied;
+  }
   if (!pinned || (!readonly && act.writers == 0)) {
     const grant_status rc = set_status(ref, readonly, mapflag, pinned);
-    if (rc != GNTST_okay) return rc;
+    if (rc != GNTST_okay) {
+      act.release();
+      return rc;
+    }
   }
   if (!pinned) {
     // Read the frame exactly once; the pointer computed here is what every user of this pin
@@ -115,19 +129,24 @@ PVIO_GNTTAB_HOT grant_status GrantMapper::pin(grant_ref_t ref, bool readonly, bo
     std::uint8_t* host = memory_.frame(gfn);
     if (host == nullptr) {
       clear_status(ref, static_cast<std::uint16_t>(GTF_reading | (readonly ? 0 : GTF_writing)));
+      act.release();
       return GNTST_bad_page;
     }
     act.frame = host;
+    act.domid = mapper_domid_;
   }
   if (readonly)
     ++act.readers;
   else
     ++act.writers;
+  *frame = act.frame;
+  act.release();
   return GNTST_okay;
 }
 
 PVIO_GNTTAB_HOT void GrantMapper::unpin(grant_ref_t ref, bool readonly) {
-  Active& act = active_[ref];
+  ActiveGrantTable::Entry& act = active_->entry(ref);
+  act.acquire();
   std::uint16_t clear = 0;
   if (readonly) {
     --act.readers;
@@ -135,11 +154,13 @@ PVIO_GNTTAB_HOT void GrantMapper::unpin(grant_ref_t ref, bool readonly) {
     --act.writers;
     if (act.writers == 0) clear |= GTF_writing;
   }
-  if (act.readers + act.writers == 0) {
+  if (act.pins() == 0) {
     clear |= GTF_reading;
     act.frame = nullptr;
   }
+  // Under the lock: a new first user must not set the bits before we cleared ours.
   clear_status(ref, clear);
+  act.release();
 }
 
 MapResult GrantMapper::map(grant_ref_t ref, bool readonly) {
@@ -148,7 +169,8 @@ MapResult GrantMapper::map(grant_ref_t ref, bool readonly) {
     res.status = GNTST_no_space;
     return res;
   }
-  res.status = pin(ref, readonly, /*mapflag=*/true);
+  std::uint8_t* frame = nullptr;
+  res.status = pin(ref, readonly, /*mapflag=*/true, &frame);
   if (res.status != GNTST_okay) return res;
 
   grant_handle_t h;
@@ -162,7 +184,7 @@ MapResult GrantMapper::map(grant_ref_t ref, bool readonly) {
   maptrack_[h] = {ref, readonly, true, kNoHandle};
   ++live_handles_;
   res.handle = h;
-  res.addr = active_[ref].frame;
+  res.addr = frame;
   return res;
 }
 
@@ -210,9 +232,10 @@ PVIO_GNTTAB_HOT grant_status GrantMapper::resolve(const gnttab_copy_ptr& ptr, bo
     return GNTST_okay;
   }
   if (ptr.domid != granting_domid_) return GNTST_bad_domain;
-  const grant_status rc = pin(ptr.u.ref, readonly, /*mapflag=*/false);
+  std::uint8_t* frame = nullptr;
+  const grant_status rc = pin(ptr.u.ref, readonly, /*mapflag=*/false, &frame);
   if (rc != GNTST_okay) return rc;
-  *out = active_[ptr.u.ref].frame + ptr.offset;
+  *out = frame + ptr.offset;
   return GNTST_okay;
 }
 

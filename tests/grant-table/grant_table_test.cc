@@ -562,6 +562,108 @@ TEST_F(CopyTest, RandomCopiesInAllFourCombinationsMatchModel) {
     EXPECT_EQ(std::memcmp(model[4 + p].data(), local_->bytes[p], 4096), 0) << "local page " << p;
 }
 
+// ---- mappers of one domain share the active table ----
+
+// blkback has a mapper per queue: if two of them map the same gref, the first unmap must not
+// clear the busy bits the other mapping still relies on (Xen's active entry is per domain).
+TEST_F(GrantTest, TwoMappersOfOneDomainShareThePinCount) {
+  const grant_ref_t ref = grant(7);
+  GrantMapper second(kGuestDomid, kBackendDomid, image_.memory(), GuestImage::kTableGfns);
+  EXPECT_EQ(second.active_table(), mapper_.active_table());
+  MapResult a = mapper_.map(ref, /*readonly=*/false);
+  MapResult b = second.map(ref, /*readonly=*/true);
+  ASSERT_EQ(a.status, GNTST_okay);
+  ASSERT_EQ(b.status, GNTST_okay);
+  EXPECT_EQ(a.addr, b.addr);
+  EXPECT_EQ(mapper_.pin_count(ref), 2u);
+  EXPECT_EQ(second.pin_count(ref), 2u);
+
+  EXPECT_EQ(mapper_.unmap(a.handle), GNTST_okay);  // the last writer goes: GTF_writing only
+  EXPECT_EQ(flags(ref), GTF_permit_access | GTF_reading) << "the other mapping is still live";
+  EXPECT_FALSE(table_.end_access(ref)) << "the guest cannot revoke a mapped grant";
+  EXPECT_EQ(second.pin_count(ref), 1u);
+
+  EXPECT_EQ(second.unmap(b.handle), GNTST_okay);
+  EXPECT_EQ(flags(ref), GTF_permit_access);
+  EXPECT_EQ(mapper_.pin_count(ref), 0u);
+  EXPECT_TRUE(table_.end_access(ref));
+}
+
+// A mapper destroyed with mappings still live releases only its own pins.
+TEST_F(GrantTest, DestroyingOneMapperKeepsTheOthersMappings) {
+  const grant_ref_t ref = grant(8);
+  MapResult a = mapper_.map(ref, false);
+  ASSERT_EQ(a.status, GNTST_okay);
+  {
+    GrantMapper second(kGuestDomid, kBackendDomid, image_.memory(), GuestImage::kTableGfns);
+    ASSERT_EQ(second.map(ref, false).status, GNTST_okay);
+    ASSERT_EQ(second.map(ref, true).status, GNTST_okay);
+  }
+  EXPECT_EQ(flags(ref), GTF_permit_access | GTF_reading | GTF_writing);
+  EXPECT_EQ(mapper_.pin_count(ref), 1u);
+  EXPECT_EQ(mapper_.unmap(a.handle), GNTST_okay);
+  EXPECT_EQ(flags(ref), GTF_permit_access);
+}
+
+// A pinned entry serves only the mapping domain it was validated for.
+TEST_F(GrantTest, PinnedEntryIsNotLentToAnotherMappingDomain) {
+  const grant_ref_t ref = grant(9);
+  GrantMapper other(kGuestDomid, /*mapper_domid=*/7, image_.memory(), GuestImage::kTableGfns);
+  MapResult a = mapper_.map(ref, false);
+  ASSERT_EQ(a.status, GNTST_okay);
+  EXPECT_EQ(other.map(ref, true).status, GNTST_permission_denied);
+  EXPECT_EQ(mapper_.unmap(a.handle), GNTST_okay);
+  EXPECT_EQ(other.map(ref, true).status, GNTST_permission_denied) << "granted to domain 0";
+}
+
+// Worker threads with a mapper each (blkback's queues) on the same grefs: while one thread
+// holds its mapping, the busy bits never drop, however often the others map and unmap.
+TEST_F(GrantTest, MappersOnSeveralThreadsKeepBusyBitsWhileAnyoneMaps) {
+  constexpr unsigned kRefs = 4;
+  std::vector<grant_ref_t> refs;
+  for (unsigned i = 0; i < kRefs; ++i) refs.push_back(grant(10 + i));
+  std::vector<MapResult> held;
+  for (grant_ref_t r : refs) held.push_back(mapper_.map(r, false));
+  for (const MapResult& m : held) ASSERT_EQ(m.status, GNTST_okay);
+
+  std::atomic<bool> stop{false};
+  std::atomic<int> failures{0};
+  std::vector<std::thread> churn;
+  for (unsigned t = 0; t < 3; ++t) {
+    churn.emplace_back([&, t] {
+      GrantMapper m(kGuestDomid, kBackendDomid, image_.memory(), GuestImage::kTableGfns);
+      std::mt19937 rng(t);
+      for (int i = 0; i < 20000; ++i) {
+        const grant_ref_t r = refs[rng() % kRefs];
+        const MapResult x = m.map(r, (rng() & 1) != 0);
+        if (x.status != GNTST_okay || x.addr != data(10 + (r - refs[0]))) failures.fetch_add(1);
+        if (x.status == GNTST_okay) m.unmap(x.handle);
+        gnttab_copy op{};
+        op.source = gnttab_copy_ptr::gref(r, kGuestDomid, 0);
+        op.dest = gnttab_copy_ptr::gref(refs[(r - refs[0] + 1) % kRefs], kGuestDomid, 0);
+        op.len = 64;
+        op.flags = GNTCOPY_source_gref | GNTCOPY_dest_gref;
+        if (m.copy(op) != GNTST_okay) failures.fetch_add(1);
+      }
+    });
+  }
+  std::thread watcher([&] {
+    while (!stop.load())
+      for (grant_ref_t r : refs)
+        if ((flags(r) & (GTF_reading | GTF_writing)) != (GTF_reading | GTF_writing))
+          failures.fetch_add(1);
+  });
+  for (auto& t : churn) t.join();
+  stop = true;
+  watcher.join();
+  EXPECT_EQ(failures.load(), 0);
+  for (unsigned i = 0; i < kRefs; ++i) {
+    EXPECT_EQ(mapper_.pin_count(refs[i]), 1u);
+    EXPECT_EQ(mapper_.unmap(held[i].handle), GNTST_okay);
+    EXPECT_EQ(flags(refs[i]), GTF_permit_access);
+  }
+}
+
 // ---- persistent grants ----
 
 class PersistentTest : public GrantTest {};

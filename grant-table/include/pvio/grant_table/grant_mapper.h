@@ -15,22 +15,28 @@
 //    GuestMemory (GNTST_bad_page if it lies outside the guest's memory). The resulting pointer
 //    is kept in the active entry: while the entry stays pinned, later maps and copies use it and
 //    nothing the guest writes to the entry can move them to another frame.
-//  - Per-ref pin counts (Xen's active entry): GTF_writing is cleared when the last writer goes
-//    away, GTF_reading when the last user goes away. Copies pin only while the copy call runs
-//    (a batch pins a chunk of up to 32 ops, copies them in order, then unpins them).
+//  - Per-ref pin counts (Xen's active entry), kept in the granting domain's ActiveGrantTable,
+//    which every mapper of that domain in this process shares: GTF_writing is cleared when the
+//    last writer in the process goes away, GTF_reading when the last user goes away, whichever
+//    mapper pinned it. A pinned entry serves only the mapping domain that pinned it first
+//    (another one gets GNTST_permission_denied). Copies pin only while the copy call runs (a
+//    batch pins a chunk of up to 32 ops, copies them in order, then unpins them).
 //  - Copy: each end is a gref of the granting domain or a local page (domid DOMID_SELF, else
 //    GNTST_permission_denied); offset + len must stay within one page on both ends
 //    (GNTST_bad_copy_arg).
 //
-// One mapper per granting domain per process; a mapper is not thread-safe (one per ring or
-// queue, or serialise). Destroying it releases every mapping it still holds.
+// A mapper is not thread-safe (one per ring or queue, or serialise its calls); mappers of the
+// same domain on different threads are safe together, through the shared active table.
+// Destroying a mapper releases every mapping it still holds.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <span>
 #include <vector>
 
+#include "pvio/grant_table/active_table.h"
 #include "pvio/grant_table/grant_abi.h"
 #include "pvio/grant_table/guest_memory.h"
 
@@ -65,10 +71,13 @@ class GrantMapper {
 
   // `table_gfns`: guest frame numbers of the granting domain's grant-table frames, in order.
   // Throws std::invalid_argument (a set-up error, not a datapath one) if one of them is not
-  // in `memory`. `memory` must outlive the mapper.
+  // in `memory`, or there are more than ActiveGrantTable::kMaxFrames. `memory` must outlive the
+  // mapper. The pin counts are ActiveGrantTable::of(memory, granting_domid), unless `active`
+  // names a table to share explicitly.
   GrantMapper(domid_t granting_domid, domid_t mapper_domid, const GuestMemory& memory,
               std::span<const std::uint64_t> table_gfns,
-              std::size_t max_handles = kDefaultMaxHandles);
+              std::size_t max_handles = kDefaultMaxHandles,
+              std::shared_ptr<ActiveGrantTable> active = nullptr);
   ~GrantMapper();
 
   GrantMapper(const GrantMapper&) = delete;
@@ -87,16 +96,12 @@ class GrantMapper {
   domid_t granting_domid() const { return granting_domid_; }
   domid_t mapper_domid() const { return mapper_domid_; }
   std::uint32_t nr_entries() const { return nr_entries_; }
-  // Live mappings of `ref` made by this mapper (read-only + writable).
+  // Pins on `ref` (read-only + writable) held by every mapper sharing this one's active table.
   std::uint32_t pin_count(grant_ref_t ref) const;
+  const std::shared_ptr<ActiveGrantTable>& active_table() const { return active_; }
   std::size_t mapping_count() const { return live_handles_; }
 
  private:
-  struct Active {
-    std::uint32_t readers = 0;  // read-only pins
-    std::uint32_t writers = 0;  // writable pins
-    std::uint8_t* frame = nullptr;  // validated host address, fixed while pinned
-  };
   struct Maptrack {
     grant_ref_t ref = 0;
     bool readonly = false;
@@ -104,7 +109,7 @@ class GrantMapper {
     grant_handle_t next_free = 0;
   };
 
-  grant_status pin(grant_ref_t ref, bool readonly, bool mapflag);
+  grant_status pin(grant_ref_t ref, bool readonly, bool mapflag, std::uint8_t** frame);
   void unpin(grant_ref_t ref, bool readonly);
   grant_status set_status(grant_ref_t ref, bool readonly, bool mapflag, bool pinned);
   void clear_status(grant_ref_t ref, std::uint16_t bits);
@@ -129,7 +134,7 @@ class GrantMapper {
   const GuestMemory& memory_;
   std::vector<std::uint8_t*> table_frames_;
   std::uint32_t nr_entries_ = 0;
-  std::vector<Active> active_;
+  std::shared_ptr<ActiveGrantTable> active_;
   std::vector<Maptrack> maptrack_;
   std::size_t max_handles_;
   grant_handle_t free_handle_ = kNoHandle;
