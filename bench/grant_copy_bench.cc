@@ -7,6 +7,11 @@
 // The "pinned" runs hold a mapping of every grant while copying (a backend with persistent
 // grants): the copy then needs no compare-exchange/clear on the entry, which isolates the cost
 // of those two locked instructions from the rest of the op.
+//
+// Also the mapping side of a block request: PersistentGrantCache get+put (a cached gref, what a
+// backend with persistent grants pays per segment) against GrantMapper map+unmap of the same
+// grefs (what it pays without), interleaved in the same run, for working sets of 32 and 256
+// grefs. Counters: cache_ops, map_ops (segments/s) and ratio = cache_ops / map_ops.
 #include <benchmark/benchmark.h>
 #include <sys/mman.h>
 
@@ -22,6 +27,7 @@
 
 #include "pvio/grant_table/grant_mapper.h"
 #include "pvio/grant_table/grant_table.h"
+#include "pvio/grant_table/persistent_cache.h"
 
 #include "bench_main.h"
 
@@ -35,6 +41,7 @@ constexpr pvio::domid_t kBackendDomid = 0;
 constexpr std::uint64_t kBaseGfn = 0x1000;
 constexpr std::uint64_t kGuestPages = 64;  // 1 table frame + data pages
 constexpr unsigned kBatch = 32;
+constexpr unsigned kMaxRefs = 256;  // grefs for the persistent-cache runs (several per page)
 constexpr int kOpsPerSample = 64;  // ops timed per clock read, so clock cost stays negligible
 
 // A guest with one grant-table frame and granted data pages, a mapper, and local pages.
@@ -54,6 +61,8 @@ struct Setup {
     table = std::make_unique<GrantTable>(frames, 1, free_list, kEntriesPerFrame);
     for (unsigned i = 0; i < kBatch; ++i)
       refs[i] = table->grant_access(kBackendDomid, kBaseGfn + 1 + i, false);
+    for (unsigned i = 0; i < kMaxRefs; ++i)
+      many_refs[i] = table->grant_access(kBackendDomid, kBaseGfn + 1 + i % kBatch, false);
     const std::uint64_t table_gfns[] = {kBaseGfn};
     mapper = std::make_unique<GrantMapper>(kGuestDomid, kBackendDomid, mem, table_gfns);
   }
@@ -72,6 +81,7 @@ struct Setup {
   grant_ref_t free_list[kEntriesPerFrame] = {};
   std::unique_ptr<GrantTable> table;
   grant_ref_t refs[kBatch] = {};
+  grant_ref_t many_refs[kMaxRefs] = {};
   std::unique_ptr<GrantMapper> mapper;
 };
 
@@ -166,6 +176,50 @@ BENCHMARK(BM_GrantCopy)
     ->Args({kToGref, 4096, 1, 1})
     ->Args({kToGref, 4096, kBatch, 1});
 
+// state.range(0): grefs in the working set. One sample: every gref through the cache (get, then
+// put, as a request's segments are), then every gref mapped and unmapped in one batch each, as
+// blkback does per ring batch without persistent grants.
+void BM_PersistentVsMap(benchmark::State& state) {
+  Setup& s = setup();
+  const auto n = static_cast<unsigned>(state.range(0));
+  PersistentGrantCache cache(*s.mapper);
+  std::vector<PersistentGrantCache::Grant> held(n);
+  std::vector<MapOp> map_ops(n);
+  std::vector<UnmapOp> unmap_ops(n);
+  std::int64_t errors = 0;
+  for (unsigned i = 0; i < n; ++i) cache.put(cache.get(s.many_refs[i], false));  // warm
+
+  Clock::duration cache_time{}, map_time{};
+  for (auto _ : state) {
+    const auto t0 = Clock::now();
+    for (unsigned i = 0; i < n; ++i) held[i] = cache.get(s.many_refs[i], i & 1);
+    benchmark::DoNotOptimize(held.data());
+    for (unsigned i = 0; i < n; ++i) cache.put(held[i]);
+    const auto t1 = Clock::now();
+    for (unsigned i = 0; i < n; ++i)
+      map_ops[i] = {s.many_refs[i], kGuestDomid, (i & 1) ? GNTMAP_readonly : 0u, 0, 0, nullptr};
+    s.mapper->map(map_ops);
+    benchmark::DoNotOptimize(map_ops.data());
+    for (unsigned i = 0; i < n; ++i) unmap_ops[i].handle = map_ops[i].handle;
+    s.mapper->unmap(unmap_ops);
+    const auto t2 = Clock::now();
+    cache_time += t1 - t0;
+    map_time += t2 - t1;
+    for (unsigned i = 0; i < n; ++i)
+      errors += (held[i].status != GNTST_okay) + (map_ops[i].status != GNTST_okay);
+  }
+  if (errors || cache.misses() != n) state.SkipWithError("map failed or cache missed");
+  const double ops = static_cast<double>(state.iterations()) * n;
+  const double cache_ops = ops / std::chrono::duration<double>(cache_time).count();
+  const double map_ops_s = ops / std::chrono::duration<double>(map_time).count();
+  state.counters["cache_ops"] = cache_ops;
+  state.counters["map_ops"] = map_ops_s;
+  state.counters["ratio"] = cache_ops / map_ops_s;
+  state.SetLabel("persistent vs map " + std::to_string(n) + " grefs");
+}
+
+BENCHMARK(BM_PersistentVsMap)->ArgNames({"grefs"})->Arg(kBatch)->Arg(kMaxRefs);
+
 // Console output as usual, plus a closing table of bytes/s and ratios.
 class RatioReporter : public benchmark::ConsoleReporter {
  public:
@@ -174,6 +228,11 @@ class RatioReporter : public benchmark::ConsoleReporter {
     for (const Run& r : runs) {
       if (r.error_occurred) continue;
       if (r.run_type == Run::RT_Aggregate && r.aggregate_name != "median") continue;
+      if (r.counters.count("cache_ops")) {
+        map_rows_[r.report_label] = {r.counters.at("cache_ops").value,
+                                     r.counters.at("map_ops").value, r.counters.at("ratio").value};
+        continue;
+      }
       rows_[r.report_label] = {r.counters.at("grant_Bps").value,
                                r.counters.at("memcpy_Bps").value,
                                r.counters.at("ratio").value};
@@ -184,10 +243,15 @@ class RatioReporter : public benchmark::ConsoleReporter {
     std::printf("\n%-27s %14s %14s %8s\n", "copy", "grant GB/s", "memcpy GB/s", "ratio");
     for (auto& [label, v] : rows_)
       std::printf("%-27s %14.2f %14.2f %8.3f\n", label.c_str(), v[0] / 1e9, v[1] / 1e9, v[2]);
+    if (map_rows_.empty()) return;
+    std::printf("\n%-27s %14s %14s %8s\n", "per segment", "cache M/s", "map+unmap M/s", "ratio");
+    for (auto& [label, v] : map_rows_)
+      std::printf("%-27s %14.2f %14.2f %8.3f\n", label.c_str(), v[0] / 1e6, v[1] / 1e6, v[2]);
   }
 
  private:
   std::map<std::string, std::array<double, 3>> rows_;
+  std::map<std::string, std::array<double, 3>> map_rows_;
 };
 
 }  // namespace

@@ -4,29 +4,58 @@
 namespace pvio::gnttab {
 
 PersistentGrantCache::PersistentGrantCache(GrantMapper& mapper, std::size_t max_grants)
-    : mapper_(mapper), max_grants_(max_grants) {}
+    : mapper_(mapper),
+      max_grants_(max_grants < kNone ? max_grants : kNone - 1),
+      slot_of_(mapper.nr_entries(), kNone) {
+  // More entries than grefs would never fill.
+  if (max_grants_ > slot_of_.size()) max_grants_ = slot_of_.size();
+  pool_.resize(max_grants_);
+  for (std::uint32_t i = static_cast<std::uint32_t>(pool_.size()); i-- > 0;) {
+    pool_[i].next = free_;
+    free_ = i;
+  }
+}
 
 PersistentGrantCache::~PersistentGrantCache() {
-  for (auto& [ref, e] : entries_) mapper_.unmap(e.handle);
+  for (std::uint32_t ref = 0; ref < slot_of_.size(); ++ref)
+    if (slot_of_[ref] != kNone) mapper_.unmap(pool_[slot_of_[ref]].handle);
+}
+
+void PersistentGrantCache::lru_unlink(std::uint32_t i) {
+  Entry& e = pool_[i];
+  (e.prev == kNone ? lru_head_ : pool_[e.prev].next) = e.next;
+  (e.next == kNone ? lru_tail_ : pool_[e.next].prev) = e.prev;
+  e.prev = e.next = kNone;
+}
+
+void PersistentGrantCache::lru_push_back(std::uint32_t i) {
+  Entry& e = pool_[i];
+  e.prev = lru_tail_;
+  e.next = kNone;
+  (lru_tail_ == kNone ? lru_head_ : pool_[lru_tail_].next) = i;
+  lru_tail_ = i;
 }
 
 PersistentGrantCache::Grant PersistentGrantCache::get(grant_ref_t ref, bool readonly) {
   Grant g;
   g.ref = ref;
-  if (auto it = entries_.find(ref); it != entries_.end()) {
-    ++hits_;
-    Entry& e = it->second;
-    if (e.users++ == 0) unused_lru_.erase(e.lru_pos);
-    g.status = GNTST_okay;
-    g.addr = e.addr;
-    g.persistent = true;
-    g.handle = e.handle;
-    return g;
+  if (ref < slot_of_.size()) {
+    if (const std::uint32_t i = slot_of_[ref]; i != kNone) {
+      ++hits_;
+      Entry& e = pool_[i];
+      if (e.users++ == 0) lru_unlink(i);
+      g.status = GNTST_okay;
+      g.addr = e.addr;
+      g.persistent = true;
+      g.handle = e.handle;
+      return g;
+    }
   }
   ++misses_;
-  if (entries_.size() >= max_grants_ && !unused_lru_.empty()) evict(unused_lru_.front());
+  if (free_ == kNone && lru_head_ != kNone) evict(lru_head_);
 
-  const bool cacheable = entries_.size() < max_grants_;
+  // Refs past the table are not cached; the mapper refuses them (GNTST_bad_gntref).
+  const bool cacheable = free_ != kNone && ref < slot_of_.size();
   MapResult r = mapper_.map(ref, /*readonly=*/!cacheable && readonly);
   if (cacheable && r.status == GNTST_permission_denied && readonly) {
     // A read-only grant cannot back a persistent (writable) mapping; serve this request alone.
@@ -41,7 +70,12 @@ PersistentGrantCache::Grant PersistentGrantCache::get(grant_ref_t ref, bool read
   g.addr = r.addr;
   g.handle = r.handle;
   if (cacheable) {
-    entries_.emplace(ref, Entry{r.handle, r.addr, 1, {}});
+    const std::uint32_t i = free_;
+    Entry& e = pool_[i];
+    free_ = e.next;
+    e = Entry{r.addr, ref, r.handle, 1, kNone, kNone};
+    slot_of_[ref] = i;
+    ++size_;
     g.persistent = true;
   }
   return g;
@@ -53,25 +87,28 @@ void PersistentGrantCache::put(const Grant& grant) {
     mapper_.unmap(grant.handle);
     return;
   }
-  auto it = entries_.find(grant.ref);
-  if (it == entries_.end() || it->second.users == 0) return;
-  Entry& e = it->second;
-  if (--e.users == 0) e.lru_pos = unused_lru_.insert(unused_lru_.end(), grant.ref);
+  if (grant.ref >= slot_of_.size()) return;
+  const std::uint32_t i = slot_of_[grant.ref];
+  if (i == kNone || pool_[i].users == 0) return;
+  if (--pool_[i].users == 0) lru_push_back(i);
 }
 
-void PersistentGrantCache::evict(grant_ref_t ref) {
-  auto it = entries_.find(ref);
-  if (it == entries_.end()) return;
-  if (it->second.users == 0) unused_lru_.erase(it->second.lru_pos);
-  mapper_.unmap(it->second.handle);
-  entries_.erase(it);
+// Only unused entries are evicted (callers pass the LRU head).
+void PersistentGrantCache::evict(std::uint32_t i) {
+  Entry& e = pool_[i];
+  lru_unlink(i);
+  mapper_.unmap(e.handle);
+  slot_of_[e.ref] = kNone;
+  e.next = free_;
+  free_ = i;
+  --size_;
   ++evictions_;
 }
 
 std::size_t PersistentGrantCache::flush_unused() {
   std::size_t n = 0;
-  while (!unused_lru_.empty()) {
-    evict(unused_lru_.front());
+  while (lru_head_ != kNone) {
+    evict(lru_head_);
     ++n;
   }
   return n;

@@ -10,12 +10,15 @@
 //    request is using is unmapped; if every cached mapping is in use, the grant is mapped for
 //    this request only (xen-blkback does the same when max_persistent_grants is reached).
 //  - Every mapping is released on flush_unused() (unused ones) and on destruction (all).
+//
+// Every operation is O(1) without allocation: grefs index a flat array (grefs are bounded by
+// the grant table the mapper reads), which points into a fixed pool of max_grants entries
+// threaded on an intrusive LRU list of the unused ones.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
-#include <list>
-#include <unordered_map>
+#include <vector>
 
 #include "pvio/grant_table/grant_mapper.h"
 
@@ -47,27 +50,37 @@ class PersistentGrantCache {
   // Unmaps every cached mapping no request is using; returns how many.
   std::size_t flush_unused();
 
-  std::size_t size() const { return entries_.size(); }
+  std::size_t size() const { return size_; }
   std::size_t capacity() const { return max_grants_; }
-  bool contains(grant_ref_t ref) const { return entries_.count(ref) != 0; }
+  bool contains(grant_ref_t ref) const { return ref < slot_of_.size() && slot_of_[ref] != kNone; }
   std::uint64_t hits() const { return hits_; }
   std::uint64_t misses() const { return misses_; }
   std::uint64_t evictions() const { return evictions_; }
 
  private:
+  static constexpr std::uint32_t kNone = 0xFFFFFFFFu;
+
   struct Entry {
-    grant_handle_t handle;
-    std::uint8_t* addr;
-    std::uint32_t users;
-    std::list<grant_ref_t>::iterator lru_pos;  // valid while users == 0
+    std::uint8_t* addr = nullptr;
+    grant_ref_t ref = 0;
+    grant_handle_t handle = 0;
+    std::uint32_t users = 0;
+    std::uint32_t prev = kNone;  // LRU links while users == 0; `next` links the free list too
+    std::uint32_t next = kNone;
   };
 
-  void evict(grant_ref_t ref);
+  void lru_unlink(std::uint32_t i);
+  void lru_push_back(std::uint32_t i);
+  void evict(std::uint32_t i);
 
   GrantMapper& mapper_;
   std::size_t max_grants_;
-  std::unordered_map<grant_ref_t, Entry> entries_;
-  std::list<grant_ref_t> unused_lru_;  // front: least recently used
+  std::vector<std::uint32_t> slot_of_;  // gref -> pool index, kNone when not cached
+  std::vector<Entry> pool_;
+  std::uint32_t free_ = kNone;      // free pool entries, linked through `next`
+  std::uint32_t lru_head_ = kNone;  // least recently used unused entry
+  std::uint32_t lru_tail_ = kNone;
+  std::size_t size_ = 0;
   std::uint64_t hits_ = 0;
   std::uint64_t misses_ = 0;
   std::uint64_t evictions_ = 0;
