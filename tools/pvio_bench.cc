@@ -29,9 +29,7 @@
 namespace pvio::cli {
 namespace {
 
-using xs::NodePerm;
 using xs::XsError;
-using xs::XsPerm;
 
 constexpr std::uint32_t kXvda = 51712;  // (202 << 8) | (0 << 4)
 
@@ -117,37 +115,6 @@ int quietly(const std::function<int()>& fn) {
 
 // ---- the HVM domain: pvio-hv plus the toolstack's part (home, vbd, introduce) ----
 
-std::vector<NodePerm> ro(domid_t d) { return {{0, XsPerm::None}, {d, XsPerm::Read}}; }
-std::vector<NodePerm> rw(domid_t d) { return {{d, XsPerm::None}}; }
-
-// The domain's home as libxl writes it (pvio create does the same for user-mode domains).
-XsError write_home(xs::Client& xs, domid_t domid, std::uint64_t mem_bytes) {
-  const std::string home = "/local/domain/" + std::to_string(domid);
-  return with_transaction(xs, [&](uint32_t tx) {
-    struct Node {
-      std::string path, value;
-      std::vector<NodePerm> perms;
-      bool dir;
-    };
-    const Node nodes[] = {
-        {home, "", ro(domid), true},
-        {home + "/name", "bench-" + std::to_string(domid), ro(domid), false},
-        {home + "/domid", std::to_string(domid), ro(domid), false},
-        {home + "/memory", "", ro(domid), true},
-        {home + "/memory/target", std::to_string(mem_bytes >> 10), ro(domid), false},
-        {home + "/device", "", ro(domid), true},
-        {home + "/control", "", ro(domid), true},
-        {home + "/data", "", rw(domid), true},
-    };
-    for (const Node& n : nodes) {
-      XsError e = n.dir ? xs.mkdir(n.path, tx) : xs.write(n.path, n.value, tx);
-      if (e == XsError::None) e = xs.set_perms(n.path, n.perms, tx);
-      if (e != XsError::None) return e;
-    }
-    return XsError::None;
-  });
-}
-
 struct BootOptions {
   std::string hv, kernel, file, workdir, backend_engine = "uring";
   std::uint64_t mem_bytes = 256ull << 20;
@@ -219,7 +186,7 @@ Boot boot_guest(const BootOptions& bo, xs::Client& xs, const std::string& cmdlin
     const evtchn_port_t port = cc->xenstore_port();
     cc->detach();
     cc.reset();
-    e = write_home(xs, domid, bo.mem_bytes);
+    e = write_domain_home(xs, domid, "bench-" + std::to_string(domid), bo.mem_bytes >> 10);
     if (e == XsError::None &&
         quietly([&] {
           return verbs().at("block-attach").run({d, bo.file, "--vdev", "xvda", "--engine", bo.backend_engine});

@@ -232,4 +232,42 @@ xs::XsError with_transaction(xs::Client& c, const std::function<xs::XsError(uint
   return xs::XsError::Again;
 }
 
+xs::XsError write_domain_home(xs::Client& c, domid_t domid, const std::string& name,
+                              uint64_t memory_kib) {
+  using xs::NodePerm;
+  using xs::XsPerm;
+  const std::vector<NodePerm> ro = {{0, XsPerm::None}, {domid, XsPerm::Read}};
+  const std::vector<NodePerm> rw = {{domid, XsPerm::None}};
+  const std::string home = "/local/domain/" + std::to_string(domid);
+  struct Node {
+    std::string path;
+    std::string value;
+    const std::vector<NodePerm>& perms;
+    bool dir;
+  };
+  const Node nodes[] = {
+      {home, "", ro, true},
+      {home + "/name", name, ro, false},
+      {home + "/domid", std::to_string(domid), ro, false},
+      {home + "/memory", "", ro, true},
+      {home + "/memory/target", std::to_string(memory_kib), ro, false},
+      {home + "/device", "", ro, true},
+      {home + "/control", "", ro, true},
+      {home + "/control/shutdown", "", rw, false},
+      {home + "/data", "", rw, true},
+      {home + "/drivers", "", rw, true},
+      {home + "/feature", "", rw, true},
+      {home + "/attr", "", rw, true},
+      {home + "/error", "", rw, true},
+  };
+  return with_transaction(c, [&](uint32_t tx) {
+    for (const Node& n : nodes) {
+      xs::XsError e = n.dir ? c.mkdir(n.path, tx) : c.write(n.path, n.value, tx);
+      if (e == xs::XsError::None) e = c.set_perms(n.path, n.perms, tx);
+      if (e != xs::XsError::None) return e;
+    }
+    return xs::XsError::None;
+  });
+}
+
 }  // namespace pvio::cli

@@ -78,6 +78,13 @@ void stop_process(const std::string& name, int timeout_ms = 5000);
 // A xenstore transaction body retried while the commit answers EAGAIN.
 xs::XsError with_transaction(xs::Client& c, const std::function<xs::XsError(uint32_t tx)>& body);
 
+// A domain's xenstore home as libxl writes it, in one transaction: /local/domain/N with name,
+// domid, memory/target (KiB), device/ and control/ owned by Dom0 and readable by the guest
+// (libxl's roperm); control/shutdown, data/, drivers/, feature/, attr/, error/ owned by the
+// guest (rwperm).
+xs::XsError write_domain_home(xs::Client& c, domid_t domid, const std::string& name,
+                              uint64_t memory_kib);
+
 }  // namespace pvio::cli
 
 #define PVIO_CLI_CONCAT2(a, b) a##b

@@ -11,46 +11,7 @@
 namespace pvio::cli {
 namespace {
 
-using xs::NodePerm;
 using xs::XsError;
-using xs::XsPerm;
-
-// libxl's roperm: Dom0 owns, the guest may read; rwperm: the guest owns.
-std::vector<NodePerm> ro(domid_t d) { return {{0, XsPerm::None}, {d, XsPerm::Read}}; }
-std::vector<NodePerm> rw(domid_t d) { return {{d, XsPerm::None}}; }
-
-XsError write_home(xs::Client& xs, domid_t domid, const std::string& name, uint64_t memory_mib) {
-  const std::string home = "/local/domain/" + std::to_string(domid);
-  return with_transaction(xs, [&](uint32_t tx) {
-    struct Node {
-      std::string path;
-      std::string value;
-      std::vector<NodePerm> perms;
-      bool dir;
-    };
-    const Node nodes[] = {
-        {home, "", ro(domid), true},
-        {home + "/name", name, ro(domid), false},
-        {home + "/domid", std::to_string(domid), ro(domid), false},
-        {home + "/memory", "", ro(domid), true},
-        {home + "/memory/target", std::to_string(memory_mib * 1024), ro(domid), false},
-        {home + "/device", "", ro(domid), true},
-        {home + "/control", "", ro(domid), true},
-        {home + "/control/shutdown", "", rw(domid), false},
-        {home + "/data", "", rw(domid), true},
-        {home + "/drivers", "", rw(domid), true},
-        {home + "/feature", "", rw(domid), true},
-        {home + "/attr", "", rw(domid), true},
-        {home + "/error", "", rw(domid), true},
-    };
-    for (const Node& n : nodes) {
-      XsError e = n.dir ? xs.mkdir(n.path, tx) : xs.write(n.path, n.value, tx);
-      if (e == XsError::None) e = xs.set_perms(n.path, n.perms, tx);
-      if (e != XsError::None) return e;
-    }
-    return XsError::None;
-  });
-}
 
 int run(const std::vector<std::string>& args) {
   std::string bad;
@@ -107,7 +68,7 @@ int run(const std::vector<std::string>& args) {
   cc->detach();
   cc.reset();
 
-  XsError e = write_home(*xs, domid, name, memory_mib);
+  XsError e = write_domain_home(*xs, domid, name, memory_mib * 1024);
   if (e == XsError::None) e = xs->introduce(domid, gfn, port);
   if (e != XsError::None) {
     xs->rm(home);
