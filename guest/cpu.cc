@@ -1,4 +1,5 @@
-// Entry point, GDT, IDT with exception handlers that report and power off, and shutdown.
+// Entry point, GDT (with user segments and a TSS), IDT with exception handlers that report and
+// power off, running a function at CPL3, and shutdown.
 #include <stdint.h>
 
 #include "arch.h"
@@ -103,6 +104,8 @@ isr_table:
 
 extern "C" const uint64_t isr_table[32];
 
+extern "C" char cpl3_gp_entry[];
+
 namespace pvio::guest {
 
 namespace {
@@ -122,8 +125,32 @@ struct IdtEntry {
   uint32_t zero;
 };
 
-alignas(16) uint64_t gdt[3] = {0, 0x00af9a000000ffffull, 0x00cf92000000ffffull};
+// 64-bit TSS: only RSP0 matters (the stack an interrupt from CPL3 lands on). The I/O bitmap
+// offset points past the limit, so port access at CPL3 is governed by IOPL alone.
+struct [[gnu::packed]] Tss {
+  uint32_t reserved0;
+  uint64_t rsp[3];
+  uint64_t reserved1;
+  uint64_t ist[7];
+  uint64_t reserved2;
+  uint16_t reserved3;
+  uint16_t iopb_offset;
+};
+static_assert(sizeof(Tss) == 104);
+
+// null, 0x08 kernel code, 0x10 kernel data, 0x18 user data (DPL 3), 0x20 user code (DPL 3,
+// 64-bit), 0x28 TSS (two slots).
+constexpr uint16_t kTssSelector = 0x28;
+alignas(16) uint64_t gdt[7] = {0, 0x00af9a000000ffffull, 0x00cf92000000ffffull,
+                               0x00cff2000000ffffull, 0x00affa000000ffffull, 0, 0};
 alignas(16) IdtEntry idt[256];
+alignas(16) Tss tss;
+alignas(16) unsigned char interrupt_stack[16384];
+
+IdtEntry gate(uint64_t handler, uint8_t type_attr) {
+  return IdtEntry{static_cast<uint16_t>(handler), 0x08, 0, type_attr,
+                  static_cast<uint16_t>(handler >> 16), static_cast<uint32_t>(handler >> 32), 0};
+}
 
 const char* const kNames[32] = {
     "divide error", "debug", "NMI", "breakpoint", "overflow", "bound range", "invalid opcode",
@@ -135,11 +162,15 @@ const char* const kNames[32] = {
 
 }  // namespace
 
-struct ExceptionFrame {
-  uint64_t vector, error, rip, cs, rflags, rsp, ss;
-};
 
 void cpu_init() {
+  tss.rsp[0] = reinterpret_cast<uint64_t>(interrupt_stack + sizeof(interrupt_stack));
+  tss.iopb_offset = sizeof(Tss);
+  const uint64_t tss_base = reinterpret_cast<uint64_t>(&tss);
+  // Available 64-bit TSS (type 9), present, limit sizeof(Tss) - 1.
+  gdt[5] = (sizeof(Tss) - 1) | ((tss_base & 0xffffff) << 16) | (uint64_t{0x89} << 40) |
+           ((tss_base >> 24 & 0xff) << 56);
+  gdt[6] = tss_base >> 32;
   TablePointer gp{sizeof(gdt) - 1, reinterpret_cast<uint64_t>(gdt)};
   // Load our GDT, reload the data segments and CS (far return to the next instruction).
   asm volatile(
@@ -158,19 +189,21 @@ void cpu_init() {
       :
       : "m"(gp)
       : "rax", "memory");
-  for (unsigned i = 0; i < 32; ++i) {
-    const uint64_t h = isr_table[i];
-    idt[i] = IdtEntry{static_cast<uint16_t>(h), 0x08, 0, 0x8e, static_cast<uint16_t>(h >> 16),
-                      static_cast<uint32_t>(h >> 32), 0};
-  }
+  asm volatile("ltr %0" ::"r"(kTssSelector));
+  for (unsigned i = 0; i < 32; ++i) idt[i] = gate(isr_table[i], 0x8e);
+  // #GP goes to the CPL3 support first: it emulates port I/O, hlt, cli/sti and MSR access
+  // for code running at CPL3 and hands everything else to exception_handler.
+  idt[13] = gate(reinterpret_cast<uint64_t>(cpl3_gp_entry), 0x8e);
   TablePointer ip{sizeof(idt) - 1, reinterpret_cast<uint64_t>(idt)};
   asm volatile("lidt %0" ::"m"(ip) : "memory");
 }
 
-void set_interrupt_gate(uint8_t vector, uint64_t handler) {
-  idt[vector] = IdtEntry{static_cast<uint16_t>(handler), 0x08, 0, 0x8e,
-                         static_cast<uint16_t>(handler >> 16),
-                         static_cast<uint32_t>(handler >> 32), 0};
+void set_interrupt_gate(uint8_t vector, uint64_t handler) { idt[vector] = gate(handler, 0x8e); }
+
+unsigned current_cpl() {
+  uint16_t cs;
+  asm volatile("mov %%cs, %0" : "=r"(cs));
+  return cs & 3u;
 }
 
 [[noreturn]] void triple_fault() {

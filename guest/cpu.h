@@ -1,4 +1,4 @@
-// CPU set-up of the guest kernel: GDT, IDT and the ways it stops.
+// CPU set-up of the guest kernel: GDT, TSS, IDT, running code at CPL3 and the ways it stops.
 #pragma once
 
 #include <stdint.h>
@@ -10,9 +10,27 @@ namespace pvio::guest {
 inline constexpr uint32_t kExitOk = 0, kExitErrors = 1, kExitBadCmdline = 2, kExitNoDevice = 3,
                           kExceptionExitBase = 0x80;
 
+// What an exception stub hands to exception_handler: vector, error code, the CPU's frame.
+struct ExceptionFrame {
+  uint64_t vector, error, rip, cs, rflags, rsp, ss;
+};
+
 void cpu_init();
+// The current privilege level (CS.RPL): 0 for the kernel, 3 inside run_at_cpl3.
+unsigned current_cpl();
 // Installs an interrupt gate (interrupts off on entry) for `vector`.
 void set_interrupt_gate(uint8_t vector, uint64_t handler);
 [[noreturn]] void triple_fault();
 
 }  // namespace pvio::guest
+
+// Reports an unexpected exception on the console and powers off with kExceptionExitBase + vector.
+extern "C" [[noreturn]] void exception_handler(const pvio::guest::ExceptionFrame* f);
+
+// Calls fn(arg) at CPL3 (user code and data segments, IOPL 3, on `user_stack_top`, 16-byte
+// aligned) and returns its result at CPL0 (guest/cpl3.cc). Interrupts and exceptions taken
+// meanwhile run at CPL0 on the TSS's RSP0 stack and iretq back; the privileged instructions the
+// guest's drivers use (port I/O, string port I/O, hlt, cli/sti, rdmsr/wrmsr) are emulated by the
+// #GP handler, so the same code runs at either level. Needs the U/S bit on every level of the
+// page tables that map what fn touches (pvio-hv's identity map has it) and SMEP/SMAP off.
+extern "C" uint64_t run_at_cpl3(uint64_t (*fn)(void*), void* arg, void* user_stack_top);

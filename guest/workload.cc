@@ -13,6 +13,7 @@
 #include "alloc.h"
 #include "arch.h"
 #include "console.h"
+#include "cpl_probe.h"
 #include "cpu.h"
 #include "ide.h"
 #include "pci.h"
@@ -640,6 +641,7 @@ void run_command_line(const pvio::hv::BootInfo* info) {
   if (streq(o.mode, "hostile-xen")) run_hostile_xen(o.count ? o.count : 1000, o.seed, info->mem_bytes);
   if (streq(o.mode, "workload")) run_workload(o, khz);
   if (streq(o.mode, "xcheck")) run_xcheck(o, khz);
+  if (streq(o.mode, "cpl-probe")) run_cpl_probe(khz, o.count);
   if (streq(o.mode, "boot")) {
     const PciScan scan = pci_enumerate();
     kprintf("PVIO-RESULT {\"mode\":\"boot\",\"pci_functions\":%u,\"xen_platform\":%u}\n",

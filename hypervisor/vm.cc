@@ -33,7 +33,7 @@ constexpr std::uint64_t kCr0Pe = 1u << 0, kCr0Mp = 1u << 1, kCr0Et = 1u << 4, kC
                         kCr0Wp = 1u << 16, kCr0Pg = 1u << 31;
 constexpr std::uint64_t kCr4Pae = 1u << 5;
 constexpr std::uint64_t kEferLme = 1u << 8, kEferLma = 1u << 10;
-constexpr std::uint64_t kPtePresent = 1, kPteWrite = 2, kPtePs = 0x80;
+constexpr std::uint64_t kPtePresent = 1, kPteWrite = 2, kPteUser = 4, kPtePs = 0x80;
 
 [[noreturn]] void fail(const char* what) {
   throw std::system_error(errno, std::generic_category(), what);
@@ -412,15 +412,18 @@ ElfStatus Vm::load_kernel(std::span<const std::uint8_t> elf) {
   const std::uint64_t gdt[3] = {0, 0x00af9a000000ffffull, 0x00cf92000000ffffull};
   std::memcpy(memory_.range(kBootGdtGpa, sizeof(gdt)), gdt, sizeof(gdt));
 
-  // Identity map of the first 4 GiB with 2 MiB pages: PML4[0] -> PDPT, PDPT[i] -> PD i.
+  // Identity map of the first 4 GiB with 2 MiB pages: PML4[0] -> PDPT, PDPT[i] -> PD i. The
+  // U/S bit is set at every level so the guest may also run code at CPL3 on this map (CR4 has
+  // no SMEP/SMAP, so CPL0 keeps full access).
   auto* pml4 = reinterpret_cast<std::uint64_t*>(memory_.range(kBootPml4Gpa, 4096));
   auto* pdpt = reinterpret_cast<std::uint64_t*>(memory_.range(kBootPdptGpa, 4096));
   auto* pd = reinterpret_cast<std::uint64_t*>(memory_.range(kBootPdGpa, 4 * 4096));
   std::memset(pml4, 0, 4096);
   std::memset(pdpt, 0, 4096);
-  pml4[0] = kBootPdptGpa | kPtePresent | kPteWrite;
-  for (unsigned i = 0; i < 4; ++i) pdpt[i] = (kBootPdGpa + i * 4096) | kPtePresent | kPteWrite;
-  for (std::uint64_t i = 0; i < 4 * 512; ++i) pd[i] = (i << 21) | kPtePresent | kPteWrite | kPtePs;
+  constexpr std::uint64_t kFlags = kPtePresent | kPteWrite | kPteUser;
+  pml4[0] = kBootPdptGpa | kFlags;
+  for (unsigned i = 0; i < 4; ++i) pdpt[i] = (kBootPdGpa + i * 4096) | kFlags;
+  for (std::uint64_t i = 0; i < 4 * 512; ++i) pd[i] = (i << 21) | kFlags | kPtePs;
   return ElfStatus::kOk;
 }
 
