@@ -17,9 +17,24 @@ namespace pvio::blkfront::user {
 
 namespace {
 constexpr char kWatchToken[] = "blkfront";
+// The Device whose core lock this thread holds (completion callbacks and nested calls run
+// with it held, on the core thread or on the domain loop thread).
+thread_local Device* tls_core_owner = nullptr;
 }  // namespace
 
-// The seam. Every call comes from the core thread (the core is driven only there).
+// Marks this thread as the holder of the device's core lock while in scope.
+class Device::CoreOwner {
+ public:
+  explicit CoreOwner(Device& d) : prev_(tls_core_owner) { tls_core_owner = &d; }
+  ~CoreOwner() { tls_core_owner = prev_; }
+  CoreOwner(const CoreOwner&) = delete;
+  CoreOwner& operator=(const CoreOwner&) = delete;
+
+ private:
+  Device* prev_;
+};
+
+// The seam. Every call comes from a thread holding the core lock (the core calls it).
 class Device::DomainPlatform final : public Platform {
  public:
   DomainPlatform(Device& dev, domain::Domain& dom, XenstoreAccess& xs)
@@ -51,10 +66,8 @@ class Device::DomainPlatform final : public Platform {
 
   int evtchn_alloc_unbound(domid_t remote, evtchn_port_t& port) override {
     Device* dev = &dev_;
-    const evtchn::PortResult r = dom_.alloc_unbound(remote, [dev](evtchn_port_t) {
-      // Domain loop thread: hand the event to the core thread.
-      if (!dev->ring_pending_.exchange(true, std::memory_order_acq_rel)) dev->wake();
-    });
+    const evtchn::PortResult r =
+        dom_.alloc_unbound(remote, [dev](evtchn_port_t) { dev->ring_event(); });
     if (r.rc != 0) return r.rc;
     port = r.port;
     return 0;
@@ -128,8 +141,29 @@ Device::~Device() {
 
 void Device::wake() { evtchn::eventfd_signal(wake_fd_); }
 
+bool Device::owns_core() const { return tls_core_owner == this; }
+
+// Domain loop thread, on an upcall for one of our ports. The responses are served right here
+// when the core is free, so a batch of responses costs no hand-over to the core thread (and
+// the completions' resubmissions go straight back on the ring from here). When the core
+// thread holds the core (a submission batch, a handshake waiting on xenstore), it gets the
+// event instead: the flag is set before the try, so the holder or the woken core thread
+// always sees it.
+void Device::ring_event() {
+  ring_pending_.store(true, std::memory_order_release);
+  if (stop_.load(std::memory_order_relaxed) || !core_mu_.try_lock()) {
+    wake();
+    return;
+  }
+  {
+    CoreOwner owner(*this);
+    while (ring_pending_.exchange(false, std::memory_order_acq_rel)) core_->handle_all_events();
+  }
+  core_mu_.unlock();
+}
+
 void Device::run_on_core(const std::function<void()>& fn) {
-  if (std::this_thread::get_id() == core_thread_.get_id()) {
+  if (owns_core()) {
     fn();
     return;
   }
@@ -171,8 +205,8 @@ int Device::close(std::uint32_t timeout_ms) {
 }
 
 void Device::submit(BlockIo* io) {
-  // From a completion callback: the core accepts nested submits directly.
-  if (std::this_thread::get_id() == core_thread_.get_id()) {
+  // From a completion callback (the core lock is held): the core accepts nested submits.
+  if (owns_core()) {
     core_->submit(io);
     return;
   }
@@ -201,6 +235,8 @@ void Device::core_loop() {
       std::uint64_t v;
       [[maybe_unused]] const ssize_t r = ::read(wake_fd_, &v, sizeof v);
     }
+    std::lock_guard core_lock(core_mu_);
+    CoreOwner owner(*this);
     {
       std::lock_guard lk(mu_);
       subs.swap(submissions_);
@@ -234,6 +270,8 @@ void Device::core_loop() {
     }
   }
   // Whatever is still queued never reached the core.
+  std::lock_guard core_lock(core_mu_);
+  CoreOwner owner(*this);
   std::lock_guard lk(mu_);
   for (BlockIo* io : submissions_) {
     io->status = IoStatus::NoDevice;

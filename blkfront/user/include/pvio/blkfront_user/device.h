@@ -1,12 +1,17 @@
 // The user-mode binding of the blkfront core: one PV disk of a user-mode guest domain
 // (pvio::domain::Domain). The Platform seam is implemented over the domain (its RAM, grant
-// table and event channels) and an XenstoreAccess; the core runs on one thread of its own,
-// fed by a submission queue, so any number of threads may submit I/O concurrently.
+// table and event channels) and an XenstoreAccess. The core is single-threaded, so every call
+// into it holds the core lock: the core thread (fed by a submission queue, so any number of
+// threads may submit I/O concurrently; it also runs the handshake and xenstore watches) or,
+// for ring events, the domain loop thread itself, which serves the responses in place when
+// the core is free instead of handing them over:
 //
-//   domain loop thread --(ring / xenstore upcalls)--> wake eventfd --> core thread
-//   submitters ----------(BlockIo queue)-----------> wake eventfd --> core thread
+//   domain loop thread --(ring upcall, core free)--> handle_all_events() in place
+//                      --(ring upcall, core busy)--> wake eventfd --> core thread
+//   submitters ---------(BlockIo queue)-----------> wake eventfd --> core thread
 //
-// Completion callbacks (BlockIo::done) run on the core thread.
+// Completion callbacks (BlockIo::done) run with the core lock held, on the core thread or on
+// the domain loop thread; they may resubmit (straight into the core) and must not block.
 #pragma once
 
 #include <atomic>
@@ -71,8 +76,11 @@ class Device {
 
  private:
   class DomainPlatform;
+  class CoreOwner;
   void core_loop();
   void wake();
+  void ring_event();      // domain loop thread: an upcall on one of the rings' ports
+  bool owns_core() const;  // this thread holds core_mu_ for this device
   IoStatus run_sync(BlockIo& io);
 
   domain::Domain& dom_;
@@ -82,6 +90,7 @@ class Device {
   std::unique_ptr<std::uint8_t[]> storage_raw_;
   std::unique_ptr<Blkfront> core_;
 
+  std::mutex core_mu_;  // held by whoever calls into core_ (and xs_ for it)
   int wake_fd_ = -1;
   std::atomic<bool> ring_pending_{false};
   std::atomic<bool> stop_{false};
