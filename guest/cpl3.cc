@@ -8,6 +8,7 @@
 #include <stdint.h>
 
 #include "cpu.h"
+#include "pvio/hypervisor/xen_abi.h"
 
 // run_at_cpl3(fn, arg, user_stack_top): saves the callee-saved registers, RFLAGS and RSP, then
 // iretq to cpl3_trampoline at CPL3 with IOPL 3 and IF as the caller had it. The trampoline
@@ -148,6 +149,24 @@ uint64_t port_in(uint16_t port, unsigned size) {
   return v;
 }
 
+// pvio-hv's hypercall and CPUID ports read and write the vCPU's general registers around the
+// `out` (arguments in RDI, RSI, RDX, R10, R8; results in RAX..RDX), so the `out` is executed
+// with the user's registers loaded and the results are copied back.
+template <uint16_t kPort>
+void register_port_out(Cpl3Regs* r) {
+  uint64_t rax = static_cast<uint32_t>(r->rax), rbx = r->rbx, rcx = r->rcx, rdx = r->rdx;
+  register uint64_t r8 asm("r8") = r->r8;
+  register uint64_t r10 asm("r10") = r->r10;
+  asm volatile("outl %%eax, %[port]"
+               : "+a"(rax), "+b"(rbx), "+c"(rcx), "+d"(rdx), "+r"(r8), "+r"(r10)
+               : [port] "i"(kPort), "S"(r->rsi), "D"(r->rdi)
+               : "memory");
+  r->rax = rax;
+  r->rbx = rbx;
+  r->rcx = rcx;
+  r->rdx = rdx;
+}
+
 // `rep ins`/`rep outs` (or one iteration without rep) at CPL0 with the user's RDI/RSI/RCX/DX.
 void string_io(Cpl3Regs* r, bool in, unsigned size, bool rep) {
   if (r->rflags & kRflagsDf) return;  // not used by the guest; leave it to fault again
@@ -191,7 +210,13 @@ bool emulate(Cpl3Regs* r) {
                 op == 0xec ? 1 : size);
       break;
     case 0xe6: case 0xe7:  // out imm8, al/eax
-      port_out(ip[len], r->rax, op == 0xe6 ? 1 : size);
+      if (op == 0xe7 && size == 4 && ip[len] == pvio::hv::xen::kHypercallPort) {
+        register_port_out<pvio::hv::xen::kHypercallPort>(r);
+      } else if (op == 0xe7 && size == 4 && ip[len] == pvio::hv::xen::kCpuidPort) {
+        register_port_out<pvio::hv::xen::kCpuidPort>(r);
+      } else {
+        port_out(ip[len], r->rax, op == 0xe6 ? 1 : size);
+      }
       ++len;
       break;
     case 0xee: case 0xef:  // out dx, al/eax

@@ -168,6 +168,12 @@ bool xen_detect(XenInfo* info) {
 }
 
 bool xen_init(XenInfo* info) {
+  // Already done (the kernel does it at CPL0 before a workload that runs at CPL3, where CPUID
+  // is not usable on a PVM host).
+  if (g_info.upcall_ready) {
+    *info = g_info;
+    return true;
+  }
   if (!xen_detect(info)) {
     kprintf("xen: no Xen CPUID leaves or no hypercall page\n");
     return false;

@@ -40,7 +40,7 @@ int64_t hypercall(unsigned nr, uint64_t a1 = 0, uint64_t a2 = 0, uint64_t a3 = 0
 bool xen_detect(XenInfo* info);
 // Full start-up: detect, shared_info, grant table, upcall vector. Prints what failed and
 // returns false then.
-bool xen_init(XenInfo* info);
+bool xen_init(XenInfo* info);  // a second call returns the first one's result
 const XenInfo& xen_info();
 
 // Event channels. send() rings the doorbell for ports bound to Dom0 and makes the
