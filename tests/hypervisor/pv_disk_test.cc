@@ -110,6 +110,7 @@ TEST_F(PvDiskTest, WrittenThroughIdeReadThroughPv) {
   EXPECT_EQ(field(serial, "PVIO-RESULT", "verified_blocks"), 32) << serial;
   EXPECT_EQ(field(serial, "PVIO-RESULT", "verify_failures"), 0);
   EXPECT_EQ(field(serial, "PVIO-RESULT", "errors"), 0);
+  EXPECT_EQ(field(serial, "PVIO-RESULT", "cpl"), 3);  // both drivers ran in guest user mode
   EXPECT_EQ(pattern_mismatches(21, 2u << 20), 0u);  // and the host sees the same bytes
 }
 
@@ -131,6 +132,16 @@ TEST_F(PvDiskTest, HostWrittenPatternVerifiesThroughPvAtQueueDepth) {
   EXPECT_EQ(field(serial, "PVIO-RESULT", "verified_blocks"), 400);
   EXPECT_EQ(field(serial, "PVIO-RESULT", "verify_failures"), 0);
   EXPECT_GT(field(serial, "PVIO-RESULT", "doorbells"), 0);
+  EXPECT_EQ(field(serial, "PVIO-RESULT", "cpl"), 3);  // the PV workload runs at CPL3 by default
+}
+
+TEST_F(PvDiskTest, PvWorkloadStillRunsInTheKernelWithCpl0) {
+  write_pattern(26, 1u << 20);
+  std::string serial;
+  ASSERT_EQ(boot("mode=workload disk=pv rw=randread bs=4096 qd=4 count=8 size=1M verify=1 seed=26 cpl=0", &serial), 0)
+      << serial << stderr_;
+  EXPECT_EQ(field(serial, "PVIO-RESULT", "verified_blocks"), 8) << serial;
+  EXPECT_EQ(field(serial, "PVIO-RESULT", "cpl"), 0);
 }
 
 TEST_F(PvDiskTest, HostSeesWhatThePvDiskWrote) {

@@ -137,6 +137,17 @@ TEST_F(VmTest, BootsPrintsBannerFindsPlatformDeviceAndPowersOff) {
   EXPECT_NE(r.err.find("guest powered off (code 0)"), std::string::npos) << r.err;
 }
 
+TEST_F(VmTest, CplProbeRunsCodeAtCpl3AndComesBack) {
+  // The probe runs the same loops in the kernel and through run_at_cpl3; each loop reports the
+  // CS.RPL it ran with, and port writes at CPL3 go through the #GP emulator and still exit.
+  const HvRun r = boot("mode=cpl-probe count=1", {}, false);
+  EXPECT_EQ(r.exit_code, 0) << r.err << r.log;
+  EXPECT_EQ(result_field(r.log, "kernel_cpl"), 0) << r.log;
+  EXPECT_EQ(result_field(r.log, "user_cpl"), 3) << r.log;
+  EXPECT_NE(r.err.find("\"unassigned\":{\"pio_exits\":1000,\"mmio_exits\":1000}"),
+            std::string::npos) << r.err;
+}
+
 TEST_F(VmTest, SecondVcpuParksAndShutdownStillCompletes) {
   const HvRun r = boot("mode=boot", {"--vcpus", "2"}, false);
   EXPECT_EQ(r.exit_code, 0) << r.err;
