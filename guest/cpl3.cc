@@ -262,10 +262,22 @@ bool emulate(Cpl3Regs* r) {
 
 }  // namespace
 
+namespace {
+pvio::guest::Cpl3TrapCounts g_traps;
+}
+
+pvio::guest::Cpl3TrapCounts cpl3_trap_counts() { return g_traps; }
+
 extern "C" void cpl3_gp_handler(Cpl3Regs* r) {
   if ((r->cs & 3) == 3) {
     if (r->rip == reinterpret_cast<uint64_t>(cpl3_return_point)) cpl3_resume();
-    if (r->error == 0 && emulate(r)) return;
+    const auto* ip = reinterpret_cast<const uint8_t*>(r->rip);
+    const bool doorbell_out = ip[0] == 0xe7 && ip[1] == pvio::hv::xen::kDoorbellPort;
+    if (r->error == 0 && emulate(r)) {
+      ++g_traps.emulated;
+      if (doorbell_out) ++g_traps.doorbell_outs;
+      return;
+    }
   }
   const pvio::guest::ExceptionFrame f{13, r->error, r->rip, r->cs, r->rflags, r->rsp, r->ss};
   exception_handler(&f);

@@ -34,3 +34,12 @@ extern "C" [[noreturn]] void exception_handler(const pvio::guest::ExceptionFrame
 // #GP handler, so the same code runs at either level. Needs the U/S bit on every level of the
 // page tables that map what fn touches (pvio-hv's identity map has it) and SMEP/SMAP off.
 extern "C" uint64_t run_at_cpl3(uint64_t (*fn)(void*), void* arg, void* user_stack_top);
+
+namespace pvio::guest {
+// Instructions the #GP handler emulated for CPL3 code since boot (each one a trap into this
+// kernel, whose handler runs interpreted on PVM), and of those the `out`s to the doorbell port.
+struct Cpl3TrapCounts {
+  uint64_t emulated = 0, doorbell_outs = 0;
+};
+}  // namespace pvio::guest
+pvio::guest::Cpl3TrapCounts cpl3_trap_counts();

@@ -8,6 +8,7 @@
 #include "alloc.h"
 #include "arch.h"
 #include "console.h"
+#include "cpu.h"
 #include "pvio/xenstore/guest_client.h"
 #include "xen.h"
 
@@ -244,16 +245,30 @@ void PvDisk::process(bool wait, uint64_t poll_cycles) {
   ++platform_.counters.polls;
   if (!wait || front_->stats().responses != before || front_->active_ios() == 0) return;
   const uint64_t until = rdtsc() + poll_cycles;
+  // While spinning, the backend's notifications must not interrupt us: at CPL0 with cli; at
+  // CPL3, where cli/sti would each trap into this kernel (#GP, emulated), by masking the port in
+  // shared_info, which is a locked store. Unmasking scans what arrived meanwhile without an
+  // interrupt (unmask_port), so the spin and its end run without a privileged instruction.
   // No PAUSE in this loop: KVM's pause-loop exiting turns a run of PAUSEs into an exit that
   // yields the vCPU thread, which on a loaded host costs a scheduler slice per I/O.
-  asm volatile("cli" ::: "memory");
-  while (poll_cycles != 0 && rdtsc() < until) {
-    front_->handle_all_events();
-    ++platform_.counters.polls;
-    if (front_->stats().responses != before) break;
+  const bool user = current_cpl() == 3;
+  if (poll_cycles != 0) {
+    if (user) mask_port(port_);
+    else asm volatile("cli" ::: "memory");
+    while (rdtsc() < until) {
+      front_->handle_all_events();
+      ++platform_.counters.polls;
+      if (front_->stats().responses != before) break;
+    }
+    if (user) unmask_port(port_);
+    else asm volatile("sti" ::: "memory");
   }
-  asm volatile("sti" ::: "memory");
   if (front_->stats().responses != before) return;
+  // A notification that came while the port was masked (counted by unmask_port): responses.
+  if (evtchn_events(port_) != seen) {
+    front_->handle_all_events();
+    return;
+  }
   // Nothing yet: halt until the backend's notification (handle_event re-armed rsp_event in
   // final_check_for_responses, so one is due with the next response). evtchn_wait returns at
   // once if an event arrived since `seen`.

@@ -49,6 +49,8 @@ struct Options {
   // (docs/bench.md): so the PV disk and xcheck default to 3, the port-bound IDE workload to 0.
   // Other modes always run at 0. 255 = not given.
   uint64_t cpl = 255;
+  // PV doorbell: `mmio` (pvio-hv's MMIO doorbell, a store; default when offered) or `pio`.
+  char doorbell[8] = "mmio";
 };
 
 bool streq(const char* a, const char* b) {
@@ -119,7 +121,10 @@ bool parse_cmdline(const char* cmdline, Options* o) {
     else if (streq(key, "persistent")) ok = parse_u64(val, &o->persistent);
     else if (streq(key, "fill")) ok = parse_u64(val, &o->fill);
     else if (streq(key, "cpl")) ok = parse_u64(val, &o->cpl) && (o->cpl == 0 || o->cpl == 3);
-    else if (streq(key, "from")) copy_word(o->from, sizeof(o->from), val);
+    else if (streq(key, "doorbell")) {
+      copy_word(o->doorbell, sizeof(o->doorbell), val);
+      ok = streq(o->doorbell, "mmio") || streq(o->doorbell, "pio");
+    } else if (streq(key, "from")) copy_word(o->from, sizeof(o->from), val);
     else if (streq(key, "to")) copy_word(o->to, sizeof(o->to), val);
     else kprintf("cmdline: ignoring unknown key '%s'\n", key);
     if (!ok) {
@@ -288,6 +293,8 @@ bool find_ide(IdeDisk* disk) {
 bool open_pv(PvDisk* pv, const Options& o, uint64_t khz) {
   XenInfo info;
   if (!xen_init(&info)) return false;
+  if (!use_mmio_doorbell(streq(o.doorbell, "mmio")) && streq(o.doorbell, "mmio"))
+    kprintf("pv: no MMIO doorbell offered, using the port\n");
   blkfront::Limits limits;
   limits.max_queues = 1;  // one vCPU
   limits.max_ring_page_order = static_cast<uint32_t>(o.ring_order > 4 ? 4 : o.ring_order);
@@ -428,12 +435,16 @@ uint64_t pv_run_phase(PvSlot* slots, uint64_t qd, bool write, bool verify, uint6
   const PvCounters c0 = pv.platform().counters;
   const blkfront::Stats s0 = pv.front().stats();
   const uint64_t up0 = upcalls();
+  const DoorbellCounts d0 = doorbell_counts();
+  const Cpl3TrapCounts t0 = cpl3_trap_counts();
   const uint64_t elapsed = pv_run_phase(slots, o.qd, write, !write && o.verify != 0, max_ops,
                                         o.time_ms * khz, poll_cycles);
   const uint64_t ops = p.ops;
   const PvCounters c1 = pv.platform().counters;
   const blkfront::Stats s1 = pv.front().stats();
   const uint64_t up1 = upcalls();
+  const DoorbellCounts d1 = doorbell_counts();
+  const Cpl3TrapCounts t1 = cpl3_trap_counts();
   heapsort(lat, ops < max_ops ? ops : max_ops);
   const uint64_t nlat = ops < max_ops ? ops : max_ops;
   const uint64_t p50 = nlat ? to_ns(lat[(nlat - 1) * 50 / 100], khz) : 0;
@@ -459,14 +470,18 @@ uint64_t pv_run_phase(PvSlot* slots, uint64_t qd, bool write, bool verify, uint6
           "\"tsc_khz\":%lu,\"requests\":%lu,\"indirect_requests\":%lu,\"notifications\":%lu,"
           "\"doorbells\":%lu,\"hlts\":%lu,\"upcalls\":%lu,\"guest_exits\":%lu,"
           "\"ring_slots\":%u,\"ring_order\":%u,\"indirect\":%u,\"persistent\":%u,\"poll_us\":%lu,"
-          "\"polls\":%lu,\"doorbell_ns\":%lu,\"loop_ns\":%lu,\"cpl\":%u}\n",
+          "\"polls\":%lu,\"doorbell_ns\":%lu,\"loop_ns\":%lu,\"cpl\":%u,\"doorbell\":\"%s\","
+          "\"mmio_doorbells\":%lu,\"pio_doorbells\":%lu,\"cpl3_traps\":%lu,"
+          "\"cpl3_doorbell_traps\":%lu}\n",
           o.rw, o.bs, o.qd, ops, ops * o.bs, elapsed_ns, iops, p50, p99, errors, verify_failures,
           verified, khz, s1.requests - s0.requests, s1.indirect_requests - s0.indirect_requests,
           s1.notifications - s0.notifications, doorbells, hlts, up1 - up0, doorbells + hlts,
           n.ring_size, n.ring_page_order, n.max_indirect_segments, n.persistent ? 1u : 0u,
           o.poll_us, c1.polls - c0.polls,
           doorbells ? to_ns(c1.doorbell_cycles - c0.doorbell_cycles, khz) / doorbells : 0,
-          loop_ns_per_1000(khz), current_cpl());
+          loop_ns_per_1000(khz), current_cpl(), doorbell_mmio_gpa() ? "mmio" : "pio",
+          d1.mmio - d0.mmio, d1.pio - d0.pio, t1.emulated - t0.emulated,
+          t1.doorbell_outs - t0.doorbell_outs);
   shutdown(errors || verify_failures ? kExitErrors : kExitOk);
 }
 

@@ -60,6 +60,8 @@ gnttab::FixedGrantTable<kGuestGrantFrames>* g_grant_table = nullptr;
 volatile uint64_t g_events[evtchn::kNrEventChannels];
 volatile uint64_t g_upcalls = 0;
 uint64_t g_dom0_ports[evtchn::kNrEventChannels / 64];  // ports whose other end is Dom0
+uint64_t g_doorbell_mmio = 0;  // guest-physical address of the MMIO doorbell in use, or 0
+DoorbellCounts g_doorbell_counts;
 
 void mark_dom0(uint32_t port, bool on) {
   if (port >= evtchn::kNrEventChannels) return;
@@ -222,6 +224,9 @@ bool xen_init(XenInfo* info) {
   info->console_evtchn = static_cast<uint32_t>(v);
   mark_dom0(info->store_evtchn, true);
   mark_dom0(info->console_evtchn, true);
+  // pvio-hv's MMIO doorbell (xen_abi.h): 0, or an error from a VMM without it, means the port.
+  if (get_param(hv::xen::kHvmParamPvioDoorbellGpa, &v) == 0) info->doorbell_mmio_gpa = v;
+  g_doorbell_mmio = info->doorbell_mmio_gpa;
 
   // Upcall: IDT gate, LAPIC on (software enable, TPR 0), then the callback vector.
   set_interrupt_gate(kUpcallVector, reinterpret_cast<uint64_t>(xen_upcall_entry));
@@ -263,8 +268,15 @@ int64_t evtchn_alloc_unbound(uint16_t remote_dom, uint32_t* port) {
 
 int64_t evtchn_send(uint32_t port) {
   if (is_dom0(port)) {
-    // Doorbell: KVM signals the Dom0 service's eventfd without leaving the kernel.
-    outl(hv::xen::kDoorbellPort, port);
+    // Doorbell: KVM signals the Dom0 service's eventfd without leaving the kernel. The MMIO one
+    // is a plain store, so at CPL3 it does not trap into this kernel as `out` does.
+    if (g_doorbell_mmio != 0) {
+      mmio_write32(g_doorbell_mmio, port);
+      ++g_doorbell_counts.mmio;
+    } else {
+      outl(hv::xen::kDoorbellPort, port);
+      ++g_doorbell_counts.pio;
+    }
     return 0;
   }
   hv::xen::evtchn_port_op op{port};
@@ -285,6 +297,34 @@ uint64_t evtchn_events(uint32_t port) {
 }
 uint64_t upcalls() { return g_upcalls; }
 
+bool use_mmio_doorbell(bool on) {
+  g_doorbell_mmio = on ? g_info.doorbell_mmio_gpa : 0;
+  return g_doorbell_mmio != 0;
+}
+uint64_t doorbell_mmio_gpa() { return g_doorbell_mmio; }
+DoorbellCounts doorbell_counts() { return g_doorbell_counts; }
+
+void count_event(uint32_t port) {
+  __atomic_fetch_add(&g_events[port], 1, __ATOMIC_SEQ_CST);
+}
+
+unsigned poll_events() {
+  if (g_shared_info == nullptr) return 0;
+  return evtchn::two_level::do_upcall(*g_shared_info, [](evtchn_port_t port) { count_event(port); });
+}
+
+void mask_port(uint32_t port) {
+  if (g_shared_info != nullptr) evtchn::two_level::mask(*g_shared_info, port);
+}
+
+void unmask_port(uint32_t port) {
+  if (g_shared_info == nullptr) return;
+  // An event that arrived while masked is re-raised into the selector and upcall_pending here,
+  // as Xen's unmask does; no interrupt follows, so scan now (also a scan that an upcall racing
+  // with us makes does no harm: each pending bit is taken by one of them).
+  if (evtchn::two_level::unmask(*g_shared_info, port)) poll_events();
+}
+
 void evtchn_wait(uint32_t port, uint64_t seen) {
   // cli, check, then sti;hlt: STI's one-instruction shadow makes "enable and halt" atomic, so
   // an upcall that arrives after the check still wakes the hlt.
@@ -302,9 +342,8 @@ extern "C" void xen_upcall_handler() {
   using namespace pvio;
   guest::g_upcalls = guest::g_upcalls + 1;
   if (guest::g_shared_info != nullptr) {
-    evtchn::two_level::do_upcall(*guest::g_shared_info, [](evtchn_port_t port) {
-      guest::g_events[port] = guest::g_events[port] + 1;
-    });
+    evtchn::two_level::do_upcall(*guest::g_shared_info,
+                                 [](evtchn_port_t port) { guest::count_event(port); });
   }
   guest::mmio_write32(guest::kLapicBase + guest::kLapicEoi, 0);
 }

@@ -28,6 +28,7 @@ struct XenInfo {
   uint32_t nr_grant_frames = 0, max_grant_frames = 0;
   uint64_t store_pfn = 0, console_pfn = 0;
   uint32_t store_evtchn = 0, console_evtchn = 0;
+  uint64_t doorbell_mmio_gpa = 0;  // pvio-hv's MMIO doorbell (kHvmParamPvioDoorbellGpa), or 0
   bool upcall_ready = false;
 };
 
@@ -51,6 +52,23 @@ int64_t evtchn_close(uint32_t port);
 // Events received on `port` since boot (counted by the upcall handler).
 uint64_t evtchn_events(uint32_t port);
 uint64_t upcalls();
+
+// Doorbell for Dom0 ports: the MMIO one (a store; default when pvio-hv offers it) or the port
+// (`out`, which traps at CPL3). Returns whether the MMIO doorbell is now in use.
+bool use_mmio_doorbell(bool on);
+uint64_t doorbell_mmio_gpa();  // in use, 0 for the port
+struct DoorbellCounts {
+  uint64_t mmio = 0, pio = 0;  // doorbells rung each way since boot
+};
+DoorbellCounts doorbell_counts();
+
+// Event delivery without the interrupt, usable at CPL3 (plain and locked memory accesses
+// only): mask/unmask a port in shared_info (unmask scans if an event arrived while masked), and
+// scan the pending events as the upcall handler does, counting them in evtchn_events.
+void mask_port(uint32_t port);
+void unmask_port(uint32_t port);
+unsigned poll_events();
+void count_event(uint32_t port);
 // Sleeps (sti; hlt) until an upcall arrives, or returns at once if `port` has more events
 // than `seen`.
 void evtchn_wait(uint32_t port, uint64_t seen);

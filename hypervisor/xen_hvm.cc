@@ -170,9 +170,9 @@ bool XenHvm::write_hypercall_msr(std::uint64_t value) {
   return true;
 }
 
-void XenHvm::doorbell(std::uint32_t value) {
+void XenHvm::doorbell(std::uint32_t value, bool mmio) {
   std::lock_guard lk(mu_);
-  ++stats_.doorbell_exits;
+  ++(mmio ? stats_.mmio_doorbell_exits : stats_.doorbell_exits);
   ports_->send(value);  // invalid ports are ignored, as a send to them would fail
 }
 
@@ -379,6 +379,11 @@ std::int64_t XenHvm::hvm_op(const HypercallArgs& call) {
   xen::xen_hvm_param p;
   if (!copy_from_guest(call, arg, &p, sizeof(p))) return -xen::XEN_EFAULT;
   if (const std::int64_t rc = check_self(p.domid, domid_); rc != 0) return rc;
+  if (p.index == xen::kHvmParamPvioDoorbellGpa) {
+    if (cmd == xen::HVMOP_set_param) return -xen::XEN_EPERM;
+    p.value = host_.doorbell_mmio_gpa();
+    return copy_to_guest(call, arg, &p, sizeof(p)) ? 0 : -xen::XEN_EFAULT;
+  }
   if (p.index >= xen::HVM_NR_PARAMS) return -xen::XEN_EINVAL;
   std::lock_guard lk(mu_);
   if (cmd == xen::HVMOP_set_param) {

@@ -41,6 +41,8 @@ struct VmConfig {
 // with KVM_CHECK_EXTENSION and by trying each ioctl once at VM creation.
 struct KvmFeatures {
   bool ioeventfd = false;       // KVM_CAP_IOEVENTFD: doorbell without exit
+  bool mmio_ioeventfd = false;  // an MMIO ioeventfd at the doorbell page was accepted
+  int mmio_ioeventfd_errno = 0; // why not (errno of the trial KVM_IOEVENTFD), 0 if it was
   bool irqfd = false;           // KVM_CAP_IRQFD: upcall eventfd injects an interrupt
   bool irq_routing = false;     // KVM_CAP_IRQ_ROUTING reported
   bool gsi_routing_msi = false; // KVM_SET_GSI_ROUTING accepted an MSI route
@@ -124,6 +126,7 @@ class Vm final : private XenHost {
   bool map_xen_page(std::uint64_t gfn, std::uint64_t page) override;
   bool restore_ram_page(std::uint64_t gfn) override;
   int set_doorbell(evtchn_port_t port, int eventfd, bool assign) override;
+  std::uint64_t doorbell_mmio_gpa() const override;
   int route_upcall(std::uint8_t vector) override;
   void shutdown(ShutdownReason reason, std::uint32_t code) override {
     request_shutdown(reason, code);

@@ -53,6 +53,15 @@ inline constexpr uint16_t kHypercallPort = 0xe4;
 // with no exit to pvio-hv. For any other port value the write exits and pvio-hv performs
 // EVTCHNOP_send, so the doorbell is always correct and fast where it can be.
 inline constexpr uint16_t kDoorbellPort = 0xe8;
+// MMIO doorbell: the same doorbell as a 32-bit store of the port to kDoorbellMmioGpa. The page
+// has no memory behind it (no KVM memslot), so the store exits to KVM, which matches it against
+// an MMIO ioeventfd (datamatch = port, len 4) registered next to the PIO one and signals the
+// Dom0 service's kick eventfd in the kernel; unmatched values exit to pvio-hv, which performs
+// EVTCHNOP_send as for the port. Unlike `out`, a store needs no privilege, so a guest running
+// its driver at CPL3 rings it without trapping into its own kernel. The guest learns the
+// address with HVMOP_get_param(kHvmParamPvioDoorbellGpa): 0 means no MMIO doorbell (use the
+// port). Only 32-bit stores at the page's first word are doorbells.
+inline constexpr uint64_t kDoorbellMmioGpa = 0xFCFFF000;
 
 // ---- hypercall numbers (xen.h) ----
 inline constexpr unsigned kHypercallMemoryOp = 12;
@@ -151,6 +160,9 @@ inline constexpr uint32_t HVM_PARAM_STORE_PFN = 1;
 inline constexpr uint32_t HVM_PARAM_STORE_EVTCHN = 2;
 inline constexpr uint32_t HVM_PARAM_CONSOLE_PFN = 17;
 inline constexpr uint32_t HVM_PARAM_CONSOLE_EVTCHN = 18;
+// pvio-hv's own parameter (outside Xen's 0..HVM_NR_PARAMS-1, read-only): the guest-physical
+// address of the MMIO doorbell, or 0 when KVM refused the MMIO ioeventfd.
+inline constexpr uint32_t kHvmParamPvioDoorbellGpa = 0x10000;
 inline constexpr uint32_t HVM_NR_PARAMS = 39;
 inline constexpr uint64_t HVM_PARAM_CALLBACK_TYPE_VECTOR = 2;
 inline constexpr unsigned kCallbackTypeShift = 56;

@@ -54,7 +54,10 @@ class XenHost {
   virtual bool map_xen_page(std::uint64_t gfn, std::uint64_t page) = 0;
   virtual bool restore_ram_page(std::uint64_t gfn) = 0;
   // Register / remove the doorbell ioeventfd for `port`. 0 or -errno.
+  // Both doorbells (PIO and, where KVM accepts it, MMIO) are registered. 0 or -errno (PIO's).
   virtual int set_doorbell(evtchn_port_t port, int eventfd, bool assign) = 0;
+  // Guest-physical address of the MMIO doorbell (xen_abi.h), 0 when there is none.
+  virtual std::uint64_t doorbell_mmio_gpa() const = 0;
   // Deliver the upcall eventfd's interrupts as `vector` on vCPU 0. 0 or -errno.
   virtual int route_upcall(std::uint8_t vector) = 0;
   virtual void shutdown(ShutdownReason reason, std::uint32_t code) = 0;
@@ -76,7 +79,8 @@ struct XenStats {
   std::uint64_t hypercall_errors = 0;  // returned < 0
   std::uint64_t unknown_hypercalls = 0;
   std::uint64_t faults = 0;           // -EFAULT: argument outside guest memory
-  std::uint64_t doorbell_exits = 0;   // doorbell writes that did not match an ioeventfd
+  std::uint64_t doorbell_exits = 0;   // PIO doorbell writes that did not match an ioeventfd
+  std::uint64_t mmio_doorbell_exits = 0;  // MMIO doorbell stores that did not match one
   std::uint64_t msr_writes = 0;
   std::uint64_t upcalls_raised = 0;   // from the VMM side (hypercall sends, unmask)
 };
@@ -99,8 +103,9 @@ class XenHvm final : private control::ControlBackend {
 
   // Result for RAX (>= 0 or -errno). Thread-safe (vCPU threads).
   std::int64_t hypercall(const HypercallArgs& call);
-  // A doorbell write KVM did not turn into an ioeventfd signal: EVTCHNOP_send on `value`.
-  void doorbell(std::uint32_t value);
+  // A doorbell write (port or MMIO store) KVM did not turn into an ioeventfd signal:
+  // EVTCHNOP_send on `value`.
+  void doorbell(std::uint32_t value, bool mmio = false);
   // WRMSR to kHypercallMsr: fill the hypercall page. False means the write faults (#GP).
   bool write_hypercall_msr(std::uint64_t value);
   // Where console_io writes go (the serial console).
