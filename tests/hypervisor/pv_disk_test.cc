@@ -135,6 +135,36 @@ TEST_F(PvDiskTest, HostWrittenPatternVerifiesThroughPvAtQueueDepth) {
   EXPECT_EQ(field(serial, "PVIO-RESULT", "cpl"), 3);  // the PV workload runs at CPL3 by default
 }
 
+// At CPL3 the MMIO doorbell is a plain store: the PV I/O completes and verifies with every
+// doorbell rung through MMIO and no `out` to the doorbell port trapped into the guest kernel.
+// The same run with doorbell=pio shows those traps are counted when they happen.
+TEST_F(PvDiskTest, Cpl3PvIoUsesTheMmioDoorbellWithoutPioTraps) {
+  write_pattern(27, 4u << 20);
+  std::string serial;
+  ASSERT_EQ(boot("mode=workload disk=pv rw=randread bs=4096 qd=8 count=300 verify=1 seed=27 "
+                 "size=4M", &serial), 0)
+      << serial << stderr_;
+  EXPECT_EQ(field(serial, "PVIO-RESULT", "cpl"), 3) << serial;
+  EXPECT_NE(serial.find("\"doorbell\":\"mmio\""), std::string::npos) << serial;
+  EXPECT_EQ(field(serial, "PVIO-RESULT", "verified_blocks"), 300);
+  EXPECT_EQ(field(serial, "PVIO-RESULT", "verify_failures"), 0);
+  EXPECT_GT(field(serial, "PVIO-RESULT", "mmio_doorbells"), 0);
+  EXPECT_EQ(field(serial, "PVIO-RESULT", "mmio_doorbells"),
+            field(serial, "PVIO-RESULT", "doorbells"));
+  EXPECT_EQ(field(serial, "PVIO-RESULT", "pio_doorbells"), 0);
+  EXPECT_EQ(field(serial, "PVIO-RESULT", "cpl3_doorbell_traps"), 0);
+
+  ASSERT_EQ(boot("mode=workload disk=pv rw=randread bs=4096 qd=8 count=100 verify=1 seed=27 "
+                 "size=4M doorbell=pio", &serial), 0)
+      << serial << stderr_;
+  EXPECT_NE(serial.find("\"doorbell\":\"pio\""), std::string::npos) << serial;
+  EXPECT_EQ(field(serial, "PVIO-RESULT", "verified_blocks"), 100);
+  EXPECT_EQ(field(serial, "PVIO-RESULT", "mmio_doorbells"), 0);
+  EXPECT_GT(field(serial, "PVIO-RESULT", "pio_doorbells"), 0);
+  EXPECT_EQ(field(serial, "PVIO-RESULT", "cpl3_doorbell_traps"),
+            field(serial, "PVIO-RESULT", "pio_doorbells"));
+}
+
 TEST_F(PvDiskTest, PvWorkloadStillRunsInTheKernelWithCpl0) {
   write_pattern(26, 1u << 20);
   std::string serial;
