@@ -606,7 +606,7 @@ int run(const std::vector<std::string>& args) {
                          {"--keep-services"}, &bad);
   if (!o || !o->positional.empty())
     return fail("bench", "bad argument " + bad + " (see `pvio help`)");
-  std::uint64_t size = 256ull << 20, time_ms = 2000, poll_us = 20;
+  std::uint64_t size = 256ull << 20, time_ms = 2000, poll_us = 200;
   BootOptions bo;
   if ((o->has("--size") && !parse_bytes(o->get("--size"), &size)) ||
       (o->has("--time-ms") && !parse_uint(o->get("--time-ms"), &time_ms)) ||
@@ -735,7 +735,7 @@ int run(const std::vector<std::string>& args) {
 PVIO_VERB("bench",
           "[--workloads rand4k-qd1,rand4k-qd32,seqread64k,seqwrite64k] [--engines ide,pv,native] "
           "[--file IMG] [--size 256M] [--time-ms 2000] [--out DIR (default: the run's temp dir)] [--mem 256M] "
-          "[--backend-engine uring|aio|null] [--poll-us 20] [--keep-services] "
+          "[--backend-engine uring|aio|null] [--poll-us 200] [--keep-services] "
           "[--guest-cmdline \"...\"]",
           "emulated IDE vs PV disk vs host io_uring on one file, in one run (the main job)", run);
 
