@@ -21,36 +21,9 @@ PersistentGrantCache::~PersistentGrantCache() {
     if (slot_of_[ref] != kNone) mapper_.unmap(pool_[slot_of_[ref]].handle);
 }
 
-void PersistentGrantCache::lru_unlink(std::uint32_t i) {
-  Entry& e = pool_[i];
-  (e.prev == kNone ? lru_head_ : pool_[e.prev].next) = e.next;
-  (e.next == kNone ? lru_tail_ : pool_[e.next].prev) = e.prev;
-  e.prev = e.next = kNone;
-}
-
-void PersistentGrantCache::lru_push_back(std::uint32_t i) {
-  Entry& e = pool_[i];
-  e.prev = lru_tail_;
-  e.next = kNone;
-  (lru_tail_ == kNone ? lru_head_ : pool_[lru_tail_].next) = i;
-  lru_tail_ = i;
-}
-
-PersistentGrantCache::Grant PersistentGrantCache::get(grant_ref_t ref, bool readonly) {
+PersistentGrantCache::Grant PersistentGrantCache::get_miss(grant_ref_t ref, bool readonly) {
   Grant g;
   g.ref = ref;
-  if (ref < slot_of_.size()) {
-    if (const std::uint32_t i = slot_of_[ref]; i != kNone) {
-      ++hits_;
-      Entry& e = pool_[i];
-      if (e.users++ == 0) lru_unlink(i);
-      g.status = GNTST_okay;
-      g.addr = e.addr;
-      g.persistent = true;
-      g.handle = e.handle;
-      return g;
-    }
-  }
   ++misses_;
   if (free_ == kNone && lru_head_ != kNone) evict(lru_head_);
 
@@ -81,17 +54,7 @@ PersistentGrantCache::Grant PersistentGrantCache::get(grant_ref_t ref, bool read
   return g;
 }
 
-void PersistentGrantCache::put(const Grant& grant) {
-  if (grant.status != GNTST_okay) return;
-  if (!grant.persistent) {
-    mapper_.unmap(grant.handle);
-    return;
-  }
-  if (grant.ref >= slot_of_.size()) return;
-  const std::uint32_t i = slot_of_[grant.ref];
-  if (i == kNone || pool_[i].users == 0) return;
-  if (--pool_[i].users == 0) lru_push_back(i);
-}
+void PersistentGrantCache::put_one_off(const Grant& grant) { mapper_.unmap(grant.handle); }
 
 // Only unused entries are evicted (callers pass the LRU head).
 void PersistentGrantCache::evict(std::uint32_t i) {

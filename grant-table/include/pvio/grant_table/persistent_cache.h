@@ -44,8 +44,26 @@ class PersistentGrantCache {
   PersistentGrantCache(const PersistentGrantCache&) = delete;
   PersistentGrantCache& operator=(const PersistentGrantCache&) = delete;
 
-  Grant get(grant_ref_t ref, bool readonly);
-  void put(const Grant& grant);
+  // The hit paths are inline: they run per segment of every request.
+  Grant get(grant_ref_t ref, bool readonly) {
+    if (ref < slot_of_.size()) {
+      if (const std::uint32_t i = slot_of_[ref]; i != kNone) {
+        ++hits_;
+        Entry& e = pool_[i];
+        if (e.users++ == 0) lru_unlink(i);
+        return Grant{GNTST_okay, ref, e.addr, true, e.handle};
+      }
+    }
+    return get_miss(ref, readonly);
+  }
+  void put(const Grant& grant) {
+    if (grant.status != GNTST_okay) return;
+    if (!grant.persistent) return put_one_off(grant);
+    if (grant.ref >= slot_of_.size()) return;
+    const std::uint32_t i = slot_of_[grant.ref];
+    if (i == kNone || pool_[i].users == 0) return;
+    if (--pool_[i].users == 0) lru_push_back(i);
+  }
 
   // Unmaps every cached mapping no request is using; returns how many.
   std::size_t flush_unused();
@@ -69,8 +87,21 @@ class PersistentGrantCache {
     std::uint32_t next = kNone;
   };
 
-  void lru_unlink(std::uint32_t i);
-  void lru_push_back(std::uint32_t i);
+  void lru_unlink(std::uint32_t i) {
+    Entry& e = pool_[i];
+    (e.prev == kNone ? lru_head_ : pool_[e.prev].next) = e.next;
+    (e.next == kNone ? lru_tail_ : pool_[e.next].prev) = e.prev;
+    e.prev = e.next = kNone;
+  }
+  void lru_push_back(std::uint32_t i) {
+    Entry& e = pool_[i];
+    e.prev = lru_tail_;
+    e.next = kNone;
+    (lru_tail_ == kNone ? lru_head_ : pool_[lru_tail_].next) = i;
+    lru_tail_ = i;
+  }
+  Grant get_miss(grant_ref_t ref, bool readonly);
+  void put_one_off(const Grant& grant);
   void evict(std::uint32_t i);
 
   GrantMapper& mapper_;
