@@ -174,6 +174,8 @@ class RatioReporter : public benchmark::ConsoleReporter {
     ConsoleReporter::ReportRuns(runs);
     for (const Run& r : runs) {
       if (r.error_occurred) continue;
+      // With --benchmark_repetitions: the median stands for the runs.
+      if (r.run_type == Run::RT_Aggregate && r.aggregate_name != "median") continue;
       auto it = r.counters.find("items_per_second");
       if (it == r.counters.end()) continue;
       const std::string name = r.run_name.function_name;
