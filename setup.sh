@@ -17,7 +17,7 @@ PACKAGES=(
   liburing-dev libaio-dev libdpdk-dev
   libfuse3-dev fuse3
   clang libclang-rt-14-dev
-  e2fsprogs fio iproute2 iputils-ping iperf3 util-linux
+  e2fsprogs fio mount iproute2 iputils-ping iperf3 util-linux python3
 )
 
 as_root() { if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi; }
