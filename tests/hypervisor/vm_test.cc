@@ -14,32 +14,23 @@
 #include <gtest/gtest.h>
 
 #include "pvio/guest/pattern.h"
+#include "hv_test_util.h"
 #include "pvio/hypervisor/vm.h"
 
 namespace pvio::hv {
 namespace {
+
+using test::slurp;
 
 struct HvRun {
   int exit_code = -1;
   std::string log, err;
 };
 
-std::string slurp(const std::string& path) {
-  std::ifstream f(path);
-  std::stringstream s;
-  s << f.rdbuf();
-  return s.str();
-}
 
 // The number after "key": in the first PVIO-RESULT line, or -1.
 long long result_field(const std::string& log, const std::string& key) {
-  const auto line = log.find("PVIO-RESULT {");
-  if (line == std::string::npos) return -1;
-  const auto end = log.find('\n', line);
-  const std::string json = log.substr(line, end - line);
-  const auto k = json.find("\"" + key + "\":");
-  if (k == std::string::npos) return -1;
-  return std::atoll(json.c_str() + k + key.size() + 3);
+  return test::field(log, "PVIO-RESULT {", key);
 }
 
 class VmTest : public ::testing::Test {
@@ -50,10 +41,8 @@ class VmTest : public ::testing::Test {
     hv_ = std::getenv("PVIO_HV") ? std::getenv("PVIO_HV") : "";
     guest_ = std::getenv("PVIO_GUEST") ? std::getenv("PVIO_GUEST") : "";
     ASSERT_FALSE(hv_.empty() || guest_.empty()) << "PVIO_HV / PVIO_GUEST not set (run via meson test)";
-    const char* tmp = std::getenv("TMPDIR");
-    std::string tmpl = std::string(tmp ? tmp : "/tmp") + "/pvio-hv-test-XXXXXX";
-    ASSERT_NE(::mkdtemp(tmpl.data()), nullptr);
-    dir_ = tmpl;
+    dir_ = test::make_temp_dir("pvio-hv-test");
+    ASSERT_FALSE(dir_.empty());
     disk_ = dir_ + "/disk.img";
   }
   void TearDown() override {

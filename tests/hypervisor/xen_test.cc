@@ -21,6 +21,7 @@
 #include <gtest/gtest.h>
 
 #include "pvio/control/client.h"
+#include "hv_test_util.h"
 #include "pvio/hypervisor/vm.h"
 #include "pvio/hypervisor/xen_hvm.h"
 #include "pvio/xenstore/ring_transport.h"
@@ -29,23 +30,10 @@
 namespace pvio::hv {
 namespace {
 
-std::string slurp(const std::string& path) {
-  std::ifstream f(path);
-  std::stringstream s;
-  s << f.rdbuf();
-  return s.str();
-}
+using test::slurp;
 
-// The number after "key": in the first line starting with `prefix`, or -1.
-long long field(const std::string& text, const std::string& prefix, const std::string& key) {
-  const auto line = text.find(prefix);
-  if (line == std::string::npos) return -1;
-  const auto end = text.find('\n', line);
-  const std::string l = text.substr(line, end - line);
-  const auto k = l.find("\"" + key + "\":");
-  if (k == std::string::npos) return -1;
-  return std::atoll(l.c_str() + k + key.size() + 3);
-}
+
+using test::field;
 
 class XenTest : public ::testing::Test {
  protected:
@@ -55,10 +43,8 @@ class XenTest : public ::testing::Test {
     hv_ = std::getenv("PVIO_HV") ? std::getenv("PVIO_HV") : "";
     guest_ = std::getenv("PVIO_GUEST") ? std::getenv("PVIO_GUEST") : "";
     ASSERT_FALSE(hv_.empty() || guest_.empty()) << "PVIO_HV / PVIO_GUEST not set (run via meson test)";
-    const char* tmp = std::getenv("TMPDIR");
-    std::string tmpl = std::string(tmp ? tmp : "/tmp") + "/pvio-xen-test-XXXXXX";
-    ASSERT_NE(::mkdtemp(tmpl.data()), nullptr);
-    dir_ = tmpl;
+    dir_ = test::make_temp_dir("pvio-xen-test");
+    ASSERT_FALSE(dir_.empty());
     log_ = dir_ + "/serial.log";
     err_ = dir_ + "/stderr.txt";
     sock_ = dir_ + "/domain-1.sock";
