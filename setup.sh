@@ -16,7 +16,7 @@ PACKAGES=(
   libxen-dev xenstore-utils
   liburing-dev libaio-dev libdpdk-dev
   libfuse3-dev fuse3
-  clang libclang-rt-14-dev
+  clang libclang-rt-14-dev g++-multilib g++-mingw-w64-x86-64
   e2fsprogs fio mount iproute2 iputils-ping iperf3 util-linux python3
 )
 

@@ -22,6 +22,10 @@
 #include <string>
 #include <thread>
 
+// Ours first: Xen defines its names as macros, which would rewrite our declarations.
+#include "pvio/ring/io_rings.h"
+#include "pvio/ring/ring.h"
+
 #define __XEN_INTERFACE_VERSION__ 0x00040e00
 #define xen_mb() __atomic_thread_fence(__ATOMIC_SEQ_CST)
 #define xen_rmb() __atomic_thread_fence(__ATOMIC_ACQUIRE)
@@ -33,9 +37,6 @@
 
 #include <rte_ring.h>
 #include <rte_ring_elem.h>
-
-#include "pvio/ring/blkif.h"
-#include "pvio/ring/ring.h"
 
 #include "bench_main.h"
 

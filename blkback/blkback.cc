@@ -15,7 +15,7 @@
 
 #include "pvio/grant_table/grant_mapper.h"
 #include "pvio/grant_table/persistent_cache.h"
-#include "pvio/ring/blkif.h"
+#include "pvio/ring/io_rings.h"
 
 namespace pvio::blkback {
 

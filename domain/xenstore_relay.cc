@@ -12,7 +12,7 @@
 #include <cstring>
 
 #include "pvio/event_channel/notifier.h"
-#include "pvio/xenstore/wire.h"
+#include "pvio/xen/io/xs_wire.h"
 
 namespace pvio::domain {
 namespace {

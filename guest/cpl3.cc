@@ -8,7 +8,16 @@
 #include <stdint.h>
 
 #include "cpu.h"
-#include "pvio/hypervisor/xen_abi.h"
+#include "pvio/xen/xen.h"
+#include "pvio/xen/memory.h"
+#include "pvio/xen/grant_table.h"
+#include "pvio/xen/event_channel.h"
+#include "pvio/xen/hvm/params.h"
+#include "pvio/xen/hvm/hvm_op.h"
+#include "pvio/xen/sched.h"
+#include "pvio/xen/version.h"
+#include "pvio/xen/arch-x86/cpuid.h"
+#include "pvio/hv_abi/ports.h"
 
 // run_at_cpl3(fn, arg, user_stack_top): saves the callee-saved registers, RFLAGS and RSP, then
 // iretq to cpl3_trampoline at CPL3 with IOPL 3 and IF as the caller had it. The trampoline
@@ -210,10 +219,10 @@ bool emulate(Cpl3Regs* r) {
                 op == 0xec ? 1 : size);
       break;
     case 0xe6: case 0xe7:  // out imm8, al/eax
-      if (op == 0xe7 && size == 4 && ip[len] == pvio::hv::xen::kHypercallPort) {
-        register_port_out<pvio::hv::xen::kHypercallPort>(r);
-      } else if (op == 0xe7 && size == 4 && ip[len] == pvio::hv::xen::kCpuidPort) {
-        register_port_out<pvio::hv::xen::kCpuidPort>(r);
+      if (op == 0xe7 && size == 4 && ip[len] == pvio::hv::kHypercallPort) {
+        register_port_out<pvio::hv::kHypercallPort>(r);
+      } else if (op == 0xe7 && size == 4 && ip[len] == pvio::hv::kCpuidPort) {
+        register_port_out<pvio::hv::kCpuidPort>(r);
       } else {
         port_out(ip[len], r->rax, op == 0xe6 ? 1 : size);
       }
@@ -272,7 +281,7 @@ extern "C" void cpl3_gp_handler(Cpl3Regs* r) {
   if ((r->cs & 3) == 3) {
     if (r->rip == reinterpret_cast<uint64_t>(cpl3_return_point)) cpl3_resume();
     const auto* ip = reinterpret_cast<const uint8_t*>(r->rip);
-    const bool doorbell_out = ip[0] == 0xe7 && ip[1] == pvio::hv::xen::kDoorbellPort;
+    const bool doorbell_out = ip[0] == 0xe7 && ip[1] == pvio::hv::kDoorbellPort;
     if (r->error == 0 && emulate(r)) {
       ++g_traps.emulated;
       if (doorbell_out) ++g_traps.doorbell_outs;

@@ -5,7 +5,7 @@
 #include "arch.h"
 #include "console.h"
 #include "cpu.h"
-#include "pvio/hypervisor/boot_info.h"
+#include "pvio/hv_abi/boot_info.h"
 
 extern "C" void kernel_main(const pvio::hv::BootInfo* info);
 

@@ -3,7 +3,7 @@
 
 #include <stdint.h>
 
-#include "pvio/hypervisor/boot_info.h"
+#include "pvio/hv_abi/boot_info.h"
 
 namespace pvio::guest {
 

@@ -80,13 +80,13 @@ void cpuid_port(uint32_t leaf, uint32_t* a, uint32_t* b, uint32_t* c, uint32_t* 
   uint32_t ra = leaf, rb = 0, rc = 0, rd = 0;
   asm volatile("outl %%eax, %[port]"
                : "+a"(ra), "+b"(rb), "+c"(rc), "+d"(rd)
-               : [port] "i"(hv::xen::kCpuidPort)
+               : [port] "i"(hv::kCpuidPort)
                : "memory");
   *a = ra, *b = rb, *c = rc, *d = rd;
 }
 bool is_xen_signature(uint32_t b, uint32_t c, uint32_t d) {
-  return b == hv::xen::kCpuidSignatureEbx && c == hv::xen::kCpuidSignatureEcx &&
-         d == hv::xen::kCpuidSignatureEdx;
+  return b == xen::XEN_CPUID_SIGNATURE_EBX && c == xen::XEN_CPUID_SIGNATURE_ECX &&
+         d == xen::XEN_CPUID_SIGNATURE_EDX;
 }
 
 void wrmsr(uint32_t msr, uint64_t v) {
@@ -96,20 +96,20 @@ void wrmsr(uint32_t msr, uint64_t v) {
 }
 
 int64_t add_to_physmap(unsigned space, uint64_t idx, uint64_t gfn) {
-  hv::xen::xen_add_to_physmap x{};
-  x.domid = hv::xen::DOMID_SELF;
+  xen::xen_add_to_physmap x{};
+  x.domid = xen::DOMID_SELF;
   x.space = space;
   x.idx = idx;
   x.gpfn = gfn;
-  return hypercall(hv::xen::kHypercallMemoryOp, hv::xen::XENMEM_add_to_physmap,
+  return hypercall(xen::kHypercallMemoryOp, xen::XENMEM_add_to_physmap,
                    reinterpret_cast<uint64_t>(&x));
 }
 
 int64_t get_param(uint32_t index, uint64_t* value) {
-  hv::xen::xen_hvm_param p{};
-  p.domid = hv::xen::DOMID_SELF;
+  xen::xen_hvm_param p{};
+  p.domid = xen::DOMID_SELF;
   p.index = index;
-  const int64_t rc = hypercall(hv::xen::kHypercallHvmOp, hv::xen::HVMOP_get_param,
+  const int64_t rc = hypercall(xen::kHypercallHvmOp, xen::HVMOP_get_param,
                                reinterpret_cast<uint64_t>(&p));
   *value = p.value;
   return rc;
@@ -118,10 +118,10 @@ int64_t get_param(uint32_t index, uint64_t* value) {
 }  // namespace
 
 int64_t hypercall(unsigned nr, uint64_t a1, uint64_t a2, uint64_t a3, uint64_t a4, uint64_t a5) {
-  if (g_info.hypercall_page == 0 || nr >= hv::xen::kHypercallEntries) return -hv::xen::XEN_ENOSYS;
+  if (g_info.hypercall_page == 0 || nr >= hv::kHypercallEntries) return -xen::XEN_ENOSYS;
   register uint64_t r10 asm("r10") = a4;
   register uint64_t r8 asm("r8") = a5;
-  const uint64_t entry = g_info.hypercall_page + nr * hv::xen::kHypercallStubSize;
+  const uint64_t entry = g_info.hypercall_page + nr * hv::kHypercallStubSize;
   int64_t ret;
   asm volatile("call *%[entry]"
                : "=a"(ret), "+D"(a1), "+S"(a2), "+d"(a3), "+r"(r10), "+r"(r8)
@@ -132,7 +132,7 @@ int64_t hypercall(unsigned nr, uint64_t a1, uint64_t a2, uint64_t a3, uint64_t a
 
 bool xen_detect(XenInfo* info) {
   uint32_t a, b, c, d;
-  for (uint32_t base = hv::xen::kCpuidBase; base < hv::xen::kCpuidBase + 0x10000; base += 0x100) {
+  for (uint32_t base = xen::XEN_CPUID_FIRST_LEAF; base < xen::XEN_CPUID_FIRST_LEAF + 0x10000; base += 0x100) {
     cpuid(base, &a, &b, &c, &d);
     if (is_xen_signature(b, c, d) && a - base >= 2) {
       info->found = true;
@@ -141,19 +141,19 @@ bool xen_detect(XenInfo* info) {
     }
   }
   if (!info->found) {
-    cpuid_port(hv::xen::kCpuidBase, &a, &b, &c, &d);
+    cpuid_port(xen::XEN_CPUID_FIRST_LEAF, &a, &b, &c, &d);
     if (!is_xen_signature(b, c, d)) return false;
     info->found = info->via_port = true;
-    info->base = hv::xen::kCpuidBase;
+    info->base = xen::XEN_CPUID_FIRST_LEAF;
   }
   auto leaf = [&](uint32_t n, uint32_t* ra, uint32_t* rb) {
     uint32_t rc, rd;
     if (info->via_port) cpuid_port(info->base + n, ra, rb, &rc, &rd);
     else cpuid(info->base + n, ra, rb, &rc, &rd);
   };
-  leaf(hv::xen::kCpuidLeafVersion, &a, &b);
+  leaf(xen::XEN_CPUID_LEAF_VERSION, &a, &b);
   info->version = a;
-  leaf(hv::xen::kCpuidLeafHypercall, &a, &b);
+  leaf(xen::XEN_CPUID_LEAF_HYPERCALL, &a, &b);
   if (a < 1) return false;
   info->hypercall_msr = b;
   void* page = alloc(4096);
@@ -183,7 +183,7 @@ bool xen_init(XenInfo* info) {
   void* si = alloc(4096);
   if (si == nullptr) return false;
   info->shared_info_gfn = reinterpret_cast<uint64_t>(si) >> 12;
-  if (int64_t rc = add_to_physmap(hv::xen::XENMAPSPACE_shared_info, 0, info->shared_info_gfn);
+  if (int64_t rc = add_to_physmap(xen::XENMAPSPACE_shared_info, 0, info->shared_info_gfn);
       rc != 0) {
     kprintf("xen: add_to_physmap(shared_info) = %ld\n", rc);
     return false;
@@ -196,16 +196,16 @@ bool xen_init(XenInfo* info) {
     void* f = alloc(4096);
     if (f == nullptr) return false;
     info->grant_frame_gfn[i] = reinterpret_cast<uint64_t>(f) >> 12;
-    if (int64_t rc = add_to_physmap(hv::xen::XENMAPSPACE_grant_table, i, info->grant_frame_gfn[i]);
+    if (int64_t rc = add_to_physmap(xen::XENMAPSPACE_grant_table, i, info->grant_frame_gfn[i]);
         rc != 0) {
       kprintf("xen: add_to_physmap(grant_table %u) = %ld\n", i, rc);
       return false;
     }
     g_frames[i] = static_cast<gnttab::grant_entry_v1*>(f);
   }
-  hv::xen::gnttab_query_size q{};
-  q.dom = hv::xen::DOMID_SELF;
-  if (hypercall(hv::xen::kHypercallGrantTableOp, gnttab::GNTTABOP_query_size,
+  gnttab::gnttab_query_size q{};
+  q.dom = xen::DOMID_SELF;
+  if (hypercall(xen::kHypercallGrantTableOp, gnttab::GNTTABOP_query_size,
                 reinterpret_cast<uint64_t>(&q), 1) != 0 ||
       q.status != gnttab::GNTST_okay) {
     kprintf("xen: GNTTABOP_query_size failed\n");
@@ -215,17 +215,17 @@ bool xen_init(XenInfo* info) {
   info->max_grant_frames = q.max_nr_frames;
   g_grant_table = new (g_grant_storage) gnttab::FixedGrantTable<kGuestGrantFrames>(g_frames);
 
-  get_param(hv::xen::HVM_PARAM_STORE_PFN, &info->store_pfn);
+  get_param(xen::HVM_PARAM_STORE_PFN, &info->store_pfn);
   uint64_t v = 0;
-  get_param(hv::xen::HVM_PARAM_STORE_EVTCHN, &v);
+  get_param(xen::HVM_PARAM_STORE_EVTCHN, &v);
   info->store_evtchn = static_cast<uint32_t>(v);
-  get_param(hv::xen::HVM_PARAM_CONSOLE_PFN, &info->console_pfn);
-  get_param(hv::xen::HVM_PARAM_CONSOLE_EVTCHN, &v);
+  get_param(xen::HVM_PARAM_CONSOLE_PFN, &info->console_pfn);
+  get_param(xen::HVM_PARAM_CONSOLE_EVTCHN, &v);
   info->console_evtchn = static_cast<uint32_t>(v);
   mark_dom0(info->store_evtchn, true);
   mark_dom0(info->console_evtchn, true);
   // pvio-hv's MMIO doorbell (xen_abi.h): 0, or an error from a VMM without it, means the port.
-  if (get_param(hv::xen::kHvmParamPvioDoorbellGpa, &v) == 0) info->doorbell_mmio_gpa = v;
+  if (get_param(hv::kHvmParamPvioDoorbellGpa, &v) == 0) info->doorbell_mmio_gpa = v;
   g_doorbell_mmio = info->doorbell_mmio_gpa;
 
   // Upcall: IDT gate, LAPIC on (software enable, TPR 0), then the callback vector.
@@ -233,11 +233,11 @@ bool xen_init(XenInfo* info) {
   set_interrupt_gate(kSpuriousVector, reinterpret_cast<uint64_t>(xen_spurious_entry));
   mmio_write32(kLapicBase + kLapicTpr, 0);
   mmio_write32(kLapicBase + kLapicSvr, 0x100 | kSpuriousVector);
-  hv::xen::xen_hvm_param p{};
-  p.domid = hv::xen::DOMID_SELF;
-  p.index = hv::xen::HVM_PARAM_CALLBACK_IRQ;
-  p.value = (hv::xen::HVM_PARAM_CALLBACK_TYPE_VECTOR << hv::xen::kCallbackTypeShift) | kUpcallVector;
-  if (int64_t rc = hypercall(hv::xen::kHypercallHvmOp, hv::xen::HVMOP_set_param,
+  xen::xen_hvm_param p{};
+  p.domid = xen::DOMID_SELF;
+  p.index = xen::HVM_PARAM_CALLBACK_IRQ;
+  p.value = (xen::HVM_PARAM_CALLBACK_TYPE_VECTOR << xen::HVM_PARAM_CALLBACK_IRQ_TYPE_SHIFT) | kUpcallVector;
+  if (int64_t rc = hypercall(xen::kHypercallHvmOp, xen::HVMOP_set_param,
                              reinterpret_cast<uint64_t>(&p));
       rc != 0) {
     kprintf("xen: HVM_PARAM_CALLBACK_IRQ = %ld\n", rc);
@@ -254,10 +254,10 @@ evtchn::shared_info* shared_info() { return g_shared_info; }
 gnttab::GrantTable& grant_table() { return *g_grant_table; }
 
 int64_t evtchn_alloc_unbound(uint16_t remote_dom, uint32_t* port) {
-  hv::xen::evtchn_alloc_unbound a{};
-  a.dom = hv::xen::DOMID_SELF;
+  evtchn::evtchn_alloc_unbound a{};
+  a.dom = xen::DOMID_SELF;
   a.remote_dom = remote_dom;
-  const int64_t rc = hypercall(hv::xen::kHypercallEventChannelOp, evtchn::kEvtchnOpAllocUnbound,
+  const int64_t rc = hypercall(xen::kHypercallEventChannelOp, evtchn::kEvtchnOpAllocUnbound,
                                reinterpret_cast<uint64_t>(&a));
   if (rc == 0) {
     *port = a.port;
@@ -274,19 +274,19 @@ int64_t evtchn_send(uint32_t port) {
       mmio_write32(g_doorbell_mmio, port);
       ++g_doorbell_counts.mmio;
     } else {
-      outl(hv::xen::kDoorbellPort, port);
+      outl(hv::kDoorbellPort, port);
       ++g_doorbell_counts.pio;
     }
     return 0;
   }
-  hv::xen::evtchn_port_op op{port};
-  return hypercall(hv::xen::kHypercallEventChannelOp, evtchn::kEvtchnOpSend,
+  evtchn::evtchn_port_op op{port};
+  return hypercall(xen::kHypercallEventChannelOp, evtchn::kEvtchnOpSend,
                    reinterpret_cast<uint64_t>(&op));
 }
 
 int64_t evtchn_close(uint32_t port) {
-  hv::xen::evtchn_port_op op{port};
-  const int64_t rc = hypercall(hv::xen::kHypercallEventChannelOp, evtchn::kEvtchnOpClose,
+  evtchn::evtchn_port_op op{port};
+  const int64_t rc = hypercall(xen::kHypercallEventChannelOp, evtchn::kEvtchnOpClose,
                                reinterpret_cast<uint64_t>(&op));
   if (rc == 0) mark_dom0(port, false);
   return rc;

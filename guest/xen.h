@@ -7,9 +7,17 @@
 
 #include <stdint.h>
 
-#include "pvio/event_channel/shared_info.h"
 #include "pvio/grant_table/grant_table.h"
-#include "pvio/hypervisor/xen_abi.h"
+#include "pvio/hv_abi/ports.h"
+#include "pvio/xen/arch-x86/cpuid.h"
+#include "pvio/xen/event_channel.h"
+#include "pvio/xen/grant_table.h"
+#include "pvio/xen/hvm/hvm_op.h"
+#include "pvio/xen/hvm/params.h"
+#include "pvio/xen/memory.h"
+#include "pvio/xen/sched.h"
+#include "pvio/xen/version.h"
+#include "pvio/xen/xen.h"
 
 namespace pvio::guest {
 

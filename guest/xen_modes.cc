@@ -16,7 +16,6 @@ extern "C" int memcmp(const void*, const void*, size_t);
 
 namespace pvio::guest {
 
-namespace xen = hv::xen;
 
 namespace {
 
@@ -138,7 +137,7 @@ int64_t evtchn_op(unsigned cmd, void* arg) {
 
   // Dispatch and xen_version.
   check("xen_version", hypercall(xen::kHypercallXenVersion, xen::XENVER_version),
-        (int64_t{xen::kVersionMajor} << 16) | xen::kVersionMinor);
+        (int64_t{hv::kXenVersionMajor} << 16) | hv::kXenVersionMinor);
   check("xen_version bad cmd", hypercall(xen::kHypercallXenVersion, 99), kEnosys);
   check("unknown hypercall 0", hypercall(0), kEnosys);
   check("unknown hypercall 127", hypercall(127, 1, 2, 3, 4, 5), kEnosys);
@@ -175,7 +174,7 @@ int64_t evtchn_op(unsigned cmd, void* arg) {
   }
 
   // grant_table_op.
-  xen::gnttab_query_size q{};
+  gnttab::gnttab_query_size q{};
   q.dom = self;
   check("query_size count 2", hypercall(xen::kHypercallGrantTableOp, gnttab::GNTTABOP_query_size, reinterpret_cast<uint64_t>(&q), 2), kEinval);
   check("query_size bad pointer", hypercall(xen::kHypercallGrantTableOp, gnttab::GNTTABOP_query_size, kBadPointer, 1), kEfault);
@@ -187,7 +186,7 @@ int64_t evtchn_op(unsigned cmd, void* arg) {
   hypercall(xen::kHypercallGrantTableOp, gnttab::GNTTABOP_query_size, reinterpret_cast<uint64_t>(&q), 1);
   check("query_size other dom", q.status, gnttab::GNTST_bad_domain);
   uint64_t frames[8] = {};
-  xen::gnttab_setup_table st{};
+  gnttab::gnttab_setup_table st{};
   st.dom = self;
   st.nr_frames = 4;
   st.frame_list = reinterpret_cast<uint64_t>(frames);
@@ -207,11 +206,11 @@ int64_t evtchn_op(unsigned cmd, void* arg) {
   // event_channel_op: loopback channel, status, send, unmask re-raise, close.
   uint32_t a = 0;
   check("alloc_unbound self", evtchn_alloc_unbound(self, &a), 0);
-  xen::evtchn_bind_interdomain b{};
+  evtchn::evtchn_bind_interdomain b{};
   b.remote_dom = self;
   b.remote_port = a;
   check("bind_interdomain loopback", evtchn_op(evtchn::kEvtchnOpBindInterdomain, &b), 0);
-  xen::evtchn_status s{};
+  evtchn::evtchn_status s{};
   s.dom = self;
   s.port = a;
   check("status", evtchn_op(evtchn::kEvtchnOpStatus, &s), 0);
@@ -225,7 +224,7 @@ int64_t evtchn_op(unsigned cmd, void* arg) {
   check("send to masked", evtchn_send(b.local_port), 0);
   for (int i = 0; i < 100000; ++i) asm volatile("pause");
   check("masked port not delivered", static_cast<int64_t>(evtchn_events(a) - masked_before), 0);
-  xen::evtchn_port_op um{a};
+  evtchn::evtchn_port_op um{a};
   check("unmask", evtchn_op(evtchn::kEvtchnOpUnmask, &um), 0);
   check("unmask re-raises the held event", spin_for_event(a, masked_before) ? 1 : 0, 1);
   s.port = 4000;
@@ -237,14 +236,14 @@ int64_t evtchn_op(unsigned cmd, void* arg) {
   s.dom = 0;
   s.port = a;
   check("status dom0", evtchn_op(evtchn::kEvtchnOpStatus, &s), kEperm);
-  xen::evtchn_port_op free_port{4000};
+  evtchn::evtchn_port_op free_port{4000};
   check("send free port", evtchn_op(evtchn::kEvtchnOpSend, &free_port), kEinval);
-  xen::evtchn_port_op big{100000};
+  evtchn::evtchn_port_op big{100000};
   check("unmask invalid port", evtchn_op(evtchn::kEvtchnOpUnmask, &big), kEinval);
   check("close", evtchn_close(a), 0);
   check("close twice", evtchn_close(a), kEinval);
   check("close peer", evtchn_close(b.local_port), 0);
-  xen::evtchn_alloc_unbound au{};
+  evtchn::evtchn_alloc_unbound au{};
   au.dom = 0;
   check("alloc_unbound for dom0", evtchn_op(evtchn::kEvtchnOpAllocUnbound, &au), kEperm);
   b.remote_dom = 0;
@@ -371,11 +370,11 @@ int64_t evtchn_op(unsigned cmd, void* arg) {
   }
   // The interface still works afterwards.
   const bool version_ok = hypercall(xen::kHypercallXenVersion, xen::XENVER_version) ==
-                          ((int64_t{xen::kVersionMajor} << 16) | xen::kVersionMinor);
+                          ((int64_t{hv::kXenVersionMajor} << 16) | hv::kXenVersionMinor);
   uint32_t p = 0;
   bool loop_ok = evtchn_alloc_unbound(xen::DOMID_SELF, &p) == 0;
   if (loop_ok) {
-    xen::evtchn_bind_interdomain b{};
+    evtchn::evtchn_bind_interdomain b{};
     b.remote_dom = xen::DOMID_SELF;
     b.remote_port = p;
     const uint64_t before = evtchn_events(p);

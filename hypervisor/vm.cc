@@ -17,8 +17,17 @@
 #include <stdexcept>
 #include <system_error>
 
-#include "pvio/hypervisor/boot_info.h"
-#include "pvio/hypervisor/xen_abi.h"
+#include "pvio/hv_abi/boot_info.h"
+#include "pvio/xen/xen.h"
+#include "pvio/xen/memory.h"
+#include "pvio/xen/grant_table.h"
+#include "pvio/xen/event_channel.h"
+#include "pvio/xen/hvm/params.h"
+#include "pvio/xen/hvm/hvm_op.h"
+#include "pvio/xen/sched.h"
+#include "pvio/xen/version.h"
+#include "pvio/xen/arch-x86/cpuid.h"
+#include "pvio/hv_abi/ports.h"
 
 namespace pvio::hv {
 
@@ -215,7 +224,7 @@ void Vm::setup_cpuid(Vcpu& vcpu) {
     if (errno != E2BIG || n > 4096) fail("KVM_GET_SUPPORTED_CPUID");
   }
   std::erase_if(entries, [](const kvm_cpuid_entry2& e) {
-    return e.function >= xen::kCpuidBase && e.function < xen::kCpuidBase + 0x100;
+    return e.function >= xen::XEN_CPUID_FIRST_LEAF && e.function < xen::XEN_CPUID_FIRST_LEAF + 0x100;
   });
   for (kvm_cpuid_entry2& e : entries) {
     if (e.function == 1) {
@@ -225,9 +234,9 @@ void Vm::setup_cpuid(Vcpu& vcpu) {
     if (e.function == 0xb || e.function == 0x1f) e.edx = vcpu.index;  // x2APIC ID
   }
   // Xen's leaves (xen/arch-x86/cpuid.h): signature, version, hypercall page count and MSR.
-  for (std::uint32_t leaf = xen::kCpuidBase; leaf <= xen::kCpuidBase + xen::kCpuidLeafHypercall;
+  for (std::uint32_t leaf = xen::XEN_CPUID_FIRST_LEAF; leaf <= xen::XEN_CPUID_FIRST_LEAF + xen::XEN_CPUID_LEAF_HYPERCALL;
        ++leaf) {
-    const xen::CpuidLeaf l = xen::cpuid_leaf(leaf);
+    const hv::CpuidLeaf l = hv::cpuid_leaf(leaf);
     kvm_cpuid_entry2 e{};
     e.function = leaf;
     e.eax = l.eax;
@@ -257,7 +266,7 @@ void Vm::setup_xen_interface() {
     const int fd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (fd < 0) fail("eventfd");
     kvm_ioeventfd io{};
-    io.addr = xen::kDoorbellMmioGpa;
+    io.addr = hv::kDoorbellMmioGpa;
     io.len = 4;
     io.fd = fd;
     io.flags = KVM_IOEVENTFD_FLAG_DATAMATCH;
@@ -285,7 +294,7 @@ void Vm::setup_xen_interface() {
     filter.flags = KVM_MSR_FILTER_DEFAULT_ALLOW;
     filter.ranges[0].flags = KVM_MSR_FILTER_WRITE;
     filter.ranges[0].nmsrs = 1;
-    filter.ranges[0].base = xen::kHypercallMsr;
+    filter.ranges[0].base = hv::kHypercallMsr;
     filter.ranges[0].bitmap = deny_one;
     features_.msr_filter = ::ioctl(vm_fd_, KVM_X86_SET_MSR_FILTER, &filter) == 0;
   }
@@ -337,7 +346,7 @@ int Vm::set_doorbell(evtchn_port_t port, int eventfd, bool assign) {
   if (!features_.ioeventfd) return -ENOTSUP;
   kvm_ioeventfd io{};
   io.datamatch = port;
-  io.addr = xen::kDoorbellPort;
+  io.addr = hv::kDoorbellPort;
   io.len = 4;
   io.fd = eventfd;
   io.flags = KVM_IOEVENTFD_FLAG_PIO | KVM_IOEVENTFD_FLAG_DATAMATCH |
@@ -346,7 +355,7 @@ int Vm::set_doorbell(evtchn_port_t port, int eventfd, bool assign) {
   if (features_.mmio_ioeventfd) {
     // The same doorbell as a store to the MMIO page (xen_abi.h). A refusal leaves the store
     // exiting to us, where it is delivered as EVTCHNOP_send: slower, still correct.
-    io.addr = xen::kDoorbellMmioGpa;
+    io.addr = hv::kDoorbellMmioGpa;
     io.flags &= ~static_cast<std::uint32_t>(KVM_IOEVENTFD_FLAG_PIO);
     (void)::ioctl(vm_fd_, KVM_IOEVENTFD, &io);
   }
@@ -354,7 +363,7 @@ int Vm::set_doorbell(evtchn_port_t port, int eventfd, bool assign) {
 }
 
 std::uint64_t Vm::doorbell_mmio_gpa() const {
-  return features_.mmio_ioeventfd ? xen::kDoorbellMmioGpa : 0;
+  return features_.mmio_ioeventfd ? hv::kDoorbellMmioGpa : 0;
 }
 
 int Vm::route_upcall(std::uint8_t vector) {
@@ -392,7 +401,7 @@ void Vm::handle_cpuid_port(Vcpu& vcpu) {
     crash(vcpu, std::string("KVM_GET_REGS for the CPUID port failed: ") + std::strerror(errno));
     return;
   }
-  const xen::CpuidLeaf l = xen::cpuid_leaf(static_cast<std::uint32_t>(regs.rax));
+  const hv::CpuidLeaf l = hv::cpuid_leaf(static_cast<std::uint32_t>(regs.rax));
   regs.rax = l.eax;
   regs.rbx = l.ebx;
   regs.rcx = l.ecx;
@@ -573,12 +582,12 @@ void Vm::vcpu_loop(Vcpu& vcpu) {
       case KVM_EXIT_IO: {
         const bool out = run->io.direction == KVM_EXIT_IO_OUT;
         if (out && run->io.size == 4 && run->io.count == 1 &&
-            (run->io.port == xen::kHypercallPort || run->io.port == xen::kDoorbellPort ||
-             run->io.port == xen::kCpuidPort)) {
+            (run->io.port == hv::kHypercallPort || run->io.port == hv::kDoorbellPort ||
+             run->io.port == hv::kCpuidPort)) {
           std::uint32_t value;
           std::memcpy(&value, reinterpret_cast<std::uint8_t*>(run) + run->io.data_offset, 4);
-          if (run->io.port == xen::kDoorbellPort) xen_->doorbell(value);
-          else if (run->io.port == xen::kCpuidPort) handle_cpuid_port(vcpu);
+          if (run->io.port == hv::kDoorbellPort) xen_->doorbell(value);
+          else if (run->io.port == hv::kCpuidPort) handle_cpuid_port(vcpu);
           else handle_hypercall(vcpu);
           break;
         }
@@ -588,7 +597,7 @@ void Vm::vcpu_loop(Vcpu& vcpu) {
         break;
       }
       case KVM_EXIT_MMIO: {
-        if (run->mmio.phys_addr == xen::kDoorbellMmioGpa && run->mmio.is_write &&
+        if (run->mmio.phys_addr == hv::kDoorbellMmioGpa && run->mmio.is_write &&
             run->mmio.len == 4) {
           std::uint32_t value;
           std::memcpy(&value, run->mmio.data, 4);
@@ -604,7 +613,7 @@ void Vm::vcpu_loop(Vcpu& vcpu) {
         break;
       case KVM_EXIT_X86_WRMSR:
         // Only the hypercall MSR is filtered to us; anything else faults in the guest.
-        run->msr.error = run->msr.index == xen::kHypercallMsr &&
+        run->msr.error = run->msr.index == hv::kHypercallMsr &&
                                  xen_->write_hypercall_msr(run->msr.data)
                              ? 0
                              : 1;

@@ -11,7 +11,7 @@
 #include <cstring>
 
 #include "pvio/event_channel/two_level.h"
-#include "pvio/grant_table/grant_abi.h"
+#include "pvio/xen/grant_table.h"
 
 namespace pvio::hv {
 
@@ -138,7 +138,7 @@ std::int64_t XenHvm::hypercall(const HypercallArgs& call) {
     case xen::kHypercallConsoleIo: rc = console_io(call); break;
     case xen::kHypercallXenVersion:
       rc = call.arg[0] == xen::XENVER_version
-               ? std::int64_t{(xen::kVersionMajor << 16) | xen::kVersionMinor}
+               ? std::int64_t{(hv::kXenVersionMajor << 16) | hv::kXenVersionMinor}
                : -xen::XEN_ENOSYS;
       break;
     default: rc = -xen::XEN_ENOSYS; break;
@@ -153,16 +153,16 @@ std::int64_t XenHvm::hypercall(const HypercallArgs& call) {
 
 bool XenHvm::write_hypercall_msr(std::uint64_t value) {
   // Low 12 bits select the page of a multi-page hypercall area; there is one page.
-  if ((value & (kPage - 1)) >= xen::kHypercallPages) return false;
+  if ((value & (kPage - 1)) >= hv::kHypercallPages) return false;
   std::uint8_t* page = memory_.range(value & ~(kPage - 1), kPage);
   if (page == nullptr) return false;
-  for (std::uint32_t nr = 0; nr < xen::kHypercallEntries; ++nr) {
-    std::uint8_t* s = page + nr * xen::kHypercallStubSize;
-    std::memset(s, 0xcc, xen::kHypercallStubSize);  // int3 padding
+  for (std::uint32_t nr = 0; nr < hv::kHypercallEntries; ++nr) {
+    std::uint8_t* s = page + nr * hv::kHypercallStubSize;
+    std::memset(s, 0xcc, hv::kHypercallStubSize);  // int3 padding
     s[0] = 0xb8;                                     // mov $nr, %eax
     std::memcpy(s + 1, &nr, 4);
     s[5] = 0xe7;                                     // out %eax, $port
-    s[6] = static_cast<std::uint8_t>(xen::kHypercallPort);
+    s[6] = static_cast<std::uint8_t>(hv::kHypercallPort);
     s[7] = 0xc3;                                     // ret
   }
   std::lock_guard lk(mu_);
@@ -240,7 +240,7 @@ std::int64_t XenHvm::grant_table_op(const HypercallArgs& call) {
   switch (cmd) {
     case gnttab::GNTTABOP_query_size: {
       if (count != 1) return -xen::XEN_EINVAL;
-      xen::gnttab_query_size q;
+      gnttab::gnttab_query_size q;
       if (!copy_from_guest(call, uop, &q, sizeof(q))) return -xen::XEN_EFAULT;
       if (check_self(q.dom, domid_) != 0) {
         q.status = gnttab::GNTST_bad_domain;
@@ -254,7 +254,7 @@ std::int64_t XenHvm::grant_table_op(const HypercallArgs& call) {
     }
     case gnttab::GNTTABOP_setup_table: {
       if (count != 1) return -xen::XEN_EINVAL;
-      xen::gnttab_setup_table s;
+      gnttab::gnttab_setup_table s;
       if (!copy_from_guest(call, uop, &s, sizeof(s))) return -xen::XEN_EFAULT;
       if (check_self(s.dom, domid_) != 0) {
         s.status = gnttab::GNTST_bad_domain;
@@ -275,7 +275,7 @@ std::int64_t XenHvm::grant_table_op(const HypercallArgs& call) {
         }
       }
       // Only the status goes back; the IN fields stay as the guest wrote them.
-      const std::uint64_t status_gva = uop + offsetof(xen::gnttab_setup_table, status);
+      const std::uint64_t status_gva = uop + offsetof(gnttab::gnttab_setup_table, status);
       return copy_to_guest(call, status_gva, &s.status, sizeof(s.status)) ? 0 : -xen::XEN_EFAULT;
     }
     default:
@@ -298,7 +298,7 @@ std::int64_t XenHvm::event_channel_op(const HypercallArgs& call) {
   const std::uint64_t cmd = call.arg[0], arg = call.arg[1];
   switch (cmd) {
     case evtchn::kEvtchnOpAllocUnbound: {
-      xen::evtchn_alloc_unbound a;
+      evtchn::evtchn_alloc_unbound a;
       if (!copy_from_guest(call, arg, &a, sizeof(a))) return -xen::XEN_EFAULT;
       if (const std::int64_t rc = check_self(a.dom, domid_); rc != 0) return rc;
       std::unique_lock lk(mu_);
@@ -309,7 +309,7 @@ std::int64_t XenHvm::event_channel_op(const HypercallArgs& call) {
       return copy_to_guest(call, arg, &a, sizeof(a)) ? 0 : -xen::XEN_EFAULT;
     }
     case evtchn::kEvtchnOpBindInterdomain: {
-      xen::evtchn_bind_interdomain b;
+      evtchn::evtchn_bind_interdomain b;
       if (!copy_from_guest(call, arg, &b, sizeof(b))) return -xen::XEN_EFAULT;
       // Dom0 services bind the guest's ports, never the other way round: there is no unbound
       // Dom0 port to bind to. The only other end a guest can name is itself (loopback).
@@ -326,7 +326,7 @@ std::int64_t XenHvm::event_channel_op(const HypercallArgs& call) {
     case evtchn::kEvtchnOpSend:
     case evtchn::kEvtchnOpClose:
     case evtchn::kEvtchnOpUnmask: {
-      xen::evtchn_port_op p;
+      evtchn::evtchn_port_op p;
       if (!copy_from_guest(call, arg, &p, sizeof(p))) return -xen::XEN_EFAULT;
       std::lock_guard lk(mu_);
       if (cmd == evtchn::kEvtchnOpSend) return ports_->send(p.port);
@@ -348,7 +348,7 @@ std::int64_t XenHvm::event_channel_op(const HypercallArgs& call) {
       return ports_->close(p.port);
     }
     case evtchn::kEvtchnOpStatus: {
-      xen::evtchn_status s;
+      evtchn::evtchn_status s;
       if (!copy_from_guest(call, arg, &s, sizeof(s))) return -xen::XEN_EFAULT;
       if (const std::int64_t rc = check_self(s.dom, domid_); rc != 0) return rc;
       evtchn::ChannelStatus st;
@@ -379,7 +379,7 @@ std::int64_t XenHvm::hvm_op(const HypercallArgs& call) {
   xen::xen_hvm_param p;
   if (!copy_from_guest(call, arg, &p, sizeof(p))) return -xen::XEN_EFAULT;
   if (const std::int64_t rc = check_self(p.domid, domid_); rc != 0) return rc;
-  if (p.index == xen::kHvmParamPvioDoorbellGpa) {
+  if (p.index == hv::kHvmParamPvioDoorbellGpa) {
     if (cmd == xen::HVMOP_set_param) return -xen::XEN_EPERM;
     p.value = host_.doorbell_mmio_gpa();
     return copy_to_guest(call, arg, &p, sizeof(p)) ? 0 : -xen::XEN_EFAULT;
@@ -389,12 +389,12 @@ std::int64_t XenHvm::hvm_op(const HypercallArgs& call) {
   if (cmd == xen::HVMOP_set_param) {
     // A guest may only choose how it is called back; the rest is the toolstack's.
     if (p.index != xen::HVM_PARAM_CALLBACK_IRQ) return -xen::XEN_EPERM;
-    const std::uint64_t type = p.value >> xen::kCallbackTypeShift;
+    const std::uint64_t type = p.value >> xen::HVM_PARAM_CALLBACK_IRQ_TYPE_SHIFT;
     std::uint8_t vector = 0;
     if (p.value != 0) {
       // Only the per-vCPU vector method; GSI and PCI INTx callbacks are not offered.
       if (type != xen::HVM_PARAM_CALLBACK_TYPE_VECTOR) return -xen::XEN_EINVAL;
-      if ((p.value & ~(xen::HVM_PARAM_CALLBACK_TYPE_VECTOR << xen::kCallbackTypeShift)) > 0xff)
+      if ((p.value & ~(xen::HVM_PARAM_CALLBACK_TYPE_VECTOR << xen::HVM_PARAM_CALLBACK_IRQ_TYPE_SHIFT)) > 0xff)
         return -xen::XEN_EINVAL;
       vector = static_cast<std::uint8_t>(p.value);
       if (vector < 0x20) return -xen::XEN_EINVAL;

@@ -22,7 +22,7 @@
 #include "pvio/hypervisor/devices/ide.h"
 #include "pvio/hypervisor/devices/serial.h"
 #include "pvio/hypervisor/devices/xen_platform.h"
-#include "pvio/hypervisor/boot_info.h"
+#include "pvio/hv_abi/boot_info.h"
 #include "pvio/domain/domain.h"
 #include "pvio/hypervisor/vm.h"
 

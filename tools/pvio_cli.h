@@ -13,7 +13,7 @@
 #include <string>
 #include <vector>
 
-#include "pvio/ring/xen_types.h"
+#include "pvio/xen/xen.h"
 #include "pvio/xenstore/client.h"
 
 namespace pvio::cli {

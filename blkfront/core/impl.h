@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "pvio/blkfront/blkfront.h"
+#include "pvio/ring/io_rings.h"
 
 namespace pvio::blkfront {
 

@@ -18,7 +18,7 @@
 #include "pvio/blkback/blkback.h"
 #include "pvio/event_channel/notifier.h"
 #include "pvio/grant_table/grant_table.h"
-#include "pvio/ring/blkif.h"
+#include "pvio/ring/io_rings.h"
 
 namespace pvio::blkback::test {
 

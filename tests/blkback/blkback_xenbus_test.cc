@@ -17,7 +17,7 @@
 #include "pvio/domain/domain.h"
 #include "pvio/event_channel/notifier.h"
 #include "pvio/grant_table/grant_table.h"
-#include "pvio/ring/blkif.h"
+#include "pvio/ring/io_rings.h"
 #include "pvio/xenstore/client.h"
 #include "pvio/xenstore/daemon.h"
 #include "pvio/xenstore/server.h"

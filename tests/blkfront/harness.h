@@ -29,7 +29,7 @@
 #include "pvio/grant_table/grant_mapper.h"
 #include "pvio/grant_table/grant_table.h"
 #include "pvio/grant_table/guest_memory.h"
-#include "pvio/ring/blkif.h"
+#include "pvio/ring/io_rings.h"
 #include "pvio/xenstore/store.h"
 
 namespace pvio::blkfront::test {

@@ -19,7 +19,7 @@
 #include "pvio/control/client.h"
 #include "pvio/domain/domain.h"
 #include "pvio/event_channel/notifier.h"
-#include "pvio/grant_table/grant_abi.h"
+#include "pvio/xen/grant_table.h"
 
 namespace {
 

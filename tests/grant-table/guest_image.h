@@ -11,7 +11,7 @@
 #include <cstring>
 #include <stdexcept>
 
-#include "pvio/grant_table/grant_abi.h"
+#include "pvio/xen/grant_table.h"
 #include "pvio/grant_table/guest_memory.h"
 
 namespace pvio::gnttab::test {

@@ -134,8 +134,8 @@ TEST_F(XenTest, ProbeFindsLeavesHypercallPageAndParams) {
   ASSERT_EQ(run("mode=xen-probe"), 0) << slurp(log_) << slurp(err_);
   const std::string log = slurp(log_);
   EXPECT_EQ(field(log, "PVIO-RESULT", "xen"), 1);
-  EXPECT_EQ(field(log, "PVIO-RESULT", "version"), (xen::kVersionMajor << 16) | xen::kVersionMinor);
-  EXPECT_EQ(field(log, "PVIO-RESULT", "hypercall_msr"), xen::kHypercallMsr);
+  EXPECT_EQ(field(log, "PVIO-RESULT", "version"), (hv::kXenVersionMajor << 16) | hv::kXenVersionMinor);
+  EXPECT_EQ(field(log, "PVIO-RESULT", "hypercall_msr"), hv::kHypercallMsr);
   EXPECT_EQ(field(log, "PVIO-RESULT", "store_pfn"), (kXenPagesGpa >> 12) + kXenStorePage);
   EXPECT_EQ(field(log, "PVIO-RESULT", "console_pfn"), (kXenPagesGpa >> 12) + kXenConsolePage);
   EXPECT_GT(field(log, "PVIO-RESULT", "store_evtchn"), 0);

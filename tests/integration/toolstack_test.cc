@@ -9,7 +9,7 @@
 #include <fstream>
 
 #include "harness.h"
-#include "pvio/xenstore/wire.h"
+#include "pvio/xen/io/xs_wire.h"
 
 namespace pvio::integration {
 namespace {

@@ -1,15 +1,18 @@
 // shared_info / vcpu_info and the event-channel constants against Debian's Xen headers.
 #include <gtest/gtest.h>
 
+// Ours first: Xen defines its names as macros, which would rewrite our declarations.
+#include "pvio/xen/event_channel.h"
+#include "pvio/xen/xen.h"
+
 #include "xen_headers.h"
 
 #include <xen/event_channel.h>
 
-#include "pvio/event_channel/shared_info.h"
-
 namespace {
 
 namespace ev = pvio::evtchn;
+namespace px = pvio::xen;
 
 #define EXPECT_SAME_LAYOUT(ours, theirs, field) \
   EXPECT_EQ(offsetof(ours, field), offsetof(theirs, field)) << #field
@@ -21,11 +24,11 @@ TEST(InteropEvtchnLayout, VcpuInfo) {
   EXPECT_SAME_LAYOUT(ev::vcpu_info, struct vcpu_info, evtchn_pending_sel);
   EXPECT_SAME_LAYOUT(ev::vcpu_info, struct vcpu_info, arch);
   EXPECT_SAME_LAYOUT(ev::vcpu_info, struct vcpu_info, time);
-  EXPECT_EQ(sizeof(ev::arch_vcpu_info), sizeof(struct arch_vcpu_info));
-  EXPECT_EQ(sizeof(ev::vcpu_time_info), sizeof(struct vcpu_time_info));
-  EXPECT_SAME_LAYOUT(ev::vcpu_time_info, struct vcpu_time_info, tsc_to_system_mul);
-  EXPECT_SAME_LAYOUT(ev::vcpu_time_info, struct vcpu_time_info, tsc_shift);
-  EXPECT_SAME_LAYOUT(ev::vcpu_time_info, struct vcpu_time_info, flags);
+  EXPECT_EQ(sizeof(px::arch_vcpu_info), sizeof(struct arch_vcpu_info));
+  EXPECT_EQ(sizeof(px::vcpu_time_info), sizeof(struct vcpu_time_info));
+  EXPECT_SAME_LAYOUT(px::vcpu_time_info, struct vcpu_time_info, tsc_to_system_mul);
+  EXPECT_SAME_LAYOUT(px::vcpu_time_info, struct vcpu_time_info, tsc_shift);
+  EXPECT_SAME_LAYOUT(px::vcpu_time_info, struct vcpu_time_info, flags);
 }
 
 TEST(InteropEvtchnLayout, SharedInfo) {
@@ -39,7 +42,7 @@ TEST(InteropEvtchnLayout, SharedInfo) {
   EXPECT_SAME_LAYOUT(ev::shared_info, struct shared_info, wc_nsec);
   EXPECT_SAME_LAYOUT(ev::shared_info, struct shared_info, wc_sec_hi);
   EXPECT_SAME_LAYOUT(ev::shared_info, struct shared_info, arch);
-  EXPECT_EQ(sizeof(ev::arch_shared_info), sizeof(struct arch_shared_info));
+  EXPECT_EQ(sizeof(px::arch_shared_info), sizeof(struct arch_shared_info));
   EXPECT_EQ(sizeof(((ev::shared_info*)nullptr)->evtchn_pending),
             sizeof(((struct shared_info*)nullptr)->evtchn_pending));
 }

@@ -7,7 +7,7 @@
 
 #include <cstring>
 
-#include "pvio/grant_table/grant_abi.h"
+#include "pvio/xen/grant_table.h"
 
 namespace captured {
 #define PVIO_CAPTURE(name) constexpr auto ours_##name = pvio::gnttab::name;

@@ -1,11 +1,13 @@
 // Every wire struct in ring/ has the size and field offsets of Debian's Xen public headers.
 #include <gtest/gtest.h>
 
+// Ours first: Xen defines its names as macros, which would rewrite our declarations.
+#include "pvio/ring/ring.h"
+#include "pvio/xen/io/blkif.h"
+#include "pvio/xen/io/netif.h"
+
 #include "xen_headers.h"
 
-#include "pvio/ring/blkif.h"
-#include "pvio/ring/netif.h"
-#include "pvio/ring/ring.h"
 
 namespace {
 

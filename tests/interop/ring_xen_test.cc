@@ -12,10 +12,12 @@
 #include <string>
 #include <vector>
 
+// Ours first: Xen defines its names as macros, which would rewrite our declarations.
+#include "pvio/ring/io_rings.h"
+#include "pvio/ring/ring.h"
+
 #include "xen_headers.h"
 
-#include "pvio/ring/blkif.h"
-#include "pvio/ring/ring.h"
 
 namespace {
 

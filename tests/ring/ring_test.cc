@@ -7,8 +7,8 @@
 #include <thread>
 #include <vector>
 
-#include "pvio/ring/blkif.h"
-#include "pvio/ring/netif.h"
+#include "pvio/ring/io_rings.h"
+#include "pvio/ring/io_rings.h"
 #include "pvio/ring/ring.h"
 
 namespace {

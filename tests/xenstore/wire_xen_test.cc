@@ -36,7 +36,7 @@ constexpr uint32_t mask(uint32_t i) { return MASK_XENSTORE_IDX(i); }
 #undef XENSTORE_ERROR_RINGIDX
 #undef XENSTORE_ERROR_PROTO
 
-#include "pvio/xenstore/wire.h"
+#include "pvio/xen/io/xs_wire.h"
 #include "pvio/xenstore/xenbus.h"
 
 namespace xs = pvio::xs;

@@ -20,7 +20,7 @@
 #include "pvio/blkback/request.h"
 #include "pvio/event_channel/notifier.h"
 #include "pvio/grant_table/guest_memory.h"
-#include "pvio/ring/xen_types.h"
+#include "pvio/xen/xen.h"
 
 namespace pvio::blkback {
 

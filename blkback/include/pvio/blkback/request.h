@@ -9,7 +9,7 @@
 #include <cstdint>
 #include <span>
 
-#include "pvio/ring/blkif.h"
+#include "pvio/xen/io/blkif.h"
 
 namespace pvio::blkback {
 

@@ -20,7 +20,7 @@
 #include <string>
 #include <utility>
 
-#include "pvio/ring/xen_types.h"
+#include "pvio/xen/xen.h"
 
 namespace pvio::xs {
 class Client;

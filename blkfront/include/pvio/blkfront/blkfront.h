@@ -17,8 +17,8 @@
 #include <cstdint>
 
 #include "pvio/blkfront/platform.h"
-#include "pvio/ring/blkif.h"
-#include "pvio/xenstore/xenbus.h"
+#include "pvio/xen/io/blkif.h"
+#include "pvio/xen/io/xenbus.h"
 
 namespace pvio::blkfront {
 

@@ -14,7 +14,7 @@
 #include "pvio/control/protocol.h"
 #include "pvio/control/socket.h"
 #include "pvio/event_channel/notifier.h"
-#include "pvio/event_channel/shared_info.h"
+#include "pvio/xen/event_channel.h"
 #include "pvio/grant_table/guest_memory.h"
 
 namespace pvio::control {

@@ -13,7 +13,7 @@
 #include <span>
 #include <variant>
 
-#include "pvio/ring/xen_types.h"
+#include "pvio/xen/xen.h"
 
 namespace pvio::control {
 

@@ -25,7 +25,7 @@
 #include "pvio/event_channel/port_table.h"
 #include "pvio/grant_table/grant_table.h"
 #include "pvio/grant_table/guest_memory.h"
-#include "pvio/xenstore/wire.h"
+#include "pvio/xen/io/xs_wire.h"
 
 namespace pvio::domain {
 

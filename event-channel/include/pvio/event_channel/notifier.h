@@ -10,7 +10,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "pvio/event_channel/shared_info.h"
+#include "pvio/xen/event_channel.h"
 
 namespace pvio::evtchn {
 

@@ -11,7 +11,7 @@
 #include <memory>
 
 #include "pvio/event_channel/notifier.h"
-#include "pvio/event_channel/shared_info.h"
+#include "pvio/xen/event_channel.h"
 
 namespace pvio::evtchn {
 

@@ -12,7 +12,7 @@
 #include <bit>
 #include <cstdint>
 
-#include "pvio/event_channel/shared_info.h"
+#include "pvio/xen/event_channel.h"
 
 namespace pvio::evtchn::two_level {
 

@@ -14,7 +14,7 @@
 #include <memory>
 #include <mutex>
 
-#include "pvio/grant_table/grant_abi.h"
+#include "pvio/xen/grant_table.h"
 #include "pvio/grant_table/guest_memory.h"
 
 namespace pvio::gnttab {

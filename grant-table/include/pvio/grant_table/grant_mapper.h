@@ -37,7 +37,7 @@
 #include <vector>
 
 #include "pvio/grant_table/active_table.h"
-#include "pvio/grant_table/grant_abi.h"
+#include "pvio/xen/grant_table.h"
 #include "pvio/grant_table/guest_memory.h"
 
 namespace pvio::gnttab {

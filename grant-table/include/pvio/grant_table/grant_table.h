@@ -20,7 +20,7 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "pvio/grant_table/grant_abi.h"
+#include "pvio/xen/grant_table.h"
 
 namespace pvio::gnttab {
 

@@ -31,7 +31,16 @@
 #include "pvio/event_channel/port_table.h"
 #include "pvio/grant_table/guest_memory.h"
 #include "pvio/hypervisor/domain.h"
-#include "pvio/hypervisor/xen_abi.h"
+#include "pvio/xen/xen.h"
+#include "pvio/xen/memory.h"
+#include "pvio/xen/grant_table.h"
+#include "pvio/xen/event_channel.h"
+#include "pvio/xen/hvm/params.h"
+#include "pvio/xen/hvm/hvm_op.h"
+#include "pvio/xen/sched.h"
+#include "pvio/xen/version.h"
+#include "pvio/xen/arch-x86/cpuid.h"
+#include "pvio/hv_abi/ports.h"
 
 namespace pvio::hv {
 

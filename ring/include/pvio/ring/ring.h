@@ -16,56 +16,9 @@
 #include <cstring>
 #include <type_traits>
 
+#include "pvio/xen/io/ring.h"
+
 namespace pvio::ring {
-
-using RingIdx = std::uint32_t;  // Xen's RING_IDX: free-running, wraps at 2^32
-
-inline constexpr std::size_t kPageSize = 4096;
-inline constexpr std::size_t kMaxRingPageOrder = 4;  // blkback's max-ring-page-order default
-
-// The 64-byte header at the start of every shared ring page (Xen's struct __name##_sring
-// before `ring[]`): producer/event indices, the private pad union and the reserved pad.
-struct SringHeader {
-  RingIdx req_prod;
-  RingIdx req_event;
-  RingIdx rsp_prod;
-  RingIdx rsp_event;
-  std::uint8_t pvt_pad[4];
-  std::uint8_t pad[44];
-};
-static_assert(sizeof(SringHeader) == 64);
-static_assert(offsetof(SringHeader, req_prod) == 0);
-static_assert(offsetof(SringHeader, req_event) == 4);
-static_assert(offsetof(SringHeader, rsp_prod) == 8);
-static_assert(offsetof(SringHeader, rsp_event) == 12);
-static_assert(offsetof(SringHeader, pvt_pad) == 16);
-
-// One slot holds either a request or the response that later replaces it.
-template <typename Req, typename Rsp>
-union SringEntry {
-  Req req;
-  Rsp rsp;
-};
-
-// Xen's __RD32: round down to a power of two.
-constexpr std::uint32_t round_down_pow2(std::uint32_t x) {
-  if (x == 0) return 0;
-  std::uint32_t p = 1;
-  while (p <= x / 2) p <<= 1;
-  return p;
-}
-
-// Xen's __CONST_RING_SIZE: entries that fit in `bytes` after the header, rounded down to a
-// power of two so indices can be masked.
-template <typename Req, typename Rsp>
-constexpr std::uint32_t ring_size(std::size_t bytes) {
-  if (bytes <= sizeof(SringHeader)) return 0;
-  return round_down_pow2(
-      static_cast<std::uint32_t>((bytes - sizeof(SringHeader)) / sizeof(SringEntry<Req, Rsp>)));
-}
-
-// Bytes taken by a ring of 2^order pages.
-constexpr std::size_t ring_bytes(unsigned ring_page_order) { return kPageSize << ring_page_order; }
 
 // Xen's SHARED_RING_INIT: indices to 0, event thresholds to 1, pads zeroed. Done by the
 // frontend, which owns the ring page, before it grants the page to the backend.

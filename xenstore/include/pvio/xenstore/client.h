@@ -10,9 +10,9 @@
 #include <string_view>
 #include <vector>
 
-#include "pvio/ring/xen_types.h"
+#include "pvio/xen/xen.h"
 #include "pvio/xenstore/protocol.h"
-#include "pvio/xenstore/wire.h"
+#include "pvio/xen/io/xs_wire.h"
 
 namespace pvio::xs {
 

@@ -10,7 +10,7 @@
 #include <memory>
 #include <string>
 
-#include "pvio/ring/xen_types.h"
+#include "pvio/xen/xen.h"
 #include "pvio/xenstore/daemon.h"
 #include "pvio/xenstore/server.h"
 

@@ -11,8 +11,8 @@
 #include <variant>
 #include <vector>
 
-#include "pvio/ring/xen_types.h"
-#include "pvio/xenstore/wire.h"
+#include "pvio/xen/xen.h"
+#include "pvio/xen/io/xs_wire.h"
 
 namespace pvio::xs {
 

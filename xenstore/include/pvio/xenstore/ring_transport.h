@@ -8,10 +8,10 @@
 #include <string>
 #include <string_view>
 
-#include "pvio/ring/xen_types.h"
+#include "pvio/xen/xen.h"
 #include "pvio/xenstore/protocol.h"
 #include "pvio/xenstore/server.h"
-#include "pvio/xenstore/wire.h"
+#include "pvio/xen/io/xs_wire.h"
 
 namespace pvio::xs {
 

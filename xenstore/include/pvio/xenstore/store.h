@@ -12,9 +12,9 @@
 #include <unordered_map>
 #include <vector>
 
-#include "pvio/ring/xen_types.h"
+#include "pvio/xen/xen.h"
 #include "pvio/xenstore/protocol.h"
-#include "pvio/xenstore/wire.h"
+#include "pvio/xen/io/xs_wire.h"
 
 namespace pvio::xs {
 

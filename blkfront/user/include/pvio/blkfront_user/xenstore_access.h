@@ -10,7 +10,7 @@
 #include <memory>
 #include <string>
 
-#include "pvio/ring/xen_types.h"
+#include "pvio/xen/xen.h"
 
 namespace pvio::domain {
 class Domain;

@@ -1,4 +1,4 @@
-// The xenstore wire protocol (Xen's io/xs_wire.h): message header, message types, error names
+// The xenstore wire protocol (Xen's public io/xs_wire.h): message header, message types, error names
 // and the shared ring page. Freestanding: a guest kernel can include it with no C++ library.
 #pragma once
 
