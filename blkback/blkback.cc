@@ -62,6 +62,54 @@ class GrantCopyPageReader final : public IndirectPageReader {
   alignas(4096) std::uint8_t page_[4096];
 };
 
+// The queue's ring in the frontend's ABI: native (x86_64-abi) or x86_32-abi, whose 108-byte
+// requests and 12-byte responses pack the ring differently. An x86_32 slot is copied once and
+// converted to the native layout from that private copy (blkif_get_x86_32_req in Linux), so
+// everything after the copy point sees one request type.
+class ProtocolRing {
+ public:
+  explicit ProtocolRing(BlkifProtocol p) : protocol_(p) {}
+
+  bool attach(void* base, std::size_t bytes, ring::RingIdx start) {
+    return x86_32() ? ring32_.attach(base, bytes, start) : ring64_.attach(base, bytes, start);
+  }
+  ring::RingCheck unconsumed_requests() {
+    return x86_32() ? ring32_.unconsumed_requests() : ring64_.unconsumed_requests();
+  }
+  ring::RingCheck final_check_for_requests() {
+    return x86_32() ? ring32_.final_check_for_requests() : ring64_.final_check_for_requests();
+  }
+  void consume_request(RawRequest& out) {
+    if (!x86_32()) {
+      ring64_.consume_request(out);
+      return;
+    }
+    blkif::blkif_x86_32_request in;
+    ring32_.consume_request(in);  // the only read of this slot
+    out = from_x86_32(in);
+  }
+  void produce_response(const blkif::blkif_response& rsp) {
+    if (!x86_32()) {
+      ring64_.produce_response(rsp);
+      return;
+    }
+    blkif::blkif_x86_32_response r;
+    std::memset(&r, 0, sizeof(r));  // padding too: nothing of ours leaks into the guest page
+    r.id = rsp.id;
+    r.operation = rsp.operation;
+    r.status = rsp.status;
+    ring32_.produce_response(r);
+  }
+  bool push_responses() { return x86_32() ? ring32_.push_responses() : ring64_.push_responses(); }
+
+ private:
+  bool x86_32() const { return protocol_ == BlkifProtocol::X86_32; }
+
+  BlkifProtocol protocol_;
+  blkif::BackRing ring64_;
+  blkif::BackRingX86_32 ring32_;
+};
+
 class Queue {
  public:
   Queue(unsigned index, const DeviceConfig& cfg, const DiskLimits& limits);
@@ -120,7 +168,7 @@ class Queue {
   std::vector<grant_handle_t> ring_handles_;
   void* ring_alias_ = nullptr;  // contiguous view of a multi-page ring
   std::size_t ring_alias_len_ = 0;
-  blkif::BackRing ring_;
+  ProtocolRing ring_;
 
   std::vector<Slot> slots_;
   std::vector<std::uint32_t> free_;
@@ -148,7 +196,8 @@ Queue::Queue(unsigned index, const DeviceConfig& cfg, const DiskLimits& limits)
       limits_(limits),
       kick_fd_(cfg.queues[index].kick_fd),
       notifier_(cfg.queues[index].notifier),
-      notify_port_(cfg.queues[index].notify_port) {
+      notify_port_(cfg.queues[index].notify_port),
+      ring_(cfg.protocol) {
   mapper_ = std::make_unique<GrantMapper>(cfg.frontend_domid, cfg.backend_domid, *cfg.memory,
                                           cfg.grant_table_gfns);
   if (cfg.persistent)

@@ -120,6 +120,75 @@ RequestError parse_indirect(const RawRequest& raw, const DiskLimits& limits,
 
 }  // namespace
 
+bool parse_blkif_protocol(std::string_view value, BlkifProtocol* out) {
+  if (value.empty() || value == blkif::kProtoAbiX86_64) {
+    *out = BlkifProtocol::X86_64;
+    return true;
+  }
+  if (value == blkif::kProtoAbiX86_32) {
+    *out = BlkifProtocol::X86_32;
+    return true;
+  }
+  return false;
+}
+
+const char* blkif_protocol_name(BlkifProtocol p) {
+  return p == BlkifProtocol::X86_32 ? blkif::kProtoAbiX86_32 : blkif::kProtoAbiX86_64;
+}
+
+RawRequest from_x86_32(const blkif::blkif_x86_32_request& in) {
+  RawRequest out;
+  std::memset(&out, 0, sizeof(out));
+  out.operation = in.operation;
+  switch (in.operation) {
+    case blkif::kOpRead:
+    case blkif::kOpWrite:
+    case blkif::kOpWriteBarrier:
+    case blkif::kOpFlushDiskcache:
+      out.nr_segments = in.nr_segments;
+      out.handle = in.handle;
+      out.id = in.id;
+      out.sector_number = in.sector_number;
+      // All slots: the count is validated later against the native copy, never used here.
+      std::memcpy(out.seg, in.seg, sizeof(out.seg));
+      break;
+    case blkif::kOpDiscard: {
+      blkif::blkif_x86_32_request_discard d;
+      std::memcpy(&d, &in, sizeof(d));
+      blkif::blkif_request_discard n;
+      std::memset(&n, 0, sizeof(n));
+      n.operation = d.operation;
+      n.flag = d.flag;
+      n.handle = d.handle;
+      n.id = d.id;
+      n.sector_number = d.sector_number;
+      n.nr_sectors = d.nr_sectors;
+      std::memcpy(&out, &n, sizeof(n));
+      break;
+    }
+    case blkif::kOpIndirect: {
+      blkif::blkif_x86_32_request_indirect d;
+      std::memcpy(&d, &in, sizeof(d));
+      blkif::blkif_request_indirect n;
+      std::memset(&n, 0, sizeof(n));
+      n.operation = d.operation;
+      n.indirect_op = d.indirect_op;
+      n.nr_segments = d.nr_segments;
+      n.id = d.id;
+      n.sector_number = d.sector_number;
+      n.handle = d.handle;
+      std::memcpy(n.indirect_grefs, d.indirect_grefs, sizeof(n.indirect_grefs));
+      std::memcpy(&out, &n, sizeof(n));
+      break;
+    }
+    default:
+      // The id sits at the same offset in every x86_32 layout (after the first 4 bytes).
+      out.id = in.id;
+      break;
+  }
+  return out;
+}
+
 const char* request_error_name(RequestError e) {
   switch (e) {
     case RequestError::None: return "none";

@@ -186,7 +186,8 @@ bool Vbd::connect() {
     return false;
   }
   const std::string protocol = read(fe_ + "/protocol");
-  if (!protocol.empty() && protocol != "x86_64-abi") {
+  BlkifProtocol abi = BlkifProtocol::X86_64;
+  if (!parse_blkif_protocol(protocol, &abi)) {
     fail("unsupported protocol " + protocol);
     return false;
   }
@@ -233,6 +234,7 @@ bool Vbd::connect() {
   cfg.memory = &ctl_->memory();
   cfg.grant_table_gfns.assign(ctl_->grant_frame_gfns().begin(), ctl_->grant_frame_gfns().end());
   cfg.engine = engine;
+  cfg.protocol = abi;
   cfg.backing = BackingOptions{params, read_only, DirectIo::Auto};
   cfg.persistent = opts_.persistent && fe_persistent == 1;
   cfg.max_indirect_segments = opts_.max_indirect_segments;

@@ -114,7 +114,7 @@ class XenbusTest : public ::testing::Test {
   }
 
   // The frontend's part of the handshake: a fresh ring, an event channel, its keys.
-  void frontend_connect() {
+  void frontend_connect(const char* protocol = "x86_64-abi") {
     std::uint64_t gfn = 0;
     ASSERT_EQ(dom_->alloc_pages(1, &gfn), 0);
     ring_page_ = dom_->page(gfn);
@@ -126,7 +126,7 @@ class XenbusTest : public ::testing::Test {
     port_ = port.port;
     xs_->write(fe() + "/ring-ref", std::to_string(ref));
     xs_->write(fe() + "/event-channel", std::to_string(port_));
-    xs_->write(fe() + "/protocol", "x86_64-abi");
+    xs_->write(fe() + "/protocol", protocol);
     xs_->write(fe() + "/feature-persistent", "1");
     fe_state(XenbusState::Initialised);
   }
@@ -168,6 +168,65 @@ class XenbusTest : public ::testing::Test {
   evtchn_port_t port_ = 0;
   int event_fd_ = -1;
 };
+
+// An unknown `protocol` is fatal for the device, as in xen-blkback's connect_ring.
+TEST_F(XenbusTest, UnknownProtocolIsAnErrorNodeAndClosing) {
+  start_service();
+  create_vbd();
+  ASSERT_TRUE(wait_for([&] { return be_state() == XenbusState::InitWait; }));
+  frontend_connect("arm-abi");
+  ASSERT_TRUE(wait_for([&] { return be_state() == XenbusState::Closing; }))
+      << "backend state " << xs::xenbus_state_name(be_state());
+  EXPECT_NE(read(be() + "/error").find("unsupported protocol arm-abi"), std::string::npos)
+      << read(be() + "/error");
+  EXPECT_EQ(service_->connected_devices(), 0u);
+}
+
+// protocol = x86_32-abi connects and the ring then carries the 32-bit layout.
+TEST_F(XenbusTest, X86_32ProtocolConnectsAndServesThe32BitLayout) {
+  start_service();
+  create_vbd();
+  ASSERT_TRUE(wait_for([&] { return be_state() == XenbusState::InitWait; }));
+  frontend_connect("x86_32-abi");
+  ASSERT_TRUE(wait_for([&] { return be_state() == XenbusState::Connected; }))
+      << "backend state " << xs::xenbus_state_name(be_state()) << " error: " << read(be() + "/error");
+  blkif::FrontRingX86_32 ring32;
+  ring32.init(ring_page_, 4096);  // nothing was posted yet: same indices, 32-bit slots
+
+  std::uint64_t gfn = 0;
+  ASSERT_EQ(dom_->alloc_pages(1, &gfn), 0);
+  std::uint8_t* data = dom_->page(gfn);
+  for (int i = 0; i < 4096; ++i) data[i] = static_cast<std::uint8_t>(i * 13 + 5);
+  const grant_ref_t dref = gnttab_->grant_access(0, gfn, false);
+  auto roundtrip32 = [&](const blkif::blkif_x86_32_request& r) {
+    ring32.produce_request(r);
+    if (ring32.push_requests()) dom_->send(port_);
+    blkif::blkif_x86_32_response rsp{~0ull, 0xFF, 0x7FFF};
+    EXPECT_TRUE(wait_for([&] { return ring32.final_check_for_responses().count != 0; }));
+    if (ring32.final_check_for_responses().count != 0) ring32.consume_response(rsp);
+    return rsp;
+  };
+  blkif::blkif_x86_32_request w{};
+  w.operation = blkif::kOpWrite;
+  w.nr_segments = 1;
+  w.id = 0x3200000000000001ull;
+  w.sector_number = 16;
+  w.seg[0] = {dref, 0, 7};
+  const auto wr = roundtrip32(w);
+  EXPECT_EQ(wr.id, w.id);
+  EXPECT_EQ(wr.status, blkif::kRspOkay);
+  std::vector<std::uint8_t> expect(data, data + 4096);
+  std::memset(data, 0, 4096);
+  w.operation = blkif::kOpRead;
+  w.id = 0x3200000000000002ull;
+  const auto rd = roundtrip32(w);
+  EXPECT_EQ(rd.id, w.id);
+  EXPECT_EQ(rd.status, blkif::kRspOkay);
+  EXPECT_EQ(std::memcmp(data, expect.data(), 4096), 0);
+  const std::vector<std::uint8_t> disk = file_.contents();
+  ASSERT_GE(disk.size(), 16 * 512 + 4096u);
+  EXPECT_EQ(std::memcmp(&disk[16 * 512], expect.data(), 4096), 0);
+}
 
 TEST_F(XenbusTest, HandshakeIoCloseAndReconnectAfterRestart) {
   start_service();

@@ -1,5 +1,5 @@
 // libFuzzer target over blkback request parsing: any slot contents, any negotiated limits and
-// any indirect page bytes must give a typed result without reading past what it was given, and
+// any indirect page bytes, in the x86_64 or the x86_32 layout, must give a typed result without reading past what it was given, and
 // a parsed request must respect the limits it was parsed against.
 #include <cstdint>
 #include <cstdlib>
@@ -52,6 +52,15 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   limits.max_indirect_segments = data[9] + ((f & 32) ? 256u : 0u);  // also above the cap
   data += 10;
   size -= 10;
+
+  // Bit 6 of the flags: the slot is an x86_32-abi request, converted as blkback converts it.
+  if (f & 64) {
+    blkif::blkif_x86_32_request r32;
+    static_assert(sizeof(r32) <= sizeof(raw));
+    std::memcpy(&r32, &raw, sizeof(r32));
+    raw = from_x86_32(r32);
+    if (raw.id != r32.id || raw.operation != r32.operation) std::abort();
+  }
 
   InputPages pages(data, size);
   ParsedRequest req;

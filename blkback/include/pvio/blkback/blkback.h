@@ -50,6 +50,9 @@ struct DeviceConfig {
   bool barrier = true;
   bool discard = true;
 
+  // The frontend's request layout (its `protocol` key); x86_32 rings are converted on copy.
+  BlkifProtocol protocol = BlkifProtocol::X86_64;
+
   std::vector<QueueConfig> queues;  // at least one
   unsigned threads = 1;             // worker threads serving the queues (round robin)
 

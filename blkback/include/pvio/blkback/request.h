@@ -8,6 +8,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <span>
+#include <string_view>
 
 #include "pvio/xen/io/blkif.h"
 
@@ -95,6 +96,19 @@ class IndirectPageReader {
 // request layout. The discard and indirect layouts are reinterpreted from this private copy, so
 // the shared slot is read exactly once whatever the operation says.
 using RawRequest = blkif::blkif_request;
+
+// The request layout of the frontend's ABI (its `protocol` key, XEN_IO_PROTO_ABI_*).
+enum class BlkifProtocol : std::uint8_t { X86_64, X86_32 };
+
+// Parses the frontend's `protocol` value: empty means the native ABI (x86_64-abi here). False
+// for anything else, which the control plane answers with an error node and Closing.
+bool parse_blkif_protocol(std::string_view value, BlkifProtocol* out);
+const char* blkif_protocol_name(BlkifProtocol p);
+
+// Converts a slot copied from an x86_32-abi ring into the native layout (Linux's
+// blkif_get_x86_32_req): field by field for the operation's layout, from the private copy.
+// An unknown operation keeps operation and id, so it can be answered.
+RawRequest from_x86_32(const blkif::blkif_x86_32_request& in);
 
 // Validates `raw` into `out`. On error `out.id` and `out.operation` are still set from the
 // copy, so the caller can answer the request. `pages` may be null when indirect is not offered.
