@@ -85,6 +85,7 @@ TxError parse_tx_packet(std::span<const netif::netif_tx_request> slots, ParsedTx
   TxError drop = TxError::None;
   unsigned frags = 0;
   bool more_data = (first.flags & netif::kTxfMoreData) != 0;
+  // `frags` counts the slots after the first, as `slots` does in xenvif_count_requests.
   while (more_data) {
     if (out.nr_slots >= slots.size()) return TxError::Incomplete;
     if (frags >= kFatalSlots) return TxError::FatalSlots;

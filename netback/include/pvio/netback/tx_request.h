@@ -15,8 +15,8 @@
 
 namespace pvio::netback {
 
-// Linux xen-netback's fatal_skb_slots default (FATAL_SKB_SLOTS_DEFAULT): a packet with this many
-// fragment slots after the first is considered malicious.
+// Linux xen-netback's fatal_skb_slots default (FATAL_SKB_SLOTS_DEFAULT): a packet with more
+// than this many slots after the first is considered malicious.
 inline constexpr unsigned kFatalSlots = 20;
 // Distinct extra-info types a packet may carry (GSO, mcast add, mcast del, hash).
 inline constexpr unsigned kMaxExtras = netif::kExtraTypeMax - 1;
@@ -27,11 +27,11 @@ inline constexpr unsigned kEthHeaderLen = 14;  // ETH_HLEN
 enum class TxError : std::uint8_t {
   None = 0,
   // Malformed packet: NETIF_RSP_ERROR for each slot, the vif keeps running.
-  TooManySlots,        // XEN_NETBK_LEGACY_SLOTS_MAX or more fragment slots, below the fatal limit
+  TooManySlots,        // more than XEN_NETBK_LEGACY_SLOTS_MAX slots after the first, not fatal
   FragmentTooBig,      // a fragment larger than what is left of the packet size
   TooShort,            // the first slot holds less than an Ethernet header
   // Protocol violations: the vif is disabled (error node, Closing).
-  FatalSlots,          // kFatalSlots or more fragment slots
+  FatalSlots,          // more than kFatalSlots slots after the first
   Incomplete,          // the packet claims more slots than the frontend published
   CrossesPage,         // offset + size past the 4 KiB page
   BadExtraType,        // extra-info type 0 or past XEN_NETIF_EXTRA_TYPE_MAX
