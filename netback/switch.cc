@@ -121,6 +121,8 @@ void Switch::attach(Port& port) {
     generation_[i].fetch_add(1, std::memory_order_relaxed);
     port.id_ = static_cast<int>(i);
     ports_[i].store(&port, std::memory_order_release);
+    if (port_limit_.load(std::memory_order_relaxed) <= i)
+      port_limit_.store(i + 1, std::memory_order_release);
     return;
   }
   throw std::runtime_error("switch: no free port");
@@ -189,14 +191,33 @@ int Switch::lookup(const MacAddr& mac) const {
   return id >= 0 && ports_[static_cast<unsigned>(id)].load() != nullptr ? id : -1;
 }
 
-void Switch::deliver(Port& dst, rte_mbuf* m) {
-  const unsigned q = pick_queue(m, dst.nr_queues());
-  if (rte_ring_mp_enqueue(dst.inbound(q), m) != 0) {
-    dst.drops(Drop::InboundFull).add_shared();
-    rte_pktmbuf_free(m);
-    return;
+// Packets for one port queue are enqueued together: consecutive packets of a burst mostly go
+// the same way, and one bulk enqueue costs one compare-exchange on the ring's head.
+struct Switch::Batch {
+  Port* port = nullptr;
+  unsigned queue = 0;
+  unsigned n = 0;
+  rte_mbuf* pkts[64];
+};
+
+void Switch::flush(Batch& b) {
+  if (b.n == 0) return;
+  const unsigned done =
+      rte_ring_mp_enqueue_burst(b.port->inbound(b.queue), reinterpret_cast<void**>(b.pkts), b.n, nullptr);
+  if (done < b.n) {
+    b.port->drops(Drop::InboundFull).add_shared(b.n - done);
+    for (unsigned i = done; i < b.n; ++i) rte_pktmbuf_free(b.pkts[i]);
   }
-  dst.wake(q);
+  if (done != 0) b.port->wake(b.queue);
+  b.n = 0;
+}
+
+void Switch::deliver(Batch& b, Port& dst, rte_mbuf* m) {
+  const unsigned q = pick_queue(m, dst.nr_queues());
+  if (b.n != 0 && (b.port != &dst || b.queue != q || b.n == 64)) flush(b);
+  b.port = &dst;
+  b.queue = q;
+  b.pkts[b.n++] = m;
 }
 
 void Switch::forward(unsigned reader, Port& src, rte_mbuf** pkts, unsigned n) {
@@ -204,6 +225,7 @@ void Switch::forward(unsigned reader, Port& src, rte_mbuf** pkts, unsigned n) {
   epoch.store(epoch.load(std::memory_order_relaxed) + 1, std::memory_order_seq_cst);  // odd
   const std::uint64_t now = now_ns();
   const int src_id = src.id();
+  Batch batch;
   for (unsigned i = 0; i < n; ++i) {
     rte_mbuf* m = pkts[i];
     if (rte_pktmbuf_data_len(m) < sizeof(rte_ether_hdr) || src_id < 0) {
@@ -224,14 +246,15 @@ void Switch::forward(unsigned reader, Port& src, rte_mbuf** pkts, unsigned n) {
       }
       if (to >= 0) {
         if (Port* p = ports_[static_cast<unsigned>(to)].load(std::memory_order_acquire)) {
-          deliver(*p, m);
+          deliver(batch, *p, m);
           continue;
         }
       }
     }
     // Flood: a copy to every other port but the last, which gets the original.
     Port* last = nullptr;
-    for (unsigned id = 0; id < kMaxPorts; ++id) {
+    const unsigned limit = port_limit_.load(std::memory_order_acquire);
+    for (unsigned id = 0; id < limit; ++id) {
       if (static_cast<int>(id) == src_id) continue;
       Port* p = ports_[id].load(std::memory_order_acquire);
       if (p == nullptr || (group && !p->wants_multicast(d))) continue;
@@ -240,17 +263,18 @@ void Switch::forward(unsigned reader, Port& src, rte_mbuf** pkts, unsigned n) {
         if (c == nullptr) {
           last->drops(Drop::NoMbuf).add_shared();
         } else {
-          deliver(*last, c);
+          deliver(batch, *last, c);
         }
       }
       last = p;
     }
     if (last != nullptr) {
-      deliver(*last, m);
+      deliver(batch, *last, m);
     } else {
       rte_pktmbuf_free(m);
     }
   }
+  flush(batch);
   epoch.store(epoch.load(std::memory_order_relaxed) + 1, std::memory_order_seq_cst);  // even
 }
 

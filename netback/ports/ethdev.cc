@@ -1,6 +1,7 @@
 // An ethdev uplink: device set-up and the port's forwarding thread.
 #include <rte_bus_vdev.h>
 #include <rte_ethdev.h>
+#include <rte_lcore.h>
 #include <sys/epoll.h>
 
 #include <stdexcept>
@@ -64,6 +65,7 @@ UplinkStats EthdevPort::stats() const {
 }
 
 void EthdevPort::worker() {
+  const bool registered = rte_thread_register() == 0;  // a mempool cache of its own
   const unsigned reader = switch_.register_reader();
   const int ep = ::epoll_create1(EPOLL_CLOEXEC);
   epoll_event ev{};
@@ -71,7 +73,7 @@ void EthdevPort::worker() {
   ev.data.fd = wake_fd(0);
   ::epoll_ctl(ep, EPOLL_CTL_ADD, wake_fd(0), &ev);
   rte_mbuf* pkts[kBurst];
-  std::uint64_t last_work = now_ns();
+  std::uint64_t last_work = 0, idle_polls = 0;
   while (!stop_.load(std::memory_order_relaxed)) {
     bool work = false;
     const std::uint16_t n = rte_eth_rx_burst(port_id_, 0, pkts, kBurst);
@@ -112,12 +114,16 @@ void EthdevPort::worker() {
         rte_pktmbuf_free(pkts[i]);
       }
     }
-    const std::uint64_t now = now_ns();
     if (work) {
-      last_work = now;
+      idle_polls = 0;
       continue;
     }
-    if (now - last_work < spin_ns_) continue;
+    if (idle_polls++ == 0) last_work = now_ns();
+    if ((idle_polls & 63) != 0 || now_ns() - last_work < spin_ns_) {
+      __builtin_ia32_pause();
+      continue;
+    }
+    idle_polls = 0;
     // Idle: the inbound ring wakes us at once; the device's rx is looked at every 200 us.
     sleeping(0).store(true, std::memory_order_seq_cst);
     if (rte_ring_count(inbound(0)) == 0) {
@@ -133,6 +139,7 @@ void EthdevPort::worker() {
   }
   ::close(ep);
   switch_.unregister_reader(reader);
+  if (registered) rte_thread_unregister();
 }
 
 }  // namespace pvio::netback

@@ -23,6 +23,8 @@ constexpr Kind kKinds[] = {
     // Shared-memory packet interface; netback is the server end.
     {"memif", "net_memif", true,
      [](const std::string& a) { return "role=server,id=0,socket=" + a; }},
+    // A sink that receives nothing and drops what it is given (benchmarks).
+    {"null", "net_null", false, [](const std::string&) { return std::string("no-rx=1"); }},
 };
 
 }  // namespace

@@ -262,7 +262,6 @@ class GuestVif {
   // Responses the backend has published on the rx ring and we have not consumed.
   std::uint32_t rx_pending() { return rx_.unconsumed_responses().count; }
 
- private:
   bool wait_event(int timeout_ms) {
     pollfd p{event_fd_, POLLIN, 0};
     if (::poll(&p, 1, timeout_ms) <= 0) return false;
@@ -271,6 +270,7 @@ class GuestVif {
     return true;
   }
 
+ private:
   TestGuest& guest_;
   MacAddr mac_;
   std::uint64_t tx_gfn_, rx_gfn_;

@@ -122,12 +122,14 @@ class Switch {
 
   void learn(const MacAddr& mac, unsigned port_id, std::uint64_t now);
   int lookup_at(const MacAddr& mac, std::uint64_t now) const;
-  void deliver(Port& dst, rte_mbuf* m);
-  void flush();
+  struct Batch;
+  void deliver(Batch& b, Port& dst, rte_mbuf* m);
+  void flush(Batch& b);
 
   std::uint64_t ageing_ns_;
   std::array<std::atomic<Port*>, kMaxPorts> ports_{};
   std::array<std::atomic<std::uint32_t>, kMaxPorts> generation_{};
+  std::atomic<unsigned> port_limit_{0};  // one past the highest slot ever used: flood bound
   std::unique_ptr<MacEntry[]> macs_;
   // Reader epochs (odd while inside forward()), for detach()'s grace period.
   std::array<std::atomic<std::uint64_t>, kMaxReaders> epochs_{};

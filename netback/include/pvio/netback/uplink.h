@@ -1,7 +1,8 @@
 // Uplinks: DPDK ethdev ports attached to the switch next to the vifs (netback/ports/). A kind
 // names the DPDK virtual device: `tap:NAME` (net_tap, a host TAP interface NAME, so the host
 // stack sees the guests), `af_packet:IFACE` (net_af_packet on a host interface),
-// `memif:SOCKET` (net_memif server on a unix socket) or `none`.
+// `memif:SOCKET` (net_memif server on a unix socket), `null` (net_null sink, for benchmarks)
+// or `none`.
 #pragma once
 
 #include <atomic>
