@@ -44,16 +44,20 @@ bool wait_for(Pred p, int ms = 10000) {
   return p();
 }
 
-// One frontend vif in the user-mode domain: tx and rx rings, one event channel.
-struct Front {
+// One queue of a frontend vif in the user-mode domain: tx and rx rings, one event channel or
+// a split pair (both wake the same eventfd here).
+struct FrontQueue {
   netif::TxFrontRing tx;
   netif::RxFrontRing rx;
-  std::uint8_t* tx_page = nullptr;
-  evtchn_port_t port = 0;
+  evtchn_port_t tx_port = 0, rx_port = 0;
   int event_fd = -1;
   std::uint64_t data_gfn = 0;
   grant_ref_t data_ref = 0;
   std::vector<std::uint64_t> rx_gfns;
+};
+
+struct Front {
+  std::vector<std::unique_ptr<FrontQueue>> queues;
 };
 
 class XenbusTest : public ::testing::Test {
@@ -80,7 +84,7 @@ class XenbusTest : public ::testing::Test {
     daemon_.reset();
     ::close(stop_fd_);
     for (auto& f : fronts_)
-      if (f.event_fd >= 0) ::close(f.event_fd);
+      for (auto& q : f.queues) ::close(q->event_fd);
     std::filesystem::remove_all(dir_);
   }
 
@@ -124,69 +128,90 @@ class XenbusTest : public ::testing::Test {
     fe_state(dev, XenbusState::Initialising);
   }
 
-  // The frontend's part: fresh rings, an event channel, its keys, 64 rx buffers, Connected.
-  void frontend_connect(unsigned dev, bool switch_to_connected = true) {
+  // The frontend's part: fresh rings and event channels per queue, its keys, 64 rx buffers per
+  // queue, Connected. One queue uses the flat keys, more use queue-N/ (netif.h).
+  void frontend_connect(unsigned dev, bool switch_to_connected = true, unsigned nr_queues = 1,
+                        bool split = false) {
     Front& f = fronts_[dev];
-    std::uint64_t g[3];
-    ASSERT_EQ(dom_->alloc_pages(3, &g[0]), 0);  // three consecutive frames
-    g[1] = g[0] + 1;
-    g[2] = g[0] + 2;
-    f.tx_page = dom_->page(g[0]);
-    f.tx.init(dom_->page(g[0]), 4096);
-    f.rx.init(dom_->page(g[1]), 4096);
-    f.data_gfn = g[2];
-    f.data_ref = gnt().grant_access(0, g[2], true);
-    if (f.event_fd < 0) f.event_fd = evtchn::eventfd_create(true);
-    const int efd = f.event_fd;
-    const auto port = dom_->alloc_unbound(0, [efd](evtchn_port_t) { evtchn::eventfd_signal(efd); });
-    ASSERT_EQ(port.rc, 0);
-    f.port = port.port;
-    xs_->write(fe(dev) + "/tx-ring-ref", std::to_string(gnt().grant_access(0, g[0], false)));
-    xs_->write(fe(dev) + "/rx-ring-ref", std::to_string(gnt().grant_access(0, g[1], false)));
-    xs_->write(fe(dev) + "/event-channel", std::to_string(f.port));
+    for (auto& q : f.queues) ::close(q->event_fd);
+    f.queues.clear();
+    if (nr_queues > 1) xs_->write(fe(dev) + "/multi-queue-num-queues", std::to_string(nr_queues));
+    for (unsigned qi = 0; qi < nr_queues; ++qi) {
+      auto q = std::make_unique<FrontQueue>();
+      const std::string dir = nr_queues == 1 ? fe(dev) : fe(dev) + "/queue-" + std::to_string(qi);
+      std::uint64_t g0 = 0;
+      ASSERT_EQ(dom_->alloc_pages(3, &g0), 0);  // three consecutive frames
+      q->tx.init(dom_->page(g0), 4096);
+      q->rx.init(dom_->page(g0 + 1), 4096);
+      q->data_gfn = g0 + 2;
+      q->data_ref = gnt().grant_access(0, g0 + 2, true);
+      q->event_fd = evtchn::eventfd_create(true);
+      const int efd = q->event_fd;
+      auto handler = [efd](evtchn_port_t) { evtchn::eventfd_signal(efd); };
+      const auto tx_port = dom_->alloc_unbound(0, handler);
+      ASSERT_EQ(tx_port.rc, 0);
+      q->tx_port = q->rx_port = tx_port.port;
+      if (split) {
+        const auto rx_port = dom_->alloc_unbound(0, handler);
+        ASSERT_EQ(rx_port.rc, 0);
+        q->rx_port = rx_port.port;
+        xs_->write(dir + "/event-channel-tx", std::to_string(q->tx_port));
+        xs_->write(dir + "/event-channel-rx", std::to_string(q->rx_port));
+      } else {
+        xs_->write(dir + "/event-channel", std::to_string(q->tx_port));
+      }
+      xs_->write(dir + "/tx-ring-ref", std::to_string(gnt().grant_access(0, g0, false)));
+      xs_->write(dir + "/rx-ring-ref", std::to_string(gnt().grant_access(0, g0 + 1, false)));
+      for (unsigned i = 0; i < 64; ++i) {
+        std::uint64_t rg = 0;
+        ASSERT_EQ(dom_->alloc_pages(1, &rg), 0);
+        q->rx_gfns.push_back(rg);
+        netif::netif_rx_request r{};
+        r.id = static_cast<std::uint16_t>(i);
+        r.gref = gnt().grant_access(0, rg, false);
+        q->rx.produce_request(r);
+      }
+      q->rx.push_requests();
+      f.queues.push_back(std::move(q));
+    }
     xs_->write(fe(dev) + "/request-rx-copy", "1");
     xs_->write(fe(dev) + "/feature-rx-notify", "1");
     xs_->write(fe(dev) + "/feature-sg", "1");
-    f.rx_gfns.clear();
-    for (unsigned i = 0; i < 64; ++i) {
-      std::uint64_t rg = 0;
-      ASSERT_EQ(dom_->alloc_pages(1, &rg), 0);
-      f.rx_gfns.push_back(rg);
-      netif::netif_rx_request r{};
-      r.id = static_cast<std::uint16_t>(i);
-      r.gref = gnt().grant_access(0, rg, false);
-      f.rx.produce_request(r);
-    }
-    f.rx.push_requests();
     if (switch_to_connected) fe_state(dev, XenbusState::Connected);
   }
 
-  void send(unsigned dev, const std::vector<std::uint8_t>& frame) {
-    Front& f = fronts_[dev];
-    std::memcpy(dom_->page(f.data_gfn), frame.data(), frame.size());
+  void send(unsigned dev, const std::vector<std::uint8_t>& frame, unsigned qi = 0) {
+    FrontQueue& q = *fronts_[dev].queues[qi];
+    std::memcpy(dom_->page(q.data_gfn), frame.data(), frame.size());
     netif::netif_tx_request r{};
-    r.gref = f.data_ref;
+    r.gref = q.data_ref;
     r.id = 1;
     r.size = static_cast<std::uint16_t>(frame.size());
-    f.tx.produce_request(r);
-    if (f.tx.push_requests()) dom_->send(f.port);
+    q.tx.produce_request(r);
+    if (q.tx.push_requests()) dom_->send(q.tx_port);
   }
 
-  std::vector<std::uint8_t> receive(unsigned dev) {
+  // The next packet on any of the vif's queues (and which queue it came on).
+  std::vector<std::uint8_t> receive(unsigned dev, unsigned* on_queue = nullptr) {
     Front& f = fronts_[dev];
     for (int i = 0; i < 500; ++i) {
-      const ring::RingCheck c = f.rx.final_check_for_responses();
-      if (c.count != 0) {
+      for (unsigned qi = 0; qi < f.queues.size(); ++qi) {
+        FrontQueue& q = *f.queues[qi];
+        const ring::RingCheck c = q.rx.final_check_for_responses();
+        if (c.count == 0) continue;
         netif::netif_rx_response r;
-        f.rx.consume_response(r);
+        q.rx.consume_response(r);
+        if (on_queue != nullptr) *on_queue = qi;
         if (r.status <= 0) return {};
-        const std::uint8_t* p = dom_->page(f.rx_gfns[r.id]) + r.offset;
+        const std::uint8_t* p = dom_->page(q.rx_gfns[r.id]) + r.offset;
         return {p, p + r.status};
       }
-      pollfd pfd{f.event_fd, POLLIN, 0};
-      ::poll(&pfd, 1, 20);
-      std::uint64_t v;
-      [[maybe_unused]] const ssize_t n = ::read(f.event_fd, &v, sizeof v);
+      for (auto& q : f.queues) {
+        pollfd pfd{q->event_fd, POLLIN, 0};
+        ::poll(&pfd, 1, 20 / static_cast<int>(f.queues.size()));
+        std::uint64_t v;
+        [[maybe_unused]] const ssize_t n = ::read(q->event_fd, &v, sizeof v);
+      }
     }
     return {};
   }
@@ -244,9 +269,9 @@ TEST_F(XenbusTest, HandshakeTrafficFatalErrorAndReconnectAfterRestart) {
   }));
 
   // A protocol violation on vif 0: `error` node and Closing for it, vif 1 unaffected.
-  auto* hdr = fronts_[0].tx.sring();
+  auto* hdr = fronts_[0].queues[0]->tx.sring();
   std::atomic_ref<ring::RingIdx>(hdr->req_prod).store(hdr->rsp_prod + 1000, std::memory_order_release);
-  dom_->send(fronts_[0].port);
+  dom_->send(fronts_[0].queues[0]->tx_port);
   ASSERT_TRUE(wait_for([&] { return be_state(0) == XenbusState::Closing; }))
       << xs::xenbus_state_name(be_state(0));
   EXPECT_NE(read(be(0) + "/error").find("producer index"), std::string::npos) << read(be(0) + "/error");
@@ -276,13 +301,46 @@ TEST_F(XenbusTest, HandshakeTrafficFatalErrorAndReconnectAfterRestart) {
   EXPECT_EQ(receive(0), back);
 }
 
+// Two queues with split event channels on one vif, one flat queue on the other: traffic both
+// ways, spread over the queues by flow.
+TEST_F(XenbusTest, MultiQueueWithSplitEventChannels) {
+  start_service();
+  create_vif(0);
+  create_vif(1);
+  for (unsigned d : {0u, 1u}) ASSERT_TRUE(wait_for([&] { return be_state(d) == XenbusState::InitWait; }));
+  frontend_connect(0);
+  frontend_connect(1, true, 2, /*split=*/true);
+  for (unsigned d : {0u, 1u})
+    ASSERT_TRUE(wait_for([&] { return be_state(d) == XenbusState::Connected; }))
+        << xs::xenbus_state_name(be_state(d)) << " error: " << read(be(d) + "/error");
+  // From each of vif 1's queues to vif 0.
+  for (unsigned qi = 0; qi < 2; ++qi) {
+    const auto f = make_frame(mac(0), mac(1), 100 + qi, static_cast<std::uint8_t>(qi));
+    send(1, f, qi);
+    EXPECT_EQ(receive(0), f) << "from queue " << qi;
+  }
+  // To vif 1: frames of different flows land on both of its queues, each intact.
+  bool seen[2] = {false, false};
+  for (unsigned k = 0; k < 32 && !(seen[0] && seen[1]); ++k) {
+    auto f = make_frame(mac(1), mac(0), 60, static_cast<std::uint8_t>(k));
+    f[12] = 0x08;  // IPv4-like header bytes: the flow hash reads addresses and ports
+    f[13] = 0x00;
+    f[26] = static_cast<std::uint8_t>(k);
+    f[37] = static_cast<std::uint8_t>(k * 7);
+    send(0, f);
+    unsigned q = 9;
+    EXPECT_EQ(receive(1, &q), f);
+    ASSERT_LT(q, 2u);
+    seen[q] = true;
+  }
+  EXPECT_TRUE(seen[0] && seen[1]);
+}
+
 TEST_F(XenbusTest, TooManyQueuesIsFatal) {
   start_service(2);
   create_vif(0);
   ASSERT_TRUE(wait_for([&] { return be_state(0) == XenbusState::InitWait; }));
-  frontend_connect(0, false);
-  xs_->write(fe(0) + "/multi-queue-num-queues", "3");
-  fe_state(0, XenbusState::Connected);
+  frontend_connect(0, true, 3);
   ASSERT_TRUE(wait_for([&] { return be_state(0) == XenbusState::Closing; }))
       << xs::xenbus_state_name(be_state(0));
   EXPECT_NE(read(be(0) + "/error").find("exceeding the maximum"), std::string::npos);
