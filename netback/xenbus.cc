@@ -153,13 +153,19 @@ void VifDevice::publish_features() {
 // interface before the guest connects.
 bool VifDevice::probe() {
   std::string kind = read(be_ + "/uplink");
-  if (kind.empty()) kind = opts_.default_vif_uplink;
+  const bool asked = !kind.empty();
+  if (!asked) kind = opts_.default_vif_uplink;
   if (kind == "tap" && !uplink_) {
     try {
       uplink_ = std::make_unique<EthdevPort>(UplinkSpec{"tap", name_}, switch_);
     } catch (const std::exception& e) {
-      fail(std::string("cannot create TAP uplink: ") + e.what());
-      return false;
+      // Asked for by the vif's own key: fatal. Only the service's default: the vif still
+      // reaches the other guests and the shared uplinks.
+      if (asked) {
+        fail(std::string("cannot create TAP uplink: ") + e.what());
+        return false;
+      }
+      spdlog::warn("{}: no TAP uplink ({}); guest-to-guest only", be_, e.what());
     }
   } else if (kind != "tap" && kind != "none") {
     fail("unknown uplink " + kind);

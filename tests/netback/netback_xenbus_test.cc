@@ -6,6 +6,8 @@
 // path, bad keys and the reconnect after a restart.
 #include <gtest/gtest.h>
 #include <poll.h>
+#include <signal.h>
+#include <sys/wait.h>
 
 #include <atomic>
 #include <chrono>
@@ -68,7 +70,7 @@ class XenbusTest : public ::testing::Test {
     xs_thread_ = std::thread([this] { daemon_->run(stop_fd_); });
     domain::DomainConfig dc;
     dc.domid = kDomid;
-    dc.socket_path = dir_ + "/dom.sock";
+    dc.socket_path = dir_ + "/domain-" + std::to_string(kDomid) + ".sock";  // PVIO_RUN_DIR rule
     if (domain::Domain::create(dc, &dom_) != 0) throw std::runtime_error("domain");
     dom_thread_ = std::thread([this] { dom_->run(); });
     xs_ = xs::Client::connect(dir_ + "/xs.sock");
@@ -91,7 +93,7 @@ class XenbusTest : public ::testing::Test {
   void start_service(unsigned max_queues = 4) {
     ServiceOptions o;
     o.xenstore_socket = dir_ + "/xs.sock";
-    o.domain_socket = [this](domid_t) { return dir_ + "/dom.sock"; };
+    o.domain_socket = [this](domid_t d) { return dir_ + "/domain-" + std::to_string(d) + ".sock"; };
     o.max_queues = max_queues;
     o.stats_file = dir_ + "/netback.stats";
     service_ = std::make_unique<NetbackService>(o);
@@ -334,6 +336,61 @@ TEST_F(XenbusTest, MultiQueueWithSplitEventChannels) {
     seen[q] = true;
   }
   EXPECT_TRUE(seen[0] && seen[1]);
+}
+
+// The service as its own process (what `pvio up` starts): killed with SIGKILL mid-traffic and
+// started again, it sends every vif through Closing and the frontends reconnect.
+TEST_F(XenbusTest, ProcessKilledAndRestartedVifsReconnect) {
+  const char* bin = std::getenv("PVIO_NETBACK");
+  if (bin == nullptr || *bin == '\0') GTEST_SKIP() << "PVIO_NETBACK not set (run through meson test)";
+  auto spawn = [&] {
+    const pid_t pid = ::fork();
+    if (pid == 0) {
+      ::setenv("PVIO_RUN_DIR", dir_.c_str(), 1);
+      const std::string sock = dir_ + "/xs.sock";
+      ::execl(bin, bin, "--xenstore", sock.c_str(), "--vif-uplink", "none", "--log-level", "warn",
+              static_cast<char*>(nullptr));
+      ::_exit(127);
+    }
+    return pid;
+  };
+  pid_t pid = spawn();
+  ASSERT_GT(pid, 0);
+  create_vif(0);
+  create_vif(1);
+  for (unsigned d : {0u, 1u}) ASSERT_TRUE(wait_for([&] { return be_state(d) == XenbusState::InitWait; }));
+  frontend_connect(0);
+  frontend_connect(1);
+  for (unsigned d : {0u, 1u})
+    ASSERT_TRUE(wait_for([&] { return be_state(d) == XenbusState::Connected; }))
+        << xs::xenbus_state_name(be_state(d)) << " error: " << read(be(d) + "/error");
+  const auto f1 = make_frame(mac(1), mac(0), 128, 1);
+  send(0, f1);
+  EXPECT_EQ(receive(1), f1);
+
+  ASSERT_EQ(::kill(pid, SIGKILL), 0);
+  int status = 0;
+  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+  pid = spawn();
+  for (unsigned d : {0u, 1u}) {
+    ASSERT_TRUE(wait_for([&] { return be_state(d) == XenbusState::Closing; }))
+        << xs::xenbus_state_name(be_state(d));
+    fe_state(d, XenbusState::Closing);
+    fe_state(d, XenbusState::Closed);
+    ASSERT_TRUE(wait_for([&] { return be_state(d) == XenbusState::Closed; }));
+    fe_state(d, XenbusState::Initialising);
+    ASSERT_TRUE(wait_for([&] { return be_state(d) == XenbusState::InitWait; }));
+    frontend_connect(d);
+  }
+  for (unsigned d : {0u, 1u})
+    ASSERT_TRUE(wait_for([&] { return be_state(d) == XenbusState::Connected; }))
+        << xs::xenbus_state_name(be_state(d)) << " error: " << read(be(d) + "/error");
+  const auto f2 = make_frame(mac(0), mac(1), 256, 2);
+  send(1, f2);
+  EXPECT_EQ(receive(0), f2);
+  ASSERT_EQ(::kill(pid, SIGTERM), 0);
+  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
 }
 
 TEST_F(XenbusTest, TooManyQueuesIsFatal) {
