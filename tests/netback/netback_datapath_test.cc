@@ -10,7 +10,11 @@
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <thread>
+
+#include <rte_bus_vdev.h>
+#include <rte_ethdev.h>
 
 #include "netback_guest.h"
 #include "pvio/netback/uplink.h"
@@ -315,6 +319,105 @@ TEST_F(Datapath, CreditLimitKeepsAFloodFromStarvingAnotherVif) {
   // The flood got no more than its credit: one bucket per period plus the one in progress.
   EXPECT_LE(flood_bytes, kCreditBytes * (window * 1e6 / kCreditUsec + 2) + 1500);
   EXPECT_TRUE(fatal_.empty()) << fatal_;
+}
+
+// af_packet uplink on one end of a veth pair; the test talks on the other end.
+TEST_F(Datapath, AfPacketUplinkOnAHostInterface) {
+  const int probe = ::socket(AF_PACKET, SOCK_RAW, htons(0x88B5));
+  if (probe < 0) GTEST_SKIP() << "AF_PACKET sockets need CAP_NET_RAW";
+  const std::string a = "pvnba" + std::to_string(::getpid() % 10000);
+  const std::string b = "pvnbb" + std::to_string(::getpid() % 10000);
+  const std::string add = "ip link add " + a + " type veth peer name " + b + " 2>/dev/null && ip link set " +
+                          a + " up && ip link set " + b + " up";
+  if (std::system(add.c_str()) != 0) {
+    ::close(probe);
+    GTEST_SKIP() << "cannot create a veth pair (needs CAP_NET_ADMIN and the ip tool)";
+  }
+  struct Cleanup {
+    std::string cmd;
+    ~Cleanup() { [[maybe_unused]] int r = std::system(cmd.c_str()); }
+  } cleanup{"ip link del " + a + " 2>/dev/null"};
+  auto va = start(a_, "vif5.0");
+  EthdevPort up(UplinkSpec{"af_packet", a}, sw_);
+  sockaddr_ll sll{};
+  sll.sll_family = AF_PACKET;
+  sll.sll_protocol = htons(0x88B5);
+  sll.sll_ifindex = static_cast<int>(if_nametoindex(b.c_str()));
+  ASSERT_EQ(::bind(probe, reinterpret_cast<sockaddr*>(&sll), sizeof sll), 0);
+  timeval tv{5, 0};
+  setsockopt(probe, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+
+  const auto out = make_frame(kBroadcast, kMacA, 222, 8);
+  a_.send(out);
+  a_.push_tx();
+  ASSERT_EQ(a_.tx_responses(1).size(), 1u);
+  std::vector<std::uint8_t> buf(2048);
+  const ssize_t n = ::recv(probe, buf.data(), buf.size(), 0);
+  ASSERT_EQ(n, 222);
+  buf.resize(222);
+  EXPECT_EQ(buf, out);
+
+  const auto in = make_frame(kMacA, kMacC, 444, 9);
+  ASSERT_EQ(::sendto(probe, in.data(), in.size(), 0, reinterpret_cast<sockaddr*>(&sll), sizeof sll),
+            static_cast<ssize_t>(in.size()));
+  std::vector<std::uint8_t> ours;
+  for (int i = 0; i < 50 && ours.empty(); ++i) {
+    const auto got = a_.receive(1);
+    ASSERT_FALSE(got.empty());
+    if (got[0].data.size() > 13 && got[0].data[12] == 0x88 && got[0].data[13] == 0xB5)
+      ours = got[0].data;
+  }
+  EXPECT_EQ(ours, in);
+  ::close(probe);
+}
+
+// memif uplink: the switch is the server; the test is a second DPDK memif port on the same
+// socket in client role.
+TEST_F(Datapath, MemifUplinkToAClient) {
+  const std::string sock = "/tmp/pvio-netback-memif-" + std::to_string(::getpid()) + ".sock";
+  auto va = start(a_, "vif5.0");
+  EthdevPort up(UplinkSpec{"memif", sock}, sw_);
+  const std::string name = "net_memif_client" + std::to_string(::getpid());
+  ASSERT_EQ(rte_vdev_init(name.c_str(), ("role=client,id=0,socket=" + sock).c_str()), 0);
+  std::uint16_t port = 0;
+  ASSERT_EQ(rte_eth_dev_get_port_by_name(name.c_str(), &port), 0);
+  rte_eth_conf conf{};
+  ASSERT_EQ(rte_eth_dev_configure(port, 1, 1, &conf), 0);
+  ASSERT_EQ(rte_eth_rx_queue_setup(port, 0, 256, SOCKET_ID_ANY, nullptr, packet_pool()), 0);
+  ASSERT_EQ(rte_eth_tx_queue_setup(port, 0, 256, SOCKET_ID_ANY, nullptr), 0);
+  ASSERT_EQ(rte_eth_dev_start(port), 0);
+  rte_eth_link link{};
+  for (int i = 0; i < 500 && !link.link_status; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    rte_eth_link_get_nowait(port, &link);
+  }
+  ASSERT_TRUE(link.link_status) << "memif did not connect";
+
+  // Client -> guest.
+  const auto in = make_frame(kMacA, kMacC, 300, 10);
+  rte_mbuf* m = rte_pktmbuf_alloc(packet_pool());
+  ASSERT_NE(m, nullptr);
+  std::memcpy(rte_pktmbuf_append(m, static_cast<std::uint16_t>(in.size())), in.data(), in.size());
+  ASSERT_EQ(rte_eth_tx_burst(port, 0, &m, 1), 1);
+  const auto got = a_.receive(1);
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].data, in);
+
+  // Guest -> client.
+  const auto out = make_frame(kMacC, kMacA, 180, 11);
+  a_.send(out);
+  a_.push_tx();
+  ASSERT_EQ(a_.tx_responses(1).size(), 1u);
+  rte_mbuf* r = nullptr;
+  for (int i = 0; i < 5000 && rte_eth_rx_burst(port, 0, &r, 1) == 0; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  ASSERT_NE(r, nullptr);
+  ASSERT_EQ(r->pkt_len, out.size());
+  EXPECT_EQ(0, std::memcmp(rte_pktmbuf_mtod(r, const void*), out.data(), out.size()));
+  rte_pktmbuf_free(r);
+  rte_eth_dev_stop(port);
+  rte_eth_dev_close(port);
+  rte_vdev_uninit(name.c_str());
 }
 
 TEST_F(Datapath, TapUplinkReachesTheHostStack) {
