@@ -11,8 +11,15 @@
 #include <rte_bus_vdev.h>
 #include <rte_ethdev.h>
 
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <chrono>
 #include <cstdio>
+#include <filesystem>
+#include <fstream>
 #include <map>
+#include <sstream>
 #include <string>
 
 #include "../tests/netback/netback_guest.h"
@@ -30,6 +37,31 @@ using pvio::netback::test::TestGuest;
 
 constexpr MacAddr kSrc{0x00, 0x16, 0x3e, 0x00, 0x00, 0x01};
 constexpr MacAddr kDst{0x00, 0x16, 0x3e, 0x00, 0x00, 0x02};  // never learned: to the uplink
+
+// CPU seconds used so far by every thread of this process but the calling one (the backend's
+// vif and uplink threads here), from /proc/self/task/*/stat.
+double other_threads_cpu_seconds() {
+  const long self = ::syscall(SYS_gettid);
+  const double tick = static_cast<double>(::sysconf(_SC_CLK_TCK));
+  double total = 0;
+  for (const auto& e : std::filesystem::directory_iterator("/proc/self/task")) {
+    if (std::stol(e.path().filename().string()) == self) continue;
+    std::ifstream in(e.path() / "stat");
+    std::string line;
+    std::getline(in, line);
+    const auto close = line.rfind(')');
+    if (close == std::string::npos) continue;
+    std::istringstream rest(line.substr(close + 2));
+    std::string field;
+    unsigned long utime = 0, stime = 0;
+    for (int i = 3; i <= 15 && rest >> field; ++i) {
+      if (i == 14) utime = std::stoul(field);
+      if (i == 15) stime = std::stoul(field);
+    }
+    total += static_cast<double>(utime + stime) / tick;
+  }
+  return total;
+}
 
 void BM_pv(benchmark::State& st) {
   const auto size = static_cast<std::uint16_t>(st.range(0));
@@ -58,6 +90,8 @@ void BM_pv(benchmark::State& st) {
 
   std::uint64_t done = 0;
   constexpr unsigned kBatch = 32;
+  const double cpu0 = other_threads_cpu_seconds();
+  const auto wall0 = std::chrono::steady_clock::now();
   while (st.KeepRunningBatch(kBatch)) {
     unsigned got = 0, idle = 0;
     while (got < kBatch) {
@@ -87,6 +121,11 @@ void BM_pv(benchmark::State& st) {
     done += got;
   }
   st.SetItemsProcessed(static_cast<std::int64_t>(done));
+  const double cpu = other_threads_cpu_seconds() - cpu0;
+  const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - wall0).count();
+  // Backend cores busy on average (polling included, as a DPDK core is), and the rate per core.
+  st.counters["backend_cores"] = cpu / wall;
+  st.counters["pps_per_backend_core"] = cpu > 0 ? static_cast<double>(done) / cpu : 0.0;
   vif.stop();
   st.counters["uplink_tx"] = static_cast<double>(sink.stats().tx_packets);
 }
@@ -141,20 +180,25 @@ class RatioReporter : public benchmark::ConsoleReporter {
       const std::string name = r.run_name.function_name;
       const std::string size = r.run_name.args;
       rates_[size][name] = it->second.value;
+      if (auto pc = r.counters.find("pps_per_backend_core"); pc != r.counters.end())
+        per_core_[size] = pc->second.value;
     }
   }
   void Finalize() override {
     ConsoleReporter::Finalize();
-    std::printf("\n%-8s %14s %16s %8s\n", "size", "pv pkts/s", "io-fwd pkts/s", "ratio");
+    std::printf("\n%-8s %14s %20s %16s %8s\n", "size", "pv pkts/s", "pv pkts/s/core", "io-fwd pkts/s",
+                "ratio");
     for (auto& [size, m] : rates_) {
       const double pv = m.count("BM_pv") ? m["BM_pv"] : 0.0;
       const double io = m.count("BM_dpdk_iofwd") ? m["BM_dpdk_iofwd"] : 0.0;
-      std::printf("%-8s %14.0f %16.0f %8.2f\n", size.c_str(), pv, io, io > 0 ? pv / io : 0.0);
+      std::printf("%-8s %14.0f %20.0f %16.0f %8.2f\n", size.c_str(), pv, per_core_[size], io,
+                  io > 0 ? pv / io : 0.0);
     }
   }
 
  private:
   std::map<std::string, std::map<std::string, double>> rates_;
+  std::map<std::string, double> per_core_;
 };
 
 }  // namespace
