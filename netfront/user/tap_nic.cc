@@ -3,11 +3,14 @@
 #include "pvio/netfront_user/tap_nic.h"
 
 #include <fcntl.h>
-#include <linux/if.h>
+#include <net/if.h>
 #include <linux/if_tun.h>
+#include <linux/netlink.h>
+#include <linux/rtnetlink.h>
 #include <poll.h>
 #include <spdlog/spdlog.h>
 #include <sys/ioctl.h>
+#include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -107,6 +110,46 @@ int tun_ioctl(int fd, unsigned long req, unsigned long arg) {
   return ::ioctl(fd, req, arg) == 0 ? 0 : -errno;
 }
 
+// The largest GSO frame the host stack may hand the TAP: a netif packet is at most
+// XEN_NETIF_MAX_TX_SIZE (65535) bytes, and Linux's default (65536) is one too many. Linux
+// netfront leaves room for the headers the same way (gso_max_size = 65535 - MAX_TCP_HEADER).
+constexpr std::uint32_t kGsoMaxSize = 65535 - 320;
+
+// RTM_NEWLINK with IFLA_GSO_MAX_SIZE on the TAP (what `ip link set DEV gso_max_size N` does).
+int set_gso_max_size(const std::string& ifname, std::uint32_t size) {
+  const unsigned idx = if_nametoindex(ifname.c_str());
+  if (idx == 0) return -errno;
+  const int fd = ::socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
+  if (fd < 0) return -errno;
+  struct {
+    nlmsghdr nh;
+    ifinfomsg ifi;
+    char attrs[64];
+  } req{};
+  req.nh.nlmsg_type = RTM_NEWLINK;
+  req.nh.nlmsg_flags = NLM_F_REQUEST | NLM_F_ACK;
+  req.ifi.ifi_family = AF_UNSPEC;
+  req.ifi.ifi_index = static_cast<int>(idx);
+  auto* rta = reinterpret_cast<rtattr*>(req.attrs);
+  rta->rta_type = IFLA_GSO_MAX_SIZE;
+  rta->rta_len = RTA_LENGTH(sizeof(std::uint32_t));
+  std::memcpy(RTA_DATA(rta), &size, sizeof(size));
+  req.nh.nlmsg_len = NLMSG_LENGTH(sizeof(ifinfomsg)) + RTA_ALIGN(rta->rta_len);
+  int rc = 0;
+  if (::send(fd, &req, req.nh.nlmsg_len, 0) < 0) {
+    rc = -errno;
+  } else {
+    char buf[512];
+    const ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+    const auto* h = reinterpret_cast<const nlmsghdr*>(buf);
+    if (n < 0) rc = -errno;
+    else if (n >= static_cast<ssize_t>(NLMSG_LENGTH(sizeof(nlmsgerr))) && h->nlmsg_type == NLMSG_ERROR)
+      rc = reinterpret_cast<const nlmsgerr*>(NLMSG_DATA(h))->error;
+  }
+  ::close(fd);
+  return rc;
+}
+
 }  // namespace
 
 class TapNic::DomainPlatform final : public Platform {
@@ -201,6 +244,8 @@ TapNic::TapNic(domain::Domain& dom, std::unique_ptr<XenstoreAccess> xs, const Ta
     throw std::system_error(e, std::generic_category(), "TUNSETIFF " + ifname_);
   }
   ifname_ = ifr.ifr_name;
+  if (const int rc = set_gso_max_size(ifname_, kGsoMaxSize); rc != 0)
+    spdlog::warn("netfront {}: cannot set gso_max_size: {}", ifname_, std::strerror(-rc));
   int hdr = static_cast<int>(kVnetHdr);
   ::ioctl(tap_fd_, TUNSETVNETHDRSZ, &hdr);
   tun_ioctl(tap_fd_, TUNSETOFFLOAD, 0);
