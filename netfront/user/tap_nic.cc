@@ -404,7 +404,7 @@ void TapNic::ring_event() {
 
 void TapNic::nic_loop() {
   while (!stop_.load()) {
-    bool started;
+    bool started, poll_tap;
     {
       std::lock_guard lk(core_mu_);
       started = core_->state() != XenbusState::Unknown;
@@ -419,10 +419,12 @@ void TapNic::nic_loop() {
           spdlog::warn("netfront {}: cannot set MAC: {}", ifname_, std::strerror(errno));
         spdlog::info("netfront {}: started for device/vif/{}", ifname_, cfg_.devid);
       }
+      // Read the TAP only while frames can go somewhere.
+      poll_tap = started && carrier_ && held_.empty();
     }
     const int xfd = xs_->event_fd();
     pollfd fds[3] = {{wake_fd_, POLLIN, 0}, {xfd, POLLIN, 0}, {tap_fd_, 0, 0}};
-    if (started && carrier_ && held_.empty()) fds[2].events = POLLIN;
+    if (poll_tap) fds[2].events = POLLIN;
     // Until the vif nodes exist, or without an event fd for xenstore, look every 50-200 ms.
     const int timeout = !started ? 200 : (xfd < 0 ? 50 : -1);
     const int n = ::poll(fds, 3, timeout);
