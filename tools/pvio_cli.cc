@@ -7,6 +7,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cctype>
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
@@ -14,6 +15,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <random>
 #include <thread>
 
 namespace pvio::cli {
@@ -294,6 +296,67 @@ xs::XsError write_domain_home(xs::Client& c, domid_t domid, const std::string& n
     }
     return xs::XsError::None;
   });
+}
+
+xs::XsError write_vif(xs::Client& c, domid_t domid, const VifSpec& vif) {
+  using xs::NodePerm;
+  using xs::XsPerm;
+  const std::string d = std::to_string(domid);
+  const std::string id = std::to_string(vif.devid);
+  const std::string fe = "/local/domain/" + d + "/device/vif/" + id;
+  const std::string be = "/local/domain/0/backend/vif/" + d + "/" + id;
+  const std::vector<NodePerm> fe_perms = {{domid, XsPerm::None}, {0, XsPerm::Read}};
+  const std::vector<NodePerm> be_perms = {{0, XsPerm::None}, {domid, XsPerm::Read}};
+  std::vector<std::pair<std::string, std::string>> be_keys = {
+      {"frontend", fe}, {"frontend-id", d}, {"online", "1"}, {"state", "1"},
+      {"mac", vif.mac}, {"handle", id},     {"type", "vif"},
+  };
+  if (!vif.uplink.empty()) be_keys.emplace_back("uplink", vif.uplink);
+  const std::vector<std::pair<std::string, std::string>> fe_keys = {
+      {"backend", be}, {"backend-id", "0"}, {"state", "1"}, {"handle", id}, {"mac", vif.mac},
+  };
+  return with_transaction(c, [&](uint32_t tx) {
+    auto dir = [&](const std::string& path,
+                   const std::vector<std::pair<std::string, std::string>>& keys,
+                   const std::vector<NodePerm>& perms) {
+      xs::XsError r = c.mkdir(path, tx);
+      if (r == xs::XsError::None) r = c.set_perms(path, perms, tx);
+      for (const auto& [k, v] : keys) {
+        if (r != xs::XsError::None) break;
+        r = c.write(path + "/" + k, v, tx);
+        if (r == xs::XsError::None) r = c.set_perms(path + "/" + k, perms, tx);
+      }
+      return r;
+    };
+    xs::XsError r = dir(fe, fe_keys, fe_perms);
+    return r == xs::XsError::None ? dir(be, be_keys, be_perms) : r;
+  });
+}
+
+bool parse_mac(const std::string& s, std::string* out) {
+  if (s.size() != 17) return false;
+  std::string m;
+  for (std::size_t i = 0; i < 17; ++i) {
+    const char ch = s[i];
+    if (i % 3 == 2) {
+      if (ch != ':') return false;
+      m += ':';
+      continue;
+    }
+    if (!std::isxdigit(static_cast<unsigned char>(ch))) return false;
+    m += static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+  }
+  const int first = std::stoi(m.substr(0, 2), nullptr, 16);
+  if (first & 1) return false;  // a multicast address cannot be an interface's
+  *out = m;
+  return true;
+}
+
+std::string random_mac() {
+  std::random_device rd;
+  char buf[18];
+  std::snprintf(buf, sizeof buf, "00:16:3e:%02x:%02x:%02x", rd() & 0x7F, rd() & 0xFF, rd() & 0xFF);
+  return buf;
 }
 
 }  // namespace pvio::cli

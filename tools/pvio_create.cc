@@ -1,5 +1,7 @@
 // pvio create: start a user-mode domain (pvio-domain), write its xenstore home the way xl
-// does, and introduce it to xenstored, which then serves the guest over its ring page.
+// does, and introduce it to xenstored, which then serves the guest over its ring page. With
+// --vif MAC the domain runs netfront for vif 0, which appears on the host as a TAP interface,
+// and the vif's nodes are written as `pvio network-attach` writes them.
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -16,7 +18,7 @@ using xs::XsError;
 int run(const std::vector<std::string>& args) {
   std::string bad;
   auto o = parse_options(args, {"--domid", "--name", "--memory-mib", "--grant-frames", "--vbd",
-                                "--fuse"},
+                                "--fuse", "--vif", "--tap", "--uplink"},
                          {"--xenstore-relay"}, &bad);
   domid_t domid = 0;
   uint64_t memory_mib = 16, grant_frames = 4;
@@ -24,9 +26,17 @@ int run(const std::vector<std::string>& args) {
       (o->has("--memory-mib") && !parse_uint(o->get("--memory-mib"), &memory_mib)) ||
       (o->has("--grant-frames") && !parse_uint(o->get("--grant-frames"), &grant_frames)) ||
       (o->has("--fuse") && !o->has("--vbd")) ||
-      (o->has("--vbd") && o->has("--xenstore-relay")))
+      (o->has("--vbd") && o->has("--xenstore-relay")) ||
+      (o->has("--vif") && (o->has("--vbd") || o->has("--xenstore-relay"))) ||
+      ((o->has("--tap") || o->has("--uplink")) && !o->has("--vif")))
     return fail("create", "usage: pvio create --domid N [--name NAME] [--memory-mib M] "
-                          "[--vbd DEVID [--fuse MOUNTPOINT] | --xenstore-relay]");
+                          "[--vbd DEVID [--fuse MOUNTPOINT] | --vif MAC [--tap NAME] "
+                          "[--uplink NAME] | --xenstore-relay]");
+  VifSpec vif;
+  if (o->has("--vif")) {
+    if (!parse_mac(o->get("--vif"), &vif.mac)) return fail("create", "bad --vif MAC");
+    vif.uplink = o->get("--uplink");
+  }
   const std::string name = o->get("--name", "domain-" + std::to_string(domid));
   const std::string proc = "domain-" + std::to_string(domid);
 
@@ -63,6 +73,11 @@ int run(const std::vector<std::string>& args) {
       argv.insert(argv.end(), {"--fuse", vbd.fuse_mountpoint});
     }
   }
+  // A PV NIC served by netfront inside the domain, exposed on the host as a TAP interface.
+  if (o->has("--vif")) {
+    argv.insert(argv.end(), {"--vif", "0"});
+    if (o->has("--tap")) argv.insert(argv.end(), {"--tap", o->get("--tap")});
+  }
   const std::string log = run_dir() + "/" + proc + ".log";
   const pid_t pid = spawn(argv, log);
   if (pid < 0) return fail("create", std::string("cannot start pvio-domain: ") + std::strerror(-pid));
@@ -84,8 +99,10 @@ int run(const std::vector<std::string>& args) {
 
   XsError e = write_domain_home(*xs, domid, name, memory_mib * 1024);
   if (e == XsError::None) e = xs->introduce(domid, gfn, port);
+  if (e == XsError::None && !vif.mac.empty()) e = write_vif(*xs, domid, vif);
   if (e != XsError::None) {
     xs->rm(home);
+    xs->rm("/local/domain/0/backend/vif/" + std::to_string(domid));
     stop_process(proc);
     remove_user_domain_vbd(domid);
     return fail("create", std::string("xenstore: ") + xs::xs_error_name(e));
@@ -98,7 +115,8 @@ int run(const std::vector<std::string>& args) {
 }  // namespace
 
 PVIO_VERB("create", "--domid N [--name NAME] [--memory-mib M] [--grant-frames G] "
-          "[--vbd DEVID [--fuse MOUNTPOINT] | --xenstore-relay]",
+          "[--vbd DEVID [--fuse MOUNTPOINT] | --vif MAC [--tap NAME] [--uplink NAME] | "
+          "--xenstore-relay]",
           "start a user-mode domain and introduce it to xenstore", run);
 
 }  // namespace pvio::cli

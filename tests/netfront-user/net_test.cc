@@ -1,0 +1,232 @@
+// Two user-mode guests' PV NICs end to end, with real programs: `pvio up` (pvio-xenstored,
+// pvio-netback), two `pvio create --vif MAC` domains whose netfront appears as a TAP; each TAP
+// is moved into a network namespace of its own, given an address, and the Linux stack runs
+// ping, iperf3 and socat over ring + grants + event channels. pvio-netback is killed with
+// SIGKILL under a TCP stream and restarted; the stream completes. Needs root, /dev/net/tun,
+// ip, ping, iperf3, socat, sha256sum; skips without them. Namespaces are the test's own.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <fstream>
+#include <regex>
+
+#include "../blkfront-user/harness.h"
+
+namespace pvio::netfront::user::test {
+namespace {
+
+using blkfront::user::test::alive;
+using blkfront::user::test::Dom0;
+using blkfront::user::test::env_or_empty;
+using blkfront::user::test::have_program;
+using blkfront::user::test::sh;
+using blkfront::user::test::wait_until;
+
+struct Guest {
+  int domid;
+  std::string mac, tap, ns, ip;
+};
+
+std::string missing_prerequisite() {
+  if (::geteuid() != 0) return "needs root (network namespaces, TAP devices)";
+  if (::access("/dev/net/tun", R_OK | W_OK) != 0) return "needs /dev/net/tun";
+  for (const char* v : {"PVIO", "PVIO_XENSTORED", "PVIO_NETBACK", "PVIO_DOMAIN"})
+    if (env_or_empty(v).empty()) return std::string("$") + v + " not set (run through meson test)";
+  for (const char* p : {"ip", "ping", "iperf3", "socat", "sha256sum", "ethtool"})
+    if (!have_program(p)) return std::string("needs ") + p;
+  if (sh("ip netns add pvio-nf-probe-" + std::to_string(::getpid())) != 0)
+    return "cannot create network namespaces";
+  sh("ip netns del pvio-nf-probe-" + std::to_string(::getpid()));
+  return "";
+}
+
+class NetTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (const std::string why = missing_prerequisite(); !why.empty()) GTEST_SKIP() << why;
+    dom0_ = std::make_unique<Dom0>(1 << 20);
+    std::string out;
+    ASSERT_EQ(dom0_->up(&out), 0) << out;
+    const std::string tag = std::to_string(::getpid() % 100000);
+    g_[0] = {31, "00:16:3e:4e:00:31", "pvnt" + tag + "a", "pvio-nf-" + tag + "-a", "10.231.0.1"};
+    g_[1] = {32, "00:16:3e:4e:00:32", "pvnt" + tag + "b", "pvio-nf-" + tag + "-b", "10.231.0.2"};
+    for (Guest& g : g_) {
+      ASSERT_EQ(sh(dom0_->pvio + " create --domid " + std::to_string(g.domid) +
+                       " --memory-mib 32 --vif " + g.mac + " --tap " + g.tap, &out), 0) << out;
+      created_.push_back(g.domid);
+      ASSERT_TRUE(wait_until([&] { return sh("ip link show " + g.tap + " >/dev/null") == 0; }))
+          << "TAP " << g.tap << " never appeared\n" << log(g);
+      ASSERT_EQ(sh("ip netns add " + g.ns), 0);
+      namespaces_.push_back(g.ns);
+      ASSERT_EQ(sh("ip link set " + g.tap + " netns " + g.ns), 0);
+      ASSERT_EQ(sh(in(g, "ip link set lo up") + " && " + in(g, "ip addr add " + g.ip + "/24 dev " + g.tap) +
+                   " && " + in(g, "ip link set " + g.tap + " up"), &out), 0) << out;
+    }
+    for (Guest& g : g_)
+      ASSERT_TRUE(wait_until([&] { return carrier(g); }))
+          << g.tap << " has no carrier\n" << log(g) << netback_log();
+  }
+  void TearDown() override {
+    if (!dom0_) return;
+    for (const auto& ns : namespaces_) sh("ip netns pids " + ns + " | xargs -r kill -9");
+    for (int d : created_) sh(dom0_->pvio + " destroy " + std::to_string(d));
+    for (const auto& ns : namespaces_) sh("ip netns del " + ns);
+    dom0_.reset();
+  }
+
+  static std::string in(const Guest& g, const std::string& cmd) {
+    return "ip netns exec " + g.ns + " " + cmd;
+  }
+  bool carrier(const Guest& g) {
+    std::string out;
+    return sh(in(g, "cat /sys/class/net/" + g.tap + "/carrier"), &out) == 0 && out.starts_with("1");
+  }
+  std::string log(const Guest& g) {
+    std::ifstream f(dom0_->dir + "/domain-" + std::to_string(g.domid) + ".log");
+    return std::string(std::istreambuf_iterator<char>(f), {});
+  }
+  std::string netback_log() {
+    std::ifstream f(dom0_->dir + "/netback.log");
+    return std::string(std::istreambuf_iterator<char>(f), {});
+  }
+  pid_t netback_pid() const {
+    std::ifstream f(dom0_->dir + "/netback.pid");
+    long pid = 0;
+    f >> pid;
+    return static_cast<pid_t>(pid);
+  }
+  void set_mtu(int mtu) {
+    for (Guest& g : g_) ASSERT_EQ(sh(in(g, "ip link set " + g.tap + " mtu " + std::to_string(mtu))), 0);
+  }
+  void set_gso(bool on) {
+    const std::string v = on ? "on" : "off";
+    for (Guest& g : g_)
+      ASSERT_EQ(sh(in(g, "ethtool -K " + g.tap + " tso " + v + " gso " + v)), 0);
+  }
+  // iperf3 between the guests: server in b, client in a; the client's JSON.
+  std::string iperf3(const std::string& client_args, int* rc) {
+    const std::string pidf = dom0_->dir + "/iperf3-server.pid";
+    EXPECT_EQ(sh(in(g_[1], "iperf3 -s -1 -D -B " + g_[1].ip + " -I " + pidf)), 0);
+    std::string out;
+    for (int i = 0; i < 100; ++i) {  // the server daemonises before it listens
+      out.clear();
+      *rc = sh(in(g_[0], "iperf3 -J -c " + g_[1].ip + " " + client_args), &out);
+      if (*rc == 0 || out.find("Connection refused") == std::string::npos) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    return out;
+  }
+  static double json_number(const std::string& json, const std::string& section,
+                            const std::string& key) {
+    const auto s = json.find("\"" + section + "\"");
+    if (s == std::string::npos) return -1;
+    std::smatch m;
+    const std::string rest = json.substr(s);
+    if (!std::regex_search(rest, m, std::regex("\"" + key + "\":\\s*([0-9.eE+-]+)"))) return -1;
+    return std::stod(m[1]);
+  }
+
+  std::unique_ptr<Dom0> dom0_;
+  Guest g_[2];
+  std::vector<int> created_;
+  std::vector<std::string> namespaces_;
+};
+
+TEST_F(NetTest, PingBothWays) {
+  std::string out;
+  EXPECT_EQ(sh(in(g_[0], "ping -c 3 -i 0.2 -W 2 " + g_[1].ip), &out), 0) << out;
+  EXPECT_EQ(sh(in(g_[1], "ping -c 3 -i 0.2 -W 2 " + g_[0].ip), &out), 0) << out;
+  // The guests learned each other's vif MACs: the frames went through with their own.
+  EXPECT_EQ(sh(in(g_[0], "ip neigh show " + g_[1].ip + " | grep -q " + g_[1].mac)), 0);
+}
+
+TEST_F(NetTest, JumboFramesTakeSeveralSlots) {
+  set_mtu(9000);
+  std::string out;
+  // 8972 bytes of ICMP payload: a 9014-byte frame, unfragmented (three tx/rx slots each).
+  EXPECT_EQ(sh(in(g_[0], "ping -M do -s 8972 -c 3 -i 0.2 -W 2 " + g_[1].ip), &out), 0) << out;
+  EXPECT_EQ(sh(in(g_[1], "ping -M do -s 8972 -c 3 -i 0.2 -W 2 " + g_[0].ip), &out), 0) << out;
+}
+
+TEST_F(NetTest, Iperf3TcpWithAndWithoutGso) {
+  for (bool gso : {true, false}) {
+    set_gso(gso);
+    int rc = 0;
+    const std::string out = iperf3("-t 3", &rc);
+    ASSERT_EQ(rc, 0) << out << netback_log();
+    const double sent = json_number(out, "sum_sent", "bytes");
+    const double received = json_number(out, "sum_received", "bytes");
+    EXPECT_GT(received, 10e6) << out;
+    EXPECT_GE(sent, received);
+    std::printf("iperf3 TCP gso=%s: %.0f Mbit/s\n", gso ? "on" : "off",
+                json_number(out, "sum_received", "bits_per_second") / 1e6);
+  }
+}
+
+TEST_F(NetTest, Iperf3Udp) {
+  int rc = 0;
+  const std::string out = iperf3("-u -b 200M -l 1400 -t 3", &rc);
+  ASSERT_EQ(rc, 0) << out;
+  const double packets = json_number(out, "sum", "packets");
+  const double lost = json_number(out, "sum", "lost_packets");
+  EXPECT_GT(packets, 1000) << out;
+  EXPECT_LT(lost, packets * 0.5) << out;
+  std::printf("iperf3 UDP: %.0f packets, %.0f lost\n", packets, lost);
+}
+
+TEST_F(NetTest, FileOverTcpArrivesIntact) {
+  const std::string src = dom0_->dir + "/send.bin", dst = dom0_->dir + "/recv.bin";
+  ASSERT_EQ(sh("head -c 96M /dev/urandom > " + src), 0);
+  const std::string server = in(g_[1], "socat -u TCP-LISTEN:5555,bind=" + g_[1].ip +
+                                           ",reuseaddr OPEN:" + dst + ",creat,trunc");
+  ASSERT_EQ(sh("(" + server + " &) ; true"), 0);
+  std::string out;
+  int rc = 1;
+  for (int i = 0; i < 100 && rc != 0; ++i) {
+    out.clear();
+    rc = sh(in(g_[0], "socat -u OPEN:" + src + " TCP:" + g_[1].ip + ":5555"), &out);
+    if (rc != 0) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  ASSERT_EQ(rc, 0) << out;
+  std::string a, b;
+  ASSERT_TRUE(wait_until([&] {
+    a.clear();
+    b.clear();
+    sh("sha256sum < " + src, &a);
+    sh("sha256sum < " + dst, &b);
+    return a == b;
+  }, 20000)) << a << " vs " << b;
+}
+
+TEST_F(NetTest, NetbackKilledDuringTcpStreamAndRestarted) {
+  const std::string pidf = dom0_->dir + "/iperf3-server.pid";
+  ASSERT_EQ(sh(in(g_[1], "iperf3 -s -1 -D -B " + g_[1].ip + " -I " + pidf)), 0);
+  const std::string json = dom0_->dir + "/iperf3-client.json";
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  ASSERT_EQ(sh("(" + in(g_[0], "iperf3 -J -c " + g_[1].ip + " -t 8 > " + json) +
+               "; echo $? > " + json + ".rc) >/dev/null 2>&1 &"), 0);
+  std::this_thread::sleep_for(std::chrono::seconds(2));
+  const pid_t pid = netback_pid();
+  ASSERT_GT(pid, 0);
+  ASSERT_EQ(::kill(pid, SIGKILL), 0);
+  ASSERT_TRUE(wait_until([&] { return !alive(pid); }));
+  for (Guest& g : g_) ASSERT_TRUE(wait_until([&] { return !carrier(g); })) << log(g);
+  std::string out;
+  ASSERT_EQ(dom0_->up(&out), 0) << out;
+  for (Guest& g : g_)
+    ASSERT_TRUE(wait_until([&] { return carrier(g); })) << log(g) << netback_log();
+  ASSERT_TRUE(wait_until([&] { return std::filesystem::exists(json + ".rc"); }, 60000));
+  std::ifstream rcf(json + ".rc");
+  int rc = -1;
+  rcf >> rc;
+  std::ifstream jf(json);
+  const std::string res(std::istreambuf_iterator<char>(jf), {});
+  EXPECT_EQ(rc, 0) << res;
+  EXPECT_GT(json_number(res, "sum_received", "bytes"), 10e6) << res;
+  EXPECT_NE(log(g_[0]).find("reconnected"), std::string::npos) << log(g_[0]);
+}
+
+}  // namespace
+}  // namespace pvio::netfront::user::test
