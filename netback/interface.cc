@@ -142,6 +142,9 @@ void VifQueue::add_stats(VifQueueStats& s) const {
   s.rx_packets += rx_packets_.get();
   s.rx_bytes += rx_bytes_.get();
   s.tx_mcast += tx_mcast_.get();
+  s.tx_gso += tx_gso_.get();
+  s.rx_gso += rx_gso_.get();
+  s.rx_segmented += rx_segmented_.get();
   s.grant_errors += grant_errors_.get();
   s.ring_errors += ring_errors_.get();
   s.notifications += notifications_.get();

@@ -131,9 +131,9 @@ void VifDevice::publish_features() {
     if (!tx.ok()) break;
     const std::uint32_t t = tx.value;
     write("feature-sg", "1", t);
-    // No GSO: the switch has no segmentation for destinations that cannot take it.
-    write("feature-gso-tcpv4", "0", t);
-    write("feature-gso-tcpv6", "0", t);
+    // GSO packets go whole to frontends that take them, cut into segments for the others.
+    write("feature-gso-tcpv4", "1", t);
+    write("feature-gso-tcpv6", "1", t);
     write("feature-ipv6-csum-offload", "1", t);
     write("feature-rx-copy", "1", t);
     write("feature-rx-flip", "0", t);
@@ -341,6 +341,8 @@ bool VifDevice::connect() {
   cfg.rx_notify = read_flag("feature-rx-notify") == 1;
   cfg.sg = read_flag("feature-sg") == 1;
   cfg.csum_offload = read_flag("feature-no-csum-offload") == 0;
+  cfg.gso_tcpv4 = read_flag("feature-gso-tcpv4") == 1;
+  cfg.gso_tcpv6 = read_flag("feature-gso-tcpv6") == 1;
   cfg.multicast_control =
       read_flag("request-multicast-control") == 1 || read_flag("feature-multicast-control") == 1;
   cfg.credit_bytes = credit_bytes;

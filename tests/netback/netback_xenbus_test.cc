@@ -247,7 +247,9 @@ TEST_F(XenbusTest, HandshakeTrafficFatalErrorAndReconnectAfterRestart) {
   EXPECT_EQ(read(be(0) + "/feature-rx-flip"), "0");
   EXPECT_EQ(read(be(0) + "/feature-split-event-channels"), "1");
   EXPECT_EQ(read(be(0) + "/feature-multicast-control"), "1");
-  EXPECT_EQ(read(be(0) + "/feature-gso-tcpv4"), "0");
+  EXPECT_EQ(read(be(0) + "/feature-gso-tcpv4"), "1");
+  EXPECT_EQ(read(be(0) + "/feature-gso-tcpv6"), "1");
+  EXPECT_EQ(read(be(0) + "/feature-ctrl-ring"), "0");
   EXPECT_EQ(read(be(0) + "/multi-queue-max-queues"), "4");
   EXPECT_EQ(read(be(0) + "/hotplug-status"), "connected");
 

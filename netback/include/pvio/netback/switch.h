@@ -31,7 +31,7 @@ enum class Drop : std::uint8_t {
   NoMbuf,          // the packet pool was exhausted
   NoRxBuffers,     // the frontend has no rx buffers (and no sg) for a packet this big
   ChecksumSetup,   // NETTXF_csum_blank on a packet that is not TCP/UDP over IPv4/IPv6
-  GsoUnsupported,  // GSO to a destination that cannot take it
+  GsoUnsupported,  // a GSO packet that could not be cut into segments (MSS over 2 KiB, no mbufs)
   TxFailed,        // the uplink device refused the packet
   Count_,
 };

@@ -49,6 +49,8 @@ struct VifConfig {
   bool sg = false;               // feature-sg: packets may span several rx buffers
   bool csum_offload = true;      // !feature-no-csum-offload: rx packets may carry csum_blank
   bool multicast_control = false;  // request-multicast-control
+  bool gso_tcpv4 = false;        // feature-gso-tcpv4: rx packets may carry a GSO extra
+  bool gso_tcpv6 = false;        // feature-gso-tcpv6
 
   // Credit limit (the `rate` key): credit_bytes per credit_usec; 0 bytes means unlimited.
   std::uint64_t credit_bytes = 0;
@@ -69,6 +71,8 @@ struct VifQueueStats {
   std::uint64_t rx_packets = 0, rx_bytes = 0;   // switch -> guest
   std::uint64_t tx_errors[kTxErrorCount] = {};  // answered NETIF_RSP_ERROR (or fatal), by cause
   std::uint64_t tx_mcast = 0;                   // multicast add/del control requests
+  std::uint64_t tx_gso = 0, rx_gso = 0;         // GSO packets taken / delivered as such
+  std::uint64_t rx_segmented = 0;               // GSO packets cut into segments for this vif
   std::uint64_t drops[kDropCount] = {};
   std::uint64_t grant_errors = 0;               // grant copies refused (fatal)
   std::uint64_t ring_errors = 0;                // impossible producer index (fatal)
