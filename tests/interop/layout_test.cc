@@ -141,6 +141,7 @@ TEST(InteropLayout, NetifConstants) {
   EXPECT_EQ(pn::kRxfExtraInfo, NETRXF_extra_info);
   EXPECT_EQ(pn::kRxfGsoPrefix, NETRXF_gso_prefix);
   EXPECT_EQ(pn::kMaxTxSize, unsigned{XEN_NETIF_MAX_TX_SIZE});
+  EXPECT_EQ(pn::kNrSlotsMin, unsigned{XEN_NETIF_NR_SLOTS_MIN});
   EXPECT_EQ(pn::kExtraTypeNone, XEN_NETIF_EXTRA_TYPE_NONE);
   EXPECT_EQ(pn::kExtraTypeGso, XEN_NETIF_EXTRA_TYPE_GSO);
   EXPECT_EQ(pn::kExtraTypeMcastAdd, XEN_NETIF_EXTRA_TYPE_MCAST_ADD);
