@@ -155,6 +155,7 @@ class GuestVif {
 
   netif::TxFrontRing& tx() { return tx_; }
   ring::SringHeader* tx_sring() { return tx_.sring(); }
+  ring::SringHeader* rx_sring() { return rx_.sring(); }
   void kick() { evtchn::eventfd_signal(kick_fd_); }
 
   // Raw slot writes (hostile tests): the request lands in the next tx slot as given.
