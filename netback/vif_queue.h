@@ -31,6 +31,7 @@ class VifQueue {
   void push_and_notify();
 
   bool broken() const { return broken_.load(std::memory_order_acquire); }
+  void fatal(const std::string& why);
   void add_stats(VifQueueStats& s) const;
   unsigned reader() const { return reader_; }
 
@@ -46,7 +47,6 @@ class VifQueue {
   };
 
   void map_rings();
-  void fatal(const std::string& why);
   void tx_respond(const TxSlot* slots, std::uint32_t n, std::int16_t status);
   bool tx_credit_ok(std::uint32_t size, std::uint64_t now);
   rte_mbuf* tx_build(const ParsedTxPacket& p);

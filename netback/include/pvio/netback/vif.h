@@ -62,6 +62,12 @@ struct VifConfig {
 
   std::vector<VifQueueConfig> queues;  // 1..kMaxQueues
 
+  // Control ring (feature-ctrl-ring), served by queue 0's thread; optional.
+  bool ctrl_ring = false;
+  grant_ref_t ctrl_ring_ref = 0;
+  int ctrl_kick_fd = -1;        // may equal a queue's kick fd
+  evtchn_port_t ctrl_port = 0;  // through queues[0].notifier
+
   // Called once, from a datapath thread, on a protocol violation; the vif stops serving.
   std::function<void(unsigned queue, const std::string& why)> on_fatal;
 };
@@ -86,6 +92,8 @@ struct VifQueueStats {
 };
 
 class VifQueue;  // per-queue state, private to the datapath
+class CtrlRing;
+struct HashConfig;
 
 class Vif : public Port {
  public:
@@ -102,6 +110,8 @@ class Vif : public Port {
   VifQueueStats total_stats() const;
   const VifConfig& config() const { return config_; }
   bool wants_multicast(const MacAddr& dst) const override;
+  unsigned select_queue(const rte_mbuf* m) const override;
+  std::uint64_t ctrl_requests() const;
 
  private:
   friend class VifQueue;
@@ -109,6 +119,8 @@ class Vif : public Port {
 
   VifConfig config_;
   Switch& switch_;
+  std::unique_ptr<HashConfig> hash_;
+  std::unique_ptr<CtrlRing> ctrl_;
   std::vector<std::unique_ptr<VifQueue>> queues_;
   std::vector<std::thread> threads_;
   std::atomic<bool> stop_{false};
