@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "pvio/netfront/netfront.h"
+#include "pvio/ring/io_rings.h"
 
 namespace pvio::netfront {
 

@@ -16,7 +16,7 @@
 
 #include "../blkfront/harness.h"  // GuestDomain, XsWorld: shared with the blkfront tests
 #include "pvio/netfront/netfront.h"
-#include "pvio/ring/netif.h"
+#include "pvio/ring/io_rings.h"
 
 namespace pvio::netfront::test {
 

@@ -25,8 +25,8 @@
 #include <cstdint>
 
 #include "pvio/netfront/platform.h"
-#include "pvio/ring/netif.h"
-#include "pvio/xenstore/xenbus.h"
+#include "pvio/xen/io/netif.h"
+#include "pvio/xen/io/xenbus.h"
 
 namespace pvio::netfront {
 

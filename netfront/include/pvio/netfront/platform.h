@@ -10,7 +10,7 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "pvio/ring/xen_types.h"
+#include "pvio/xen/xen.h"
 
 namespace pvio::netfront {
 
