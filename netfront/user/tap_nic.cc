@@ -404,12 +404,12 @@ void TapNic::ring_event() {
 
 void TapNic::nic_loop() {
   while (!stop_.load()) {
-    bool started, poll_tap;
+    bool started, poll_tap, just_started = false;
     {
       std::lock_guard lk(core_mu_);
       started = core_->state() != XenbusState::Unknown;
       if (!started && core_->start() == 0) {
-        started = true;
+        started = just_started = true;
         // The guest's stack sends from the vif's MAC (the backend's switch only accepts
         // that). Through the TAP's own fd, so it works in whichever namespace it now is.
         ifreq ifr{};
@@ -426,7 +426,9 @@ void TapNic::nic_loop() {
     pollfd fds[3] = {{wake_fd_, POLLIN, 0}, {xfd, POLLIN, 0}, {tap_fd_, 0, 0}};
     if (poll_tap) fds[2].events = POLLIN;
     // Until the vif nodes exist, or without an event fd for xenstore, look every 50-200 ms.
-    const int timeout = !started ? 200 : (xfd < 0 ? 50 : -1);
+    // The watch start() registered fires at once, but the client queues that event while it
+    // waits for its reply, without a wake-up: look at the queue before sleeping.
+    const int timeout = just_started ? 0 : !started ? 200 : (xfd < 0 ? 50 : -1);
     const int n = ::poll(fds, 3, timeout);
     if (n < 0 && errno != EINTR) break;
     if (fds[0].revents & POLLIN) {

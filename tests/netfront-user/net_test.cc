@@ -1,9 +1,11 @@
-// Two user-mode guests' PV NICs end to end, with real programs: `pvio up` (pvio-xenstored,
-// pvio-netback), two `pvio create --vif MAC` domains whose netfront appears as a TAP; each TAP
-// is moved into a network namespace of its own, given an address, and the Linux stack runs
-// ping, iperf3 and socat over ring + grants + event channels. pvio-netback is killed with
-// SIGKILL under a TCP stream and restarted; the stream completes. Needs root, /dev/net/tun,
-// ip, ping, iperf3, socat, sha256sum; skips without them. Namespaces are the test's own.
+// Two user-mode guests' PV NICs end to end, with real programs: `pvio up`, two
+// `pvio create --vif MAC` domains whose netfront appears as a TAP; each TAP is moved into a
+// network namespace of its own, given an address, and the Linux stack runs ping, iperf3 and
+// socat over ring + grants + event channels. Two backends: pvio-netback (NetbackTest: also
+// killed with SIGKILL under a TCP stream and restarted; the stream completes), and the
+// test's own two-port cable (CableTest, cable.h), which also carries GSO to the receiving
+// guest. Needs root, /dev/net/tun, ip, ping, iperf3, socat, ethtool, sha256sum; skips
+// without them. Namespaces are the test's own and are removed.
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <unistd.h>
@@ -13,6 +15,7 @@
 #include <regex>
 
 #include "../blkfront-user/harness.h"
+#include "cable.h"
 
 namespace pvio::netfront::user::test {
 namespace {
@@ -29,10 +32,12 @@ struct Guest {
   std::string mac, tap, ns, ip;
 };
 
-std::string missing_prerequisite() {
+std::string missing_prerequisite(bool netback) {
   if (::geteuid() != 0) return "needs root (network namespaces, TAP devices)";
   if (::access("/dev/net/tun", R_OK | W_OK) != 0) return "needs /dev/net/tun";
-  for (const char* v : {"PVIO", "PVIO_XENSTORED", "PVIO_NETBACK", "PVIO_DOMAIN"})
+  if (netback && env_or_empty("PVIO_NETBACK").empty())
+    return "$PVIO_NETBACK not set: this build has no pvio-netback";
+  for (const char* v : {"PVIO", "PVIO_XENSTORED", "PVIO_DOMAIN"})
     if (env_or_empty(v).empty()) return std::string("$") + v + " not set (run through meson test)";
   for (const char* p : {"ip", "ping", "iperf3", "socat", "sha256sum", "ethtool"})
     if (!have_program(p)) return std::string("needs ") + p;
@@ -44,8 +49,10 @@ std::string missing_prerequisite() {
 
 class NetTest : public ::testing::Test {
  protected:
+  virtual bool with_netback() const = 0;
   void SetUp() override {
-    if (const std::string why = missing_prerequisite(); !why.empty()) GTEST_SKIP() << why;
+    if (const std::string why = missing_prerequisite(with_netback()); !why.empty())
+      GTEST_SKIP() << why;
     dom0_ = std::make_unique<Dom0>(1 << 20);
     std::string out;
     ASSERT_EQ(dom0_->up(&out), 0) << out;
@@ -64,12 +71,22 @@ class NetTest : public ::testing::Test {
       ASSERT_EQ(sh(in(g, "ip link set lo up") + " && " + in(g, "ip addr add " + g.ip + "/24 dev " + g.tap) +
                    " && " + in(g, "ip link set " + g.tap + " up"), &out), 0) << out;
     }
+    if (!with_netback()) {
+      xs_ = xs::Client::connect(dom0_->dir + "/xenstored.sock");
+      ASSERT_TRUE(xs_);
+      cable_ = std::make_unique<Cable>();
+      const std::string why = cable_->plug(dom0_->dir, *xs_, g_[0].domid, g_[1].domid);
+      ASSERT_EQ(why, "") << log(g_[0]) << log(g_[1]);
+    }
     for (Guest& g : g_)
       ASSERT_TRUE(wait_until([&] { return carrier(g); }))
           << g.tap << " has no carrier\n" << log(g) << netback_log();
   }
   void TearDown() override {
     if (!dom0_) return;
+    if (cable_) cable_->unplug(*xs_);
+    cable_.reset();
+    xs_.reset();
     for (const auto& ns : namespaces_) sh("ip netns pids " + ns + " | xargs -r kill -9");
     for (int d : created_) sh(dom0_->pvio + " destroy " + std::to_string(d));
     for (const auto& ns : namespaces_) sh("ip netns del " + ns);
@@ -128,30 +145,22 @@ class NetTest : public ::testing::Test {
     return std::stod(m[1]);
   }
 
-  std::unique_ptr<Dom0> dom0_;
-  Guest g_[2];
-  std::vector<int> created_;
-  std::vector<std::string> namespaces_;
-};
-
-TEST_F(NetTest, PingBothWays) {
-  std::string out;
-  EXPECT_EQ(sh(in(g_[0], "ping -c 3 -i 0.2 -W 2 " + g_[1].ip), &out), 0) << out;
-  EXPECT_EQ(sh(in(g_[1], "ping -c 3 -i 0.2 -W 2 " + g_[0].ip), &out), 0) << out;
-  // The guests learned each other's vif MACs: the frames went through with their own.
-  EXPECT_EQ(sh(in(g_[0], "ip neigh show " + g_[1].ip + " | grep -q " + g_[1].mac)), 0);
-}
-
-TEST_F(NetTest, JumboFramesTakeSeveralSlots) {
-  set_mtu(9000);
-  std::string out;
-  // 8972 bytes of ICMP payload: a 9014-byte frame, unfragmented (three tx/rx slots each).
-  EXPECT_EQ(sh(in(g_[0], "ping -M do -s 8972 -c 3 -i 0.2 -W 2 " + g_[1].ip), &out), 0) << out;
-  EXPECT_EQ(sh(in(g_[1], "ping -M do -s 8972 -c 3 -i 0.2 -W 2 " + g_[0].ip), &out), 0) << out;
-}
-
-TEST_F(NetTest, Iperf3TcpWithAndWithoutGso) {
-  for (bool gso : {true, false}) {
+  // ---- what both backends are put through ----
+  void ping_both_ways() {
+    std::string out;
+    EXPECT_EQ(sh(in(g_[0], "ping -c 3 -i 0.2 -W 2 " + g_[1].ip), &out), 0) << out;
+    EXPECT_EQ(sh(in(g_[1], "ping -c 3 -i 0.2 -W 2 " + g_[0].ip), &out), 0) << out;
+    // The guests learned each other's vif MACs: the frames went through with their own.
+    EXPECT_EQ(sh(in(g_[0], "ip neigh show " + g_[1].ip + " | grep -q " + g_[1].mac)), 0);
+  }
+  void jumbo_ping() {
+    set_mtu(9000);
+    std::string out;
+    // 8972 bytes of ICMP payload: a 9014-byte frame, unfragmented (three slots each way).
+    EXPECT_EQ(sh(in(g_[0], "ping -M do -s 8972 -c 3 -i 0.2 -W 2 " + g_[1].ip), &out), 0) << out;
+    EXPECT_EQ(sh(in(g_[1], "ping -M do -s 8972 -c 3 -i 0.2 -W 2 " + g_[0].ip), &out), 0) << out;
+  }
+  void iperf3_tcp(bool gso) {
     set_gso(gso);
     int rc = 0;
     const std::string out = iperf3("-t 3", &rc);
@@ -163,44 +172,78 @@ TEST_F(NetTest, Iperf3TcpWithAndWithoutGso) {
     std::printf("iperf3 TCP gso=%s: %.0f Mbit/s\n", gso ? "on" : "off",
                 json_number(out, "sum_received", "bits_per_second") / 1e6);
   }
-}
-
-TEST_F(NetTest, Iperf3Udp) {
-  int rc = 0;
-  const std::string out = iperf3("-u -b 200M -l 1400 -t 3", &rc);
-  ASSERT_EQ(rc, 0) << out;
-  const double packets = json_number(out, "sum", "packets");
-  const double lost = json_number(out, "sum", "lost_packets");
-  EXPECT_GT(packets, 1000) << out;
-  EXPECT_LT(lost, packets * 0.5) << out;
-  std::printf("iperf3 UDP: %.0f packets, %.0f lost\n", packets, lost);
-}
-
-TEST_F(NetTest, FileOverTcpArrivesIntact) {
-  const std::string src = dom0_->dir + "/send.bin", dst = dom0_->dir + "/recv.bin";
-  ASSERT_EQ(sh("head -c 96M /dev/urandom > " + src), 0);
-  const std::string server = in(g_[1], "socat -u TCP-LISTEN:5555,bind=" + g_[1].ip +
-                                           ",reuseaddr OPEN:" + dst + ",creat,trunc");
-  ASSERT_EQ(sh("(" + server + " &) ; true"), 0);
-  std::string out;
-  int rc = 1;
-  for (int i = 0; i < 100 && rc != 0; ++i) {
-    out.clear();
-    rc = sh(in(g_[0], "socat -u OPEN:" + src + " TCP:" + g_[1].ip + ":5555"), &out);
-    if (rc != 0) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  void iperf3_udp() {
+    int rc = 0;
+    const std::string out = iperf3("-u -b 200M -l 1400 -t 3", &rc);
+    ASSERT_EQ(rc, 0) << out;
+    const double packets = json_number(out, "sum", "packets");
+    const double lost = json_number(out, "sum", "lost_packets");
+    EXPECT_GT(packets, 1000) << out;
+    EXPECT_LT(lost, packets * 0.5) << out;
+    std::printf("iperf3 UDP: %.0f packets, %.0f lost\n", packets, lost);
   }
-  ASSERT_EQ(rc, 0) << out;
-  std::string a, b;
-  ASSERT_TRUE(wait_until([&] {
-    a.clear();
-    b.clear();
-    sh("sha256sum < " + src, &a);
-    sh("sha256sum < " + dst, &b);
-    return a == b;
-  }, 20000)) << a << " vs " << b;
-}
+  void file_over_tcp() {
+    const std::string src = dom0_->dir + "/send.bin", dst = dom0_->dir + "/recv.bin";
+    ASSERT_EQ(sh("head -c 96M /dev/urandom > " + src), 0);
+    const std::string server = in(g_[1], "socat -u TCP-LISTEN:5555,bind=" + g_[1].ip +
+                                             ",reuseaddr OPEN:" + dst + ",creat,trunc");
+    ASSERT_EQ(sh("(" + server + " >/dev/null 2>&1 &) ; true"), 0);
+    std::string out;
+    int rc = 1;
+    for (int i = 0; i < 100 && rc != 0; ++i) {
+      out.clear();
+      rc = sh(in(g_[0], "socat -u OPEN:" + src + " TCP:" + g_[1].ip + ":5555"), &out);
+      if (rc != 0) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    ASSERT_EQ(rc, 0) << out;
+    std::string a, b;
+    EXPECT_TRUE(wait_until([&] {
+      a.clear();
+      b.clear();
+      sh("sha256sum < " + src, &a);
+      sh("sha256sum < " + dst, &b);
+      return a == b;
+    }, 20000)) << a << " vs " << b;
+  }
 
-TEST_F(NetTest, NetbackKilledDuringTcpStreamAndRestarted) {
+  std::unique_ptr<Dom0> dom0_;
+  std::unique_ptr<xs::Client> xs_;
+  std::unique_ptr<Cable> cable_;
+  Guest g_[2];
+  std::vector<int> created_;
+  std::vector<std::string> namespaces_;
+};
+
+class NetbackTest : public NetTest {
+  bool with_netback() const override { return true; }
+};
+class CableTest : public NetTest {
+  bool with_netback() const override { return false; }
+};
+
+TEST_F(NetbackTest, PingBothWays) { ping_both_ways(); }
+TEST_F(NetbackTest, JumboFramesTakeSeveralSlots) { jumbo_ping(); }
+TEST_F(NetbackTest, Iperf3TcpWithGso) { iperf3_tcp(true); }
+TEST_F(NetbackTest, Iperf3TcpWithoutGso) { iperf3_tcp(false); }
+TEST_F(NetbackTest, Iperf3Udp) { iperf3_udp(); }
+TEST_F(NetbackTest, FileOverTcpArrivesIntact) { file_over_tcp(); }
+
+TEST_F(CableTest, PingBothWays) { ping_both_ways(); }
+TEST_F(CableTest, JumboFramesTakeSeveralSlots) { jumbo_ping(); }
+TEST_F(CableTest, Iperf3TcpWithGso) {
+  iperf3_tcp(true);
+  // TSO frames crossed the rings as GSO packets, to the receiver too (rx GSO extra).
+  EXPECT_GT(cable_->gso_forwarded(), 0u);
+}
+TEST_F(CableTest, Iperf3TcpWithoutGso) {
+  const std::uint64_t before = cable_->gso_forwarded();
+  iperf3_tcp(false);
+  EXPECT_EQ(cable_->gso_forwarded(), before);
+}
+TEST_F(CableTest, Iperf3Udp) { iperf3_udp(); }
+TEST_F(CableTest, FileOverTcpArrivesIntact) { file_over_tcp(); }
+
+TEST_F(NetbackTest, KilledDuringTcpStreamAndRestarted) {
   const std::string pidf = dom0_->dir + "/iperf3-server.pid";
   ASSERT_EQ(sh(in(g_[1], "iperf3 -s -1 -D -B " + g_[1].ip + " -I " + pidf)), 0);
   const std::string json = dom0_->dir + "/iperf3-client.json";
