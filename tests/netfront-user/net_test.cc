@@ -174,7 +174,7 @@ class NetTest : public ::testing::Test {
   }
   void iperf3_udp() {
     int rc = 0;
-    const std::string out = iperf3("-u -b 200M -l 1400 -t 3", &rc);
+    const std::string out = iperf3("-u -b 100M -l 1400 -t 3", &rc);
     ASSERT_EQ(rc, 0) << out;
     const double packets = json_number(out, "sum", "packets");
     const double lost = json_number(out, "sum", "lost_packets");
