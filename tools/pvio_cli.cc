@@ -133,7 +133,7 @@ std::string find_program(const std::string& name) {
   if (!ec) {
     const auto dir = self.parent_path();
     // Installed side by side, or the build tree (tools/ next to xenstore/, domain/, ...).
-    const char* places[] = {".", "../xenstore", "../domain", "../blkback", "../blkfront/user",
+    const char* places[] = {".", "../xenstore", "../domain", "../blkback", "../netback", "../blkfront/user",
                             "../hypervisor"};
     for (const char* p : places) {
       const auto cand = dir / p / name;

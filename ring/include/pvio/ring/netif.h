@@ -25,6 +25,12 @@ inline constexpr std::uint16_t kRxfGsoPrefix = 1u << 4;
 
 inline constexpr std::uint32_t kMaxTxSize = 0xFFFF;  // XEN_NETIF_MAX_TX_SIZE
 
+// XEN_NETIF_NR_SLOTS_MIN: the fewest slots a backend must accept for one packet (frontends may
+// use up to this many without asking); XEN_NETBK_LEGACY_SLOTS_MAX: the same limit as older
+// backends name it (MAX_SKB_FRAGS + 1 at the time the protocol was fixed).
+inline constexpr unsigned kNrSlotsMin = 18;
+inline constexpr unsigned kNetbkLegacySlotsMax = kNrSlotsMin;
+
 // netif_extra_info.type (XEN_NETIF_EXTRA_TYPE_*).
 inline constexpr std::uint8_t kExtraTypeNone = 0;
 inline constexpr std::uint8_t kExtraTypeGso = 1;
