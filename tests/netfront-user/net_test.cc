@@ -55,7 +55,8 @@ class NetTest : public ::testing::Test {
       GTEST_SKIP() << why;
     dom0_ = std::make_unique<Dom0>(1 << 20);
     std::string out;
-    ASSERT_EQ(dom0_->up(&out), 0) << out;
+    // The cable is the only backend of its tests: no pvio-netback to claim the vifs.
+    ASSERT_EQ(sh(dom0_->pvio + (with_netback() ? " up" : " up --no-netback"), &out), 0) << out;
     const std::string tag = std::to_string(::getpid() % 100000);
     g_[0] = {31, "00:16:3e:4e:00:31", "pvnt" + tag + "a", "pvio-nf-" + tag + "-a", "10.231.0.1"};
     g_[1] = {32, "00:16:3e:4e:00:32", "pvnt" + tag + "b", "pvio-nf-" + tag + "-b", "10.231.0.2"};
@@ -255,11 +256,15 @@ TEST_F(NetbackTest, KilledDuringTcpStreamAndRestarted) {
   ASSERT_GT(pid, 0);
   ASSERT_EQ(::kill(pid, SIGKILL), 0);
   ASSERT_TRUE(wait_until([&] { return !alive(pid); }));
-  for (Guest& g : g_) ASSERT_TRUE(wait_until([&] { return !carrier(g); })) << log(g);
+  // Nothing tells the frontends (the backend's state still reads Connected, as after a crash
+  // in Xen); the restarted backend finds them Connected and closes them for a reconnect.
   std::string out;
   ASSERT_EQ(dom0_->up(&out), 0) << out;
-  for (Guest& g : g_)
+  for (Guest& g : g_) {
+    ASSERT_TRUE(wait_until([&] { return log(g).find("reconnected") != std::string::npos; }))
+        << log(g) << netback_log();
     ASSERT_TRUE(wait_until([&] { return carrier(g); })) << log(g) << netback_log();
+  }
   ASSERT_TRUE(wait_until([&] { return std::filesystem::exists(json + ".rc"); }, 60000));
   std::ifstream rcf(json + ".rc");
   int rc = -1;
@@ -268,7 +273,6 @@ TEST_F(NetbackTest, KilledDuringTcpStreamAndRestarted) {
   const std::string res(std::istreambuf_iterator<char>(jf), {});
   EXPECT_EQ(rc, 0) << res;
   EXPECT_GT(json_number(res, "sum_received", "bytes"), 10e6) << res;
-  EXPECT_NE(log(g_[0]).find("reconnected"), std::string::npos) << log(g_[0]);
 }
 
 }  // namespace
