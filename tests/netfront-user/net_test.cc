@@ -175,7 +175,11 @@ class NetTest : public ::testing::Test {
   }
   static double json_number(const std::string& json, const std::string& section,
                             const std::string& key) {
-    const auto s = json.find("\"" + section + "\"");
+    // The run's totals, in the "end" object (every interval has a "sum" of its own, and an
+    // "end" time).
+    std::smatch e;
+    if (!std::regex_search(json, e, std::regex("\"end\":\\s*\\{"))) return -1;
+    const auto s = json.find("\"" + section + "\"", static_cast<std::size_t>(e.position(0)));
     if (s == std::string::npos) return -1;
     std::smatch m;
     const std::string rest = json.substr(s);
