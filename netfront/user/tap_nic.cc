@@ -321,7 +321,7 @@ void TapNic::deliver(const RxPacket& pkt) {
 }
 
 // One frame from the TAP to the tx ring. False only when the ring is full (keep the frame).
-bool TapNic::send_frame_locked(const std::uint8_t* buf, std::size_t len) {
+bool TapNic::send_frame_locked(const std::uint8_t* buf, std::size_t len, bool more) {
   if (len <= kVnetHdr) {
     ++extra_.tap_rx_dropped;
     return true;
@@ -343,6 +343,7 @@ bool TapNic::send_frame_locked(const std::uint8_t* buf, std::size_t len) {
   Frag f{buf + kVnetHdr, static_cast<std::uint32_t>(len - kVnetHdr)};
   p.frags = &f;
   p.nr_frags = 1;
+  p.more = more;
   if (core_->nr_queues() > 1) p.queue = static_cast<std::uint16_t>(flow_hash(static_cast<const std::uint8_t*>(f.data), f.len));
   const TxStatus st = core_->send(p);
   if (st == TxStatus::Busy) return false;
@@ -350,13 +351,15 @@ bool TapNic::send_frame_locked(const std::uint8_t* buf, std::size_t len) {
   return true;
 }
 
+// Up to a batch of frames, published and notified once at the end (xmit_more).
 void TapNic::read_tap_locked() {
   for (int i = 0; i < 64 && held_.empty(); ++i) {
     const ssize_t n = ::read(tap_fd_, buf_.data(), buf_.size());
-    if (n <= 0) return;
-    if (!send_frame_locked(buf_.data(), static_cast<std::size_t>(n)))
+    if (n <= 0) break;
+    if (!send_frame_locked(buf_.data(), static_cast<std::size_t>(n), true))
       held_.assign(buf_.data(), buf_.data() + n);
   }
+  core_->push_tx();
 }
 
 // The TAP's carrier follows the device's (both ends Connected, not broken), and its
@@ -445,7 +448,7 @@ void TapNic::nic_loop() {
       on_carrier_change_locked();
     }
     if (ring_pending_.exchange(false, std::memory_order_acq_rel)) handle_events_locked();
-    if (!held_.empty() && send_frame_locked(held_.data(), held_.size())) held_.clear();
+    if (!held_.empty() && send_frame_locked(held_.data(), held_.size(), false)) held_.clear();
     if (fds[2].revents & POLLIN) read_tap_locked();
   }
 }
