@@ -46,6 +46,7 @@ struct Netfront::Queue {
   TxSlot txs[kRingSize];
   std::uint16_t tx_free[kRingSize];
   std::uint32_t tx_free_count = 0;
+  bool tx_unpublished = false;  // send(more) left requests behind req_prod
 
   RxSlot rxs[kRingSize];
 

@@ -127,12 +127,25 @@ TxStatus Netfront::send(const TxPacket& pkt) {
   ++stats_.tx_packets;
   stats_.tx_bytes += total;
   stats_.tx_slots += slots;
-  // RING_PUSH_REQUESTS_AND_CHECK_NOTIFY: one send unless the backend is still consuming.
+  q.tx_unpublished = true;
+  if (!pkt.more) tx_publish(q);
+  return TxStatus::Ok;
+}
+
+// RING_PUSH_REQUESTS_AND_CHECK_NOTIFY: one send for the batch, and none if the backend is
+// still consuming (req_event outside what was just published).
+void Netfront::tx_publish(Queue& q) {
+  if (!q.tx_unpublished) return;
+  q.tx_unpublished = false;
   if (q.tx.push_requests()) {
     pf_.notify(q.tx_port);
     ++stats_.notifications;
   }
-  return TxStatus::Ok;
+}
+
+void Netfront::push_tx() {
+  if (!rings_up_ || broken_) return;
+  for (std::uint32_t qi = 0; qi < nr_queues_; ++qi) tx_publish(queues_[qi]);
 }
 
 // xennet_tx_buf_gc: give back every id the backend answered.

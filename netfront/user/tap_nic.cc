@@ -321,7 +321,7 @@ void TapNic::deliver(const RxPacket& pkt) {
 }
 
 // One frame from the TAP to the tx ring. False only when the ring is full (keep the frame).
-bool TapNic::send_frame_locked(const std::uint8_t* buf, std::size_t len) {
+bool TapNic::send_frame_locked(const std::uint8_t* buf, std::size_t len, bool more) {
   if (len <= kVnetHdr) {
     ++extra_.tap_rx_dropped;
     return true;
@@ -343,6 +343,7 @@ bool TapNic::send_frame_locked(const std::uint8_t* buf, std::size_t len) {
   Frag f{buf + kVnetHdr, static_cast<std::uint32_t>(len - kVnetHdr)};
   p.frags = &f;
   p.nr_frags = 1;
+  p.more = more;
   if (core_->nr_queues() > 1) p.queue = static_cast<std::uint16_t>(flow_hash(static_cast<const std::uint8_t*>(f.data), f.len));
   const TxStatus st = core_->send(p);
   if (st == TxStatus::Busy) return false;
@@ -350,13 +351,15 @@ bool TapNic::send_frame_locked(const std::uint8_t* buf, std::size_t len) {
   return true;
 }
 
+// Up to a batch of frames, published and notified once at the end (xmit_more).
 void TapNic::read_tap_locked() {
   for (int i = 0; i < 64 && held_.empty(); ++i) {
     const ssize_t n = ::read(tap_fd_, buf_.data(), buf_.size());
-    if (n <= 0) return;
-    if (!send_frame_locked(buf_.data(), static_cast<std::size_t>(n)))
+    if (n <= 0) break;
+    if (!send_frame_locked(buf_.data(), static_cast<std::size_t>(n), true))
       held_.assign(buf_.data(), buf_.data() + n);
   }
+  core_->push_tx();
 }
 
 // The TAP's carrier follows the device's (both ends Connected, not broken), and its
@@ -404,12 +407,12 @@ void TapNic::ring_event() {
 
 void TapNic::nic_loop() {
   while (!stop_.load()) {
-    bool started, poll_tap;
+    bool started, poll_tap, just_started = false;
     {
       std::lock_guard lk(core_mu_);
       started = core_->state() != XenbusState::Unknown;
       if (!started && core_->start() == 0) {
-        started = true;
+        started = just_started = true;
         // The guest's stack sends from the vif's MAC (the backend's switch only accepts
         // that). Through the TAP's own fd, so it works in whichever namespace it now is.
         ifreq ifr{};
@@ -426,7 +429,9 @@ void TapNic::nic_loop() {
     pollfd fds[3] = {{wake_fd_, POLLIN, 0}, {xfd, POLLIN, 0}, {tap_fd_, 0, 0}};
     if (poll_tap) fds[2].events = POLLIN;
     // Until the vif nodes exist, or without an event fd for xenstore, look every 50-200 ms.
-    const int timeout = !started ? 200 : (xfd < 0 ? 50 : -1);
+    // The watch start() registered fires at once, but the client queues that event while it
+    // waits for its reply, without a wake-up: look at the queue before sleeping.
+    const int timeout = just_started ? 0 : !started ? 200 : (xfd < 0 ? 50 : -1);
     const int n = ::poll(fds, 3, timeout);
     if (n < 0 && errno != EINTR) break;
     if (fds[0].revents & POLLIN) {
@@ -443,7 +448,7 @@ void TapNic::nic_loop() {
       on_carrier_change_locked();
     }
     if (ring_pending_.exchange(false, std::memory_order_acq_rel)) handle_events_locked();
-    if (!held_.empty() && send_frame_locked(held_.data(), held_.size())) held_.clear();
+    if (!held_.empty() && send_frame_locked(held_.data(), held_.size(), false)) held_.clear();
     if (fds[2].revents & POLLIN) read_tap_locked();
   }
 }

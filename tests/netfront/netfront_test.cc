@@ -202,6 +202,31 @@ TEST_F(NetfrontTest, JumboFrameScatterGathersIntoThreeSlots) {
   EXPECT_EQ(fe->tx_space(0), kRingSize);
 }
 
+TEST_F(NetfrontTest, BatchedSendsArePublishedOnceWithOneNotification) {
+  make();
+  bring_up();
+  const std::uint64_t notes = fe->stats().notifications;
+  Frag f[3];
+  std::vector<std::vector<std::uint8_t>> data;
+  for (int i = 0; i < 3; ++i) data.push_back(pattern(200 + i, i));
+  for (int i = 0; i < 3; ++i) {
+    f[i] = {data[i].data(), static_cast<std::uint32_t>(data[i].size())};
+    TxPacket p;
+    p.frags = &f[i];
+    p.nr_frags = 1;
+    p.more = true;
+    ASSERT_EQ(fe->send(p), TxStatus::Ok);
+  }
+  EXPECT_TRUE(be->take_tx().empty());  // nothing published yet
+  fe->push_tx();
+  auto pk = be->take_tx();
+  ASSERT_EQ(pk.size(), 3u);
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(pk[i].data, data[i]);
+  EXPECT_EQ(fe->stats().notifications, notes + 1);
+  fe->push_tx();  // nothing left: no second notification
+  EXPECT_EQ(fe->stats().notifications, notes + 1);
+}
+
 TEST_F(NetfrontTest, WithoutBackendSgMultiSlotIsRefused) {
   BackendFeatures f;
   f.sg = false;

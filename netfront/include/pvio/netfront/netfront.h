@@ -57,6 +57,9 @@ struct TxPacket {
   std::uint32_t nr_frags = 0;
   Offload offload;
   std::uint16_t queue = 0;      // taken modulo the negotiated queue count
+  // More packets follow at once: leave the request unpublished (no req_prod update, no
+  // notification) until a send without `more` or push_tx() — Linux's xmit_more.
+  bool more = false;
 };
 
 enum class TxStatus : std::uint8_t {
@@ -169,6 +172,8 @@ class Netfront {
 
   // ---- datapath (core/tx.cc, core/rx.cc) ----
   TxStatus send(const TxPacket& pkt);
+  // Publishes what send(more) left on every queue's ring, one notification per queue at most.
+  void push_tx();
   // Free tx slots on queue q (a packet needs one per 4 KiB, plus one for GSO).
   std::uint32_t tx_space(std::uint32_t q) const;
   // An event on one of queue q's ports (or the binding polls): reclaim tx slots, deliver
@@ -200,6 +205,7 @@ class Netfront {
 
   // tx.cc
   void tx_reclaim(Queue& q);
+  void tx_publish(Queue& q);
   void tx_release_all(Queue& q);
   // rx.cc
   void rx_refill(Queue& q);

@@ -65,7 +65,7 @@ class TapNic {
   void handle_events_locked();
   void on_carrier_change_locked();
   void read_tap_locked();
-  bool send_frame_locked(const std::uint8_t* buf, std::size_t len);
+  bool send_frame_locked(const std::uint8_t* buf, std::size_t len, bool more);
   static void rx_cb(void* cookie, const RxPacket& pkt);
   void deliver(const RxPacket& pkt);
 
