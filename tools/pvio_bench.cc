@@ -22,7 +22,7 @@
 #include <thread>
 
 #include "pvio/control/client.h"
-#include "pvio/domain/domain.h"
+#include "pvio/control/run_dir.h"
 #include "pvio/guest/pattern.h"
 #include "pvio_cli.h"
 
@@ -148,7 +148,7 @@ domid_t pick_domid(xs::Client& xs) {
     const domid_t d = g_next_domid++;
     if (g_next_domid >= 0x7000) g_next_domid = 100;
     if (!xs.read("/local/domain/" + std::to_string(d) + "/domid").ok() &&
-        ::access(domain::default_socket_path(d).c_str(), F_OK) != 0)
+        ::access(control::domain_socket_path(d).c_str(), F_OK) != 0)
       return d;
   }
 }
@@ -178,7 +178,7 @@ Boot boot_guest(const BootOptions& bo, xs::Client& xs, const std::string& cmdlin
   // The toolstack's work, as xl does it after building the domain: learn the xenstore page and
   // port, write the home and the vbd, then introduce the domain to xenstored.
   std::unique_ptr<control::ControlClient> cc;
-  const std::string sock = domain::default_socket_path(domid);
+  const std::string sock = control::domain_socket_path(domid);
   bool up = wait_ready(pid, 10000, [&] { return control::ControlClient::attach(sock, domid, &cc) == 0; });
   XsError e = XsError::Io;
   if (up) {

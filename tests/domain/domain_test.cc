@@ -15,6 +15,7 @@
 #include <thread>
 
 #include "pvio/control/client.h"
+#include "pvio/control/run_dir.h"
 #include "pvio/domain/domain.h"
 #include "pvio/event_channel/two_level.h"
 
@@ -63,12 +64,12 @@ TEST(Domain, DefaultSocketPathFollowsTheEnvironment) {
   const char* old_xdg = std::getenv("XDG_RUNTIME_DIR");
   const std::string saved_run = old_run ? old_run : "", saved_xdg = old_xdg ? old_xdg : "";
   ::setenv("PVIO_RUN_DIR", "/some/run", 1);
-  EXPECT_EQ(domain::default_socket_path(7), "/some/run/domain-7.sock");
+  EXPECT_EQ(control::domain_socket_path(7), "/some/run/domain-7.sock");
   ::unsetenv("PVIO_RUN_DIR");
   ::setenv("XDG_RUNTIME_DIR", "/xdg", 1);
-  EXPECT_EQ(domain::default_socket_path(12), "/xdg/pvio/domain-12.sock");
+  EXPECT_EQ(control::domain_socket_path(12), "/xdg/pvio/domain-12.sock");
   ::unsetenv("XDG_RUNTIME_DIR");
-  EXPECT_EQ(domain::default_socket_path(1), "/run/pvio/domain-1.sock");
+  EXPECT_EQ(control::domain_socket_path(1), "/run/pvio/domain-1.sock");
   if (old_run) ::setenv("PVIO_RUN_DIR", saved_run.c_str(), 1);
   if (old_xdg) ::setenv("XDG_RUNTIME_DIR", saved_xdg.c_str(), 1);
 }

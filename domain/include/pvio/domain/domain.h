@@ -14,13 +14,13 @@
 
 #include <cstdint>
 #include <functional>
-#include <map>
 #include <memory>
 #include <mutex>
 #include <span>
 #include <string>
 #include <vector>
 
+#include "pvio/control/dom0_ports.h"
 #include "pvio/control/server.h"
 #include "pvio/event_channel/port_table.h"
 #include "pvio/grant_table/grant_table.h"
@@ -40,11 +40,8 @@ struct DomainConfig {
   domid_t domid = 1;
   std::uint64_t memory_bytes = 16u << 20;
   std::uint32_t nr_grant_frames = 4;
-  std::string socket_path;  // empty: default_socket_path(domid)
+  std::string socket_path;  // empty: control::domain_socket_path(domid)
 };
-
-// $PVIO_RUN_DIR/domain-<domid>.sock, else $XDG_RUNTIME_DIR/pvio/..., else /run/pvio/...
-std::string default_socket_path(domid_t domid);
 
 class Domain final : private control::ControlBackend {
  public:
@@ -101,12 +98,6 @@ class Domain final : private control::ControlBackend {
   int unbind(control::ClientId, evtchn_port_t local_port) override;
   void client_gone(control::ClientId) override;
 
-  struct Dom0Client {
-    evtchn::EventfdDoorbell doorbell;
-    std::unique_ptr<evtchn::PortTable> table;  // the service's (domain 0's) ports
-    std::vector<control::UniqueFd> kicks;      // indexed by its local port
-  };
-
   domid_t domid_ = 0;
   std::uint64_t memory_bytes_ = 0;
   control::UniqueFd memfd_;
@@ -127,10 +118,10 @@ class Domain final : private control::ControlBackend {
   control::UniqueFd epoll_;
   std::unique_ptr<evtchn::UpcallNotifier> upcall_;
 
-  mutable std::mutex mu_;  // guards ports_, handlers_, clients_
+  mutable std::mutex mu_;  // guards ports_, handlers_, dom0_ports_
   std::unique_ptr<evtchn::PortTable> ports_;
   std::vector<Handler> handlers_;
-  std::map<control::ClientId, Dom0Client> clients_;
+  control::Dom0Ports dom0_ports_;
 
   std::unique_ptr<control::ControlServer> server_;
 };

@@ -26,6 +26,7 @@
 #include <thread>
 #include <vector>
 
+#include "pvio/control/dom0_ports.h"
 #include "pvio/control/server.h"
 #include "pvio/event_channel/notifier.h"
 #include "pvio/event_channel/port_table.h"
@@ -132,12 +133,6 @@ class XenHvm final : private control::ControlBackend {
   evtchn_port_t console_port() const { return console_port_; }
 
  private:
-  struct Dom0Client {
-    evtchn::EventfdDoorbell doorbell;
-    std::unique_ptr<evtchn::PortTable> table;  // the service's (domain 0's) ports
-    std::vector<control::UniqueFd> kicks;      // indexed by its local port
-  };
-
   // Copies `len` bytes at guest-virtual `gva` out of (or into) guest memory, page by page.
   bool copy_from_guest(const HypercallArgs& call, std::uint64_t gva, void* dst, std::size_t len);
   bool copy_to_guest(const HypercallArgs& call, std::uint64_t gva, const void* src,
@@ -160,7 +155,6 @@ class XenHvm final : private control::ControlBackend {
   control::BindResult bind_interdomain(control::ClientId, evtchn_port_t remote_port) override;
   int unbind(control::ClientId, evtchn_port_t local_port) override;
   void client_gone(control::ClientId) override;
-  void close_dom0_port(Dom0Client& c, evtchn_port_t local_port);
   void serve_loop();
 
   domid_t domid_;
@@ -182,7 +176,7 @@ class XenHvm final : private control::ControlBackend {
   std::uint64_t xen_page_gfn_[kXenPageCount];    // guest frame each Xen page is mapped at
   std::map<std::uint64_t, std::uint64_t> remapped_;  // RAM gfn -> Xen page shown there
   std::uint64_t callback_irq_ = 0;
-  std::map<control::ClientId, Dom0Client> clients_;
+  control::Dom0Ports dom0_ports_;  // their doorbells routed to the kick eventfds in KVM
   std::vector<std::uint64_t> attach_frames_;  // control thread only: describe()'s storage
   XenStats stats_;
 
