@@ -18,6 +18,8 @@
 #include "pvio/event_channel/notifier.h"
 #include "pvio/grant_table/grant_table.h"
 #include "pvio/ring/io_rings.h"
+#include "pvio/test/temp_dir.h"
+#include "pvio/test/wait_until.h"
 #include "pvio/xenstore/client.h"
 #include "pvio/xenstore/daemon.h"
 #include "pvio/xenstore/server.h"
@@ -29,19 +31,15 @@ namespace {
 using xs::XenbusState;
 constexpr domid_t kDomid = 5;
 
-std::string make_temp_dir() {
-  std::string tmpl = (std::filesystem::temp_directory_path() / "pvio-blkxb-XXXXXX").string();
-  if (::mkdtemp(tmpl.data()) == nullptr) throw std::runtime_error("mkdtemp");
-  return tmpl;
+template <typename Pred>
+bool wait_for(Pred p) {
+  return pvio::test::wait_until(p, 15000, 5);
 }
 
-template <typename Pred>
-bool wait_for(Pred p, int ms = 15000) {
-  for (int i = 0; i < ms / 5; ++i) {
-    if (p()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  }
-  return p();
+std::string make_temp_dir() {
+  std::string dir = pvio::test::make_temp_dir("pvio-blkxb");
+  if (dir.empty()) throw std::runtime_error("mkdtemp");
+  return dir;
 }
 
 class XenbusTest : public ::testing::Test {
@@ -77,7 +75,7 @@ class XenbusTest : public ::testing::Test {
     daemon_.reset();
     ::close(stop_fd_);
     ::close(event_fd_);
-    std::filesystem::remove_all(dir_);
+    pvio::test::remove_temp_dir(dir_);
   }
 
   void start_service() {

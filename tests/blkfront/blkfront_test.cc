@@ -19,7 +19,7 @@ class BlkfrontTest : public ::testing::Test {
     const std::size_t bytes = Blkfront::storage_bytes(lim);
     storage.assign(bytes / sizeof(std::max_align_t) + 1, std::max_align_t{});
     fe = std::make_unique<Blkfront>(pf, kDevid, lim, storage.data(), bytes);
-    free_grants_at_start = dom.grants->free_count();
+    free_grants_at_start = dom.grants().free_count();
   }
   void bring_up() {
     ASSERT_EQ(fe->start(), 0);
@@ -78,7 +78,7 @@ TEST_F(BlkfrontTest, HandshakeWritesLinuxKeysAndReadsDisk) {
   std::string ref = xs.get(0, fe_path + "/ring-ref");
   ASSERT_NE(ref, "<absent>");
   // The ring page is granted writable to the backend domain.
-  const std::uint16_t flags = dom.grants->flags(static_cast<grant_ref_t>(std::stoul(ref)));
+  const std::uint16_t flags = dom.grants().flags(static_cast<grant_ref_t>(std::stoul(ref)));
   EXPECT_EQ(flags & (GTF_permit_access | GTF_readonly), GTF_permit_access);
   EXPECT_FALSE(xs.exists(0, fe_path + "/ring-page-order"));
   EXPECT_FALSE(xs.exists(0, fe_path + "/multi-queue-num-queues"));
@@ -187,7 +187,7 @@ TEST_F(BlkfrontTest, SplitsAtElevenSegmentsWithReadOnlyGrantsForWrites) {
   EXPECT_EQ(r.status, IoStatus::Ok);
   EXPECT_EQ(back, data);
   // Every non-persistent grant was ended after its response.
-  EXPECT_EQ(dom.grants->free_count(), free_grants_at_start - 1);  // the ring page
+  EXPECT_EQ(dom.grants().free_count(), free_grants_at_start - 1);  // the ring page
 }
 
 TEST_F(BlkfrontTest, ZeroCopyPagesAtAnOffsetKeepTheirFramesAndSectors) {
@@ -286,7 +286,7 @@ TEST_F(BlkfrontTest, PersistentGrantsAreReusedAndDataCopied) {
   make(cfg, lim);
   bring_up();
   EXPECT_TRUE(fe->negotiated().persistent);
-  const std::uint32_t granted_after_connect = dom.grants->free_count();
+  const std::uint32_t granted_after_connect = dom.grants().free_count();
   EXPECT_EQ(free_grants_at_start - granted_after_connect, 1u + 16u);  // ring + pool
   std::set<grant_ref_t> seen;
   std::vector<std::uint8_t> expect(be->disk.size(), 0);
@@ -303,7 +303,7 @@ TEST_F(BlkfrontTest, PersistentGrantsAreReusedAndDataCopied) {
       }
     ASSERT_EQ(w.status, IoStatus::Ok);
     std::memcpy(expect.data() + round * 100 * 512, data.data(), data.size());
-    EXPECT_EQ(dom.grants->free_count(), granted_after_connect) << "no grant churn";
+    EXPECT_EQ(dom.grants().free_count(), granted_after_connect) << "no grant churn";
   }
   EXPECT_LE(seen.size(), 16u);
   EXPECT_EQ(be->disk, expect);
@@ -749,7 +749,7 @@ TEST_F(BlkfrontTest, CloseEndsEveryGrantAndFailsOutstandingIo) {
   EXPECT_EQ(be->frontend_state(), "6");
   EXPECT_EQ(r.status, IoStatus::NoDevice);
   EXPECT_EQ(d.count, 1);
-  EXPECT_EQ(dom.grants->free_count(), free_grants_at_start);
+  EXPECT_EQ(dom.grants().free_count(), free_grants_at_start);
   EXPECT_EQ(dom.live_allocs, allocs_before);
   EXPECT_EQ(fe->stats().grants_leaked, 0u);
   BlockIo again = rw_io(Op::Read, 0, 8, buf.data(), &d);
@@ -794,7 +794,7 @@ TEST_F(BlkfrontTest, MalformedBackendNodesFailTheHandshake) {
   be->set_state(2);
   EXPECT_EQ(fe->backend_changed(), -XEN_EINVAL);
   EXPECT_EQ(be->frontend_state(), "5");
-  EXPECT_EQ(dom.grants->free_count(), free_grants_at_start);
+  EXPECT_EQ(dom.grants().free_count(), free_grants_at_start);
 }
 
 }  // namespace
