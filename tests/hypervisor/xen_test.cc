@@ -20,31 +20,26 @@
 
 #include <gtest/gtest.h>
 
-#include "pvio/control/client.h"
 #include "hv_test_util.h"
-#include "pvio/hypervisor/vm.h"
+#include "pvio/control/client.h"
 #include "pvio/hypervisor/xen_hvm.h"
+#include "pvio/test/child_process.h"
+#include "pvio/test/result_line.h"
 #include "pvio/xenstore/ring_transport.h"
 #include "pvio/xenstore/server.h"
 
 namespace pvio::hv {
 namespace {
 
+using test::field;
 using test::slurp;
 
-
-using test::field;
-
-class XenTest : public ::testing::Test {
+class XenTest : public HvTest {
  protected:
+  XenTest() : HvTest("pvio-xen-test") {}
   void SetUp() override {
-    std::string why;
-    if (!Vm::kvm_available(&why)) GTEST_SKIP() << "KVM is not usable here (" << why << ")";
-    hv_ = std::getenv("PVIO_HV") ? std::getenv("PVIO_HV") : "";
-    guest_ = std::getenv("PVIO_GUEST") ? std::getenv("PVIO_GUEST") : "";
-    ASSERT_FALSE(hv_.empty() || guest_.empty()) << "PVIO_HV / PVIO_GUEST not set (run via meson test)";
-    dir_ = test::make_temp_dir("pvio-xen-test");
-    ASSERT_FALSE(dir_.empty());
+    HvTest::SetUp();
+    if (IsSkipped() || HasFatalFailure()) return;
     log_ = dir_ + "/serial.log";
     err_ = dir_ + "/stderr.txt";
     sock_ = dir_ + "/domain-1.sock";
@@ -54,39 +49,25 @@ class XenTest : public ::testing::Test {
       ::kill(pid_, SIGKILL);
       ::waitpid(pid_, nullptr, 0);
     }
-    if (!dir_.empty()) std::system(("rm -rf '" + dir_ + "'").c_str());
+    HvTest::TearDown();
   }
 
   void start(const std::string& cmdline) {
     std::vector<std::string> args = {hv_, "--kernel", guest_, "--mem", "64M", "--cmdline",
                                      cmdline, "--serial-log", log_, "--domid", "1",
                                      "--control-socket", sock_};
-    pid_ = ::fork();
+    pid_ = test::spawn(args, "", err_);
     ASSERT_GE(pid_, 0);
-    if (pid_ == 0) {
-      const int efd = ::open(err_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-      const int nul = ::open("/dev/null", O_WRONLY);
-      ::dup2(efd, 2);
-      ::dup2(nul, 1);
-      std::vector<char*> argv;
-      for (auto& a : args) argv.push_back(a.data());
-      argv.push_back(nullptr);
-      ::execv(argv[0], argv.data());
-      ::_exit(127);
-    }
   }
   // Exit status of pvio-hv; a generous limit only guards against a hung guest.
   int wait_exit() {
-    int status = 0;
-    for (int i = 0; i < 1200; ++i) {
-      if (::waitpid(pid_, &status, WNOHANG) == pid_) {
-        pid_ = -1;
-        return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-      }
-      ::usleep(100000);
+    const int rc = test::wait_exit(pid_, 120000);
+    if (rc < 0) {
+      ADD_FAILURE() << "pvio-hv did not finish";
+      return -1;
     }
-    ADD_FAILURE() << "pvio-hv did not finish";
-    return -1;
+    pid_ = -1;
+    return rc;
   }
   int run(const std::string& cmdline) {
     start(cmdline);
@@ -111,7 +92,7 @@ class XenTest : public ::testing::Test {
     return nullptr;
   }
 
-  std::string hv_, guest_, dir_, log_, err_, sock_;
+  std::string log_, err_, sock_;
   pid_t pid_ = -1;
 };
 
