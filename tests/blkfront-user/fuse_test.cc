@@ -21,13 +21,13 @@ namespace {
 constexpr int kDomid = 9;
 constexpr std::uint64_t kDiskBytes = 96u << 20;
 
-class FuseDiskTest : public ::testing::Test {
+class FuseDiskTest : public Dom0Test {
  protected:
+  FuseDiskTest() : Dom0Test(kDiskBytes) {}
   void SetUp() override {
-    if (const std::string why = missing_prerequisite(); !why.empty()) GTEST_SKIP() << why;
-    dom0_ = std::make_unique<Dom0>(kDiskBytes);
+    Dom0Test::SetUp();
+    if (IsSkipped() || HasFatalFailure()) return;
     std::string out;
-    ASSERT_EQ(dom0_->up(&out), 0) << out;
     mnt_ = dom0_->dir + "/mnt";
     file_ = mnt_ + "/disk";
     std::filesystem::create_directory(mnt_);
@@ -46,7 +46,7 @@ class FuseDiskTest : public ::testing::Test {
     ASSERT_EQ(sh(dom0_->pvio + " block-attach " + std::to_string(kDomid) + " " + dom0_->disk,
                  &out), 0) << out;
     struct stat st{};
-    ASSERT_TRUE(wait_until([&] { return ::stat(file_.c_str(), &st) == 0; }))
+    ASSERT_TRUE(pvio::test::wait_until([&] { return ::stat(file_.c_str(), &st) == 0; }, kWaitMs))
         << "the PV disk never appeared at " << file_ << "\n" << domain_log();
     ASSERT_EQ(static_cast<std::uint64_t>(st.st_size), kDiskBytes);
   }
@@ -69,7 +69,6 @@ class FuseDiskTest : public ::testing::Test {
     return out;
   }
 
-  std::unique_ptr<Dom0> dom0_;
   std::string mnt_, file_;
   bool created_ = false;
   std::vector<std::string> mounted_, loops_;
