@@ -15,6 +15,7 @@
 
 #include <benchmark/benchmark.h>
 
+#include "pvio/guest/result_line.h"
 #include "pvio/hypervisor/vm.h"
 
 namespace {
@@ -22,25 +23,10 @@ namespace {
 constexpr std::uint64_t kDiskBytes = 64ull << 20;
 constexpr int kOps = 2000;
 
+using pvio::guest::report_field;
+using pvio::guest::slurp;
+
 std::string g_dir, g_disk;
-
-long long json_field(const std::string& text, const std::string& prefix, const std::string& key) {
-  const auto at = text.find(prefix);
-  if (at == std::string::npos) return -1;
-  const auto k = text.find("\"" + key + "\":", at);
-  return k == std::string::npos ? -1 : std::atoll(text.c_str() + k + key.size() + 3);
-}
-
-std::string slurp(const std::string& path) {
-  std::string s;
-  if (FILE* f = std::fopen(path.c_str(), "r")) {
-    char buf[4096];
-    std::size_t n;
-    while ((n = std::fread(buf, 1, sizeof(buf), f)) > 0) s.append(buf, n);
-    std::fclose(f);
-  }
-  return s;
-}
 
 struct GuestRun {
   long long ops = -1, iops = -1, p50 = -1, p99 = -1, errors = -1, ide_exits = -1;
@@ -55,12 +41,12 @@ GuestRun run_guest(const std::string& xfer, int count) {
   GuestRun r;
   if (std::system(cmd.c_str()) != 0) return r;
   const std::string out = slurp(log), stats = slurp(err);
-  r.ops = json_field(out, "PVIO-RESULT", "ops");
-  r.iops = json_field(out, "PVIO-RESULT", "iops");
-  r.p50 = json_field(out, "PVIO-RESULT", "p50_ns");
-  r.p99 = json_field(out, "PVIO-RESULT", "p99_ns");
-  r.errors = json_field(out, "PVIO-RESULT", "errors");
-  r.ide_exits = json_field(stats, "\"ide\":{", "pio_exits");
+  r.ops = report_field(out, "PVIO-RESULT", "ops");
+  r.iops = report_field(out, "PVIO-RESULT", "iops");
+  r.p50 = report_field(out, "PVIO-RESULT", "p50_ns");
+  r.p99 = report_field(out, "PVIO-RESULT", "p99_ns");
+  r.errors = report_field(out, "PVIO-RESULT", "errors");
+  r.ide_exits = report_field(stats, "\"ide\":{", "pio_exits");
   return r;
 }
 

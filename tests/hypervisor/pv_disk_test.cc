@@ -17,16 +17,16 @@
 #include <gtest/gtest.h>
 
 #include "pvio/guest/pattern.h"
+#include "pvio/guest/result_line.h"
 #include "pvio/hypervisor/vm.h"
 #include "pvio/test/child_process.h"
-#include "pvio/test/result_line.h"
 #include "pvio/test/temp_dir.h"
 
 namespace pvio::hv {
 namespace {
 
-using test::field;
-using test::slurp;
+using guest::report_field;
+using guest::slurp;
 
 class PvDiskTest : public ::testing::Test {
  protected:
@@ -90,10 +90,10 @@ TEST_F(PvDiskTest, WrittenThroughIdeReadThroughPv) {
   ASSERT_EQ(boot("mode=xcheck from=ide to=pv bs=65536 size=2M seed=21", &serial), 0)
       << serial << stderr_;
   EXPECT_NE(serial.find("pv: vbd 51712 connected"), std::string::npos) << serial;
-  EXPECT_EQ(field(serial, "PVIO-RESULT", "verified_blocks"), 32) << serial;
-  EXPECT_EQ(field(serial, "PVIO-RESULT", "verify_failures"), 0);
-  EXPECT_EQ(field(serial, "PVIO-RESULT", "errors"), 0);
-  EXPECT_EQ(field(serial, "PVIO-RESULT", "cpl"), 3);  // both drivers ran in guest user mode
+  EXPECT_EQ(report_field(serial, "PVIO-RESULT", "verified_blocks"), 32) << serial;
+  EXPECT_EQ(report_field(serial, "PVIO-RESULT", "verify_failures"), 0);
+  EXPECT_EQ(report_field(serial, "PVIO-RESULT", "errors"), 0);
+  EXPECT_EQ(report_field(serial, "PVIO-RESULT", "cpl"), 3);  // both drivers ran in guest user mode
   EXPECT_EQ(pattern_mismatches(21, 2u << 20), 0u);  // and the host sees the same bytes
 }
 
@@ -101,8 +101,8 @@ TEST_F(PvDiskTest, WrittenThroughPvReadThroughIde) {
   std::string serial;
   ASSERT_EQ(boot("mode=xcheck from=pv to=ide bs=65536 size=2M seed=22", &serial), 0)
       << serial << stderr_;
-  EXPECT_EQ(field(serial, "PVIO-RESULT", "verified_blocks"), 32) << serial;
-  EXPECT_EQ(field(serial, "PVIO-RESULT", "verify_failures"), 0);
+  EXPECT_EQ(report_field(serial, "PVIO-RESULT", "verified_blocks"), 32) << serial;
+  EXPECT_EQ(report_field(serial, "PVIO-RESULT", "verify_failures"), 0);
   EXPECT_EQ(pattern_mismatches(22, 2u << 20), 0u);
 }
 
@@ -111,11 +111,11 @@ TEST_F(PvDiskTest, HostWrittenPatternVerifiesThroughPvAtQueueDepth) {
   std::string serial;
   ASSERT_EQ(boot("mode=workload disk=pv rw=randread bs=4096 qd=16 count=400 verify=1 seed=23", &serial), 0)
       << serial << stderr_;
-  EXPECT_EQ(field(serial, "PVIO-RESULT", "ops"), 400) << serial;
-  EXPECT_EQ(field(serial, "PVIO-RESULT", "verified_blocks"), 400);
-  EXPECT_EQ(field(serial, "PVIO-RESULT", "verify_failures"), 0);
-  EXPECT_GT(field(serial, "PVIO-RESULT", "doorbells"), 0);
-  EXPECT_EQ(field(serial, "PVIO-RESULT", "cpl"), 3);  // the PV workload runs at CPL3 by default
+  EXPECT_EQ(report_field(serial, "PVIO-RESULT", "ops"), 400) << serial;
+  EXPECT_EQ(report_field(serial, "PVIO-RESULT", "verified_blocks"), 400);
+  EXPECT_EQ(report_field(serial, "PVIO-RESULT", "verify_failures"), 0);
+  EXPECT_GT(report_field(serial, "PVIO-RESULT", "doorbells"), 0);
+  EXPECT_EQ(report_field(serial, "PVIO-RESULT", "cpl"), 3);  // the PV workload runs at CPL3 by default
 }
 
 // At CPL3 the MMIO doorbell is a plain store: the PV I/O completes and verifies with every
@@ -127,25 +127,25 @@ TEST_F(PvDiskTest, Cpl3PvIoUsesTheMmioDoorbellWithoutPioTraps) {
   ASSERT_EQ(boot("mode=workload disk=pv rw=randread bs=4096 qd=8 count=300 verify=1 seed=27 "
                  "size=4M", &serial), 0)
       << serial << stderr_;
-  EXPECT_EQ(field(serial, "PVIO-RESULT", "cpl"), 3) << serial;
+  EXPECT_EQ(report_field(serial, "PVIO-RESULT", "cpl"), 3) << serial;
   EXPECT_NE(serial.find("\"doorbell\":\"mmio\""), std::string::npos) << serial;
-  EXPECT_EQ(field(serial, "PVIO-RESULT", "verified_blocks"), 300);
-  EXPECT_EQ(field(serial, "PVIO-RESULT", "verify_failures"), 0);
-  EXPECT_GT(field(serial, "PVIO-RESULT", "mmio_doorbells"), 0);
-  EXPECT_EQ(field(serial, "PVIO-RESULT", "mmio_doorbells"),
-            field(serial, "PVIO-RESULT", "doorbells"));
-  EXPECT_EQ(field(serial, "PVIO-RESULT", "pio_doorbells"), 0);
-  EXPECT_EQ(field(serial, "PVIO-RESULT", "cpl3_doorbell_traps"), 0);
+  EXPECT_EQ(report_field(serial, "PVIO-RESULT", "verified_blocks"), 300);
+  EXPECT_EQ(report_field(serial, "PVIO-RESULT", "verify_failures"), 0);
+  EXPECT_GT(report_field(serial, "PVIO-RESULT", "mmio_doorbells"), 0);
+  EXPECT_EQ(report_field(serial, "PVIO-RESULT", "mmio_doorbells"),
+            report_field(serial, "PVIO-RESULT", "doorbells"));
+  EXPECT_EQ(report_field(serial, "PVIO-RESULT", "pio_doorbells"), 0);
+  EXPECT_EQ(report_field(serial, "PVIO-RESULT", "cpl3_doorbell_traps"), 0);
 
   ASSERT_EQ(boot("mode=workload disk=pv rw=randread bs=4096 qd=8 count=100 verify=1 seed=27 "
                  "size=4M doorbell=pio", &serial), 0)
       << serial << stderr_;
   EXPECT_NE(serial.find("\"doorbell\":\"pio\""), std::string::npos) << serial;
-  EXPECT_EQ(field(serial, "PVIO-RESULT", "verified_blocks"), 100);
-  EXPECT_EQ(field(serial, "PVIO-RESULT", "mmio_doorbells"), 0);
-  EXPECT_GT(field(serial, "PVIO-RESULT", "pio_doorbells"), 0);
-  EXPECT_EQ(field(serial, "PVIO-RESULT", "cpl3_doorbell_traps"),
-            field(serial, "PVIO-RESULT", "pio_doorbells"));
+  EXPECT_EQ(report_field(serial, "PVIO-RESULT", "verified_blocks"), 100);
+  EXPECT_EQ(report_field(serial, "PVIO-RESULT", "mmio_doorbells"), 0);
+  EXPECT_GT(report_field(serial, "PVIO-RESULT", "pio_doorbells"), 0);
+  EXPECT_EQ(report_field(serial, "PVIO-RESULT", "cpl3_doorbell_traps"),
+            report_field(serial, "PVIO-RESULT", "pio_doorbells"));
 }
 
 TEST_F(PvDiskTest, PvWorkloadStillRunsInTheKernelWithCpl0) {
@@ -153,8 +153,8 @@ TEST_F(PvDiskTest, PvWorkloadStillRunsInTheKernelWithCpl0) {
   std::string serial;
   ASSERT_EQ(boot("mode=workload disk=pv rw=randread bs=4096 qd=4 count=8 size=1M verify=1 seed=26 cpl=0", &serial), 0)
       << serial << stderr_;
-  EXPECT_EQ(field(serial, "PVIO-RESULT", "verified_blocks"), 8) << serial;
-  EXPECT_EQ(field(serial, "PVIO-RESULT", "cpl"), 0);
+  EXPECT_EQ(report_field(serial, "PVIO-RESULT", "verified_blocks"), 8) << serial;
+  EXPECT_EQ(report_field(serial, "PVIO-RESULT", "cpl"), 0);
 }
 
 TEST_F(PvDiskTest, HostSeesWhatThePvDiskWrote) {
@@ -162,9 +162,9 @@ TEST_F(PvDiskTest, HostSeesWhatThePvDiskWrote) {
   std::string serial;
   ASSERT_EQ(boot("mode=workload disk=pv rw=write bs=65536 qd=4 count=16 size=1M verify=1 seed=24", &serial), 0)
       << serial << stderr_;
-  EXPECT_EQ(field(serial, "PVIO-RESULT", "verified_blocks"), 16) << serial;
-  EXPECT_EQ(field(serial, "PVIO-RESULT", "verify_failures"), 0);
-  EXPECT_GT(field(serial, "PVIO-RESULT", "indirect_requests"), 0);
+  EXPECT_EQ(report_field(serial, "PVIO-RESULT", "verified_blocks"), 16) << serial;
+  EXPECT_EQ(report_field(serial, "PVIO-RESULT", "verify_failures"), 0);
+  EXPECT_GT(report_field(serial, "PVIO-RESULT", "indirect_requests"), 0);
   EXPECT_EQ(pattern_mismatches(24, 1u << 20), 0u);
 }
 
@@ -172,7 +172,7 @@ TEST_F(PvDiskTest, ZeroedImageFailsVerification) {
   // The check itself can fail: an image without the pattern must not verify.
   std::string serial;
   EXPECT_NE(boot("mode=workload disk=pv rw=randread bs=4096 qd=4 count=20 verify=1 seed=25", &serial), 0);
-  EXPECT_EQ(field(serial, "PVIO-RESULT", "verify_failures"), 20) << serial;
+  EXPECT_EQ(report_field(serial, "PVIO-RESULT", "verify_failures"), 20) << serial;
 }
 
 TEST_F(PvDiskTest, BenchWritesTableJsonAndSvg) {

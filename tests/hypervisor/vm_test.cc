@@ -15,13 +15,13 @@
 
 #include "hv_test_util.h"
 #include "pvio/guest/pattern.h"
+#include "pvio/guest/result_line.h"
 #include "pvio/test/child_process.h"
-#include "pvio/test/result_line.h"
 
 namespace pvio::hv {
 namespace {
 
-using test::slurp;
+using guest::slurp;
 
 struct HvRun {
   int exit_code = -1;
@@ -31,7 +31,7 @@ struct HvRun {
 
 // The number after "key": in the first PVIO-RESULT line, or -1.
 long long result_field(const std::string& log, const std::string& key) {
-  return test::field(log, "PVIO-RESULT {", key);
+  return guest::report_field(log, "PVIO-RESULT {", key);
 }
 
 class VmTest : public HvTest {

@@ -22,17 +22,17 @@
 
 #include "hv_test_util.h"
 #include "pvio/control/client.h"
+#include "pvio/guest/result_line.h"
 #include "pvio/hypervisor/xen_hvm.h"
 #include "pvio/test/child_process.h"
-#include "pvio/test/result_line.h"
 #include "pvio/xenstore/ring_transport.h"
 #include "pvio/xenstore/server.h"
 
 namespace pvio::hv {
 namespace {
 
-using test::field;
-using test::slurp;
+using guest::report_field;
+using guest::slurp;
 
 class XenTest : public HvTest {
  protected:
@@ -99,39 +99,39 @@ class XenTest : public HvTest {
 TEST_F(XenTest, EveryHypercallGoodAndBadArguments) {
   ASSERT_EQ(run("mode=hypercalls"), 0) << slurp(log_) << slurp(err_);
   const std::string log = slurp(log_), err = slurp(err_);
-  EXPECT_EQ(field(log, "PVIO-RESULT", "failed"), 0) << log;
-  EXPECT_GE(field(log, "PVIO-RESULT", "checks"), 80);
+  EXPECT_EQ(report_field(log, "PVIO-RESULT", "failed"), 0) << log;
+  EXPECT_GE(report_field(log, "PVIO-RESULT", "checks"), 80);
   EXPECT_EQ(log.find("PVIO-CHECK FAIL"), std::string::npos) << log;
   // console_io reaches the serial log; SCHEDOP_shutdown powered the domain off cleanly.
   EXPECT_NE(log.find("PVIO-CONSOLE-IO hello through console_io"), std::string::npos);
   EXPECT_NE(err.find("guest powered off (code 0)"), std::string::npos) << err;
-  EXPECT_EQ(field(err, "PVIO-HV-STATS", "msr_writes"), 1);
-  EXPECT_GE(field(err, "PVIO-HV-STATS", "faults"), 7);
+  EXPECT_EQ(report_field(err, "PVIO-HV-STATS", "msr_writes"), 1);
+  EXPECT_GE(report_field(err, "PVIO-HV-STATS", "faults"), 7);
   // Loopback sends and the unmask re-raise arrived as upcalls through the irqfd.
-  EXPECT_GE(field(log, "PVIO-RESULT", "upcalls"), 2);
+  EXPECT_GE(report_field(log, "PVIO-RESULT", "upcalls"), 2);
 }
 
 TEST_F(XenTest, ProbeFindsLeavesHypercallPageAndParams) {
   ASSERT_EQ(run("mode=xen-probe"), 0) << slurp(log_) << slurp(err_);
   const std::string log = slurp(log_);
-  EXPECT_EQ(field(log, "PVIO-RESULT", "xen"), 1);
-  EXPECT_EQ(field(log, "PVIO-RESULT", "version"), (hv::kXenVersionMajor << 16) | hv::kXenVersionMinor);
-  EXPECT_EQ(field(log, "PVIO-RESULT", "hypercall_msr"), hv::kHypercallMsr);
-  EXPECT_EQ(field(log, "PVIO-RESULT", "store_pfn"), (kXenPagesGpa >> 12) + kXenStorePage);
-  EXPECT_EQ(field(log, "PVIO-RESULT", "console_pfn"), (kXenPagesGpa >> 12) + kXenConsolePage);
-  EXPECT_GT(field(log, "PVIO-RESULT", "store_evtchn"), 0);
-  EXPECT_EQ(field(log, "PVIO-RESULT", "grant_frames"), 4);
-  EXPECT_EQ(field(log, "PVIO-RESULT", "max_grant_frames"), kMaxGrantFrames);
-  EXPECT_EQ(field(log, "PVIO-RESULT", "upcall_vector"), 0xf3);
+  EXPECT_EQ(report_field(log, "PVIO-RESULT", "xen"), 1);
+  EXPECT_EQ(report_field(log, "PVIO-RESULT", "version"), (hv::kXenVersionMajor << 16) | hv::kXenVersionMinor);
+  EXPECT_EQ(report_field(log, "PVIO-RESULT", "hypercall_msr"), hv::kHypercallMsr);
+  EXPECT_EQ(report_field(log, "PVIO-RESULT", "store_pfn"), (kXenPagesGpa >> 12) + kXenStorePage);
+  EXPECT_EQ(report_field(log, "PVIO-RESULT", "console_pfn"), (kXenPagesGpa >> 12) + kXenConsolePage);
+  EXPECT_GT(report_field(log, "PVIO-RESULT", "store_evtchn"), 0);
+  EXPECT_EQ(report_field(log, "PVIO-RESULT", "grant_frames"), 4);
+  EXPECT_EQ(report_field(log, "PVIO-RESULT", "max_grant_frames"), kMaxGrantFrames);
+  EXPECT_EQ(report_field(log, "PVIO-RESULT", "upcall_vector"), 0xf3);
 }
 
 TEST_F(XenTest, HostileHypercallsLeaveTheVmmServing) {
   ASSERT_EQ(run("mode=hostile-xen count=1500 seed=11"), 0) << slurp(err_);
   const std::string log = slurp(log_), err = slurp(err_);
-  EXPECT_EQ(field(log, "PVIO-RESULT {\"mode\":\"hostile-xen\"", "alive_after"), 1) << log;
-  EXPECT_GE(field(err, "PVIO-HV-STATS", "hypercalls"), 1500);
-  EXPECT_GT(field(err, "PVIO-HV-STATS", "hypercall_errors"), 0);
-  EXPECT_GT(field(err, "PVIO-HV-STATS", "faults"), 0);
+  EXPECT_EQ(report_field(log, "PVIO-RESULT {\"mode\":\"hostile-xen\"", "alive_after"), 1) << log;
+  EXPECT_GE(report_field(err, "PVIO-HV-STATS", "hypercalls"), 1500);
+  EXPECT_GT(report_field(err, "PVIO-HV-STATS", "hypercall_errors"), 0);
+  EXPECT_GT(report_field(err, "PVIO-HV-STATS", "faults"), 0);
   EXPECT_EQ(err.find("crashed"), std::string::npos) << err;
 }
 
@@ -163,10 +163,10 @@ TEST_F(XenTest, Dom0ServiceExchangesEventsThroughIoeventfdAndIrqfd) {
   EXPECT_EQ(kicks, static_cast<std::uint64_t>(kRounds));
   ASSERT_EQ(wait_exit(), 0) << slurp(err_);
   const std::string log = slurp(log_), err = slurp(err_);
-  EXPECT_EQ(field(log, "PVIO-RESULT", "received"), kRounds);
-  EXPECT_EQ(field(log, "PVIO-RESULT", "sent"), kRounds);
+  EXPECT_EQ(report_field(log, "PVIO-RESULT", "received"), kRounds);
+  EXPECT_EQ(report_field(log, "PVIO-RESULT", "sent"), kRounds);
   // Every guest send went through the ioeventfd: none exited to the VMM.
-  EXPECT_EQ(field(err, "PVIO-HV-STATS", "doorbell_exits"), 0) << err;
+  EXPECT_EQ(report_field(err, "PVIO-HV-STATS", "doorbell_exits"), 0) << err;
 }
 
 // A Dom0 xenstore connection that only collects replies.
@@ -237,8 +237,8 @@ TEST_F(XenTest, GuestTalksToXenstoreOnTheRingPageTheVmmPublished) {
   ASSERT_EQ(pid_, -1) << "guest did not finish: " << slurp(log_);
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << slurp(err_);
   const std::string log = slurp(log_);
-  EXPECT_EQ(field(log, "PVIO-RESULT", "xenstore_domid"), 1) << log;
-  EXPECT_EQ(field(log, "PVIO-RESULT", "xenstore_roundtrip"), 1) << log;
+  EXPECT_EQ(report_field(log, "PVIO-RESULT", "xenstore_domid"), 1) << log;
+  EXPECT_EQ(report_field(log, "PVIO-RESULT", "xenstore_roundtrip"), 1) << log;
   // The guest's write is in the store, under its home.
   dom0.replies.clear();
   req(xs::MsgType::XS_READ, "/local/domain/1/data/probe\0"s);
