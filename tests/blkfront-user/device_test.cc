@@ -45,7 +45,7 @@ class DeviceTest : public Dom0Test {
     ASSERT_EQ(xs_->introduce(kDomid, dom_->xenstore_gfn(), dom_->xenstore_port()),
               xs::XsError::None);
     std::string out;
-    ASSERT_EQ(sh(dom0_->pvio + " block-attach " + std::to_string(kDomid) + " " + dom0_->disk,
+    ASSERT_EQ(run_shell(dom0_->pvio + " block-attach " + std::to_string(kDomid) + " " + dom0_->disk,
                  &out), 0) << out;
     dev_ = std::make_unique<Device>(*dom_, make_ring_xenstore(*dom_), DeviceConfig{});
     ASSERT_EQ(dev_->connect(20000), 0);

@@ -20,6 +20,7 @@
 #include <thread>
 #include <vector>
 
+#include "pvio/test/child_process.h"
 #include "pvio/test/temp_dir.h"
 #include "pvio/test/wait_until.h"
 
@@ -39,20 +40,10 @@ inline std::string missing_prerequisite() {
   return "";
 }
 
-// Runs a shell command; returns its exit status and appends its output (stdout+stderr).
-inline int sh(const std::string& cmd, std::string* out = nullptr) {
-  FILE* p = ::popen((cmd + " 2>&1").c_str(), "r");
-  if (p == nullptr) return -1;
-  char buf[4096];
-  std::string o;
-  while (std::size_t n = std::fread(buf, 1, sizeof buf, p)) o.append(buf, n);
-  const int st = ::pclose(p);
-  if (out != nullptr) *out += o;
-  return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + (WIFSIGNALED(st) ? WTERMSIG(st) : 0);
-}
+using pvio::test::run_shell;
 
 inline bool have_program(const std::string& name) {
-  return sh("command -v " + name + " >/dev/null") == 0;
+  return run_shell("command -v " + name + " >/dev/null") == 0;
 }
 
 // Running (not gone, not a zombie waiting for a parent that may never reap it).
@@ -101,10 +92,10 @@ class Dom0 {
     pvio = env_or_empty("PVIO");
   }
   ~Dom0() {
-    sh(pvio + " down");
+    run_shell(pvio + " down");
     pvio::test::remove_temp_dir(dir);
   }
-  int up(std::string* out = nullptr) { return sh(pvio + " up", out); }
+  int up(std::string* out = nullptr) { return run_shell(pvio + " up", out); }
   pid_t blkback_pid() const {
     std::ifstream f(dir + "/blkback.pid");
     long pid = 0;

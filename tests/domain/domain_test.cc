@@ -18,6 +18,7 @@
 #include "pvio/control/run_dir.h"
 #include "pvio/domain/domain.h"
 #include "pvio/event_channel/two_level.h"
+#include "pvio/test/temp_dir.h"
 
 namespace {
 
@@ -32,14 +33,8 @@ bool readable(int fd, int timeout_ms = kWatchdogMs) {
   return ::poll(&p, 1, timeout_ms) == 1;
 }
 
-std::string make_tmpdir() {
-  // temp_directory_path() honours TMPDIR.
-  std::string tmpl = (std::filesystem::temp_directory_path() / "pvio-domain-XXXXXX").string();
-  return ::mkdtemp(tmpl.data()) ? tmpl : std::string();
-}
-
 TEST(Domain, CreateRejectsBadConfig) {
-  const std::string dir = make_tmpdir();
+  const std::string dir = test::make_temp_dir("pvio-domain");
   std::unique_ptr<domain::Domain> d;
   domain::DomainConfig cfg;
   cfg.socket_path = dir + "/d.sock";
@@ -79,7 +74,7 @@ struct RunningDomain : ::testing::Test {
   std::unique_ptr<domain::Domain> d;
   std::thread loop;
   void SetUp() override {
-    dir = make_tmpdir();
+    dir = test::make_temp_dir("pvio-domain");
     ASSERT_FALSE(dir.empty());
     domain::DomainConfig cfg;
     cfg.domid = 9;
@@ -160,7 +155,7 @@ TEST_F(RunningDomain, FrontendPortIsWokenByDom0AndHeldWhileMasked) {
 
 TEST(DomainProgram, ServesTheControlSocketUntilSigterm) {
   ASSERT_FALSE(program_path.empty()) << "pass the pvio-domain path as the first argument";
-  const std::string dir = make_tmpdir();
+  const std::string dir = test::make_temp_dir("pvio-domain");
   const std::string sock = dir + "/domain-4.sock";
   const pid_t pid = ::fork();
   ASSERT_GE(pid, 0);

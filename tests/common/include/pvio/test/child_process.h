@@ -1,8 +1,9 @@
 // Running a program under test as a child process: its output into files, its exit status
-// with a deadline.
+// with a deadline; or a shell command line with its output captured.
 #pragma once
 
 #include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -48,6 +49,19 @@ inline int wait_exit(pid_t pid, int timeout_ms = -1) {
     }
   }
   return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+// Runs `cmd` through the shell with stderr joined to stdout, appending that output to *out
+// when given. Its exit status (128 + the signal if one ended it), or -1 if it did not start.
+inline int run_shell(const std::string& cmd, std::string* out = nullptr) {
+  FILE* p = ::popen((cmd + " 2>&1").c_str(), "r");
+  if (p == nullptr) return -1;
+  char buf[4096];
+  std::string o;
+  while (std::size_t n = std::fread(buf, 1, sizeof buf, p)) o.append(buf, n);
+  const int st = ::pclose(p);
+  if (out != nullptr) *out += o;
+  return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + (WIFSIGNALED(st) ? WTERMSIG(st) : 0);
 }
 
 }  // namespace pvio::test
