@@ -5,19 +5,24 @@
 
 namespace pvio::control {
 
-void Dom0Ports::attach(ClientId id) {
+Dom0Ports::~Dom0Ports() {
+  for (auto& entry : clients_) close_all(entry.second);
+}
+
+void Dom0Ports::client_attached(ClientId id) {
+  std::lock_guard lk(mu_);
   Client& c = clients_[id];
   c.table = std::make_unique<evtchn::PortTable>(0, nullptr, &c.doorbell);
 }
 
-BindResult Dom0Ports::bind_interdomain(ClientId id, evtchn::PortTable& guest_ports,
-                                       evtchn_port_t remote_port) {
+BindResult Dom0Ports::bind_interdomain(ClientId id, evtchn_port_t remote_port) {
+  std::lock_guard lk(mu_);
   auto it = clients_.find(id);
   if (it == clients_.end()) return {-ENOTCONN, 0, -1};
   Client& c = it->second;
   UniqueFd kick(evtchn::eventfd_create(false));
   if (!kick) return {-EMFILE, 0, -1};
-  const evtchn::PortResult r = evtchn::PortTable::bind_interdomain(*c.table, guest_ports,
+  const evtchn::PortResult r = evtchn::PortTable::bind_interdomain(*c.table, guest_ports_,
                                                                    remote_port);
   if (r.rc != 0) return {r.rc, 0, -1};
   if (c.kicks.size() <= r.port) c.kicks.resize(r.port + 1);
@@ -31,6 +36,7 @@ BindResult Dom0Ports::bind_interdomain(ClientId id, evtchn::PortTable& guest_por
 }
 
 int Dom0Ports::unbind(ClientId id, evtchn_port_t local_port) {
+  std::lock_guard lk(mu_);
   auto it = clients_.find(id);
   if (it == clients_.end()) return -ENOTCONN;
   Client& c = it->second;
@@ -40,16 +46,12 @@ int Dom0Ports::unbind(ClientId id, evtchn_port_t local_port) {
   return close_port(c, local_port);
 }
 
-void Dom0Ports::detach(ClientId id) {
+void Dom0Ports::client_gone(ClientId id) {
+  std::lock_guard lk(mu_);
   auto it = clients_.find(id);
   if (it == clients_.end()) return;
   close_all(it->second);
   clients_.erase(it);  // the table's destructor returns remaining guest ports to unbound
-}
-
-void Dom0Ports::clear() {
-  for (auto& entry : clients_) close_all(entry.second);
-  clients_.clear();
 }
 
 int Dom0Ports::kick_fd(evtchn_port_t dom0_port, evtchn_port_t guest_port) const {

@@ -84,8 +84,9 @@ int Domain::create(const DomainConfig& cfg, std::unique_ptr<Domain>* out) {
   if (const auto slash = path.rfind('/'); slash != std::string::npos && slash > 0) {
     if (int rc = make_dirs(path.substr(0, slash)); rc != 0) return rc;
   }
-  control::ControlBackend& backend = *d;
-  d->server_ = std::make_unique<control::ControlServer>(backend);
+  d->dom0_ports_ = std::make_unique<control::Dom0Ports>(d->mu_, *d->ports_,
+                                                        [dp = d.get()] { return dp->describe(); });
+  d->server_ = std::make_unique<control::ControlServer>(*d->dom0_ports_);
   if (int rc = d->server_->listen(path); rc != 0) return rc;
 
   const std::pair<int, std::uint64_t> watch[] = {
@@ -107,7 +108,7 @@ Domain::~Domain() {
   server_.reset();
   {
     std::lock_guard lk(mu_);
-    dom0_ports_.clear();
+    dom0_ports_.reset();
     ports_.reset();
   }
   if (mem_ != nullptr) ::munmap(mem_, memory_bytes_);
@@ -162,7 +163,7 @@ int Domain::status(evtchn_port_t port, evtchn::ChannelStatus* out) const {
 
 std::size_t Domain::attached_clients() const {
   std::lock_guard lk(mu_);
-  return dom0_ports_.size();
+  return dom0_ports_->size();
 }
 
 void Domain::stop() { evtchn::eventfd_signal(stop_fd_.get()); }
@@ -219,26 +220,6 @@ control::DomainDescription Domain::describe() {
   d.xenstore_gfn = kXenstoreGfn;
   d.xenstore_port = xenstore_port_;
   return d;
-}
-
-void Domain::client_attached(control::ClientId id) {
-  std::lock_guard lk(mu_);
-  dom0_ports_.attach(id);
-}
-
-control::BindResult Domain::bind_interdomain(control::ClientId id, evtchn_port_t remote_port) {
-  std::lock_guard lk(mu_);
-  return dom0_ports_.bind_interdomain(id, *ports_, remote_port);
-}
-
-int Domain::unbind(control::ClientId id, evtchn_port_t local_port) {
-  std::lock_guard lk(mu_);
-  return dom0_ports_.unbind(id, local_port);
-}
-
-void Domain::client_gone(control::ClientId id) {
-  std::lock_guard lk(mu_);
-  dom0_ports_.detach(id);
 }
 
 }  // namespace pvio::domain

@@ -44,14 +44,16 @@ XenHvm::XenHvm(const XenHvmConfig& config, const GuestMemory& memory, std::uint8
       upcall_fd_(upcall_fd),
       host_(host),
       shared_info_(reinterpret_cast<evtchn::shared_info*>(xen_pages)),
-      upcall_(reinterpret_cast<evtchn::shared_info*>(xen_pages), upcall_fd),
-      // The guest's doorbell write with a bound port signals the kick eventfd inside KVM. If
-      // KVM refuses, the write exits to us and doorbell() delivers through the same eventfd.
-      dom0_ports_([this](evtchn_port_t guest_port, int kick_fd, bool assign) {
-        host_.set_doorbell(guest_port, kick_fd, assign);
-      }) {
+      upcall_(reinterpret_cast<evtchn::shared_info*>(xen_pages), upcall_fd) {
   for (std::uint64_t p = 0; p < kXenPageCount; ++p) xen_page_gfn_[p] = xen_gfn(p);
   ports_ = std::make_unique<evtchn::PortTable>(domid_, shared_info_, &upcall_);
+  // The guest's doorbell write with a bound port signals the kick eventfd inside KVM. If KVM
+  // refuses, the write exits to us and doorbell() delivers through the same eventfd.
+  dom0_ports_ = std::make_unique<control::Dom0Ports>(
+      mu_, *ports_, [this] { return describe(); },
+      [this](evtchn_port_t guest_port, int kick_fd, bool assign) {
+        host_.set_doorbell(guest_port, kick_fd, assign);
+      });
   // As Xen's toolstack does at domain build: the store and console ports, unbound for Dom0.
   xenstore_port_ = ports_->alloc_unbound(0).port;
   console_port_ = ports_->alloc_unbound(0).port;
@@ -67,7 +69,7 @@ XenHvm::XenHvm(const XenHvmConfig& config, const GuestMemory& memory, std::uint8
 XenHvm::~XenHvm() {
   stop_serving();
   std::lock_guard lk(mu_);
-  dom0_ports_.clear();
+  dom0_ports_.reset();
   ports_.reset();
 }
 
@@ -326,7 +328,7 @@ std::int64_t XenHvm::event_channel_op(const HypercallArgs& call) {
       evtchn::ChannelStatus st;
       if (ports_->status(p.port, &st) == 0 && st.status == evtchn::kEvtchnStatInterdomain &&
           st.remote_dom == 0) {
-        const int kick = dom0_ports_.kick_fd(st.remote_port, p.port);
+        const int kick = dom0_ports_->kick_fd(st.remote_port, p.port);
         if (kick >= 0) host_.set_doorbell(p.port, kick, false);
       }
       return ports_->close(p.port);
@@ -462,30 +464,9 @@ control::DomainDescription XenHvm::describe() {
   return d;
 }
 
-void XenHvm::client_attached(control::ClientId id) {
-  std::lock_guard lk(mu_);
-  dom0_ports_.attach(id);
-}
-
-control::BindResult XenHvm::bind_interdomain(control::ClientId id, evtchn_port_t remote_port) {
-  std::lock_guard lk(mu_);
-  return dom0_ports_.bind_interdomain(id, *ports_, remote_port);
-}
-
-int XenHvm::unbind(control::ClientId id, evtchn_port_t local_port) {
-  std::lock_guard lk(mu_);
-  return dom0_ports_.unbind(id, local_port);
-}
-
-void XenHvm::client_gone(control::ClientId id) {
-  std::lock_guard lk(mu_);
-  dom0_ports_.detach(id);
-}
-
 int XenHvm::serve(const std::string& socket_path) {
   if (server_) return -EBUSY;
-  control::ControlBackend& backend = *this;
-  auto server = std::make_unique<control::ControlServer>(backend);
+  auto server = std::make_unique<control::ControlServer>(*dom0_ports_);
   if (const int rc = server->listen(socket_path); rc != 0) return rc;
   stop_fd_.reset(evtchn::eventfd_create(true));
   if (!stop_fd_) return -EMFILE;

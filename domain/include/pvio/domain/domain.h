@@ -43,14 +43,14 @@ struct DomainConfig {
   std::string socket_path;  // empty: control::domain_socket_path(domid)
 };
 
-class Domain final : private control::ControlBackend {
+class Domain final {
  public:
   using Handler = std::function<void(evtchn_port_t)>;
 
   // Creates the memory, pages, port table (with the xenstore port allocated unbound for
   // Dom0) and the control socket. 0 or -errno.
   static int create(const DomainConfig& cfg, std::unique_ptr<Domain>* out);
-  ~Domain() override;
+  ~Domain();
 
   domid_t domid() const { return domid_; }
   const std::string& socket_path() const { return server_->path(); }
@@ -91,12 +91,8 @@ class Domain final : private control::ControlBackend {
   Domain() = default;
   void handle_upcall();
 
-  // ControlBackend (loop thread).
-  control::DomainDescription describe() override;
-  void client_attached(control::ClientId) override;
-  control::BindResult bind_interdomain(control::ClientId, evtchn_port_t remote_port) override;
-  int unbind(control::ClientId, evtchn_port_t local_port) override;
-  void client_gone(control::ClientId) override;
+  // What ATTACH hands out (loop thread).
+  control::DomainDescription describe();
 
   domid_t domid_ = 0;
   std::uint64_t memory_bytes_ = 0;
@@ -121,7 +117,7 @@ class Domain final : private control::ControlBackend {
   mutable std::mutex mu_;  // guards ports_, handlers_, dom0_ports_
   std::unique_ptr<evtchn::PortTable> ports_;
   std::vector<Handler> handlers_;
-  control::Dom0Ports dom0_ports_;
+  std::unique_ptr<control::Dom0Ports> dom0_ports_;  // the control server's backend
 
   std::unique_ptr<control::ControlServer> server_;
 };

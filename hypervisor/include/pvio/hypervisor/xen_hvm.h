@@ -100,14 +100,14 @@ struct XenHvmConfig {
   std::uint64_t ram_bytes = 0;  // guest RAM at gpa 0 (the Xen pages follow it in the memfd)
 };
 
-class XenHvm final : private control::ControlBackend {
+class XenHvm final {
  public:
   // `memory`: the guest's memory as the VMM maps it (RAM and the Xen pages); `xen_pages`: the
   // host address of the Xen pages; `memfd` and `regions`: what ATTACH hands out; `upcall_fd`:
   // the eventfd whose signal KVM turns into the upcall interrupt (irqfd).
   XenHvm(const XenHvmConfig& config, const GuestMemory& memory, std::uint8_t* xen_pages,
          int memfd, std::span<const control::RegionDesc> regions, int upcall_fd, XenHost& host);
-  ~XenHvm() override;
+  ~XenHvm();
   XenHvm(const XenHvm&) = delete;
   XenHvm& operator=(const XenHvm&) = delete;
 
@@ -149,12 +149,8 @@ class XenHvm final : private control::ControlBackend {
   std::int64_t add_xen_page(std::uint64_t page, std::uint64_t gfn);
   void raise_upcall_if_pending();
 
-  // ControlBackend (control thread).
-  control::DomainDescription describe() override;
-  void client_attached(control::ClientId) override;
-  control::BindResult bind_interdomain(control::ClientId, evtchn_port_t remote_port) override;
-  int unbind(control::ClientId, evtchn_port_t local_port) override;
-  void client_gone(control::ClientId) override;
+  // What ATTACH hands out (control thread).
+  control::DomainDescription describe();
   void serve_loop();
 
   domid_t domid_;
@@ -176,7 +172,8 @@ class XenHvm final : private control::ControlBackend {
   std::uint64_t xen_page_gfn_[kXenPageCount];    // guest frame each Xen page is mapped at
   std::map<std::uint64_t, std::uint64_t> remapped_;  // RAM gfn -> Xen page shown there
   std::uint64_t callback_irq_ = 0;
-  control::Dom0Ports dom0_ports_;  // their doorbells routed to the kick eventfds in KVM
+  // The control server's backend; guest doorbells of bound ports go to the kick eventfds in KVM.
+  std::unique_ptr<control::Dom0Ports> dom0_ports_;
   std::vector<std::uint64_t> attach_frames_;  // control thread only: describe()'s storage
   XenStats stats_;
 
