@@ -45,7 +45,7 @@ struct DaemonProcess {
     dir = (std::filesystem::temp_directory_path() / "pvio-xsbench-XXXXXX").string();
     if (!mkdtemp(dir.data())) std::abort();
     sock = dir + "/socket";
-    // The daemon finds guest domains' control sockets here (domain::default_socket_path).
+    // The daemon finds guest domains' control sockets here (control::domain_socket_path).
     setenv("PVIO_RUN_DIR", dir.c_str(), 1);
     pid = fork();
     if (pid == 0) {
