@@ -17,6 +17,7 @@
 
 #include "pvio/guest/result_line.h"
 #include "pvio/hypervisor/vm.h"
+#include "pvio/test/temp_dir.h"
 
 namespace {
 
@@ -99,10 +100,8 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "hv_ide_bench: %s\n", why.c_str());
     return 0;
   }
-  const char* tmp = std::getenv("TMPDIR");
-  std::string tmpl = std::string(tmp ? tmp : "/tmp") + "/pvio-hv-bench-XXXXXX";
-  if (!::mkdtemp(tmpl.data())) return 1;
-  g_dir = tmpl;
+  g_dir = pvio::test::make_temp_dir("pvio-hv-bench");
+  if (g_dir.empty()) return 1;
   g_disk = g_dir + "/disk.img";
   {
     const int fd = ::open(g_disk.c_str(), O_RDWR | O_CREAT, 0644);
@@ -120,6 +119,6 @@ int main(int argc, char** argv) {
     std::printf("  guest IDE PIO on pvio-hv            %10.0f  %.5f\n", g_iops[0], g_iops[0] / g_native_iops);
     std::printf("  guest IDE DMA on pvio-hv            %10.0f  %.5f\n", g_iops[1], g_iops[1] / g_native_iops);
   }
-  std::system(("rm -rf '" + g_dir + "'").c_str());
+  pvio::test::remove_temp_dir(g_dir);
   return 0;
 }
