@@ -111,6 +111,21 @@ class XenbusTest : public ::testing::Test {
     fe_state(XenbusState::Initialising);
   }
 
+  // The frontend closes and starts over on a fresh ring; the backend follows it through
+  // Closed and InitWait back to Connected.
+  void restart_frontend() {
+    fe_state(XenbusState::Closing);
+    fe_state(XenbusState::Closed);
+    ASSERT_TRUE(wait_for([&] { return be_state() == XenbusState::Closed; }))
+        << xs::xenbus_state_name(be_state());
+    fe_state(XenbusState::Initialising);
+    ASSERT_TRUE(wait_for([&] { return be_state() == XenbusState::InitWait; }))
+        << xs::xenbus_state_name(be_state());
+    frontend_connect();
+    ASSERT_TRUE(wait_for([&] { return be_state() == XenbusState::Connected; }))
+        << xs::xenbus_state_name(be_state()) << " error: " << read(be() + "/error");
+  }
+
   // The frontend's part of the handshake: a fresh ring, an event channel, its keys.
   void frontend_connect() {
     std::uint64_t gfn = 0;
@@ -220,16 +235,7 @@ TEST_F(XenbusTest, HandshakeIoCloseAndReconnectAfterRestart) {
   ASSERT_TRUE(wait_for([&] { return be_state() == XenbusState::Closing; }))
       << xs::xenbus_state_name(be_state());
   // The frontend closes, then starts over, and the backend follows it back to Connected.
-  fe_state(XenbusState::Closing);
-  fe_state(XenbusState::Closed);
-  ASSERT_TRUE(wait_for([&] { return be_state() == XenbusState::Closed; }))
-      << xs::xenbus_state_name(be_state());
-  fe_state(XenbusState::Initialising);
-  ASSERT_TRUE(wait_for([&] { return be_state() == XenbusState::InitWait; }))
-      << xs::xenbus_state_name(be_state());
-  frontend_connect();
-  ASSERT_TRUE(wait_for([&] { return be_state() == XenbusState::Connected; }))
-      << xs::xenbus_state_name(be_state()) << " error: " << read(be() + "/error");
+  ASSERT_NO_FATAL_FAILURE(restart_frontend());
   r.id = 4;
   std::memset(data, 0, 4096);
   EXPECT_EQ(roundtrip(r).status, blkif::kRspOkay);
@@ -287,16 +293,7 @@ TEST_F(XenbusTest, RingProtocolErrorSwitchesTheDeviceToClosing) {
   EXPECT_FALSE(gnttab_->is_busy(ring_ref));  // the datapath is gone, its ring unmapped
 
   // The frontend closes and starts over on a fresh ring; the device works again.
-  fe_state(XenbusState::Closing);
-  fe_state(XenbusState::Closed);
-  ASSERT_TRUE(wait_for([&] { return be_state() == XenbusState::Closed; }))
-      << xs::xenbus_state_name(be_state());
-  fe_state(XenbusState::Initialising);
-  ASSERT_TRUE(wait_for([&] { return be_state() == XenbusState::InitWait; }))
-      << xs::xenbus_state_name(be_state());
-  frontend_connect();
-  ASSERT_TRUE(wait_for([&] { return be_state() == XenbusState::Connected; }))
-      << xs::xenbus_state_name(be_state()) << " error: " << read(be() + "/error");
+  ASSERT_NO_FATAL_FAILURE(restart_frontend());
   std::uint64_t gfn = 0;
   ASSERT_EQ(dom_->alloc_pages(1, &gfn), 0);
   const grant_ref_t dref = gnttab_->grant_access(0, gfn, false);
