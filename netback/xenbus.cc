@@ -14,7 +14,7 @@
 #include <stdexcept>
 
 #include "pvio/control/client.h"
-#include "pvio/domain/domain.h"
+#include "pvio/control/run_dir.h"
 #include "pvio/netback/switch.h"
 #include "pvio/netback/uplink.h"
 #include "pvio/netback/vif.h"
@@ -346,7 +346,7 @@ bool VifDevice::connect() {
   }
 
   const std::string sock = opts_.domain_socket ? opts_.domain_socket(domid_)
-                                               : domain::default_socket_path(domid_);
+                                               : control::domain_socket_path(domid_);
   if (const int rc = control::ControlClient::attach(sock, domid_, &ctl_); rc != 0) {
     fail("cannot attach to domain " + std::to_string(domid_) + " at " + sock + ": " +
          std::to_string(rc));

@@ -18,6 +18,8 @@
 #include <random>
 #include <thread>
 
+#include "pvio/control/run_dir.h"
+
 namespace pvio::cli {
 namespace {
 
@@ -96,14 +98,7 @@ bool parse_domid(const std::string& s, domid_t* out) {
 }
 
 std::string run_dir() {
-  std::string dir;
-  if (const char* r = std::getenv("PVIO_RUN_DIR"); r != nullptr && *r != '\0') {
-    dir = r;
-  } else if (const char* x = std::getenv("XDG_RUNTIME_DIR"); x != nullptr && *x != '\0') {
-    dir = std::string(x) + "/pvio";
-  } else {
-    dir = "/run/pvio";
-  }
+  const std::string dir = control::run_dir();
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);
   ::chmod(dir.c_str(), 0700);

@@ -7,7 +7,7 @@
 #include <filesystem>
 
 #include "pvio/control/client.h"
-#include "pvio/domain/domain.h"
+#include "pvio/control/run_dir.h"
 #include "pvio_cli.h"
 
 namespace pvio::cli {
@@ -46,7 +46,7 @@ int run(const std::vector<std::string>& args) {
   if (running_pid(proc) || xs->read(home + "/domid").ok())
     return fail("create", "domain " + std::to_string(domid) + " already exists");
 
-  const std::string sock = domain::default_socket_path(domid);
+  const std::string sock = control::domain_socket_path(domid);
   std::vector<std::string> argv = {find_program("pvio-domain"), "--domid", std::to_string(domid),
                                    "--memory-mib", std::to_string(memory_mib),
                                    "--grant-frames", std::to_string(grant_frames),

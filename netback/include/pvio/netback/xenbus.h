@@ -40,7 +40,7 @@ struct ServiceOptions {
   std::string default_vif_uplink = "none";
   std::string stats_file;  // rewritten every second when set
   DpdkOptions dpdk;
-  // Where a domain's control socket is; default: domain::default_socket_path(domid).
+  // Where a domain's control socket is; default: control::domain_socket_path(domid).
   std::function<std::string(domid_t)> domain_socket;
 };
 
