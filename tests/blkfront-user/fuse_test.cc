@@ -86,7 +86,7 @@ TEST_F(FuseDiskTest, DestroyWithoutUmountLeavesNoDeadMount) {
   };
   ASSERT_TRUE(mounted());
   std::string out;
-  ASSERT_EQ(sh(dom0_->pvio + " destroy " + std::to_string(kDomid), &out), 0) << out;
+  ASSERT_EQ(run_shell(dom0_->pvio + " destroy " + std::to_string(kDomid), &out), 0) << out;
   created_ = false;
   EXPECT_FALSE(mounted()) << "FUSE mount left at " << mnt_ << "\n" << domain_log();
   struct stat st{};

@@ -24,8 +24,8 @@ using blkfront::user::test::alive;
 using blkfront::user::test::Dom0;
 using blkfront::user::test::env_or_empty;
 using blkfront::user::test::have_program;
-using blkfront::user::test::sh;
-using blkfront::user::test::wait_until;
+using pvio::test::run_shell;
+using blkfront::user::test::kWaitMs;
 
 struct Guest {
   int domid;
@@ -41,9 +41,9 @@ std::string missing_prerequisite(bool netback) {
     if (env_or_empty(v).empty()) return std::string("$") + v + " not set (run through meson test)";
   for (const char* p : {"ip", "ping", "iperf3", "socat", "sha256sum", "ethtool"})
     if (!have_program(p)) return std::string("needs ") + p;
-  if (sh("ip netns add pvio-nf-probe-" + std::to_string(::getpid())) != 0)
+  if (run_shell("ip netns add pvio-nf-probe-" + std::to_string(::getpid())) != 0)
     return "cannot create network namespaces";
-  sh("ip netns del pvio-nf-probe-" + std::to_string(::getpid()));
+  run_shell("ip netns del pvio-nf-probe-" + std::to_string(::getpid()));
   return "";
 }
 
@@ -63,9 +63,9 @@ struct World {
     if (cable) cable->unplug(*xs);
     cable.reset();
     xs.reset();
-    for (const auto& ns : namespaces) sh("ip netns pids " + ns + " | xargs -r kill -9");
-    for (int d : created) sh(dom0->pvio + " destroy " + std::to_string(d));
-    for (const auto& ns : namespaces) sh("ip netns del " + ns);
+    for (const auto& ns : namespaces) run_shell("ip netns pids " + ns + " | xargs -r kill -9");
+    for (int d : created) run_shell(dom0->pvio + " destroy " + std::to_string(d));
+    for (const auto& ns : namespaces) run_shell("ip netns del " + ns);
   }
 };
 
@@ -94,7 +94,7 @@ class NetTest : public ::testing::Test {
     set_mtu(1500);
     set_gso(true);
     for (int i = 0; i < 2; ++i)
-      ASSERT_TRUE(wait_until([&] { return carrier(g_[i]); }))
+      ASSERT_TRUE(pvio::test::wait_until([&] { return carrier(g_[i]); }, kWaitMs))
           << g_[i].tap << " has no carrier\n" << log(g_[i]) << netback_log();
   }
 
@@ -104,21 +104,21 @@ class NetTest : public ::testing::Test {
     g_ = w.g;
     std::string out;
     // The cable is the only backend of its tests: no pvio-netback to claim the vifs.
-    ASSERT_EQ(sh(dom0_->pvio + (with_netback() ? " up" : " up --no-netback"), &out), 0) << out;
+    ASSERT_EQ(run_shell(dom0_->pvio + (with_netback() ? " up" : " up --no-netback"), &out), 0) << out;
     const std::string tag = std::to_string(::getpid() % 100000) + (with_netback() ? "n" : "c");
     g_[0] = {31, "00:16:3e:4e:00:31", "pvnt" + tag + "a", "pvio-nf-" + tag + "-a", "10.231.0.1"};
     g_[1] = {32, "00:16:3e:4e:00:32", "pvnt" + tag + "b", "pvio-nf-" + tag + "-b", "10.231.0.2"};
     for (int i = 0; i < 2; ++i) {
       Guest& g = g_[i];
-      ASSERT_EQ(sh(dom0_->pvio + " create --domid " + std::to_string(g.domid) +
+      ASSERT_EQ(run_shell(dom0_->pvio + " create --domid " + std::to_string(g.domid) +
                        " --memory-mib 32 --vif " + g.mac + " --tap " + g.tap, &out), 0) << out;
       w.created.push_back(g.domid);
-      ASSERT_TRUE(wait_until([&] { return sh("ip link show " + g.tap + " >/dev/null") == 0; }))
+      ASSERT_TRUE(pvio::test::wait_until([&] { return run_shell("ip link show " + g.tap + " >/dev/null") == 0; }, kWaitMs))
           << "TAP " << g.tap << " never appeared\n" << log(g);
-      ASSERT_EQ(sh("ip netns add " + g.ns), 0);
+      ASSERT_EQ(run_shell("ip netns add " + g.ns), 0);
       w.namespaces.push_back(g.ns);
-      ASSERT_EQ(sh("ip link set " + g.tap + " netns " + g.ns), 0);
-      ASSERT_EQ(sh(in(g, "ip link set lo up") + " && " + in(g, "ip addr add " + g.ip + "/24 dev " + g.tap) +
+      ASSERT_EQ(run_shell("ip link set " + g.tap + " netns " + g.ns), 0);
+      ASSERT_EQ(run_shell(in(g, "ip link set lo up") + " && " + in(g, "ip addr add " + g.ip + "/24 dev " + g.tap) +
                    " && " + in(g, "ip link set " + g.tap + " up"), &out), 0) << out;
     }
     if (!with_netback()) {
@@ -135,7 +135,7 @@ class NetTest : public ::testing::Test {
   }
   bool carrier(const Guest& g) {
     std::string out;
-    return sh(in(g, "cat /sys/class/net/" + g.tap + "/carrier"), &out) == 0 && out.starts_with("1");
+    return run_shell(in(g, "cat /sys/class/net/" + g.tap + "/carrier"), &out) == 0 && out.starts_with("1");
   }
   std::string log(const Guest& g) {
     std::ifstream f(dom0_->dir + "/domain-" + std::to_string(g.domid) + ".log");
@@ -153,21 +153,21 @@ class NetTest : public ::testing::Test {
   }
   void set_mtu(int mtu) {
     for (int i = 0; i < 2; ++i)
-      ASSERT_EQ(sh(in(g_[i], "ip link set " + g_[i].tap + " mtu " + std::to_string(mtu))), 0);
+      ASSERT_EQ(run_shell(in(g_[i], "ip link set " + g_[i].tap + " mtu " + std::to_string(mtu))), 0);
   }
   void set_gso(bool on) {
     const std::string v = on ? "on" : "off";
     for (int i = 0; i < 2; ++i)
-      ASSERT_EQ(sh(in(g_[i], "ethtool -K " + g_[i].tap + " tso " + v + " gso " + v)), 0);
+      ASSERT_EQ(run_shell(in(g_[i], "ethtool -K " + g_[i].tap + " tso " + v + " gso " + v)), 0);
   }
   // iperf3 between the guests: server in b, client in a; the client's JSON.
   std::string iperf3(const std::string& client_args, int* rc) {
     const std::string pidf = dom0_->dir + "/iperf3-server.pid";
-    EXPECT_EQ(sh(in(g_[1], "iperf3 -s -1 -D -B " + g_[1].ip + " -I " + pidf)), 0);
+    EXPECT_EQ(run_shell(in(g_[1], "iperf3 -s -1 -D -B " + g_[1].ip + " -I " + pidf)), 0);
     std::string out;
     for (int i = 0; i < 100; ++i) {  // the server daemonises before it listens
       out.clear();
-      *rc = sh(in(g_[0], "iperf3 -J -c " + g_[1].ip + " " + client_args), &out);
+      *rc = run_shell(in(g_[0], "iperf3 -J -c " + g_[1].ip + " " + client_args), &out);
       if (*rc == 0 || out.find("Connection refused") == std::string::npos) break;
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
@@ -190,17 +190,17 @@ class NetTest : public ::testing::Test {
   // ---- what both backends are put through ----
   void ping_both_ways() {
     std::string out;
-    EXPECT_EQ(sh(in(g_[0], "ping -c 3 -i 0.2 -W 2 " + g_[1].ip), &out), 0) << out;
-    EXPECT_EQ(sh(in(g_[1], "ping -c 3 -i 0.2 -W 2 " + g_[0].ip), &out), 0) << out;
+    EXPECT_EQ(run_shell(in(g_[0], "ping -c 3 -i 0.2 -W 2 " + g_[1].ip), &out), 0) << out;
+    EXPECT_EQ(run_shell(in(g_[1], "ping -c 3 -i 0.2 -W 2 " + g_[0].ip), &out), 0) << out;
     // The guests learned each other's vif MACs: the frames went through with their own.
-    EXPECT_EQ(sh(in(g_[0], "ip neigh show " + g_[1].ip + " | grep -q " + g_[1].mac)), 0);
+    EXPECT_EQ(run_shell(in(g_[0], "ip neigh show " + g_[1].ip + " | grep -q " + g_[1].mac)), 0);
   }
   void jumbo_ping() {
     set_mtu(9000);
     std::string out;
     // 8972 bytes of ICMP payload: a 9014-byte frame, unfragmented (three slots each way).
-    EXPECT_EQ(sh(in(g_[0], "ping -M do -s 8972 -c 3 -i 0.2 -W 2 " + g_[1].ip), &out), 0) << out;
-    EXPECT_EQ(sh(in(g_[1], "ping -M do -s 8972 -c 3 -i 0.2 -W 2 " + g_[0].ip), &out), 0) << out;
+    EXPECT_EQ(run_shell(in(g_[0], "ping -M do -s 8972 -c 3 -i 0.2 -W 2 " + g_[1].ip), &out), 0) << out;
+    EXPECT_EQ(run_shell(in(g_[1], "ping -M do -s 8972 -c 3 -i 0.2 -W 2 " + g_[0].ip), &out), 0) << out;
   }
   // gso: the guests' TSO/GSO on or off (ethtool). TSO reaches the ring only when the backend
   // offers feature-gso-tcpv4/v6; otherwise the guest's kernel segments before the TAP.
@@ -229,24 +229,24 @@ class NetTest : public ::testing::Test {
   }
   void file_over_tcp() {
     const std::string src = dom0_->dir + "/send.bin", dst = dom0_->dir + "/recv.bin";
-    ASSERT_EQ(sh("head -c 96M /dev/urandom > " + src), 0);
+    ASSERT_EQ(run_shell("head -c 96M /dev/urandom > " + src), 0);
     const std::string server = in(g_[1], "socat -u TCP-LISTEN:5555,bind=" + g_[1].ip +
                                              ",reuseaddr OPEN:" + dst + ",creat,trunc");
-    ASSERT_EQ(sh("(" + server + " >/dev/null 2>&1 &) ; true"), 0);
+    ASSERT_EQ(run_shell("(" + server + " >/dev/null 2>&1 &) ; true"), 0);
     std::string out;
     int rc = 1;
     for (int i = 0; i < 100 && rc != 0; ++i) {
       out.clear();
-      rc = sh(in(g_[0], "socat -u OPEN:" + src + " TCP:" + g_[1].ip + ":5555"), &out);
+      rc = run_shell(in(g_[0], "socat -u OPEN:" + src + " TCP:" + g_[1].ip + ":5555"), &out);
       if (rc != 0) std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
     ASSERT_EQ(rc, 0) << out;
     std::string a, b;
-    EXPECT_TRUE(wait_until([&] {
+    EXPECT_TRUE(pvio::test::wait_until([&] {
       a.clear();
       b.clear();
-      sh("sha256sum < " + src, &a);
-      sh("sha256sum < " + dst, &b);
+      run_shell("sha256sum < " + src, &a);
+      run_shell("sha256sum < " + dst, &b);
       return a == b;
     }, 20000)) << a << " vs " << b;
   }
@@ -290,27 +290,27 @@ TEST_F(CableTest, FileOverTcpArrivesIntact) { file_over_tcp(); }
 
 TEST_F(NetbackTest, KilledDuringTcpStreamAndRestarted) {
   const std::string pidf = dom0_->dir + "/iperf3-server.pid";
-  ASSERT_EQ(sh(in(g_[1], "iperf3 -s -1 -D -B " + g_[1].ip + " -I " + pidf)), 0);
+  ASSERT_EQ(run_shell(in(g_[1], "iperf3 -s -1 -D -B " + g_[1].ip + " -I " + pidf)), 0);
   const std::string json = dom0_->dir + "/iperf3-client.json";
   std::this_thread::sleep_for(std::chrono::milliseconds(300));
-  ASSERT_EQ(sh("(" + in(g_[0], "iperf3 -J -c " + g_[1].ip + " -t 8 > " + json) +
+  ASSERT_EQ(run_shell("(" + in(g_[0], "iperf3 -J -c " + g_[1].ip + " -t 8 > " + json) +
                "; echo $? > " + json + ".rc) >/dev/null 2>&1 &"), 0);
   std::this_thread::sleep_for(std::chrono::seconds(2));
   const pid_t pid = netback_pid();
   ASSERT_GT(pid, 0);
   ASSERT_EQ(::kill(pid, SIGKILL), 0);
-  ASSERT_TRUE(wait_until([&] { return !alive(pid); }));
+  ASSERT_TRUE(pvio::test::wait_until([&] { return !alive(pid); }, kWaitMs));
   // Nothing tells the frontends (the backend's state still reads Connected, as after a crash
   // in Xen); the restarted backend finds them Connected and closes them for a reconnect.
   std::string out;
   ASSERT_EQ(dom0_->up(&out), 0) << out;
   for (int i = 0; i < 2; ++i) {
     const Guest& g = g_[i];
-    ASSERT_TRUE(wait_until([&] { return log(g).find("reconnected") != std::string::npos; }))
+    ASSERT_TRUE(pvio::test::wait_until([&] { return log(g).find("reconnected") != std::string::npos; }, kWaitMs))
         << log(g) << netback_log();
-    ASSERT_TRUE(wait_until([&] { return carrier(g); })) << log(g) << netback_log();
+    ASSERT_TRUE(pvio::test::wait_until([&] { return carrier(g); }, kWaitMs)) << log(g) << netback_log();
   }
-  ASSERT_TRUE(wait_until([&] { return std::filesystem::exists(json + ".rc"); }, 60000));
+  ASSERT_TRUE(pvio::test::wait_until([&] { return std::filesystem::exists(json + ".rc"); }, 60000));
   std::ifstream rcf(json + ".rc");
   int rc = -1;
   rcf >> rc;

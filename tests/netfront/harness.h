@@ -42,9 +42,9 @@ class TestPlatform final : public Platform {
   grant_ref_t grant_access(domid_t domid, std::uint64_t gfn, bool ro) override {
     if (grant_budget == 0) return kInvalidGrantRef;
     if (grant_budget > 0) --grant_budget;
-    return dom_.grants->grant_access(domid, gfn, ro);
+    return dom_.grants().grant_access(domid, gfn, ro);
   }
-  bool end_access(grant_ref_t ref) override { return dom_.grants->end_access(ref); }
+  bool end_access(grant_ref_t ref) override { return dom_.grants().end_access(ref); }
   int evtchn_alloc_unbound(domid_t remote, evtchn_port_t& port) override {
     const auto r = dom_.guest_ports->alloc_unbound(remote);
     port = r.port;
@@ -152,8 +152,8 @@ class NetBackend {
   // The frontend is Connected: map both rings of every queue, bind its ports, Connected.
   bool connect() {
     unmap_all();
-    mapper = std::make_unique<gnttab::GrantMapper>(kGuestDomid, kBackendDomid, dom_.memory,
-                                                   dom_.table_gfns);
+    mapper = std::make_unique<gnttab::GrantMapper>(kGuestDomid, kBackendDomid, dom_.image.memory(),
+                                                   dom_.image.table_gfns());
     std::string v;
     nr_queues = 1;
     if (xs_.read(0, fe_ + "/multi-queue-num-queues", v) == 0) nr_queues = std::stoul(v);
@@ -241,7 +241,7 @@ class NetBackend {
         chain.push_back(req);
         cur.ids.push_back(req.id);
         cur.grefs.push_back(req.gref);
-        cur.grant_flags.push_back(dom_.grants->flags(req.gref));
+        cur.grant_flags.push_back(dom_.grants().flags(req.gref));
         if (req.flags & netif::kTxfMoreData) continue;
         std::uint32_t rest = 0;
         for (std::size_t k = 1; k < chain.size(); ++k) rest += chain[k].size;

@@ -34,7 +34,7 @@ struct Received {
 class NetfrontTest : public ::testing::Test {
  protected:
   void make(BackendFeatures f = {}, Limits lim = {}) {
-    free_grants_at_start = dom.grants->free_count();
+    free_grants_at_start = dom.grants().free_count();
     be = std::make_unique<NetBackend>(dom, xs, f);
     const std::size_t bytes = Netfront::storage_bytes(lim);
     storage.assign(bytes / sizeof(std::max_align_t) + 1, std::max_align_t{});
@@ -109,7 +109,7 @@ TEST_F(NetfrontTest, HandshakeWritesLinuxNetfrontKeys) {
   // Both rings are granted writable to the backend.
   for (const char* k : {"tx-ring-ref", "rx-ring-ref"}) {
     const auto ref = static_cast<grant_ref_t>(std::stoul(xs.get(0, f + "/" + k)));
-    EXPECT_EQ(dom.grants->flags(ref) & (GTF_permit_access | GTF_readonly), GTF_permit_access);
+    EXPECT_EQ(dom.grants().flags(ref) & (GTF_permit_access | GTF_readonly), GTF_permit_access);
   }
   const std::uint8_t want[6] = {0x00, 0x16, 0x3e, 0x12, 0x34, 0x56};
   EXPECT_EQ(std::memcmp(fe->mac(), want, 6), 0);
@@ -160,7 +160,7 @@ TEST_F(NetfrontTest, MultiQueueSplitChannelsKeys) {
 TEST_F(NetfrontTest, SmallPacketOneReadOnlySlotThenGrantReturned) {
   make();
   bring_up();
-  const std::uint32_t free_connected = dom.grants->free_count();
+  const std::uint32_t free_connected = dom.grants().free_count();
   const auto data = pattern(1514, 1);
   Offload off;
   off.csum_blank = true;
@@ -172,10 +172,10 @@ TEST_F(NetfrontTest, SmallPacketOneReadOnlySlotThenGrantReturned) {
   EXPECT_EQ(pk[0].first_flags, netif::kTxfCsumBlank | netif::kTxfDataValidated);
   EXPECT_EQ(pk[0].grant_flags[0] & (GTF_permit_access | GTF_readonly),
             GTF_permit_access | GTF_readonly);
-  EXPECT_EQ(dom.grants->free_count(), free_connected - 1);
+  EXPECT_EQ(dom.grants().free_count(), free_connected - 1);
   be->answer(0, pk);
   fe->handle_event(0);
-  EXPECT_EQ(dom.grants->free_count(), free_connected);
+  EXPECT_EQ(dom.grants().free_count(), free_connected);
   EXPECT_EQ(fe->stats().tx_packets, 1u);
   EXPECT_EQ(fe->stats().tx_errors, 0u);
 }
@@ -533,7 +533,7 @@ TEST_F(NetfrontTest, BackendRestartReconnectsAndReleasesOldGrants) {
   EXPECT_FALSE(fe->carrier());
   // Everything of the old connection is revoked: only the grant table's reserved refs and
   // nothing of ours are in use.
-  EXPECT_EQ(dom.grants->free_count(), free_grants_at_start);
+  EXPECT_EQ(dom.grants().free_count(), free_grants_at_start);
   EXPECT_EQ(send(pattern(100, 1)), TxStatus::NoDevice);
   bring_up_again();
   EXPECT_EQ(fe->stats().reconnects, 1u);
@@ -567,7 +567,7 @@ TEST_F(NetfrontTest, BackendWithoutRxCopyIsRefused) {
   be->init_wait();
   EXPECT_NE(fe->backend_changed(), 0);
   EXPECT_EQ(be->frontend_state(), "5");
-  EXPECT_EQ(dom.grants->free_count(), free_grants_at_start);
+  EXPECT_EQ(dom.grants().free_count(), free_grants_at_start);
 }
 
 TEST_F(NetfrontTest, MissingOrMalformedMacFailsStart) {
@@ -604,7 +604,7 @@ TEST_F(NetfrontTest, OrderlyCloseEndsEveryGrant) {
   };
   ASSERT_EQ(fe->close(1000), 0);
   EXPECT_EQ(fe->state(), XenbusState::Closed);
-  EXPECT_EQ(dom.grants->free_count(), free_grants_at_start);
+  EXPECT_EQ(dom.grants().free_count(), free_grants_at_start);
   EXPECT_EQ(fe->stats().grants_leaked, 0u);
 }
 
