@@ -577,7 +577,7 @@ TEST_F(NetfrontTest, MissingOrMalformedMacFailsStart) {
   EXPECT_EQ(fe->start(), -XEN_EINVAL);
 }
 
-TEST_F(NetfrontTest, GrantTableExhaustionAtConnectFailsCleanly) {
+TEST_F(NetfrontTest, RxPostingAndSendStopWhenGrantsRunOut) {
   make();
   pf.grant_budget = 100;  // fewer than the rx buffers need
   ASSERT_EQ(fe->start(), 0);
