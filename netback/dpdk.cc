@@ -11,7 +11,9 @@
 #include <sched.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
+#include <cstring>
 #include <mutex>
 #include <stdexcept>
 #include <string>
@@ -133,6 +135,70 @@ bool complete_l4_checksum(rte_mbuf* m) {
   m->ol_flags &= ~(RTE_MBUF_F_TX_L4_MASK | RTE_MBUF_F_TX_IPV4 | RTE_MBUF_F_TX_IPV6);
   m->ol_flags |= RTE_MBUF_F_RX_L4_CKSUM_GOOD;
   return true;
+}
+
+bool mark_tcp_segmentation(rte_mbuf* m, bool v6, std::uint16_t mss) {
+  const std::uint64_t want_ip = v6 ? RTE_MBUF_F_TX_IPV6 : RTE_MBUF_F_TX_IPV4;
+  if ((m->ol_flags & want_ip) == 0 || (m->ol_flags & RTE_MBUF_F_TX_L4_MASK) != RTE_MBUF_F_TX_TCP_CKSUM)
+    return false;
+  const auto* tcp = rte_pktmbuf_mtod_offset(m, const rte_tcp_hdr*, m->l2_len + m->l3_len);
+  const std::uint32_t l4_len = (tcp->data_off >> 4) * 4u;
+  if (l4_len < sizeof(rte_tcp_hdr) || m->l2_len + m->l3_len + l4_len > rte_pktmbuf_data_len(m))
+    return false;
+  m->l4_len = l4_len;
+  m->tso_segsz = mss;
+  m->ol_flags |= RTE_MBUF_F_TX_TCP_SEG;
+  return true;
+}
+
+int segment_tcp(const rte_mbuf* m, rte_mbuf** out, unsigned max) {
+  const std::uint32_t hdr = m->l2_len + m->l3_len + m->l4_len;
+  const std::uint32_t mss = m->tso_segsz;
+  if (mss == 0 || hdr > rte_pktmbuf_data_len(m) || m->pkt_len < hdr) return -1;
+  const std::uint32_t payload = m->pkt_len - hdr;
+  const std::uint32_t nseg = payload == 0 ? 1 : (payload + mss - 1) / mss;
+  const std::uint32_t room = rte_pktmbuf_data_room_size(packet_pool()) - RTE_PKTMBUF_HEADROOM;
+  if (nseg > max || hdr + mss > room) return -1;  // one mbuf per segment
+  const bool v4 = (m->ol_flags & RTE_MBUF_F_TX_IPV4) != 0;
+  const auto* tcp0 = rte_pktmbuf_mtod_offset(m, const rte_tcp_hdr*, m->l2_len + m->l3_len);
+  const std::uint32_t seq0 = rte_be_to_cpu_32(tcp0->sent_seq);
+  const std::uint8_t flags0 = tcp0->tcp_flags;
+  std::uint16_t id0 = 0;
+  if (v4) id0 = rte_be_to_cpu_16(rte_pktmbuf_mtod_offset(m, const rte_ipv4_hdr*, m->l2_len)->packet_id);
+  if (rte_pktmbuf_alloc_bulk(packet_pool(), out, nseg) != 0) return -1;
+  for (std::uint32_t i = 0; i < nseg; ++i) {
+    const std::uint32_t off = i * mss;
+    const std::uint32_t len = payload == 0 ? 0 : std::min(mss, payload - off);
+    rte_mbuf* s = out[i];
+    auto* d = reinterpret_cast<std::uint8_t*>(rte_pktmbuf_append(s, static_cast<std::uint16_t>(hdr + len)));
+    std::memcpy(d, rte_pktmbuf_mtod(m, const std::uint8_t*), hdr);
+    if (len != 0) {
+      // Copies into d + hdr when the range spans segments, else points into m.
+      const void* src = rte_pktmbuf_read(m, hdr + off, len, d + hdr);
+      if (src != d + hdr) std::memcpy(d + hdr, src, len);
+    }
+    s->l2_len = m->l2_len;
+    s->l3_len = m->l3_len;
+    s->ol_flags = m->ol_flags & ~RTE_MBUF_F_TX_TCP_SEG;
+    if (v4) {
+      auto* ip = reinterpret_cast<rte_ipv4_hdr*>(d + m->l2_len);
+      ip->total_length = rte_cpu_to_be_16(static_cast<std::uint16_t>(m->l3_len + m->l4_len + len));
+      ip->packet_id = rte_cpu_to_be_16(static_cast<std::uint16_t>(id0 + i));
+      ip->hdr_checksum = 0;
+      ip->hdr_checksum = rte_ipv4_cksum(ip);
+    } else {
+      auto* ip = reinterpret_cast<rte_ipv6_hdr*>(d + m->l2_len);
+      ip->payload_len = rte_cpu_to_be_16(static_cast<std::uint16_t>(m->l3_len - sizeof(rte_ipv6_hdr) + m->l4_len + len));
+    }
+    auto* tcp = reinterpret_cast<rte_tcp_hdr*>(d + m->l2_len + m->l3_len);
+    tcp->sent_seq = rte_cpu_to_be_32(seq0 + off);
+    std::uint8_t f = flags0;
+    if (i + 1 < nseg) f &= static_cast<std::uint8_t>(~(RTE_TCP_FIN_FLAG | RTE_TCP_PSH_FLAG));
+    if (i > 0) f &= static_cast<std::uint8_t>(~RTE_TCP_CWR_FLAG);
+    tcp->tcp_flags = f;
+    complete_l4_checksum(s);
+  }
+  return static_cast<int>(nseg);
 }
 
 }  // namespace pvio::netback

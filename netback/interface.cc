@@ -10,6 +10,7 @@
 #include <ctime>
 #include <stdexcept>
 
+#include "ctrl.h"
 #include "pvio/netback/dpdk.h"
 #include "vif_queue.h"
 
@@ -142,6 +143,9 @@ void VifQueue::add_stats(VifQueueStats& s) const {
   s.rx_packets += rx_packets_.get();
   s.rx_bytes += rx_bytes_.get();
   s.tx_mcast += tx_mcast_.get();
+  s.tx_gso += tx_gso_.get();
+  s.rx_gso += rx_gso_.get();
+  s.rx_segmented += rx_segmented_.get();
   s.grant_errors += grant_errors_.get();
   s.ring_errors += ring_errors_.get();
   s.notifications += notifications_.get();
@@ -158,6 +162,8 @@ Vif::Vif(VifConfig config, Switch& sw)
       switch_(sw) {
   if (config_.memory == nullptr) throw std::invalid_argument("VifConfig.memory is null");
   if (config_.burst == 0 || config_.burst > 64) throw std::invalid_argument("burst must be 1..64");
+  hash_ = std::make_unique<HashConfig>();
+  if (config_.ctrl_ring) ctrl_ = std::make_unique<CtrlRing>(config_, *hash_);
   for (unsigned q = 0; q < config_.queues.size(); ++q)
     queues_.push_back(std::make_unique<VifQueue>(*this, q));
   stop_fd_ = evtchn::eventfd_create(/*nonblocking=*/true);
@@ -167,6 +173,7 @@ Vif::Vif(VifConfig config, Switch& sw)
 Vif::~Vif() {
   stop();
   queues_.clear();
+  ctrl_.reset();
   if (stop_fd_ >= 0) ::close(stop_fd_);
 }
 
@@ -223,6 +230,19 @@ bool Vif::wants_multicast(const MacAddr& dst) const {
   return false;
 }
 
+unsigned Vif::select_queue(const rte_mbuf* m) const {
+  std::uint32_t h = 0;
+  if (!flow_hash(*hash_, m, &h)) return Port::select_queue(m);
+  // netif.h SET_HASH_MAPPING: the hash indexes the table modulo its size; without a table the
+  // queue is the hash modulo the number of queues (xenvif_select_queue).
+  const std::uint32_t size = hash_->mapping_size.load(std::memory_order_relaxed);
+  const std::uint32_t q = size != 0 ? hash_->mapping[h % size].load(std::memory_order_relaxed)
+                                    : h % nr_queues();
+  return q < nr_queues() ? q : 0;
+}
+
+std::uint64_t Vif::ctrl_requests() const { return ctrl_ ? ctrl_->requests() : 0; }
+
 void Vif::worker(unsigned qi) {
   // An lcore id gives this thread its own mempool cache: mbuf allocation stays off the
   // pool's shared ring.
@@ -242,6 +262,10 @@ void Vif::worker(unsigned qi) {
   add(qc.tx_kick_fd);
   if (qc.rx_kick_fd != qc.tx_kick_fd) add(qc.rx_kick_fd);
   add(wake_fd(qi));
+  CtrlRing* ctrl = qi == 0 ? ctrl_.get() : nullptr;
+  if (ctrl != nullptr && config_.ctrl_kick_fd != qc.tx_kick_fd && config_.ctrl_kick_fd != qc.rx_kick_fd)
+    add(config_.ctrl_kick_fd);
+  std::string ctrl_error;
 
   std::uint64_t last_work = now_ns();
   std::uint64_t idle_polls = 0;
@@ -251,6 +275,10 @@ void Vif::worker(unsigned qi) {
     if (!q.broken()) {
       work |= q.tx_round();
       work |= q.rx_round();
+      if (ctrl != nullptr) {
+        work |= ctrl->round(&ctrl_error);
+        if (!ctrl_error.empty()) q.fatal(ctrl_error);
+      }
     }
     if (work) {
       idle_polls = 0;
@@ -265,10 +293,11 @@ void Vif::worker(unsigned qi) {
     const std::uint64_t now = now_ns();
     if (!q.broken()) {
       if (now - last_work < config_.spin_ns) continue;
-      if (q.final_check()) {
+      if (q.final_check() || (ctrl != nullptr && ctrl->final_check(&ctrl_error))) {
         idle_polls = 0;
         continue;
       }
+      if (!ctrl_error.empty()) q.fatal(ctrl_error);
     }
     const std::int64_t limit = q.broken() ? -1 : q.sleep_limit_ns(now);
     timespec ts{};

@@ -14,8 +14,29 @@ constexpr std::uint32_t kPage = 4096;
 
 }  // namespace
 
+// Data slots of 4 KiB, plus the GSO extra slot after the first (netif.h: an rx response
+// flagged NETRXF_extra_info is followed by a netif_extra_info in the next slot).
 unsigned VifQueue::rx_slots_needed(const rte_mbuf* m) const {
-  return std::max<unsigned>(1, (m->pkt_len + kPage - 1) / kPage);
+  const unsigned data = std::max<unsigned>(1, (m->pkt_len + kPage - 1) / kPage);
+  return data + ((m->ol_flags & RTE_MBUF_F_TX_TCP_SEG) ? 1 : 0);
+}
+
+// A GSO packet for a frontend that cannot take it (no feature-gso-tcpv4/6, no sg, or no
+// checksum offload): the head of the backlog is replaced by its TCP segments.
+bool VifQueue::rx_segment_head() {
+  rte_mbuf* m = rx_backlog_[rx_backlog_head_];
+  rte_mbuf* segs[64];
+  const int n = segment_tcp(m, segs, 64);
+  rte_pktmbuf_free(m);
+  if (n <= 0) {
+    drops_[static_cast<std::size_t>(Drop::GsoUnsupported)].add();
+    ++rx_backlog_head_;
+    return false;
+  }
+  rx_segmented_.add();
+  rx_backlog_[rx_backlog_head_] = segs[n - 1];
+  rx_backlog_.insert(rx_backlog_.begin() + rx_backlog_head_, segs, segs + n - 1);
+  return true;
 }
 
 // Consumes the rx requests for `m` and queues its copy ops and responses. False when the
@@ -44,10 +65,13 @@ bool VifQueue::rx_deliver(rte_mbuf* m) {
     flags = netif::kRxfDataValidated;
   }
 
+  const bool gso = (m->ol_flags & RTE_MBUF_F_TX_TCP_SEG) != 0;
+  if (gso) flags |= netif::kRxfExtraInfo;
+  const unsigned data_slots = need - (gso ? 1 : 0);
   const rte_mbuf* seg = m;
   std::uint32_t seg_off = 0;
   std::uint32_t left = m->pkt_len;
-  for (unsigned s = 0; s < need; ++s) {
+  for (unsigned s = 0; s < data_slots; ++s) {
     netif::netif_rx_request req;
     rx_.consume_request(req);  // the only read of this slot
     const std::uint32_t in_slot = std::min(left, kPage);
@@ -75,10 +99,25 @@ bool VifQueue::rx_deliver(rte_mbuf* m) {
     netif::netif_rx_response r{};
     r.id = req.id;
     r.offset = 0;
-    r.flags = static_cast<std::uint16_t>((s == 0 ? flags : 0) | (s + 1 < need ? netif::kRxfMoreData : 0));
+    r.flags = static_cast<std::uint16_t>((s == 0 ? flags : 0) |
+                                         (s + 1 < data_slots ? netif::kRxfMoreData : 0));
     r.status = static_cast<std::int16_t>(in_slot);
     rx_rsps_.push_back(RxRsp{r, false});
+    if (s == 0 && gso) {
+      // The GSO extra takes the next request's slot; its buffer is not used.
+      netif::netif_rx_request unused;
+      rx_.consume_request(unused);
+      netif::netif_extra_info e{};
+      e.type = netif::kExtraTypeGso;
+      e.u.gso.size = m->tso_segsz;
+      e.u.gso.type = (m->ol_flags & RTE_MBUF_F_TX_IPV6) ? netif::kGsoTypeTcpv6 : netif::kGsoTypeTcpv4;
+      netif::netif_rx_response as_rsp;
+      static_assert(sizeof(as_rsp) == sizeof(e));
+      std::memcpy(&as_rsp, &e, sizeof e);
+      rx_rsps_.push_back(RxRsp{as_rsp, true});
+    }
   }
+  if (gso) rx_gso_.add();
   rx_packets_.add();
   rx_bytes_.add(m->pkt_len);
   return true;
@@ -107,6 +146,14 @@ bool VifQueue::rx_round() {
   rx_stalled_ = false;
   while (rx_backlog_head_ < rx_backlog_.size() && packets < cfg_.burst) {
     rte_mbuf* m = rx_backlog_[rx_backlog_head_];
+    if (m->ol_flags & RTE_MBUF_F_TX_TCP_SEG) {
+      const bool v6 = (m->ol_flags & RTE_MBUF_F_TX_IPV6) != 0;
+      const bool takes_gso = cfg_.sg && cfg_.csum_offload && (v6 ? cfg_.gso_tcpv6 : cfg_.gso_tcpv4);
+      if (!takes_gso) {
+        rx_segment_head();
+        continue;
+      }
+    }
     if (rx_slots_needed(m) > 1 && !cfg_.sg) {
       // Without feature-sg each packet must fit one buffer.
       drops_[static_cast<std::size_t>(Drop::NoRxBuffers)].add();

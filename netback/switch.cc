@@ -101,6 +101,8 @@ Port::~Port() {
   }
 }
 
+unsigned Port::select_queue(const rte_mbuf* m) const { return pick_queue(m, nr_queues_); }
+
 void Port::wake(unsigned q) {
   if (sleeping_[q].load(std::memory_order_seq_cst) && sleeping_[q].exchange(false))
     evtchn::eventfd_signal(wake_fd_[q]);
@@ -213,7 +215,7 @@ void Switch::flush(Batch& b) {
 }
 
 void Switch::deliver(Batch& b, Port& dst, rte_mbuf* m) {
-  const unsigned q = pick_queue(m, dst.nr_queues());
+  const unsigned q = dst.select_queue(m);
   if (b.n != 0 && (b.port != &dst || b.queue != q || b.n == 64)) flush(b);
   b.port = &dst;
   b.queue = q;

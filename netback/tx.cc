@@ -111,17 +111,26 @@ rte_mbuf* VifQueue::tx_build(const ParsedTxPacket& p) {
 }
 
 // Offload metadata from the request flags and extras, once the bytes are private.
-bool VifQueue::tx_finish_mbuf(rte_mbuf* m, bool csum_blank, bool data_validated) {
+bool VifQueue::tx_finish_mbuf(rte_mbuf* m, const TxPending& t) {
   m->ol_flags = 0;
-  if (csum_blank) {
-    // The frontend left the L4 checksum to us (CHECKSUM_PARTIAL): find it now; each egress
-    // either passes it on (a vif that accepts csum_blank) or completes it in software.
+  if (t.csum_blank || t.gso_type != netif::kGsoTypeNone) {
+    // The frontend left the L4 checksum to us (CHECKSUM_PARTIAL; a GSO packet always needs
+    // it): find it now; each egress either passes it on (a vif that accepts csum_blank) or
+    // completes it in software.
     if (!mark_checksum_pending(m)) {
       drops_[static_cast<std::size_t>(Drop::ChecksumSetup)].add();
       return false;
     }
-  } else if (data_validated) {
+  } else if (t.data_validated) {
     m->ol_flags |= RTE_MBUF_F_RX_L4_CKSUM_GOOD;
+  }
+  if (t.gso_type != netif::kGsoTypeNone) {
+    // xenvif_set_skb_gso: TCPv4 or TCPv6 with an MSS; the headers must say the same.
+    if (!mark_tcp_segmentation(m, t.gso_type == netif::kGsoTypeTcpv6, t.gso_size)) {
+      drops_[static_cast<std::size_t>(Drop::ChecksumSetup)].add();
+      return false;
+    }
+    tx_gso_.add();
   }
   // Only the configured MAC may be used as a source (Linux leaves this to the bridge's
   // filters; here the switch is ours).
@@ -176,12 +185,6 @@ bool VifQueue::tx_round() {
       tx_respond(parsed_.slot.data(), parsed_.nr_slots, netif::kRspOkay);
       continue;
     }
-    if (parsed_.gso_type != netif::kGsoTypeNone) {
-      // feature-gso-* is not offered: a GSO packet has nowhere to go.
-      drops_[static_cast<std::size_t>(Drop::GsoUnsupported)].add();
-      tx_respond(parsed_.slot.data(), parsed_.nr_slots, netif::kRspError);
-      continue;
-    }
     const std::uint32_t first_op = static_cast<std::uint32_t>(tx_ops_.size());
     rte_mbuf* m = tx_build(parsed_);
     if (m == nullptr) {
@@ -197,6 +200,8 @@ bool VifQueue::tx_round() {
     t.nr_slots = parsed_.nr_slots;
     t.csum_blank = parsed_.csum_blank;
     t.data_validated = parsed_.data_validated;
+    t.gso_type = parsed_.gso_type;
+    t.gso_size = parsed_.gso_size;
     std::copy_n(parsed_.slot.begin(), parsed_.nr_slots, t.slot.begin());
     tx_pending_.push_back(t);
   }
@@ -222,7 +227,7 @@ bool VifQueue::tx_round() {
   }
   for (TxPending& t : tx_pending_) {
     tx_respond(t.slot.data(), t.nr_slots, netif::kRspOkay);
-    if (!tx_finish_mbuf(t.m, t.csum_blank, t.data_validated)) {
+    if (!tx_finish_mbuf(t.m, t)) {
       rte_pktmbuf_free(t.m);
       continue;
     }

@@ -31,6 +31,7 @@ class VifQueue {
   void push_and_notify();
 
   bool broken() const { return broken_.load(std::memory_order_acquire); }
+  void fatal(const std::string& why);
   void add_stats(VifQueueStats& s) const;
   unsigned reader() const { return reader_; }
 
@@ -40,15 +41,17 @@ class VifQueue {
     std::uint32_t first_op, nr_ops;
     std::uint32_t nr_slots;
     bool csum_blank, data_validated;
+    std::uint8_t gso_type;
+    std::uint16_t gso_size;
     std::array<TxSlot, kMaxPacketSlots> slot;
   };
 
   void map_rings();
-  void fatal(const std::string& why);
   void tx_respond(const TxSlot* slots, std::uint32_t n, std::int16_t status);
   bool tx_credit_ok(std::uint32_t size, std::uint64_t now);
   rte_mbuf* tx_build(const ParsedTxPacket& p);
-  bool tx_finish_mbuf(rte_mbuf* m, bool csum_blank, bool data_validated);
+  bool tx_finish_mbuf(rte_mbuf* m, const TxPending& t);
+  bool rx_segment_head();
   void mcast_update(const ParsedTxPacket& p);
   unsigned rx_slots_needed(const rte_mbuf* m) const;
   bool rx_deliver(rte_mbuf* m);
@@ -89,7 +92,8 @@ class VifQueue {
   std::vector<rte_mbuf*> rx_done_;
   bool rx_stalled_ = false;  // the head packet waits for rx buffers
 
-  Counter tx_packets_, tx_bytes_, rx_packets_, rx_bytes_, tx_mcast_, grant_errors_,
+  Counter tx_packets_, tx_bytes_, rx_packets_, rx_bytes_, tx_mcast_, tx_gso_, rx_gso_,
+      rx_segmented_, grant_errors_,
       ring_errors_, notifications_, credit_waits_;
   std::array<Counter, kTxErrorCount> tx_errors_;
   std::array<Counter, kDropCount> drops_;

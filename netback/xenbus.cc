@@ -94,6 +94,7 @@ class VifDevice {
   void publish_features();
   bool connect();
   bool read_queue(unsigned q, unsigned nr_queues, VifQueueConfig* qc);
+  bool read_ctrl_ring(VifConfig* cfg);
   void disconnect();
   void fail(const std::string& why) {
     spdlog::error("{}: {}", be_, why);
@@ -131,9 +132,9 @@ void VifDevice::publish_features() {
     if (!tx.ok()) break;
     const std::uint32_t t = tx.value;
     write("feature-sg", "1", t);
-    // No GSO: the switch has no segmentation for destinations that cannot take it.
-    write("feature-gso-tcpv4", "0", t);
-    write("feature-gso-tcpv6", "0", t);
+    // GSO packets go whole to frontends that take them, cut into segments for the others.
+    write("feature-gso-tcpv4", "1", t);
+    write("feature-gso-tcpv6", "1", t);
     write("feature-ipv6-csum-offload", "1", t);
     write("feature-rx-copy", "1", t);
     write("feature-rx-flip", "0", t);
@@ -141,7 +142,7 @@ void VifDevice::publish_features() {
     write("feature-dynamic-multicast-control", "1", t);
     write("feature-split-event-channels", "1", t);
     write("multi-queue-max-queues", std::to_string(opts_.max_queues), t);
-    write("feature-ctrl-ring", "0", t);  // no control ring (hash/toeplitz) yet
+    write("feature-ctrl-ring", "1", t);
     const xs::XsError e = xs_.transaction_end(t, true);
     if (e == xs::XsError::None) return;
     if (e != xs::XsError::Again) break;
@@ -291,6 +292,27 @@ bool VifDevice::read_queue(unsigned q, unsigned nr_queues, VifQueueConfig* qc) {
   return true;
 }
 
+// connect_ctrl_ring: the control ring is optional; with ctrl-ring-ref it needs its own
+// event channel.
+bool VifDevice::read_ctrl_ring(VifConfig* cfg) {
+  if (!exists(fe_ + "/ctrl-ring-ref")) return true;
+  evtchn_port_t remote = 0, local = 0;
+  if (!parse_uint(read(fe_ + "/ctrl-ring-ref"), &cfg->ctrl_ring_ref) ||
+      !parse_uint(read(fe_ + "/event-channel-ctrl"), &remote)) {
+    fail("reading ctrl-ring-ref / event-channel-ctrl");
+    return false;
+  }
+  if (const int rc = ctl_->bind_interdomain(remote, &local); rc != 0) {
+    fail("cannot bind event channel " + std::to_string(remote) + ": " + std::to_string(rc));
+    return false;
+  }
+  local_ports_.push_back(local);
+  cfg->ctrl_ring = true;
+  cfg->ctrl_kick_fd = ctl_->kick_fd(local);
+  cfg->ctrl_port = local;
+  return true;
+}
+
 bool VifDevice::connect() {
   domid_t fe_domid = 0;
   if (!parse_uint(read(be_ + "/frontend-id"), &fe_domid) || fe_domid != domid_) {
@@ -341,6 +363,8 @@ bool VifDevice::connect() {
   cfg.rx_notify = read_flag("feature-rx-notify") == 1;
   cfg.sg = read_flag("feature-sg") == 1;
   cfg.csum_offload = read_flag("feature-no-csum-offload") == 0;
+  cfg.gso_tcpv4 = read_flag("feature-gso-tcpv4") == 1;
+  cfg.gso_tcpv6 = read_flag("feature-gso-tcpv6") == 1;
   cfg.multicast_control =
       read_flag("request-multicast-control") == 1 || read_flag("feature-multicast-control") == 1;
   cfg.credit_bytes = credit_bytes;
@@ -350,6 +374,7 @@ bool VifDevice::connect() {
     if (!read_queue(q, nr_queues, &qc)) return false;
     cfg.queues.push_back(qc);
   }
+  if (!read_ctrl_ring(&cfg)) return false;
   const std::string be_path = be_;
   broken_.store(false);
   cfg.on_fatal = [this, be_path](unsigned q, const std::string& why) {
@@ -368,8 +393,9 @@ bool VifDevice::connect() {
     return false;
   }
   vif_->start();
-  spdlog::info("{}: connected ({} queue(s), mac {}, sg {}, rx-notify {}, rate {})", be_, nr_queues,
-               mac_string(mac), vif_->config().sg, vif_->config().rx_notify,
+  spdlog::info("{}: connected ({} queue(s), mac {}, sg {}, rx-notify {}, ctrl ring {}, rate {})", be_,
+               nr_queues, mac_string(mac), vif_->config().sg, vif_->config().rx_notify,
+               vif_->config().ctrl_ring,
                credit_bytes ? std::to_string(credit_bytes) + "B/" + std::to_string(credit_usec) + "us"
                             : "unlimited");
   return true;
@@ -399,6 +425,7 @@ void VifDevice::append_stats(std::ostream& os) const {
   const auto qs = vif_->stats();
   for (std::size_t q = 0; q < qs.size(); ++q) {
     const VifQueueStats& s = qs[q];
+    if (q == 0 && vif_->config().ctrl_ring) os << name_ << " ctrl_requests=" << vif_->ctrl_requests() << "\n";
     os << name_ << " queue=" << q << " tx_packets=" << s.tx_packets << " tx_bytes=" << s.tx_bytes
        << " rx_packets=" << s.rx_packets << " rx_bytes=" << s.rx_bytes
        << " notifications=" << s.notifications << " credit_waits=" << s.credit_waits

@@ -4,7 +4,9 @@
 #include <rte_lcore.h>
 #include <sys/epoll.h>
 
+#include <algorithm>
 #include <stdexcept>
+#include <vector>
 
 #include "pvio/event_channel/notifier.h"
 #include "pvio/netback/dpdk.h"
@@ -73,6 +75,10 @@ void EthdevPort::worker() {
   ev.data.fd = wake_fd(0);
   ::epoll_ctl(ep, EPOLL_CTL_ADD, wake_fd(0), &ev);
   rte_mbuf* pkts[kBurst];
+  std::vector<rte_mbuf*> out;
+  std::vector<std::uint32_t> len;
+  out.reserve(kBurst * 64);
+  len.reserve(kBurst * 64);
   std::uint64_t last_work = 0, idle_polls = 0;
   while (!stop_.load(std::memory_order_relaxed)) {
     bool work = false;
@@ -92,26 +98,44 @@ void EthdevPort::worker() {
         rte_ring_sc_dequeue_burst(inbound(0), reinterpret_cast<void**>(pkts), kBurst, nullptr);
     if (m != 0) {
       work = true;
-      unsigned k = 0;
-      std::uint32_t len[kBurst];
+      out.clear();
       for (unsigned i = 0; i < m; ++i) {
-        // The device is not asked to offload: partial checksums are completed here.
+        // The device is not asked to offload: GSO packets are segmented and partial checksums
+        // completed here.
+        if (pkts[i]->ol_flags & RTE_MBUF_F_TX_TCP_SEG) {
+          rte_mbuf* segs[64];
+          const int n = segment_tcp(pkts[i], segs, 64);
+          rte_pktmbuf_free(pkts[i]);
+          if (n <= 0) {
+            drops(Drop::GsoUnsupported).add();
+            continue;
+          }
+          out.insert(out.end(), segs, segs + n);
+          continue;
+        }
         if (!complete_l4_checksum(pkts[i])) {
           drops(Drop::ChecksumSetup).add();
           rte_pktmbuf_free(pkts[i]);
           continue;
         }
-        len[k] = pkts[i]->pkt_len;  // the device owns the mbuf once sent
-        pkts[k++] = pkts[i];
+        out.push_back(pkts[i]);
       }
-      const std::uint16_t sent = rte_eth_tx_burst(port_id_, 0, pkts, static_cast<std::uint16_t>(k));
+      len.resize(out.size());
+      for (std::size_t i = 0; i < out.size(); ++i) len[i] = out[i]->pkt_len;  // owned by the device once sent
+      std::size_t sent = 0;
+      while (sent < out.size()) {
+        const auto chunk = static_cast<std::uint16_t>(std::min<std::size_t>(out.size() - sent, 512));
+        const std::uint16_t n = rte_eth_tx_burst(port_id_, 0, out.data() + sent, chunk);
+        sent += n;
+        if (n < chunk) break;
+      }
       std::uint64_t bytes = 0;
-      for (std::uint16_t i = 0; i < sent; ++i) bytes += len[i];
+      for (std::size_t i = 0; i < sent; ++i) bytes += len[i];
       tx_packets_.add(sent);
       tx_bytes_.add(bytes);
-      for (unsigned i = sent; i < k; ++i) {
+      for (std::size_t i = sent; i < out.size(); ++i) {
         drops(Drop::TxFailed).add();
-        rte_pktmbuf_free(pkts[i]);
+        rte_pktmbuf_free(out[i]);
       }
     }
     if (work) {

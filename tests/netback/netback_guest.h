@@ -97,6 +97,8 @@ struct RxPacket {
   std::uint16_t flags = 0;  // first response's NETRXF_*
   std::uint32_t slots = 0;
   std::int16_t status = 0;  // negative when an error was reported
+  std::uint8_t gso_type = 0;  // from a GSO extra after the first response
+  std::uint16_t gso_size = 0;
 };
 
 // The frontend end of one vif queue: one tx and one rx ring page, one event channel.
@@ -153,6 +155,7 @@ class GuestVif {
 
   netif::TxFrontRing& tx() { return tx_; }
   ring::SringHeader* tx_sring() { return tx_.sring(); }
+  ring::SringHeader* rx_sring() { return rx_.sring(); }
   void kick() { evtchn::eventfd_signal(kick_fd_); }
 
   // Raw slot writes (hostile tests): the request lands in the next tx slot as given.
@@ -238,7 +241,24 @@ class GuestVif {
       for (std::uint32_t k = 0; k < c.count; ++k) {
         netif::netif_rx_response r;
         rx_.consume_response(r);
+        if (extra_next_) {
+          // netif.h: after a response flagged NETRXF_extra_info comes a netif_extra_info.
+          netif::netif_extra_info e;
+          std::memcpy(&e, &r, sizeof e);
+          if (e.type == netif::kExtraTypeGso) {
+            cur.gso_type = e.u.gso.type;
+            cur.gso_size = e.u.gso.size;
+          }
+          extra_next_ = (e.flags & netif::kExtraFlagMore) != 0;
+          ++cur.slots;
+          if (!extra_next_ && !(cur.flags & netif::kRxfMoreData)) {
+            out.push_back(std::move(cur));
+            cur = RxPacket{};
+          }
+          continue;
+        }
         if (cur.slots == 0) cur.flags = r.flags;
+        extra_next_ = (r.flags & netif::kRxfExtraInfo) != 0;
         ++cur.slots;
         if (r.status < 0) {
           cur.status = r.status;
@@ -246,7 +266,7 @@ class GuestVif {
           const std::uint8_t* p = guest_.page(rx_page_gfn_[r.id & (kRxBuffers - 1)]) + r.offset;
           cur.data.insert(cur.data.end(), p, p + r.status);
         }
-        if (!(r.flags & netif::kRxfMoreData)) {
+        if (!(r.flags & netif::kRxfMoreData) && !extra_next_) {
           out.push_back(std::move(cur));
           cur = RxPacket{};
         }
@@ -283,6 +303,7 @@ class GuestVif {
   grant_ref_t tx_page_ref_[256];
   std::uint64_t rx_page_gfn_[kRxBuffers];
   grant_ref_t rx_page_ref_[kRxBuffers];
+  bool extra_next_ = false;
 };
 
 }  // namespace pvio::netback::test

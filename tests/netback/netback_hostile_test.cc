@@ -224,6 +224,42 @@ TEST_F(Hostile, ImpossibleProducerIndex) {
   victims_progress();
 }
 
+TEST_F(Hostile, ImpossibleRxProducerIndex) {
+  ring::SringHeader* h = c_.rx_sring();
+  std::atomic_ref<ring::RingIdx>(h->req_prod).store(h->rsp_prod + 5000, std::memory_order_release);
+  // The backend looks at C's rx ring when a packet is for C: E broadcasts.
+  e_.send(make_frame(kBroadcast, kMacE, 90, 4));
+  e_.push_tx();
+  ASSERT_EQ(e_.tx_responses(1).size(), 1u);
+  wait_broken();
+  EXPECT_TRUE(vc_->broken());
+  EXPECT_EQ(vc_->total_stats().ring_errors, 1u);
+  EXPECT_NE(fatal_.find("rx ring"), std::string::npos) << fatal_;
+  victims_progress();
+}
+
+// A GSO extra on a packet whose headers are not TCP of that IP version: the packet is dropped
+// and counted, the vif keeps running (the extra itself was well formed).
+TEST_F(Hostile, GsoExtraOnANonTcpPacket) {
+  const unsigned s0 = c_.next_tx_index();
+  c_.post_raw(req(s0, 200, netif::kTxfExtraInfo | netif::kTxfCsumBlank));
+  netif_extra_info e{};
+  e.type = netif::kExtraTypeGso;
+  e.u.gso.type = netif::kGsoTypeTcpv4;
+  e.u.gso.size = 1400;
+  c_.post_extra(e);
+  c_.push_tx();
+  const auto r = c_.tx_responses(2);
+  ASSERT_EQ(r.size(), 2u);
+  EXPECT_EQ(r[0].status, netif::kRspOkay);
+  EXPECT_EQ(r[1].status, netif::kRspNull);
+  for (int i = 0; i < 5000 && vc_->total_stats().drops[static_cast<std::size_t>(Drop::ChecksumSetup)] == 0; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  EXPECT_EQ(vc_->total_stats().drops[static_cast<std::size_t>(Drop::ChecksumSetup)], 1u);
+  EXPECT_EQ(vc_->total_stats().tx_packets, 0u);
+  expect_still_serving();
+}
+
 TEST_F(Hostile, SlotCountAtTheFatalLimit) {
   post_fragmented(kFatalSlots + 1);  // slots after the first reach fatal_skb_slots
   c_.push_tx();

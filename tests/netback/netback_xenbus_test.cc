@@ -87,6 +87,7 @@ class XenbusTest : public ::testing::Test {
     ::close(stop_fd_);
     for (auto& f : fronts_)
       for (auto& q : f.queues) ::close(q->event_fd);
+    if (ctrl_fd_ >= 0) ::close(ctrl_fd_);
     std::filesystem::remove_all(dir_);
   }
 
@@ -220,6 +221,49 @@ class XenbusTest : public ::testing::Test {
 
   gnttab::GrantTable& gnt() { return dom_->grant_table(); }
 
+  // The frontend's control ring for `dev`: a granted ring page, its own event channel, keys.
+  void ctrl_ring_setup(unsigned dev) {
+    std::uint64_t g = 0;
+    ASSERT_EQ(dom_->alloc_pages(2, &g), 0);
+    ctrl_.init(dom_->page(g), 4096);
+    ctrl_page_gfn_ = g + 1;
+    ctrl_page_ref_ = gnt().grant_access(0, g + 1, true);
+    ctrl_fd_ = evtchn::eventfd_create(true);
+    const int efd = ctrl_fd_;
+    const auto port = dom_->alloc_unbound(0, [efd](evtchn_port_t) { evtchn::eventfd_signal(efd); });
+    ASSERT_EQ(port.rc, 0);
+    ctrl_port_ = port.port;
+    xs_->write(fe(dev) + "/ctrl-ring-ref", std::to_string(gnt().grant_access(0, g, false)));
+    xs_->write(fe(dev) + "/event-channel-ctrl", std::to_string(ctrl_port_));
+  }
+  // One control request; the page behind ctrl_page_ref_ holds `payload` first.
+  netif::xen_netif_ctrl_response ctrl(std::uint16_t type, std::uint32_t d0 = 0, std::uint32_t d1 = 0,
+                                      std::uint32_t d2 = 0, const void* payload = nullptr,
+                                      std::size_t payload_len = 0) {
+    if (payload != nullptr) std::memcpy(dom_->page(ctrl_page_gfn_), payload, payload_len);
+    netif::xen_netif_ctrl_request r{};
+    r.id = ++ctrl_id_;
+    r.type = type;
+    r.data[0] = d0;
+    r.data[1] = d1;
+    r.data[2] = d2;
+    ctrl_.produce_request(r);
+    if (ctrl_.push_requests()) dom_->send(ctrl_port_);
+    for (int i = 0; i < 500; ++i) {
+      const ring::RingCheck c = ctrl_.final_check_for_responses();
+      if (c.count != 0) {
+        netif::xen_netif_ctrl_response rsp;
+        ctrl_.consume_response(rsp);
+        return rsp;
+      }
+      pollfd pfd{ctrl_fd_, POLLIN, 0};
+      ::poll(&pfd, 1, 20);
+      std::uint64_t v;
+      [[maybe_unused]] const ssize_t n = ::read(ctrl_fd_, &v, sizeof v);
+    }
+    return netif::xen_netif_ctrl_response{0, 0, 0xFFFFFFFFu, 0};
+  }
+
   std::string dir_;
   xs::Server server_;
   std::unique_ptr<xs::Daemon> daemon_;
@@ -231,6 +275,12 @@ class XenbusTest : public ::testing::Test {
   std::unique_ptr<NetbackService> service_;
   std::thread service_thread_;
   Front fronts_[2];
+  netif::CtrlFrontRing ctrl_;
+  std::uint64_t ctrl_page_gfn_ = 0;
+  grant_ref_t ctrl_page_ref_ = 0;
+  int ctrl_fd_ = -1;
+  evtchn_port_t ctrl_port_ = 0;
+  std::uint16_t ctrl_id_ = 0;
 };
 
 TEST_F(XenbusTest, HandshakeTrafficFatalErrorAndReconnectAfterRestart) {
@@ -247,7 +297,9 @@ TEST_F(XenbusTest, HandshakeTrafficFatalErrorAndReconnectAfterRestart) {
   EXPECT_EQ(read(be(0) + "/feature-rx-flip"), "0");
   EXPECT_EQ(read(be(0) + "/feature-split-event-channels"), "1");
   EXPECT_EQ(read(be(0) + "/feature-multicast-control"), "1");
-  EXPECT_EQ(read(be(0) + "/feature-gso-tcpv4"), "0");
+  EXPECT_EQ(read(be(0) + "/feature-gso-tcpv4"), "1");
+  EXPECT_EQ(read(be(0) + "/feature-gso-tcpv6"), "1");
+  EXPECT_EQ(read(be(0) + "/feature-ctrl-ring"), "1");
   EXPECT_EQ(read(be(0) + "/multi-queue-max-queues"), "4");
   EXPECT_EQ(read(be(0) + "/hotplug-status"), "connected");
 
@@ -391,6 +443,87 @@ TEST_F(XenbusTest, ProcessKilledAndRestartedVifsReconnect) {
   ASSERT_EQ(::kill(pid, SIGTERM), 0);
   ASSERT_EQ(::waitpid(pid, &status, 0), pid);
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+}
+
+// The control ring: hash requests answered per netif.h, and the Toeplitz key and mapping table
+// steering the packets for a two-queue vif.
+TEST_F(XenbusTest, ControlRingHashSteersPacketsToQueues) {
+  start_service();
+  create_vif(0);
+  create_vif(1);
+  for (unsigned d : {0u, 1u}) ASSERT_TRUE(wait_for([&] { return be_state(d) == XenbusState::InitWait; }));
+  frontend_connect(0);
+  ctrl_ring_setup(1);
+  frontend_connect(1, true, 2);
+  for (unsigned d : {0u, 1u})
+    ASSERT_TRUE(wait_for([&] { return be_state(d) == XenbusState::Connected; }))
+        << xs::xenbus_state_name(be_state(d)) << " error: " << read(be(d) + "/error");
+  using namespace netif;
+  auto rsp = ctrl(kCtrlTypeGetHashMappingSize);
+  EXPECT_EQ(rsp.status, kCtrlStatusSuccess);
+  EXPECT_EQ(rsp.data, 128u);
+  EXPECT_EQ(rsp.type, kCtrlTypeGetHashMappingSize);
+  EXPECT_EQ(ctrl(kCtrlTypeSetHashFlags, kCtrlHashTypeIpv4).status, kCtrlStatusInvalidParameter)
+      << "flags before an algorithm";
+  EXPECT_EQ(ctrl(kCtrlTypeSetHashAlgorithm, 7).status, kCtrlStatusInvalidParameter);
+  EXPECT_EQ(ctrl(kCtrlTypeSetHashAlgorithm, kCtrlHashAlgorithmToeplitz).status, kCtrlStatusSuccess);
+  EXPECT_EQ(ctrl(kCtrlTypeSetHashFlags, 1u << 7).status, kCtrlStatusInvalidParameter);
+  EXPECT_EQ(ctrl(kCtrlTypeSetHashFlags, kCtrlHashTypeIpv4 | kCtrlHashTypeIpv4Tcp).status,
+            kCtrlStatusSuccess);
+  rsp = ctrl(kCtrlTypeGetHashFlags);
+  EXPECT_EQ(rsp.data, kCtrlHashTypeIpv4 | kCtrlHashTypeIpv4Tcp | kCtrlHashTypeIpv6 | kCtrlHashTypeIpv6Tcp);
+  std::uint8_t key[40];
+  for (unsigned i = 0; i < 40; ++i) key[i] = static_cast<std::uint8_t>(i * 37 + 11);
+  EXPECT_EQ(ctrl(kCtrlTypeSetHashKey, ctrl_page_ref_, 40, 0, key, 40).status, kCtrlStatusSuccess);
+  EXPECT_EQ(ctrl(kCtrlTypeSetHashKey, ctrl_page_ref_, 41).status, kCtrlStatusBufferOverflow);
+  EXPECT_EQ(ctrl(kCtrlTypeSetHashKey, 0x7FFF0, 8).status, kCtrlStatusInvalidParameter) << "bad gref";
+  EXPECT_EQ(ctrl(kCtrlTypeSetHashMappingSize, 129).status, kCtrlStatusInvalidParameter);
+  EXPECT_EQ(ctrl(kCtrlTypeSetHashMappingSize, 4).status, kCtrlStatusSuccess);
+  const std::uint32_t to_q1[4] = {1, 1, 1, 1}, to_q0[4] = {0, 0, 0, 0}, bad[4] = {0, 1, 2, 0};
+  EXPECT_EQ(ctrl(kCtrlTypeSetHashMapping, ctrl_page_ref_, 4, 0, bad, sizeof bad).status,
+            kCtrlStatusInvalidParameter) << "queue 2 of 2";
+  EXPECT_EQ(ctrl(kCtrlTypeSetHashMapping, ctrl_page_ref_, 4, 2, to_q1, sizeof to_q1).status,
+            kCtrlStatusInvalidParameter) << "past the table";
+  EXPECT_EQ(ctrl(kCtrlTypeSetHashMapping, ctrl_page_ref_, 4, 0, to_q1, sizeof to_q1).status,
+            kCtrlStatusSuccess);
+  EXPECT_EQ(ctrl(kCtrlTypeAddGrefMapping).status, kCtrlStatusNotSupported);
+  EXPECT_EQ(ctrl(99).status, kCtrlStatusNotSupported);
+
+  auto flow = [&](unsigned k) {
+    auto f = make_frame(mac(1), mac(0), 80, static_cast<std::uint8_t>(k));
+    f[12] = 0x08;
+    f[13] = 0x00;
+    f[14] = 0x45;
+    f[14 + 9] = 6;  // TCP
+    f[26] = static_cast<std::uint8_t>(k);
+    f[35] = static_cast<std::uint8_t>(k * 3);
+    f[20] = f[21] = 0;  // not a fragment
+    return f;
+  };
+  for (unsigned k = 0; k < 8; ++k) {
+    const auto f = flow(k);
+    send(0, f);
+    unsigned q = 9;
+    EXPECT_EQ(receive(1, &q), f);
+    EXPECT_EQ(q, 1u) << "flow " << k;
+  }
+  EXPECT_EQ(ctrl(kCtrlTypeSetHashMapping, ctrl_page_ref_, 4, 0, to_q0, sizeof to_q0).status,
+            kCtrlStatusSuccess);
+  for (unsigned k = 0; k < 8; ++k) {
+    const auto f = flow(k);
+    send(0, f);
+    unsigned q = 9;
+    EXPECT_EQ(receive(1, &q), f);
+    EXPECT_EQ(q, 0u) << "flow " << k;
+  }
+  // An impossible producer index on the control ring is a protocol violation for that vif.
+  auto* hdr = ctrl_.sring();
+  std::atomic_ref<ring::RingIdx>(hdr->req_prod).store(hdr->rsp_prod + 500, std::memory_order_release);
+  dom_->send(ctrl_port_);
+  ASSERT_TRUE(wait_for([&] { return be_state(1) == XenbusState::Closing; }))
+      << xs::xenbus_state_name(be_state(1));
+  EXPECT_NE(read(be(1) + "/error").find("ctrl ring"), std::string::npos) << read(be(1) + "/error");
+  EXPECT_EQ(be_state(0), XenbusState::Connected);
 }
 
 TEST_F(XenbusTest, TooManyQueuesIsFatal) {

@@ -28,4 +28,15 @@ bool complete_l4_checksum(rte_mbuf* m);
 // (NETTXF_csum_blank). False when the frame is not TCP/UDP over IPv4/IPv6.
 bool mark_checksum_pending(rte_mbuf* m);
 
+// Marks a TCP packet larger than one segment for segmentation (a netif GSO extra): the
+// checksum is pending (mark_checksum_pending first), RTE_MBUF_F_TX_TCP_SEG, l4_len and
+// tso_segsz = mss. False when the packet is not TCP over the IP version of `v6`.
+bool mark_tcp_segmentation(rte_mbuf* m, bool v6, std::uint16_t mss);
+// Cuts a packet marked for segmentation into MSS-sized TCP segments with complete headers and
+// checksums (IPv4 total length, id and header checksum; IPv6 payload length; TCP sequence
+// numbers, FIN/PSH on the last segment only, CWR on the first only). Writes at most `max`
+// new mbufs to `out` and returns how many, or -1 (no mbufs, too many segments, bad headers).
+// `m` is left to the caller.
+int segment_tcp(const rte_mbuf* m, rte_mbuf** out, unsigned max);
+
 }  // namespace pvio::netback

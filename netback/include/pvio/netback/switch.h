@@ -31,7 +31,7 @@ enum class Drop : std::uint8_t {
   NoMbuf,          // the packet pool was exhausted
   NoRxBuffers,     // the frontend has no rx buffers (and no sg) for a packet this big
   ChecksumSetup,   // NETTXF_csum_blank on a packet that is not TCP/UDP over IPv4/IPv6
-  GsoUnsupported,  // GSO to a destination that cannot take it
+  GsoUnsupported,  // a GSO packet that could not be cut into segments (MSS over 2 KiB, no mbufs)
   TxFailed,        // the uplink device refused the packet
   Count_,
 };
@@ -70,6 +70,9 @@ class Port {
   Counter& drops(Drop d) { return drops_[static_cast<std::size_t>(d)]; }
   std::uint64_t drop_count(Drop d) const { return drops_[static_cast<std::size_t>(d)].get(); }
 
+  // Which of the port's queues takes `m`: a flow hash by default; vifs with a control ring use
+  // the frontend's Toeplitz key and mapping table.
+  virtual unsigned select_queue(const rte_mbuf* m) const;
   // Whether a flooded multicast frame to `dst` is wanted (vifs with multicast control filter).
   virtual bool wants_multicast(const MacAddr& dst) const { (void)dst; return true; }
   // The switch port id while attached, else -1.

@@ -49,6 +49,8 @@ struct VifConfig {
   bool sg = false;               // feature-sg: packets may span several rx buffers
   bool csum_offload = true;      // !feature-no-csum-offload: rx packets may carry csum_blank
   bool multicast_control = false;  // request-multicast-control
+  bool gso_tcpv4 = false;        // feature-gso-tcpv4: rx packets may carry a GSO extra
+  bool gso_tcpv6 = false;        // feature-gso-tcpv6
 
   // Credit limit (the `rate` key): credit_bytes per credit_usec; 0 bytes means unlimited.
   std::uint64_t credit_bytes = 0;
@@ -60,6 +62,12 @@ struct VifConfig {
 
   std::vector<VifQueueConfig> queues;  // 1..kMaxQueues
 
+  // Control ring (feature-ctrl-ring), served by queue 0's thread; optional.
+  bool ctrl_ring = false;
+  grant_ref_t ctrl_ring_ref = 0;
+  int ctrl_kick_fd = -1;        // may equal a queue's kick fd
+  evtchn_port_t ctrl_port = 0;  // through queues[0].notifier
+
   // Called once, from a datapath thread, on a protocol violation; the vif stops serving.
   std::function<void(unsigned queue, const std::string& why)> on_fatal;
 };
@@ -69,6 +77,8 @@ struct VifQueueStats {
   std::uint64_t rx_packets = 0, rx_bytes = 0;   // switch -> guest
   std::uint64_t tx_errors[kTxErrorCount] = {};  // answered NETIF_RSP_ERROR (or fatal), by cause
   std::uint64_t tx_mcast = 0;                   // multicast add/del control requests
+  std::uint64_t tx_gso = 0, rx_gso = 0;         // GSO packets taken / delivered as such
+  std::uint64_t rx_segmented = 0;               // GSO packets cut into segments for this vif
   std::uint64_t drops[kDropCount] = {};
   std::uint64_t grant_errors = 0;               // grant copies refused (fatal)
   std::uint64_t ring_errors = 0;                // impossible producer index (fatal)
@@ -82,6 +92,8 @@ struct VifQueueStats {
 };
 
 class VifQueue;  // per-queue state, private to the datapath
+class CtrlRing;
+struct HashConfig;
 
 class Vif : public Port {
  public:
@@ -98,6 +110,8 @@ class Vif : public Port {
   VifQueueStats total_stats() const;
   const VifConfig& config() const { return config_; }
   bool wants_multicast(const MacAddr& dst) const override;
+  unsigned select_queue(const rte_mbuf* m) const override;
+  std::uint64_t ctrl_requests() const;
 
  private:
   friend class VifQueue;
@@ -105,6 +119,8 @@ class Vif : public Port {
 
   VifConfig config_;
   Switch& switch_;
+  std::unique_ptr<HashConfig> hash_;
+  std::unique_ptr<CtrlRing> ctrl_;
   std::vector<std::unique_ptr<VifQueue>> queues_;
   std::vector<std::thread> threads_;
   std::atomic<bool> stop_{false};

@@ -110,6 +110,51 @@ static_assert(sizeof(netif_rx_request) == 8);
 static_assert(offsetof(netif_rx_request, gref) == 4);
 static_assert(sizeof(netif_rx_response) == 8);
 
+// Control ring (feature-ctrl-ring; netif.h "Control ring"): hash configuration requests.
+inline constexpr std::uint16_t kCtrlTypeInvalid = 0;              // XEN_NETIF_CTRL_TYPE_*
+inline constexpr std::uint16_t kCtrlTypeGetHashFlags = 1;
+inline constexpr std::uint16_t kCtrlTypeSetHashFlags = 2;
+inline constexpr std::uint16_t kCtrlTypeSetHashKey = 3;
+inline constexpr std::uint16_t kCtrlTypeGetHashMappingSize = 4;
+inline constexpr std::uint16_t kCtrlTypeSetHashMappingSize = 5;
+inline constexpr std::uint16_t kCtrlTypeSetHashMapping = 6;
+inline constexpr std::uint16_t kCtrlTypeSetHashAlgorithm = 7;
+inline constexpr std::uint16_t kCtrlTypeGetGrefMappingSize = 8;
+inline constexpr std::uint16_t kCtrlTypeAddGrefMapping = 9;
+inline constexpr std::uint16_t kCtrlTypeDelGrefMapping = 10;
+
+inline constexpr std::uint32_t kCtrlStatusSuccess = 0;  // XEN_NETIF_CTRL_STATUS_*
+inline constexpr std::uint32_t kCtrlStatusNotSupported = 1;
+inline constexpr std::uint32_t kCtrlStatusInvalidParameter = 2;
+inline constexpr std::uint32_t kCtrlStatusBufferOverflow = 3;
+
+inline constexpr std::uint32_t kCtrlHashTypeIpv4 = 1u << 0;  // XEN_NETIF_CTRL_HASH_TYPE_*
+inline constexpr std::uint32_t kCtrlHashTypeIpv4Tcp = 1u << 1;
+inline constexpr std::uint32_t kCtrlHashTypeIpv6 = 1u << 2;
+inline constexpr std::uint32_t kCtrlHashTypeIpv6Tcp = 1u << 3;
+
+inline constexpr std::uint32_t kCtrlHashAlgorithmNone = 0;  // XEN_NETIF_CTRL_HASH_ALGORITHM_*
+inline constexpr std::uint32_t kCtrlHashAlgorithmToeplitz = 1;
+
+struct xen_netif_ctrl_request {
+  std::uint16_t id;
+  std::uint16_t type;
+  std::uint32_t data[3];
+};
+
+struct xen_netif_ctrl_response {
+  std::uint16_t id;
+  std::uint16_t type;
+  std::uint32_t status;
+  std::uint32_t data;
+};
+
+static_assert(sizeof(xen_netif_ctrl_request) == 16);
+static_assert(sizeof(xen_netif_ctrl_response) == 12);
+
+using CtrlFrontRing = ring::FrontRing<xen_netif_ctrl_request, xen_netif_ctrl_response>;
+using CtrlBackRing = ring::BackRing<xen_netif_ctrl_request, xen_netif_ctrl_response>;
+
 using TxFrontRing = ring::FrontRing<netif_tx_request, netif_tx_response>;
 using TxBackRing = ring::BackRing<netif_tx_request, netif_tx_response>;
 using RxFrontRing = ring::FrontRing<netif_rx_request, netif_rx_response>;
