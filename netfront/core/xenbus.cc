@@ -241,8 +241,15 @@ int Netfront::backend_changed() {
         rc = switch_state(XenbusState::Closed);
       }
       if (!closing_ && bs == XenbusState::Closed && state_ == XenbusState::Closed) {
-        // Both ends closed: offer to reconnect; a restarted backend answers with InitWait.
-        rc = switch_state(XenbusState::Initialising);
+        // Both ends closed: offer to reconnect (netback answers Initialising after Closed with
+        // InitWait, "prepare for reconnect"), unless the toolstack is taking the device away:
+        // it wrote online=0 before Closing (xl's device removal), and then the device stays
+        // Closed until it is attached again.
+        std::uint64_t online = 1;
+        if (read_backend_uint("online", online, 1) != 0 || online != 0)
+          rc = switch_state(XenbusState::Initialising);
+        else
+          logf(LogLevel::Info, "device removed by the toolstack");
       }
       return rc;
     default:

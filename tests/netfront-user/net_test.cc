@@ -320,5 +320,22 @@ TEST_F(NetbackTest, KilledDuringTcpStreamAndRestarted) {
   EXPECT_GT(json_number(res, "sum_received", "bytes"), 10e6) << res;
 }
 
+// xl's device removal and a new attach of the same vif.
+TEST_F(NetbackTest, NetworkDetachAndAttachAgain) {
+  std::string out;
+  const std::string d = std::to_string(g_[0].domid);
+  ASSERT_EQ(sh(dom0_->pvio + " network-detach " + d + " " + g_[0].mac, &out), 0)
+      << out << log(g_[0]) << netback_log();
+  EXPECT_TRUE(wait_until([&] { return !carrier(g_[0]); })) << log(g_[0]);
+  EXPECT_NE(sh(in(g_[0], "ping -c 1 -W 1 " + g_[1].ip)), 0);
+  EXPECT_NE(sh(dom0_->pvio + " network-detach " + d + " 0", &out), 0);  // already gone
+  // The same vif attached again: the frontend, Closed, connects to the new backend.
+  ASSERT_EQ(sh(dom0_->pvio + " network-attach " + d + " mac=" + g_[0].mac + " devid=0", &out), 0)
+      << out;
+  ASSERT_TRUE(wait_until([&] { return carrier(g_[0]); })) << log(g_[0]) << netback_log();
+  EXPECT_EQ(sh(in(g_[0], "ping -c 3 -i 0.2 -W 2 " + g_[1].ip), &out), 0) << out;
+}
+
+
 }  // namespace
 }  // namespace pvio::netfront::user::test

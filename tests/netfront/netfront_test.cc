@@ -559,6 +559,26 @@ TEST_F(NetfrontTest, BackendBackInInitWaitWithoutClosingReconnects) {
   EXPECT_EQ(be->serve_tx().size(), 1u);
 }
 
+TEST_F(NetfrontTest, ToolstackRemovalDoesNotOfferReconnect) {
+  make();
+  bring_up();
+  // xl's device removal: online=0, Closing; the backend closes.
+  ASSERT_EQ(xs.write(0, be->be() + "/online", "0"), 0);
+  be->unmap_all();
+  be->set_state(5);
+  ASSERT_EQ(fe->backend_changed(), 0);
+  EXPECT_EQ(fe->state(), XenbusState::Closed);
+  be->set_state(6);
+  ASSERT_EQ(fe->backend_changed(), 0);
+  EXPECT_EQ(fe->state(), XenbusState::Closed);  // not Initialising: no reconnect asked for
+  EXPECT_EQ(be->frontend_state(), "6");
+  EXPECT_EQ(dom.grants->free_count(), free_grants_at_start);
+  // Attached again (online=1, a fresh backend): it comes back.
+  ASSERT_EQ(xs.write(0, be->be() + "/online", "1"), 0);
+  bring_up_again();
+  EXPECT_EQ(fe->stats().reconnects, 1u);
+}
+
 TEST_F(NetfrontTest, BackendWithoutRxCopyIsRefused) {
   BackendFeatures f;
   f.rx_copy = false;
@@ -577,7 +597,7 @@ TEST_F(NetfrontTest, MissingOrMalformedMacFailsStart) {
   EXPECT_EQ(fe->start(), -XEN_EINVAL);
 }
 
-TEST_F(NetfrontTest, GrantTableExhaustionAtConnectFailsCleanly) {
+TEST_F(NetfrontTest, RxPostingAndSendStopWhenGrantsRunOut) {
   make();
   pf.grant_budget = 100;  // fewer than the rx buffers need
   ASSERT_EQ(fe->start(), 0);
