@@ -324,16 +324,16 @@ TEST_F(NetbackTest, KilledDuringTcpStreamAndRestarted) {
 TEST_F(NetbackTest, NetworkDetachAndAttachAgain) {
   std::string out;
   const std::string d = std::to_string(g_[0].domid);
-  ASSERT_EQ(sh(dom0_->pvio + " network-detach " + d + " " + g_[0].mac, &out), 0)
+  ASSERT_EQ(run_shell(dom0_->pvio + " network-detach " + d + " " + g_[0].mac, &out), 0)
       << out << log(g_[0]) << netback_log();
-  EXPECT_TRUE(wait_until([&] { return !carrier(g_[0]); })) << log(g_[0]);
-  EXPECT_NE(sh(in(g_[0], "ping -c 1 -W 1 " + g_[1].ip)), 0);
-  EXPECT_NE(sh(dom0_->pvio + " network-detach " + d + " 0", &out), 0);  // already gone
+  EXPECT_TRUE(pvio::test::wait_until([&] { return !carrier(g_[0]); }, kWaitMs)) << log(g_[0]);
+  EXPECT_NE(run_shell(in(g_[0], "ping -c 1 -W 1 " + g_[1].ip)), 0);
+  EXPECT_NE(run_shell(dom0_->pvio + " network-detach " + d + " 0", &out), 0);  // already gone
   // The same vif attached again: the frontend, Closed, connects to the new backend.
-  ASSERT_EQ(sh(dom0_->pvio + " network-attach " + d + " mac=" + g_[0].mac + " devid=0", &out), 0)
+  ASSERT_EQ(run_shell(dom0_->pvio + " network-attach " + d + " mac=" + g_[0].mac + " devid=0", &out), 0)
       << out;
-  ASSERT_TRUE(wait_until([&] { return carrier(g_[0]); })) << log(g_[0]) << netback_log();
-  EXPECT_EQ(sh(in(g_[0], "ping -c 3 -i 0.2 -W 2 " + g_[1].ip), &out), 0) << out;
+  ASSERT_TRUE(pvio::test::wait_until([&] { return carrier(g_[0]); }, kWaitMs)) << log(g_[0]) << netback_log();
+  EXPECT_EQ(run_shell(in(g_[0], "ping -c 3 -i 0.2 -W 2 " + g_[1].ip), &out), 0) << out;
 }
 
 

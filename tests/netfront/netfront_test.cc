@@ -572,7 +572,7 @@ TEST_F(NetfrontTest, ToolstackRemovalDoesNotOfferReconnect) {
   ASSERT_EQ(fe->backend_changed(), 0);
   EXPECT_EQ(fe->state(), XenbusState::Closed);  // not Initialising: no reconnect asked for
   EXPECT_EQ(be->frontend_state(), "6");
-  EXPECT_EQ(dom.grants->free_count(), free_grants_at_start);
+  EXPECT_EQ(dom.grants().free_count(), free_grants_at_start);
   // Attached again (online=1, a fresh backend): it comes back.
   ASSERT_EQ(xs.write(0, be->be() + "/online", "1"), 0);
   bring_up_again();
