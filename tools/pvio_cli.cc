@@ -129,6 +129,7 @@ std::string find_program(const std::string& name) {
     const auto dir = self.parent_path();
     // Installed side by side, or the build tree (tools/ next to xenstore/, domain/, ...).
     const char* places[] = {".", "../xenstore", "../domain", "../blkback", "../netback", "../blkfront/user",
+                            "../netfront/user",
                             "../hypervisor"};
     for (const char* p : places) {
       const auto cand = dir / p / name;
