@@ -373,6 +373,13 @@ int BlkbackService::run() {
   rescan();
   while (!stop_.load(std::memory_order_relaxed)) {
     auto ev = xs_->read_watch(200);
+    if (!ev && !xs_->connected()) {
+      // xenstored went away: without it no device can change state. Exit with an error
+      // rather than spin; the supervisor (systemd, `pvio up`) starts us again and the
+      // restarted service reattaches to every device it finds.
+      spdlog::error("pvio-blkback: lost the connection to xenstored; exiting");
+      return 1;
+    }
     // A datapath's fatal error has no watch event of its own: the timeout picks it up.
     if (!ev) {
       if (fatal_pending_.load()) rescan();

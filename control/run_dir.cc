@@ -12,6 +12,11 @@ std::string run_dir() {
   return "/run/pvio";
 }
 
+std::string xenstored_socket_path() {
+  if (const char* p = std::getenv("XENSTORED_PATH"); p != nullptr && *p != '\0') return p;
+  return run_dir() + "/xenstored.sock";
+}
+
 std::string domain_socket_path(domid_t domid) {
   return run_dir() + "/domain-" + std::to_string(domid) + ".sock";
 }

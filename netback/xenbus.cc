@@ -524,6 +524,13 @@ int NetbackService::run() {
   auto last_log = last_stats;
   while (!stop_.load(std::memory_order_relaxed)) {
     auto ev = xs_->read_watch(200);
+    if (!ev && !xs_->connected()) {
+      // xenstored went away: without it no device can change state. Exit with an error
+      // rather than spin; the supervisor (systemd, `pvio up`) starts us again and the
+      // restarted service reattaches to every device it finds.
+      spdlog::error("pvio-netback: lost the connection to xenstored; exiting");
+      return 1;
+    }
     if (ev) {
       while (xs_->queued_watch_events() > 0) xs_->read_watch(0);
       rescan();

@@ -11,6 +11,7 @@
 #include <exception>
 #include <string>
 
+#include "pvio/control/run_dir.h"
 #include "pvio/blkback/xenbus.h"
 
 namespace {
@@ -21,19 +22,12 @@ void on_signal(int) {
   if (g_service != nullptr) g_service->stop();
 }
 
-std::string default_xenstore_path() {
-  if (const char* p = std::getenv("XENSTORED_PATH"); p != nullptr && *p != '\0') return p;
-  const char* run = std::getenv("XDG_RUNTIME_DIR");
-  const std::string dir = (run != nullptr && *run != '\0') ? std::string(run) + "/pvio" : "/run/pvio";
-  return dir + "/xenstored.sock";
-}
-
 int usage(const char* argv0) {
   std::fprintf(stderr,
                "usage: %s [--xenstore PATH] [--engine uring|aio|null] [--threads N]\n"
                "          [--max-queues N] [--max-ring-page-order N] [--max-indirect-segments N]\n"
                "          [--no-persistent] [--log-level LEVEL]\n"
-               "  PATH defaults to $XENSTORED_PATH, else $XDG_RUNTIME_DIR/pvio/xenstored.sock;\n"
+               "  PATH defaults to $XENSTORED_PATH, else $PVIO_RUN_DIR/xenstored.sock;\n"
                "  domain sockets are found as the domains publish them ($PVIO_RUN_DIR).\n",
                argv0);
   return 2;
@@ -78,7 +72,7 @@ int main(int argc, char** argv) {
     }
   }
   if (opts.engine != "uring" && opts.engine != "aio" && opts.engine != "null") return usage(argv[0]);
-  if (opts.xenstore_socket.empty()) opts.xenstore_socket = default_xenstore_path();
+  if (opts.xenstore_socket.empty()) opts.xenstore_socket = pvio::control::xenstored_socket_path();
   spdlog::set_level(spdlog::level::from_str(level));
 
   try {

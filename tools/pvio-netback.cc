@@ -11,6 +11,7 @@
 #include <exception>
 #include <string>
 
+#include "pvio/control/run_dir.h"
 #include "pvio/netback/uplink.h"
 #include "pvio/netback/xenbus.h"
 
@@ -20,13 +21,6 @@ pvio::netback::NetbackService* g_service = nullptr;
 
 void on_signal(int) {
   if (g_service != nullptr) g_service->stop();
-}
-
-std::string default_xenstore_path() {
-  if (const char* p = std::getenv("XENSTORED_PATH"); p != nullptr && *p != '\0') return p;
-  const char* run = std::getenv("XDG_RUNTIME_DIR");
-  const std::string dir = (run != nullptr && *run != '\0') ? std::string(run) + "/pvio" : "/run/pvio";
-  return dir + "/xenstored.sock";
 }
 
 int usage(const char* argv0) {
@@ -79,7 +73,7 @@ int main(int argc, char** argv) {
       return usage(argv[0]);
     }
   }
-  if (opts.xenstore_socket.empty()) opts.xenstore_socket = default_xenstore_path();
+  if (opts.xenstore_socket.empty()) opts.xenstore_socket = pvio::control::xenstored_socket_path();
   spdlog::set_level(spdlog::level::from_str(level));
 
   try {

@@ -637,7 +637,7 @@ int run(const std::vector<std::string>& args) {
   // Dom0 services: start what is not running, and stop again only what we started.
   const bool had_xenstored = running_pid("xenstored").has_value();
   const bool had_blkback = running_pid("blkback").has_value();
-  if (quietly([] { return verbs().at("up").run({}); }) != 0) {
+  if (quietly([] { return verbs().at("up").run({"--no-netback"}); }) != 0) {
     if (own_image) std::filesystem::remove(bo.file);
     return fail("bench", "cannot start the Dom0 services (pvio up); see " + run_dir());
   }

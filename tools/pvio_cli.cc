@@ -106,8 +106,8 @@ std::string run_dir() {
 }
 
 std::string xenstored_socket() {
-  if (const char* p = std::getenv("XENSTORED_PATH"); p != nullptr && *p != '\0') return p;
-  return run_dir() + "/xenstored.sock";
+  run_dir();  // made if missing, for the default path
+  return control::xenstored_socket_path();
 }
 
 std::unique_ptr<xs::Client> connect_xenstore(const std::string& verb) {

@@ -59,7 +59,10 @@ bool Client::receive(int timeout_ms, xsd_sockmsg& hdr, std::string& payload) {
       std::size_t before = in.size();
       auto st = reader_.feed(in);
       inbuf_head_ += before - in.size();
-      if (st == MessageReader::Status::Corrupt) return false;
+      if (st == MessageReader::Status::Corrupt) {
+        lost_ = true;  // the stream cannot be resynchronised
+        return false;
+      }
       if (st == MessageReader::Status::Message) {
         hdr = reader_.header();
         payload.assign(reader_.payload().data(), reader_.payload().size());
@@ -72,11 +75,18 @@ bool Client::receive(int timeout_ms, xsd_sockmsg& hdr, std::string& payload) {
     pollfd p{fd_, POLLIN, 0};
     int r = ::poll(&p, 1, timeout_ms);
     if (r < 0 && errno == EINTR) continue;
-    if (r <= 0) return false;
+    if (r == 0) return false;  // timeout
+    if (r < 0) {
+      lost_ = true;
+      return false;
+    }
     char buf[8192];
     ssize_t n = ::read(fd_, buf, sizeof(buf));
     if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return false;
+    if (n <= 0) {
+      lost_ = true;  // EOF or a socket error: the daemon is gone
+      return false;
+    }
     inbuf_.assign(buf, static_cast<std::size_t>(n));
   }
 }

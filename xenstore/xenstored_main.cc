@@ -21,10 +21,8 @@
 namespace {
 
 std::string default_socket_path() {
-  if (const char* p = std::getenv("XENSTORED_PATH"); p != nullptr && *p != '\0') return p;
-  const std::string dir = pvio::control::run_dir();
-  ::mkdir(dir.c_str(), 0700);
-  return dir + "/xenstored.sock";
+  ::mkdir(pvio::control::run_dir().c_str(), 0700);  // the default path's directory
+  return pvio::control::xenstored_socket_path();
 }
 
 int usage(const char* argv0) {

@@ -69,8 +69,7 @@ class XenbusTest : public ::testing::Test {
     stop_service();
     dom_->stop();
     dom_thread_.join();
-    evtchn::eventfd_signal(stop_fd_);
-    xs_thread_.join();
+    stop_xenstored();
     dom_.reset();
     daemon_.reset();
     ::close(stop_fd_);
@@ -78,12 +77,21 @@ class XenbusTest : public ::testing::Test {
     pvio::test::remove_temp_dir(dir_);
   }
 
+  // Stops the xenstore daemon and closes every connection to it, as a killed xenstored would.
+  void stop_xenstored() {
+    if (!xs_thread_.joinable()) return;
+    evtchn::eventfd_signal(stop_fd_);
+    xs_thread_.join();
+    daemon_.reset();
+  }
+
   void start_service() {
     ServiceOptions o;
     o.xenstore_socket = dir_ + "/xs.sock";
     o.domain_socket = [this](domid_t) { return dir_ + "/dom.sock"; };
     service_ = std::make_unique<BlkbackService>(o);
-    service_thread_ = std::thread([this] { service_->run(); });
+    service_rc_ = -1;
+    service_thread_ = std::thread([this] { service_rc_ = service_->run(); });
   }
   void stop_service() {
     if (!service_) return;
@@ -176,11 +184,25 @@ class XenbusTest : public ::testing::Test {
   std::unique_ptr<gnttab::GrantTable> gnttab_;
   std::unique_ptr<BlkbackService> service_;
   std::thread service_thread_;
+  std::atomic<int> service_rc_{-1};
   std::uint8_t* ring_page_ = nullptr;
   blkif::FrontRing ring_;
   evtchn_port_t port_ = 0;
   int event_fd_ = -1;
 };
+
+// xenstored going away ends the service with an error instead of a busy loop on a dead socket
+// (a supervisor restarts it; the restarted service reattaches to every vbd).
+TEST_F(XenbusTest, LosingXenstoredEndsTheServiceWithAnError) {
+  start_service();
+  create_vbd();
+  ASSERT_TRUE(wait_for([&] { return be_state() == XenbusState::InitWait; }));
+  xs_.reset();
+  stop_xenstored();
+  EXPECT_TRUE(wait_for([&] { return service_rc_.load() != -1; }))
+      << "pvio-blkback is still running without xenstored";
+  EXPECT_EQ(service_rc_.load(), 1);
+}
 
 // An unknown `protocol` is fatal for the device, as in xen-blkback's connect_ring.
 TEST_F(XenbusTest, UnknownProtocolIsAnErrorNodeAndClosing) {

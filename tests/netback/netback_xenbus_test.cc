@@ -80,15 +80,21 @@ class XenbusTest : public ::testing::Test {
     stop_service();
     dom_->stop();
     dom_thread_.join();
-    evtchn::eventfd_signal(stop_fd_);
-    xs_thread_.join();
+    stop_xenstored();
     dom_.reset();
-    daemon_.reset();
     ::close(stop_fd_);
     for (auto& f : fronts_)
       for (auto& q : f.queues) ::close(q->event_fd);
     if (ctrl_fd_ >= 0) ::close(ctrl_fd_);
     std::filesystem::remove_all(dir_);
+  }
+
+  // Stops the xenstore daemon and closes every connection to it, as a killed xenstored would.
+  void stop_xenstored() {
+    if (!xs_thread_.joinable()) return;
+    evtchn::eventfd_signal(stop_fd_);
+    xs_thread_.join();
+    daemon_.reset();
   }
 
   void start_service(unsigned max_queues = 4) {
@@ -98,7 +104,8 @@ class XenbusTest : public ::testing::Test {
     o.max_queues = max_queues;
     o.stats_file = dir_ + "/netback.stats";
     service_ = std::make_unique<NetbackService>(o);
-    service_thread_ = std::thread([this] { service_->run(); });
+    service_rc_ = -1;
+    service_thread_ = std::thread([this] { service_rc_ = service_->run(); });
   }
   void stop_service() {
     if (!service_) return;
@@ -274,6 +281,7 @@ class XenbusTest : public ::testing::Test {
   std::unique_ptr<xs::Client> xs_;
   std::unique_ptr<NetbackService> service_;
   std::thread service_thread_;
+  std::atomic<int> service_rc_{-1};
   Front fronts_[2];
   netif::CtrlFrontRing ctrl_;
   std::uint64_t ctrl_page_gfn_ = 0;
@@ -524,6 +532,18 @@ TEST_F(XenbusTest, ControlRingHashSteersPacketsToQueues) {
       << xs::xenbus_state_name(be_state(1));
   EXPECT_NE(read(be(1) + "/error").find("ctrl ring"), std::string::npos) << read(be(1) + "/error");
   EXPECT_EQ(be_state(0), XenbusState::Connected);
+}
+
+// xenstored going away ends the service with an error instead of a busy loop on a dead socket.
+TEST_F(XenbusTest, LosingXenstoredEndsTheServiceWithAnError) {
+  start_service();
+  create_vif(0);
+  ASSERT_TRUE(wait_for([&] { return be_state(0) == XenbusState::InitWait; }));
+  xs_.reset();
+  stop_xenstored();
+  EXPECT_TRUE(wait_for([&] { return service_rc_.load() != -1; }))
+      << "pvio-netback is still running without xenstored";
+  EXPECT_EQ(service_rc_.load(), 1);
 }
 
 TEST_F(XenbusTest, TooManyQueuesIsFatal) {

@@ -11,6 +11,10 @@ namespace pvio::control {
 // $PVIO_RUN_DIR, else $XDG_RUNTIME_DIR/pvio, else /run/pvio. Only names it; callers create it.
 std::string run_dir();
 
+// $XENSTORED_PATH (the variable Debian's xenstore tools read), else <run dir>/xenstored.sock:
+// where pvio-xenstored listens and every Dom0 program looks for it. Only names it.
+std::string xenstored_socket_path();
+
 // <run dir>/domain-<domid>.sock: where domain `domid` serves the control protocol unless told
 // otherwise, and where Dom0 services look for it.
 std::string domain_socket_path(domid_t domid);

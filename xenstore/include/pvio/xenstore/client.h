@@ -58,6 +58,9 @@ class Client {
 
   // The next watch event: queued ones first, else waits up to timeout_ms (-1: forever).
   std::optional<WatchEvent> read_watch(int timeout_ms);
+  // False once the daemon closed the connection (or it broke): every later call fails at once,
+  // so a caller looping on read_watch() must stop or reconnect instead of spinning.
+  bool connected() const { return !lost_; }
   std::size_t queued_watch_events() const { return events_.size(); }
 
  private:
@@ -67,6 +70,7 @@ class Client {
   void queue_event(std::string_view payload);
 
   int fd_;
+  bool lost_ = false;
   uint32_t next_req_ = 1;
   MessageReader reader_;
   std::string inbuf_;
