@@ -14,6 +14,7 @@
 #include <cstdio>
 #include <cstring>
 #include <exception>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -74,7 +75,8 @@ bool read_file(const std::string& path, std::vector<std::uint8_t>* out) {
   return ok;
 }
 
-void print_stats(const IoBus& bus, const XenStats& x, const KvmFeatures& f) {
+void print_stats(const IoBus& bus, const XenStats& x, const KvmFeatures& f,
+                 const std::map<std::string, std::uint64_t>& ops) {
   std::string json = "{\"devices\":{";
   bool first = true;
   for (const Device* d : bus.devices()) {
@@ -100,10 +102,17 @@ void print_stats(const IoBus& bus, const XenStats& x, const KvmFeatures& f) {
                 ",\"xen\":{\"hypercalls\":%" PRIu64 ",\"hypercall_errors\":%" PRIu64
                 ",\"unknown_hypercalls\":%" PRIu64 ",\"faults\":%" PRIu64
                 ",\"doorbell_exits\":%" PRIu64 ",\"msr_writes\":%" PRIu64
-                ",\"upcalls_raised\":%" PRIu64 "}",
+                ",\"upcalls_raised\":%" PRIu64 ",\"ops\":{",
                 x.hypercalls, x.hypercall_errors, x.unknown_hypercalls, x.faults, x.doorbell_exits,
                 x.msr_writes, x.upcalls_raised);
   json += xen;
+  // Hypercalls per op and sub-op (hvm_op params by name), e.g. "memory_op.add_to_physmap".
+  bool first_op = true;
+  for (const auto& [name, count] : ops) {
+    json += (first_op ? "\"" : ",\"") + name + "\":" + std::to_string(count);
+    first_op = false;
+  }
+  json += "}}";
   std::snprintf(xen, sizeof(xen),
                 ",\"kvm\":{\"ioeventfd\":%d,\"irqfd\":%d,\"irq_routing\":%d,"
                 "\"gsi_routing_msi\":%d,\"ioapic_route\":%d,\"user_space_msr\":%d,"
@@ -228,7 +237,7 @@ int main(int argc, char** argv) {
     result = vm.run();
     vm.xen().stop_serving();
     serial->flush();
-    print_stats(vm.bus(), vm.xen().stats(), vm.kvm_features());
+    print_stats(vm.bus(), vm.xen().stats(), vm.kvm_features(), vm.xen().op_counts());
   } catch (const std::exception& e) {
     std::fprintf(stderr, "pvio-hv: %s\n", e.what());
     return kExitHostError;

@@ -26,6 +26,8 @@
 #include <thread>
 #include <vector>
 
+#include <time.h>
+
 #include "pvio/control/server.h"
 #include "pvio/event_channel/notifier.h"
 #include "pvio/event_channel/port_table.h"
@@ -37,6 +39,7 @@
 #include "pvio/xen/event_channel.h"
 #include "pvio/xen/hvm/params.h"
 #include "pvio/xen/hvm/hvm_op.h"
+#include "pvio/xen/hvm/start_info.h"
 #include "pvio/xen/sched.h"
 #include "pvio/xen/version.h"
 #include "pvio/xen/arch-x86/cpuid.h"
@@ -117,6 +120,14 @@ class XenHvm final : private control::ControlBackend {
   void doorbell(std::uint32_t value, bool mmio = false);
   // WRMSR to kHypercallMsr: fill the hypercall page. False means the write faults (#GP).
   bool write_hypercall_msr(std::uint64_t value);
+  // The guest's memory map (PVH boot: what hvm_start_info lists, returned by XENMEM_memory_map)
+  // and the pages the VMM reserved inside RAM for it (counted by XENMEM_current_reservation).
+  void set_memory_map(std::span<const xen::hvm_memmap_table_entry> map, std::uint64_t vmm_pages);
+  // Starts the pvclock (vcpu_info[0].time: system time 0 = guest TSC `tsc` now) and the wall
+  // clock in shared_info, and the one-shot timer behind set_timer_op / VIRQ_TIMER.
+  void start_clock(std::uint64_t tsc, std::uint64_t tsc_khz, timespec mono, timespec real);
+  // Hypercalls by name ("memory_op.add_to_physmap", "hvm_op.get_param.STORE_PFN", ...).
+  std::map<std::string, std::uint64_t> op_counts() const;
   // Where console_io writes go (the serial console).
   void set_console(std::function<void(const char*, std::size_t)> out) { console_ = std::move(out); }
 
@@ -151,6 +162,13 @@ class XenHvm final : private control::ControlBackend {
   std::int64_t hvm_op(const HypercallArgs& call);
   std::int64_t sched_op(const HypercallArgs& call);
   std::int64_t console_io(const HypercallArgs& call);
+  std::int64_t xen_version(const HypercallArgs& call);
+  std::int64_t set_timer_op(const HypercallArgs& call);
+  std::int64_t sched_poll(const HypercallArgs& call);
+  std::int64_t memory_map(const HypercallArgs& call);
+  void count_op(const std::string& name);  // under mu_
+  std::int64_t now_ns() const;             // system time (pvclock)
+  void timer_loop();
   std::int64_t add_xen_page(std::uint64_t page, std::uint64_t gfn);
   void raise_upcall_if_pending();
 
@@ -182,6 +200,14 @@ class XenHvm final : private control::ControlBackend {
   std::uint64_t xen_page_gfn_[kXenPageCount];    // guest frame each Xen page is mapped at
   std::map<std::uint64_t, std::uint64_t> remapped_;  // RAM gfn -> Xen page shown there
   std::uint64_t callback_irq_ = 0;
+  std::vector<xen::hvm_memmap_table_entry> memmap_;
+  std::uint64_t vmm_pages_ = 0;
+  std::map<std::string, std::uint64_t> op_counts_;
+  timespec clock_epoch_{};  // CLOCK_MONOTONIC at system time 0
+  bool clock_started_ = false;
+  control::UniqueFd timer_fd_;      // CLOCK_MONOTONIC timerfd behind set_timer_op
+  control::UniqueFd timer_stop_fd_;
+  std::thread timer_thread_;
   std::map<control::ClientId, Dom0Client> clients_;
   std::vector<std::uint64_t> attach_frames_;  // control thread only: describe()'s storage
   XenStats stats_;
