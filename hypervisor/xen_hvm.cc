@@ -230,7 +230,11 @@ std::int64_t XenHvm::hypercall(const HypercallArgs& call) {
     default: rc = -xen::XEN_ENOSYS; break;
   }
   std::lock_guard lk(mu_);
-  if (const char* name = hypercall_name(call.nr)) {
+  const bool param_op = call.nr == xen::kHypercallHvmOp && (call.arg[0] == xen::HVMOP_get_param ||
+                                                            call.arg[0] == xen::HVMOP_set_param);
+  if (param_op) {
+    // hvm_op() counted it under the parameter's name once the argument was read.
+  } else if (const char* name = hypercall_name(call.nr)) {
     const std::string sub = sub_op_name(call.nr, call.arg[0]);
     count_op(sub.empty() ? std::string(name) : std::string(name) + "." + sub);
   } else {
@@ -528,7 +532,17 @@ std::int64_t XenHvm::hvm_op(const HypercallArgs& call) {
   const std::uint64_t cmd = call.arg[0], arg = call.arg[1];
   if (cmd != xen::HVMOP_set_param && cmd != xen::HVMOP_get_param) return -xen::XEN_ENOSYS;
   xen::xen_hvm_param p;
-  if (!copy_from_guest(call, arg, &p, sizeof(p))) return -xen::XEN_EFAULT;
+  const std::string op = cmd == xen::HVMOP_set_param ? "hvm_op.set_param" : "hvm_op.get_param";
+  if (!copy_from_guest(call, arg, &p, sizeof(p))) {
+    std::lock_guard lk(mu_);
+    count_op(op);
+    return -xen::XEN_EFAULT;
+  }
+  {
+    const char* name = param_name(p.index);
+    std::lock_guard lk(mu_);
+    count_op(op + "." + (name ? name : std::to_string(p.index)));
+  }
   if (const std::int64_t rc = check_self(p.domid, domid_); rc != 0) return rc;
   if (p.index == hv::kHvmParamPvioDoorbellGpa) {
     if (cmd == xen::HVMOP_set_param) return -xen::XEN_EPERM;
@@ -537,11 +551,6 @@ std::int64_t XenHvm::hvm_op(const HypercallArgs& call) {
   }
   if (p.index >= xen::HVM_NR_PARAMS) return -xen::XEN_EINVAL;
   std::lock_guard lk(mu_);
-  {
-    const char* name = param_name(p.index);
-    count_op(std::string("hvm_op.") + (cmd == xen::HVMOP_set_param ? "set_param." : "get_param.") +
-             (name ? name : std::to_string(p.index)));
-  }
   if (cmd == xen::HVMOP_set_param) {
     // A guest may only choose how it is called back; the rest is the toolstack's.
     if (p.index != xen::HVM_PARAM_CALLBACK_IRQ) return -xen::XEN_EPERM;
