@@ -92,7 +92,7 @@ std::string guest_kernel() {
   if (const char* p = std::getenv("PVIO_GUEST"); p != nullptr && *p != '\0') return p;
   std::error_code ec;
   const auto dir = std::filesystem::read_symlink("/proc/self/exe", ec).parent_path();
-  for (const char* p : {"pvio-guest.elf", "../guest/pvio-guest.elf"}) {
+  for (const char* p : {"pvio-guest.elf", "../guest/pvio-guest.elf", "../share/pvio/pvio-guest.elf"}) {
     const auto cand = dir / p;
     if (!ec && ::access(cand.c_str(), R_OK) == 0) return cand.lexically_normal().string();
   }

@@ -1,11 +1,18 @@
 // pvio block-attach N FILE: create a virtual block device for domain N backed by FILE (a
 // regular file or a block device), writing the backend and frontend nodes as xl does, which
 // pvio-blkback (and Linux's xen-blkback/blkfront) pick up.
+#include <fcntl.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
+#include <chrono>
 #include <filesystem>
+#include <thread>
 
 #include "pvio_cli.h"
 
@@ -33,13 +40,69 @@ bool parse_vdev(const std::string& v, uint32_t* devid) {
   return true;
 }
 
+// Why FILE cannot back a disk, or "" if it can: it must exist, be a regular file or a block
+// device, and hold at least one 512-byte sector (blkfront reports a 0-sector disk as absent).
+std::string unusable_backing(const std::string& given, const std::string& path,
+                             const std::error_code& ec) {
+  if (ec) return given + ": " + ec.message();
+  struct stat st{};
+  if (::stat(path.c_str(), &st) != 0) return given + ": " + std::strerror(errno);
+  std::uint64_t bytes = 0;
+  if (S_ISREG(st.st_mode)) {
+    bytes = static_cast<std::uint64_t>(st.st_size);
+  } else if (S_ISBLK(st.st_mode)) {
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return given + ": " + std::strerror(errno);
+    const int rc = ::ioctl(fd, BLKGETSIZE64, &bytes);
+    const int err = errno;
+    ::close(fd);
+    if (rc != 0) return given + ": cannot read the device size: " + std::strerror(err);
+  } else {
+    return given + " is not a regular file or block device";
+  }
+  if (bytes < 512)
+    return given + " is " + std::to_string(bytes) +
+           " bytes long: a disk needs at least one 512-byte sector";
+  return "";
+}
+
+// Returns once the disk is usable: the frontend is Connected and, for a user-mode domain that
+// exposes this vbd through FUSE (`pvio create --vbd DEVID --fuse MNT`), MNT/disk exists. A
+// backend that fails (error node, Closing) fails the attach. Other guests connect when they
+// boot; for them there is nothing to wait for.
+int wait_usable(xs::Client& xs, domid_t domid, uint32_t devid, const std::string& fe,
+                const std::string& be, int wait_s) {
+  const std::optional<UserDomainVbd> local = read_user_domain_vbd(domid);
+  if (wait_s == 0 || !local || local->devid != devid) return 0;
+  const std::string disk = local->fuse_mountpoint.empty() ? "" : local->fuse_mountpoint + "/disk";
+  const auto state = [&](const std::string& dir) {
+    auto r = xs.read(dir + "/state");
+    return r.ok() ? r.value : std::string();
+  };
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(wait_s);
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (auto err = xs.read(be + "/error"); err.ok() && !err.value.empty())
+      return fail("block-attach", "backend failed: " + err.value);
+    struct stat st{};
+    if (state(fe) == "4" && (disk.empty() || ::stat(disk.c_str(), &st) == 0)) {
+      if (!disk.empty()) std::printf("disk ready at %s\n", disk.c_str());
+      return 0;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return fail("block-attach", "the disk is attached but domain " + std::to_string(domid) +
+                                  " did not connect it within " + std::to_string(wait_s) +
+                                  " s (frontend state " + state(fe) + ", backend state " +
+                                  state(be) + "); see its log in the run directory");
+}
+
 int run(const std::vector<std::string>& args) {
   std::string bad;
-  auto o = parse_options(args, {"--vdev", "--mode", "--engine"}, {}, &bad);
+  auto o = parse_options(args, {"--vdev", "--mode", "--engine", "--wait"}, {}, &bad);
   domid_t domid = 0;
   if (!o || o->positional.size() != 2 || !parse_domid(o->positional[0], &domid))
     return fail("block-attach", "usage: pvio block-attach N FILE [--vdev xvda|DEVID] "
-                                "[--mode r|w] [--engine uring|aio|null]");
+                                "[--mode r|w] [--engine uring|aio|null] [--wait SECONDS]");
   const std::string mode = o->get("--mode", "w");
   if (mode != "r" && mode != "w") return fail("block-attach", "--mode is r or w");
   const std::string engine = o->get("--engine");
@@ -47,9 +110,13 @@ int run(const std::vector<std::string>& args) {
     return fail("block-attach", "--engine is uring, aio or null");
   std::error_code ec;
   const std::string params = std::filesystem::absolute(o->positional[1], ec).lexically_normal();
+  if (const std::string why = unusable_backing(o->positional[1], params, ec); !why.empty())
+    return fail("block-attach", why);
   struct stat st{};
-  if (ec || ::stat(params.c_str(), &st) != 0 || !(S_ISREG(st.st_mode) || S_ISBLK(st.st_mode)))
-    return fail("block-attach", o->positional[1] + " is not a regular file or block device");
+  ::stat(params.c_str(), &st);
+  uint64_t wait_s = 30;
+  if (o->has("--wait") && !parse_uint(o->get("--wait"), &wait_s))
+    return fail("block-attach", "--wait takes seconds");
 
   auto xs = connect_xenstore("block-attach");
   if (!xs) return 1;
@@ -82,7 +149,7 @@ int run(const std::vector<std::string>& args) {
   if (e != XsError::None) return fail("block-attach", std::string("xenstore: ") + xs::xs_error_name(e));
   std::printf("vbd %u (%s) for domain %s: %s, mode %s\n", devid, vdev_name(devid).c_str(),
               d.c_str(), params.c_str(), mode.c_str());
-  return 0;
+  return wait_usable(*xs, domid, devid, fe, be, static_cast<int>(wait_s));
 }
 
 }  // namespace

@@ -206,6 +206,32 @@ std::optional<pid_t> running_pid(const std::string& name) {
   return pid;
 }
 
+namespace {
+std::string vbd_record(domid_t domid) {
+  return run_dir() + "/domain-" + std::to_string(domid) + ".vbd";
+}
+}  // namespace
+
+bool write_user_domain_vbd(domid_t domid, const UserDomainVbd& vbd) {
+  std::ofstream f(vbd_record(domid), std::ios::trunc);
+  f << vbd.devid << "\n" << vbd.fuse_mountpoint << "\n";
+  return static_cast<bool>(f);
+}
+
+std::optional<UserDomainVbd> read_user_domain_vbd(domid_t domid) {
+  std::ifstream f(vbd_record(domid));
+  UserDomainVbd v;
+  std::string devid;
+  if (!std::getline(f, devid)) return std::nullopt;
+  std::uint64_t n = 0;
+  if (!parse_uint(devid, &n) || n > 0xFFFFFFFFu) return std::nullopt;
+  v.devid = static_cast<std::uint32_t>(n);
+  std::getline(f, v.fuse_mountpoint);
+  return v;
+}
+
+void remove_user_domain_vbd(domid_t domid) { ::unlink(vbd_record(domid).c_str()); }
+
 void stop_process(const std::string& name, int timeout_ms) {
   if (auto pid = running_pid(name)) {
     ::kill(*pid, SIGTERM);

@@ -71,6 +71,16 @@ bool wait_ready(pid_t pid, int timeout_ms, const std::function<bool()>& ready);
 
 // Pid files: <run dir>/<name>.pid.
 std::string pid_file(const std::string& name);
+
+// What `pvio create` records in the run directory about a user-mode domain's PV disk, so
+// block-attach can wait until the disk is usable.
+struct UserDomainVbd {
+  std::uint32_t devid = 0;
+  std::string fuse_mountpoint;  // empty: no FUSE exposure
+};
+bool write_user_domain_vbd(domid_t domid, const UserDomainVbd& vbd);
+std::optional<UserDomainVbd> read_user_domain_vbd(domid_t domid);
+void remove_user_domain_vbd(domid_t domid);
 bool write_pid_file(const std::string& name, pid_t pid);
 // The pid in the file if that process is alive, else nullopt.
 std::optional<pid_t> running_pid(const std::string& name);

@@ -168,19 +168,33 @@ int run(const std::vector<std::string>& args) {
   }
   // A PV disk served by blkfront inside the domain (connects once `pvio block-attach` gives
   // it a backend), optionally exposed on the host through FUSE.
+  UserDomainVbd vbd;
   if (o->has("--vbd")) {
+    uint64_t devid = 0;
+    if (!parse_uint(o->get("--vbd"), &devid) || devid == 0 || devid > 0xFFFFFFFFu)
+      return fail("create", "--vbd takes a device number (51712 is xvda)");
+    vbd.devid = static_cast<uint32_t>(devid);
     argv.insert(argv.end(), {"--vbd", o->get("--vbd")});
-    if (o->has("--fuse")) argv.insert(argv.end(), {"--fuse", o->get("--fuse")});
+    if (o->has("--fuse")) {
+      // The mount point is made if missing, as `mount` users expect a tool to do for them.
+      std::error_code ec;
+      vbd.fuse_mountpoint = std::filesystem::absolute(o->get("--fuse"), ec).lexically_normal();
+      std::filesystem::create_directories(vbd.fuse_mountpoint, ec);
+      if (ec) return fail("create", "cannot make " + o->get("--fuse") + ": " + ec.message());
+      argv.insert(argv.end(), {"--fuse", vbd.fuse_mountpoint});
+    }
   }
   const std::string log = run_dir() + "/" + proc + ".log";
   const pid_t pid = spawn(argv, log);
   if (pid < 0) return fail("create", std::string("cannot start pvio-domain: ") + std::strerror(-pid));
   write_pid_file(proc, pid);
+  if (vbd.devid != 0) write_user_domain_vbd(domid, vbd);
 
   uint64_t gfn = 0;
   evtchn_port_t port = 0;
   if (!learn_xenstore_ring(pid, domid, sock, &gfn, &port)) {
     stop_process(proc);
+    remove_user_domain_vbd(domid);
     return fail("create", "pvio-domain did not come up; see " + log);
   }
 
@@ -189,6 +203,7 @@ int run(const std::vector<std::string>& args) {
   if (e != XsError::None) {
     xs->rm(home);
     stop_process(proc);
+    remove_user_domain_vbd(domid);
     return fail("create", std::string("xenstore: ") + xs::xs_error_name(e));
   }
   std::printf("domain %u (%s) created: pid %d, xenstore gfn %llu port %u\n", domid, name.c_str(),

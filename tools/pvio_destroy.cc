@@ -17,6 +17,7 @@ int run(const std::vector<std::string>& args) {
   const bool had_process = running_pid(proc).has_value();
   const xs::XsError rel = xs->release(domid);
   stop_process(proc);
+  remove_user_domain_vbd(domid);
   const bool had_home = xs->read("/local/domain/" + d + "/domid").ok();
   xs->rm("/local/domain/" + d);
   if (auto kinds = xs->directory("/local/domain/0/backend"); kinds.ok())

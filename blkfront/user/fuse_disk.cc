@@ -23,7 +23,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <signal.h>
+
 #include <algorithm>
+#include <array>
 #include <cerrno>
 #include <cstring>
 #include <mutex>
@@ -212,6 +215,49 @@ int op_utimens(const char* path, const timespec*, fuse_file_info*) {
 
 }  // namespace
 
+namespace {
+
+// Blocks SIGINT/SIGTERM/SIGHUP and resets them to SIG_DFL (so fuse_set_signal_handlers takes
+// them) until unblock(); restores the previous actions and mask on destruction.
+class SignalHandover {
+ public:
+  explicit SignalHandover(bool active) : active_(active) {
+    if (!active_) return;
+    sigset_t set;
+    sigemptyset(&set);
+    for (int s : kSignals) sigaddset(&set, s);
+    pthread_sigmask(SIG_BLOCK, &set, &old_mask_);
+    struct sigaction dfl {};
+    dfl.sa_handler = SIG_DFL;
+    sigemptyset(&dfl.sa_mask);
+    for (std::size_t i = 0; i < kSignals.size(); ++i) sigaction(kSignals[i], &dfl, &old_[i]);
+  }
+  void unblock() {
+    if (active_ && !unblocked_) pthread_sigmask(SIG_SETMASK, &old_mask_, nullptr);
+    unblocked_ = true;
+  }
+  ~SignalHandover() {
+    if (!active_) return;
+    sigset_t set;
+    sigemptyset(&set);
+    for (int s : kSignals) sigaddset(&set, s);
+    pthread_sigmask(SIG_BLOCK, &set, nullptr);
+    for (std::size_t i = 0; i < kSignals.size(); ++i) sigaction(kSignals[i], &old_[i], nullptr);
+    pthread_sigmask(SIG_SETMASK, &old_mask_, nullptr);
+  }
+  SignalHandover(const SignalHandover&) = delete;
+  SignalHandover& operator=(const SignalHandover&) = delete;
+
+ private:
+  static constexpr std::array<int, 3> kSignals = {SIGINT, SIGTERM, SIGHUP};
+  bool active_;
+  bool unblocked_ = false;
+  sigset_t old_mask_{};
+  struct sigaction old_[3] {};
+};
+
+}  // namespace
+
 int serve_fuse(Device& dev, const FuseOptions& opts, const std::function<void()>& on_mounted) {
   if (opts.file_name.empty() || opts.file_name.find('/') != std::string::npos) return -EINVAL;
   FuseDisk disk{dev, "/" + opts.file_name};
@@ -243,6 +289,12 @@ int serve_fuse(Device& dev, const FuseOptions& opts, const std::function<void()>
   fuse_args args = FUSE_ARGS_INIT(static_cast<int>(argv.size()), argv.data());
   fuse* f = fuse_new(&args, &ops, sizeof ops, &disk);
   if (f == nullptr) return -EINVAL;
+  // libfuse installs its exit handlers only over SIG_DFL, so a handler the program set earlier
+  // would keep the loop running after SIGTERM and leave a dead mount behind once the process
+  // is killed. Hand the three signals to libfuse for the life of the mount, with them blocked
+  // from before the mount until its handlers are in place (a signal in between is delivered
+  // to them, not to the default action), and give the program's handlers back afterwards.
+  SignalHandover handover(opts.install_signal_handlers);
   if (fuse_mount(f, opts.mountpoint.c_str()) != 0) {
     fuse_destroy(f);
     return -EIO;
@@ -253,6 +305,7 @@ int serve_fuse(Device& dev, const FuseOptions& opts, const std::function<void()>
     fuse_destroy(f);
     return -EIO;
   }
+  handover.unblock();
   spdlog::info("vbd: {} bytes exposed as {}{}", disk.size, opts.mountpoint, disk.name);
   if (on_mounted) on_mounted();
   fuse_loop_config* cfg = fuse_loop_cfg_create();

@@ -75,6 +75,27 @@ class FuseDiskTest : public ::testing::Test {
   std::vector<std::string> mounted_, loops_;
 };
 
+// `pvio destroy` without a prior umount: pvio-domain ends its FUSE loop on SIGTERM and
+// unmounts, so no dead mount ("Transport endpoint is not connected") is left behind.
+TEST_F(FuseDiskTest, DestroyWithoutUmountLeavesNoDeadMount) {
+  auto mounted = [&] {
+    std::ifstream mi("/proc/self/mountinfo");
+    std::string line;
+    while (std::getline(mi, line))
+      if (line.find(" " + mnt_ + " ") != std::string::npos) return true;
+    return false;
+  };
+  ASSERT_TRUE(mounted());
+  std::string out;
+  ASSERT_EQ(sh(dom0_->pvio + " destroy " + std::to_string(kDomid), &out), 0) << out;
+  created_ = false;
+  EXPECT_FALSE(mounted()) << "FUSE mount left at " << mnt_ << "\n" << domain_log();
+  struct stat st{};
+  EXPECT_EQ(::stat(mnt_.c_str(), &st), 0) << std::strerror(errno);
+  EXPECT_TRUE(S_ISDIR(st.st_mode));
+  EXPECT_NE(domain_log().find("vbd 51712 connected"), std::string::npos) << domain_log();
+}
+
 TEST_F(FuseDiskTest, Ext4TreeSurvivesUnmountFsckAndRemount) {
   std::string out;
   ASSERT_EQ(sh("mkfs.ext4 -q -F " + file_, &out), 0) << out;

@@ -200,6 +200,25 @@ TEST_F(Toolstack, CorruptRingDropsOnlyThatDomain) {
   EXPECT_EQ(d0->read("/local/domain/6/data/ok").value, "1");
 }
 
+// A missing image and an empty one are refused with what is wrong, and nothing is written.
+TEST_F(Toolstack, BlockAttachRefusesMissingAndEmptyImages) {
+  up(/*blkback=*/false);
+  create(5, "disk");
+  const CmdResult missing = pvio("block-attach 5 " + dir_ + "/no-such.img");
+  EXPECT_NE(missing.status, 0);
+  EXPECT_NE(missing.out.find("no-such.img: No such file or directory"), std::string::npos)
+      << missing.out;
+  const std::string empty = dir_ + "/empty.img";
+  { std::ofstream f(empty); }
+  const CmdResult zero = pvio("block-attach 5 " + empty);
+  EXPECT_NE(zero.status, 0);
+  EXPECT_NE(zero.out.find("is 0 bytes long: a disk needs at least one 512-byte sector"),
+            std::string::npos) << zero.out;
+  auto d0 = dom0();
+  ASSERT_NE(d0, nullptr);
+  EXPECT_EQ(d0->read("/local/domain/0/backend/vbd/5/51712/params").error, XsError::NoEnt);
+}
+
 TEST_F(Toolstack, BlockAttachWritesTheLayoutBlkbackExpects) {
   if (Toolstack::shell("command -v xenstore-ls").status != 0)
     GTEST_SKIP() << "xenstore-ls not installed (Debian package xen-utils-common/xenstore-utils)";
