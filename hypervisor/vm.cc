@@ -597,7 +597,8 @@ ElfStatus Vm::load_kernel(std::span<const std::uint8_t> elf) {
 ElfStatus Vm::load_pvh_kernel(std::span<const std::uint8_t> elf) {
   if (config_.vcpus != 1) return ElfStatus::kPvhNeedsOneVcpu;
   ElfImage image;
-  const ElfStatus st = load_pvh_elf(elf, memory_, pvh_start_info_gpa(), mem_bytes_, &image);
+  const ElfStatus st = load_pvh_elf(elf, memory_, kPvhInfoGpa, kPvhInfoGpa + kPvhInfoPages * kPage,
+                                    &image);
   if (st != ElfStatus::kOk) return st;
   kernel_ = image;
   loaded_ = true;
@@ -607,14 +608,16 @@ ElfStatus Vm::load_pvh_kernel(std::span<const std::uint8_t> elf) {
 }
 
 // hvm_start_info version 1 with its memory map in the first VMM page and the command line in
-// the second. The map: RAM below the VMM pages, the VMM pages, and the Xen pages (shared_info,
+// the second. The map: RAM around the VMM pages, the VMM pages, and the Xen pages (shared_info,
 // xenstore and console rings, grant frames) as reserved, so the guest leaves them alone.
 void Vm::write_pvh_start_info() {
-  const std::uint64_t info_gpa = pvh_start_info_gpa();
+  const std::uint64_t info_gpa = kPvhInfoGpa;
+  const std::uint64_t info_end = info_gpa + kPvhInfoPages * kPage;
   const std::uint64_t cmdline_gpa = info_gpa + kPage;
   const xen::hvm_memmap_table_entry map[] = {
       {0, info_gpa, xen::XEN_HVM_MEMMAP_TYPE_RAM, 0},
       {info_gpa, kPvhInfoPages * kPage, xen::XEN_HVM_MEMMAP_TYPE_RESERVED, 0},
+      {info_end, mem_bytes_ - info_end, xen::XEN_HVM_MEMMAP_TYPE_RAM, 0},
       {kXenPagesGpa, kXenPagesBytes, xen::XEN_HVM_MEMMAP_TYPE_RESERVED, 0},
   };
   xen::hvm_start_info si{};

@@ -31,8 +31,13 @@ inline constexpr std::uint64_t kMinGuestMemory = 4ull << 20;
 // RAM is one region below the 32-bit PCI hole at 0xC0000000.
 inline constexpr std::uint64_t kMaxGuestMemory = 3ull << 30;
 inline constexpr unsigned kMaxVcpus = 8;
-// PVH boot (Xen's pvh.pandoc): the VMM's pages are the last two of RAM, reserved in the
-// memory map: hvm_start_info followed by the memory map, then the command line.
+// PVH boot (Xen's pvh.pandoc): the VMM's pages sit below 640 KiB where a PC's BIOS data area
+// is, reserved in the memory map: hvm_start_info followed by the memory map, then the command
+// line. Low rather than at the top of RAM so RAM ends on a 2 MiB boundary: Mini-OS's page
+// allocator then hands out small blocks from low memory first, and its virtual_to_mfn (used
+// for blkfront's data grants) reads its own 2 MiB mappings above 2 MiB as page tables and
+// grants the wrong frame; low buffers are mapped with 4 KiB pages and come out right.
+inline constexpr std::uint64_t kPvhInfoGpa = 0x9E000;
 inline constexpr std::uint64_t kPvhInfoPages = 2;
 
 // How the kernel is entered: pvio's own ELF64 guests in long mode on the VMM's identity map,
@@ -110,7 +115,7 @@ class Vm final : private XenHost {
   ElfStatus load_kernel(std::span<const std::uint8_t> elf);
   BootKind boot_kind() const { return boot_kind_; }
   // Guest-physical address of hvm_start_info (PVH boot).
-  std::uint64_t pvh_start_info_gpa() const { return mem_bytes_ - kPvhInfoPages * 4096; }
+  static constexpr std::uint64_t pvh_start_info_gpa() { return kPvhInfoGpa; }
   const ElfImage& kernel() const { return kernel_; }
   std::uint64_t tsc_khz() const { return tsc_khz_; }
 
