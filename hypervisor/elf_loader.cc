@@ -54,10 +54,12 @@ bool in_file(std::span<const std::uint8_t> file, std::uint64_t off, std::uint64_
 }
 
 // Walks the notes in file[off, off + len) (ELF note: namesz, descsz, type, name and desc each
-// padded to 4 bytes) for Xen's PHYS32_ENTRY.
+// padded to 4 bytes) for Xen's PHYS32_ENTRY. Notes are only read inside the file and inside
+// their segment or section: one that runs past it ends the walk (the kernel has no usable note
+// there); a PHYS32_ENTRY of the wrong size is an error.
 ElfStatus scan_notes(std::span<const std::uint8_t> file, std::uint64_t off, std::uint64_t len,
                      ParsedElf* p) {
-  if (!in_file(file, off, len)) return ElfStatus::kBadNote;
+  if (!in_file(file, off, len)) return ElfStatus::kBadProgramHeaders;
   std::uint64_t pos = 0;
   while (len - pos >= 12) {
     std::uint32_t hdr[3];
@@ -65,7 +67,7 @@ ElfStatus scan_notes(std::span<const std::uint8_t> file, std::uint64_t off, std:
     const std::uint64_t name_len = (std::uint64_t{hdr[0]} + 3) & ~std::uint64_t{3};
     const std::uint64_t desc_len = (std::uint64_t{hdr[1]} + 3) & ~std::uint64_t{3};
     pos += 12;
-    if (name_len > len - pos || desc_len > len - pos - name_len) return ElfStatus::kBadNote;
+    if (name_len > len - pos || desc_len > len - pos - name_len) break;
     const std::uint8_t* name = file.data() + off + pos;
     const std::uint8_t* desc = name + name_len;
     if (hdr[0] == 4 && std::memcmp(name, "Xen", 4) == 0 &&
