@@ -238,7 +238,7 @@ std::vector<std::uint8_t> elf64(std::uint64_t paddr, std::uint32_t entry) {
                                                       ELFCLASS64, EM_X86_64);
 }
 
-ElfStatus load(Ram& ram, const std::vector<std::uint8_t>& f, ElfImage* img = nullptr) {
+ElfStatus load_pvh(Ram& ram, const std::vector<std::uint8_t>& f, ElfImage* img = nullptr) {
   return load_pvh_elf(f, ram.memory, kVmmStart, kVmmEnd, img);
 }
 
@@ -247,7 +247,7 @@ TEST(PvhLoader, Elf32WithNoteInSegmentLoadsAtPhysicalAddress) {
   const auto f = elf32(0, 0x10);
   EXPECT_TRUE(is_pvh_elf(f));
   ElfImage img;
-  ASSERT_EQ(load(ram, f, &img), ElfStatus::kOk);
+  ASSERT_EQ(load_pvh(ram, f, &img), ElfStatus::kOk);
   EXPECT_TRUE(img.pvh);
   EXPECT_EQ(img.entry, 0x10u);  // the note's entry, not e_entry
   EXPECT_EQ(ram.base[0], 0x5a);
@@ -261,14 +261,14 @@ TEST(PvhLoader, NoteOnlyInSectionHeadersIsFound) {
   const auto f = elf32(0x200000, 0x200020, /*in_section=*/true);
   EXPECT_TRUE(is_pvh_elf(f));
   ElfImage img;
-  ASSERT_EQ(load(ram, f, &img), ElfStatus::kOk);
+  ASSERT_EQ(load_pvh(ram, f, &img), ElfStatus::kOk);
   EXPECT_EQ(img.entry, 0x200020u);
 }
 
 TEST(PvhLoader, Elf64WithNoteLoads) {
   Ram ram;
   ElfImage img;
-  ASSERT_EQ(load(ram, elf64(0x100000, 0x100000), &img), ElfStatus::kOk);
+  ASSERT_EQ(load_pvh(ram, elf64(0x100000, 0x100000), &img), ElfStatus::kOk);
   EXPECT_EQ(img.entry, 0x100000u);
 }
 
@@ -276,21 +276,21 @@ TEST(PvhLoader, WithoutNoteIsNotPvh) {
   Ram ram;
   const auto f = make_elf();
   EXPECT_FALSE(is_pvh_elf(f));
-  EXPECT_EQ(load(ram, f), ElfStatus::kNotPvh);
+  EXPECT_EQ(load_pvh(ram, f), ElfStatus::kNotPvh);
 }
 
 TEST(PvhLoader, RefusesSegmentsOverVmmPages) {
   Ram ram;
-  EXPECT_EQ(load(ram, elf32(kVmmStart - 256, kVmmStart - 256)), ElfStatus::kOverlapsVmmPages);
-  EXPECT_EQ(load(ram, elf32(kVmmEnd - 4, kVmmEnd - 4)), ElfStatus::kOverlapsVmmPages);
-  EXPECT_EQ(load(ram, elf32(kVmmEnd, kVmmEnd)), ElfStatus::kOk);  // just above
+  EXPECT_EQ(load_pvh(ram, elf32(kVmmStart - 256, kVmmStart - 256)), ElfStatus::kOverlapsVmmPages);
+  EXPECT_EQ(load_pvh(ram, elf32(kVmmEnd - 4, kVmmEnd - 4)), ElfStatus::kOverlapsVmmPages);
+  EXPECT_EQ(load_pvh(ram, elf32(kVmmEnd, kVmmEnd)), ElfStatus::kOk);  // just above
   for (std::uint64_t i = kVmmStart; i < kVmmEnd; ++i) ASSERT_EQ(ram.base[i], 0xcc) << i;
 }
 
 TEST(PvhLoader, RefusesSegmentsPastRam) {
   Ram ram;
-  EXPECT_EQ(load(ram, elf32(kRam - 256, kRam - 256)), ElfStatus::kSegmentOutsideRam);
-  EXPECT_EQ(load(ram, elf32(0xfffff000, 0xfffff000)), ElfStatus::kSegmentOutsideRam);
+  EXPECT_EQ(load_pvh(ram, elf32(kRam - 256, kRam - 256)), ElfStatus::kSegmentOutsideRam);
+  EXPECT_EQ(load_pvh(ram, elf32(0xfffff000, 0xfffff000)), ElfStatus::kSegmentOutsideRam);
   for (std::uint64_t i = kRam - 4096; i < kRam; ++i) ASSERT_EQ(ram.base[i], 0xcc) << i;
 }
 
@@ -298,29 +298,29 @@ TEST(PvhLoader, RefusesBadHeadersAndNotes) {
   Ram ram;
   auto f = elf32(0, 0x10);
   f[EI_CLASS] = 7;
-  EXPECT_EQ(load(ram, f), ElfStatus::kNotElf64);
+  EXPECT_EQ(load_pvh(ram, f), ElfStatus::kNotElf64);
   f = elf32(0, 0x10);
   reinterpret_cast<Elf32_Ehdr*>(f.data())->e_machine = EM_ARM;
-  EXPECT_EQ(load(ram, f), ElfStatus::kWrongMachine);
+  EXPECT_EQ(load_pvh(ram, f), ElfStatus::kWrongMachine);
   f = elf32(0, 0x10);
   reinterpret_cast<Elf32_Ehdr*>(f.data())->e_phoff = 0xfffffff0;
-  EXPECT_EQ(load(ram, f), ElfStatus::kBadProgramHeaders);
+  EXPECT_EQ(load_pvh(ram, f), ElfStatus::kBadProgramHeaders);
   f = elf32(0, 0x10);
   reinterpret_cast<Elf32_Phdr*>(f.data() + sizeof(Elf32_Ehdr))->p_filesz = 0x100000;
-  EXPECT_EQ(load(ram, f), ElfStatus::kSegmentOutsideFile);
+  EXPECT_EQ(load_pvh(ram, f), ElfStatus::kSegmentOutsideFile);
   // A PHYS32_ENTRY that is not 4 bytes, and one whose segment runs past the file.
-  EXPECT_EQ(load(ram, elf32(0, 0x10, false, 8)), ElfStatus::kBadNote);
+  EXPECT_EQ(load_pvh(ram, elf32(0, 0x10, false, 8)), ElfStatus::kBadNote);
   f = elf32(0, 0x10);
   reinterpret_cast<Elf32_Phdr*>(f.data() + sizeof(Elf32_Ehdr) + sizeof(Elf32_Phdr))->p_filesz = 0x10000;
-  EXPECT_EQ(load(ram, f), ElfStatus::kBadProgramHeaders);
+  EXPECT_EQ(load_pvh(ram, f), ElfStatus::kBadProgramHeaders);
   // A note whose sizes run past its segment is not read: no PVH entry.
   f = elf32(0, 0x10);
   const std::size_t note_off = sizeof(Elf32_Ehdr) + 2 * sizeof(Elf32_Phdr) + 256;
   const std::uint32_t huge = 0x7fffffff;
   std::memcpy(f.data() + note_off, &huge, 4);
-  EXPECT_EQ(load(ram, f), ElfStatus::kNotPvh);
+  EXPECT_EQ(load_pvh(ram, f), ElfStatus::kNotPvh);
   // The note's entry must be inside the executable segment.
-  EXPECT_EQ(load(ram, elf32(0, 0x1000)), ElfStatus::kEntryNotLoaded);
+  EXPECT_EQ(load_pvh(ram, elf32(0, 0x1000)), ElfStatus::kEntryNotLoaded);
   for (std::uint64_t i = 0; i < 4096; ++i) ASSERT_EQ(ram.base[i], 0xcc) << i;
 }
 
