@@ -267,9 +267,17 @@ bool XenHvm::write_hypercall_msr(std::uint64_t value) {
 }
 
 void XenHvm::doorbell(std::uint32_t value, bool mmio) {
+  {
+    std::lock_guard lk(mu_);
+    ++(mmio ? stats_.mmio_doorbell_exits : stats_.doorbell_exits);
+    ports_->send(value);  // invalid ports are ignored, as a send to them would fail
+  }
+  if (value == console_port_ && console_kick_) console_kick_();
+}
+
+void XenHvm::notify_console_guest() {
   std::lock_guard lk(mu_);
-  ++(mmio ? stats_.mmio_doorbell_exits : stats_.doorbell_exits);
-  ports_->send(value);  // invalid ports are ignored, as a send to them would fail
+  upcall_.notify(console_port_);
 }
 
 void XenHvm::raise_upcall_if_pending() {
@@ -482,6 +490,11 @@ std::int64_t XenHvm::event_channel_op(const HypercallArgs& call) {
     case evtchn::kEvtchnOpUnmask: {
       evtchn::evtchn_port_op p;
       if (!copy_from_guest(call, arg, &p, sizeof(p))) return -xen::XEN_EFAULT;
+      if (cmd == evtchn::kEvtchnOpSend && p.port == console_port_ && console_kick_) {
+        // The console port's other end is pvio-hv's console backend (xenconsoled's role).
+        console_kick_();
+        return 0;
+      }
       std::lock_guard lk(mu_);
       if (cmd == evtchn::kEvtchnOpSend) return ports_->send(p.port);
       if (cmd == evtchn::kEvtchnOpUnmask) return ports_->unmask(p.port);

@@ -22,6 +22,7 @@
 #include "pvio/hypervisor/devices/debug_exit.h"
 #include "pvio/hypervisor/devices/ide.h"
 #include "pvio/hypervisor/devices/serial.h"
+#include "pvio/hypervisor/devices/xen_console.h"
 #include "pvio/hypervisor/devices/xen_platform.h"
 #include "pvio/hv_abi/boot_info.h"
 #include "pvio/domain/domain.h"
@@ -39,9 +40,11 @@ void usage() {
                "usage: pvio-hv --kernel guest.elf [--mem 256M] [--vcpus N] [--cmdline \"...\"]\n"
                "               [--disk ide=FILE] [--serial-log FILE] [--console]\n"
                "               [--domid N] [--control-socket PATH]\n"
+               "               [--console-socket PATH] [--console-log FILE]\n"
                "  --domid serves the domain control protocol on the pvio-domain socket path\n"
                "  ($PVIO_RUN_DIR/domain-N.sock, else $XDG_RUNTIME_DIR/pvio/..., else /run/pvio/...);\n"
-               "  --control-socket picks the path.\n"
+               "  --control-socket picks the path. The PV console ring (HVM_PARAM_CONSOLE_PFN)\n"
+               "  goes to --console-log and to a client on --console-socket (`pvio console`).\n"
                "  Without --serial-log the guest console goes to standard output; --console\n"
                "  also copies it there when a log file is given. Exit counters are printed\n"
                "  to standard error as one 'PVIO-HV-STATS {json}' line.\n");
@@ -126,7 +129,7 @@ void print_stats(const IoBus& bus, const XenStats& x, const KvmFeatures& f,
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string kernel_path, disk_path, log_path, control_path;
+  std::string kernel_path, disk_path, log_path, control_path, console_socket, console_log;
   bool serve = false;
   VmConfig config;
   bool console = false;
@@ -143,6 +146,8 @@ int main(int argc, char** argv) {
     if (arg == "--serial-log" && value(&log_path)) continue;
     if (arg == "--console") { console = true; continue; }
     if (arg == "--control-socket" && value(&control_path)) { serve = true; continue; }
+    if (arg == "--console-socket" && value(&console_socket)) continue;
+    if (arg == "--console-log" && value(&console_log)) continue;
     if (arg == "--domid" && value(&v)) {
       const long d = std::atol(v.c_str());
       if (d <= 0 || d >= 0x7FF0) {
@@ -196,6 +201,15 @@ int main(int argc, char** argv) {
     disk_bytes = static_cast<std::uint64_t>(st.st_size);
   }
 
+  int console_log_fd = -1;
+  if (!console_log.empty()) {
+    console_log_fd = ::open(console_log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    if (console_log_fd < 0) {
+      std::fprintf(stderr, "pvio-hv: cannot open %s: %s\n", console_log.c_str(), std::strerror(errno));
+      return kExitHostError;
+    }
+  }
+
   DomainResult result;
   Serial16550* serial = nullptr;
   try {
@@ -228,6 +242,16 @@ int main(int argc, char** argv) {
                    control_path.c_str());
     }
 
+    // The PV console backend on the console ring (xenconsoled's job for this domain).
+    XenConsole pv_console(reinterpret_cast<pvio::xen::xencons_interface*>(vm.xen().console_page()),
+                          [&vm] { vm.xen().notify_console_guest(); }, console_log_fd);
+    if (const int rc = pv_console.start(console_socket); rc != 0) {
+      std::fprintf(stderr, "pvio-hv: cannot serve the console on %s: %s\n", console_socket.c_str(),
+                   std::strerror(-rc));
+      return kExitHostError;
+    }
+    vm.xen().set_console_kick([&pv_console] { pv_console.kick(); });
+
     const ElfStatus st = vm.load_kernel(elf);
     if (st != ElfStatus::kOk) {
       std::fprintf(stderr, "pvio-hv: cannot load %s: %s\n", kernel_path.c_str(),
@@ -236,6 +260,7 @@ int main(int argc, char** argv) {
     }
     result = vm.run();
     vm.xen().stop_serving();
+    pv_console.stop();
     serial->flush();
     print_stats(vm.bus(), vm.xen().stats(), vm.kvm_features(), vm.xen().op_counts());
   } catch (const std::exception& e) {

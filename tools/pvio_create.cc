@@ -102,7 +102,10 @@ int run_hvm(const Options& o) {
   const std::string sock = domain::default_socket_path(domid);
   std::vector<std::string> argv = {find_program("pvio-hv"), "--kernel", o.get("--kernel"),
                                    "--domid", d, "--mem", std::to_string(mem_mib) + "M",
-                                   "--control-socket", sock};
+                                   "--control-socket", sock,
+                                   // The PV console, for `pvio console` and its log.
+                                   "--console-socket", run_dir() + "/" + proc + ".console.sock",
+                                   "--console-log", run_dir() + "/" + proc + ".console.log"};
   if (o.has("--cmdline")) argv.insert(argv.end(), {"--cmdline", o.get("--cmdline")});
   const std::string log = run_dir() + "/" + proc + ".log";
   const pid_t pid = spawn(argv, log);

@@ -153,14 +153,34 @@ TEST_F(MiniOsTest, BootsPvhAndPassesXenbusTest) {
 }
 
 // control/shutdown = poweroff: Mini-OS acknowledges (clears the node), shuts down and calls
-// SCHEDOP_shutdown; pvio-hv exits 0 and prints the hypercalls it served.
+// SCHEDOP_shutdown; pvio-hv exits 0 and prints the hypercalls it served. `pvio console` is
+// attached meanwhile: it shows the guest's console ring and ends when the domain does.
 TEST_F(MiniOsTest, PowersOffThroughControlShutdown) {
   ASSERT_EQ(pvio_cmd({"create", "--kernel", minios_, "--domid", "1"}), 0) << out_;
   ASSERT_TRUE(log_has(1, "Thread \"xenbus_tester\" exited.")) << log(1);
+  // The console ring's log (written by pvio-hv's console backend) has the boot banner.
+  const std::string ring_log = run_dir_ + "/domain-1.console.log";
+  ASSERT_TRUE(eventually([&] { return slurp(ring_log).find("Xen Minimal OS (hvm)!") != std::string::npos; }))
+      << slurp(ring_log);
+  const std::string console_out = dir_ + "/console.out";
+  const pid_t console = ::fork();
+  if (console == 0) {
+    std::FILE* f = std::freopen(console_out.c_str(), "w", stdout);
+    std::FILE* in = std::freopen("/dev/null", "r", stdin);
+    (void)f;
+    (void)in;
+    ::execl(pvio_.c_str(), pvio_.c_str(), "console", "1", static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  ASSERT_TRUE(eventually([&] { return slurp(console_out).find("T(s=") != std::string::npos; }))
+      << slurp(console_out);
   auto xs = xenstore();
   ASSERT_NE(xs, nullptr);
   ASSERT_EQ(xs->write("/local/domain/1/control/shutdown", "poweroff"), xs::XsError::None);
   ASSERT_TRUE(log_has(1, "pvio-hv: guest powered off (code 0)")) << log(1);
+  int status = 0;
+  ASSERT_EQ(::waitpid(console, &status, 0), console);  // the console ends with the domain
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
   auto ack = xs->read("/local/domain/1/control/shutdown");
   ASSERT_TRUE(ack.ok());
   EXPECT_EQ(ack.value, "");

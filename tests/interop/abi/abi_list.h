@@ -155,6 +155,12 @@ ABI_FIELD(pvio::xen::xen_remove_from_physmap, struct xen_remove_from_physmap, gp
 ABI_SIZE(pvio::xen::xen_memory_map, struct xen_memory_map)
 ABI_FIELD(pvio::xen::xen_memory_map, struct xen_memory_map, buffer)
 
+// io/console.h
+ABI_SIZE(pvio::xen::xencons_interface, struct xencons_interface)
+ABI_FIELD(pvio::xen::xencons_interface, struct xencons_interface, out)
+ABI_FIELD(pvio::xen::xencons_interface, struct xencons_interface, in_cons)
+ABI_FIELD(pvio::xen::xencons_interface, struct xencons_interface, out_prod)
+
 // hvm/hvm_op.h, sched.h, version.h, hvm/start_info.h
 ABI_SIZE(pvio::xen::xen_hvm_param, struct xen_hvm_param)
 ABI_FIELD(pvio::xen::xen_hvm_param, struct xen_hvm_param, index)

@@ -128,6 +128,11 @@ class XenHvm final : private control::ControlBackend {
   void start_clock(std::uint64_t tsc, std::uint64_t tsc_khz, timespec mono, timespec real);
   // Hypercalls by name ("memory_op.add_to_physmap", "hvm_op.get_param.STORE_PFN", ...).
   std::map<std::string, std::uint64_t> op_counts() const;
+  // The PV console: the ring page, the backend's kick (the guest sent on its console port),
+  // and raising the guest's console port from the backend.
+  std::uint8_t* console_page() const { return xen_pages_ + kXenConsolePage * 4096; }
+  void set_console_kick(std::function<void()> kick) { console_kick_ = std::move(kick); }
+  void notify_console_guest();
   // Where console_io writes go (the serial console).
   void set_console(std::function<void(const char*, std::size_t)> out) { console_ = std::move(out); }
 
@@ -191,6 +196,7 @@ class XenHvm final : private control::ControlBackend {
   XenHost& host_;
   evtchn::shared_info* shared_info_;
   std::function<void(const char*, std::size_t)> console_;
+  std::function<void()> console_kick_;  // set before the vCPUs run
 
   mutable std::mutex mu_;  // everything below
   evtchn::UpcallNotifier upcall_;
