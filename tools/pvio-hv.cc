@@ -5,15 +5,21 @@
 //
 // Exit status: 0 guest powered off with code 0; 2 guest powered off with a non-zero code
 // (guest-reported failure); 3 domain crashed; 4 guest asked for a reboot (left to the
-// toolstack); 1 host-side error (KVM, files, kernel image); 64 usage error.
+// toolstack); 5 destroyed by the toolstack (SIGTERM/SIGINT); 1 host-side error (KVM, files,
+// kernel image); 64 usage error. SIGUSR2 prints the counters (PVIO-HV-STATS) while running.
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <pthread.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <cinttypes>
 #include <cstdio>
 #include <cstring>
+#include <atomic>
 #include <exception>
+#include <functional>
+#include <thread>
 #include <map>
 #include <memory>
 #include <string>
@@ -33,7 +39,47 @@ namespace {
 using namespace pvio::hv;
 
 constexpr int kExitOk = 0, kExitHostError = 1, kExitGuestFailure = 2, kExitCrashed = 3,
-              kExitReboot = 4, kExitUsage = 64;
+              kExitReboot = 4, kExitDestroyed = 5, kExitUsage = 64;
+
+// The toolstack's signals, taken by one thread with sigwait: SIGTERM/SIGINT destroy the domain
+// (as `xl destroy`: the vCPUs stop, the Dom0 services see the control connection close, the
+// counters are printed), SIGUSR2 prints the counters now. Blocked in every thread.
+class ToolstackSignals {
+ public:
+  ToolstackSignals() {
+    sigemptyset(&set_);
+    for (int sig : {SIGTERM, SIGINT, SIGUSR2}) sigaddset(&set_, sig);
+    pthread_sigmask(SIG_BLOCK, &set_, nullptr);
+  }
+  // `destroy` and `report` run on the signal thread.
+  void start(std::function<void()> destroy, std::function<void()> report) {
+    thread_ = std::thread([this, destroy = std::move(destroy), report = std::move(report)] {
+      for (;;) {
+        int sig = 0;
+        if (sigwait(&set_, &sig) != 0 || done_) return;
+        if (sig == SIGUSR2) {
+          report();
+        } else {
+          destroyed_ = true;
+          destroy();
+        }
+      }
+    });
+  }
+  void stop() {
+    if (!thread_.joinable()) return;
+    done_ = true;
+    pthread_kill(thread_.native_handle(), SIGUSR2);
+    thread_.join();
+  }
+  ~ToolstackSignals() { stop(); }
+  bool destroyed() const { return destroyed_; }
+
+ private:
+  sigset_t set_;
+  std::thread thread_;
+  std::atomic<bool> done_{false}, destroyed_{false};
+};
 
 void usage() {
   std::fprintf(stderr,
@@ -212,6 +258,7 @@ int main(int argc, char** argv) {
 
   DomainResult result;
   Serial16550* serial = nullptr;
+  ToolstackSignals signals;
   try {
     Vm vm(config);
     serial = vm.add_device(std::make_unique<Serial16550>(log_fd, console_fd));
@@ -258,7 +305,10 @@ int main(int argc, char** argv) {
                    std::string(to_string(st)).c_str());
       return kExitHostError;
     }
+    signals.start([&vm] { vm.request_shutdown(ShutdownReason::kPoweroff, 0); },
+                  [&] { print_stats(vm.bus(), vm.xen().stats(), vm.kvm_features(), vm.xen().op_counts()); });
     result = vm.run();
+    signals.stop();
     vm.xen().stop_serving();
     pv_console.stop();
     serial->flush();
@@ -268,6 +318,10 @@ int main(int argc, char** argv) {
     return kExitHostError;
   }
 
+  if (signals.destroyed()) {
+    std::fprintf(stderr, "pvio-hv: domain destroyed by the toolstack\n");
+    return kExitDestroyed;
+  }
   switch (result.state) {
     case DomainState::kCrashed: {
       const std::string msg = "pvio-hv: " + result.message + "\n";

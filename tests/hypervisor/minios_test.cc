@@ -211,7 +211,14 @@ TEST_F(MiniOsTest, BlkfrontWritesAreReadBackAndOnDisk) {
   // Mini-OS prints its counters every 10 s of its time; the second print follows read-backs.
   ASSERT_TRUE(eventually([&] { return blk_counts(log(1), &reads, &writes) && reads > 0 && writes > 0; }, 90))
       << log(1);
+  // Counters on request (SIGUSR2) while it runs, then `pvio destroy` (SIGTERM): a clean stop.
+  const pid_t hv = static_cast<pid_t>(std::atoi(slurp(run_dir_ + "/domain-1.pid").c_str()));
+  ASSERT_GT(hv, 0);
+  ASSERT_EQ(::kill(hv, SIGUSR2), 0);
+  ASSERT_TRUE(log_has(1, "PVIO-HV-STATS")) << log(1);
+  EXPECT_NE(log(1).find("\"memory_op.add_to_physmap\":5"), std::string::npos) << log(1);
   ASSERT_EQ(pvio_cmd({"destroy", "1"}), 0) << out_;
+  ASSERT_TRUE(log_has(1, "pvio-hv: domain destroyed by the toolstack")) << log(1);
   const std::string text = log(1);
   EXPECT_EQ(text.find("got error code"), std::string::npos) << text;
   std::size_t bogus = 0;
