@@ -253,6 +253,44 @@ TEST_F(MiniOsTest, BlkfrontWritesAreReadBackAndOnDisk) {
   EXPECT_GT(written, 2u);
 }
 
+// control/shutdown = poweroff with blkfront connected: Mini-OS closes its frontend (Closing,
+// then Closed once the backend is Closed, then Initialising once the backend is back in
+// InitWait, its own shutdown_blkfront waits for each), pvio-blkback disconnects and unmaps,
+// pvio-hv exits 0. Mini-OS's scheduler is cooperative and its block test never yields while
+// the backend keeps up, so pvio-blkback is paused (SIGSTOP) until Mini-OS has acknowledged the
+// request: with its ring full the block thread sleeps and the xenstore and shutdown threads run.
+TEST_F(MiniOsTest, PoweroffClosesBlkfrontAndBlkbackReachesClosed) {
+  const std::string img = make_image(4u << 20);
+  ASSERT_EQ(pvio_cmd({"create", "--kernel", minios_blkwrite_, "--domid", "1", "--vbd",
+                      "768:" + img}), 0) << out_;
+  ASSERT_TRUE(log_has(1, "8192 sectors of 512 bytes")) << log(1);
+  const pid_t blkback = static_cast<pid_t>(std::atoi(slurp(run_dir_ + "/blkback.pid").c_str()));
+  ASSERT_GT(blkback, 0);
+  auto xs = xenstore();
+  ASSERT_NE(xs, nullptr);
+  ASSERT_EQ(xs->write("/local/domain/1/control/shutdown", "poweroff"), xs::XsError::None);
+  ASSERT_EQ(::kill(blkback, SIGSTOP), 0);
+  const bool acked = eventually([&] {
+    auto r = xs->read("/local/domain/1/control/shutdown");
+    return r.ok() && r.value.empty();
+  });
+  ASSERT_EQ(::kill(blkback, SIGCONT), 0);
+  ASSERT_TRUE(acked) << log(1);
+  ASSERT_TRUE(log_has(1, "pvio-hv: guest powered off (code 0)")) << log(1);
+  const std::string text = log(1);
+  EXPECT_NE(text.find("close blk: backend=/local/domain/0/backend/vbd/1/768"), std::string::npos) << text;
+  EXPECT_EQ(text.find("shutdown_blkfront: error"), std::string::npos) << text;
+  EXPECT_EQ(text.find("got error code"), std::string::npos) << text;
+  EXPECT_TRUE(eventually([&] {
+    return slurp(run_dir_ + "/blkback.log").find("vbd /local/domain/0/backend/vbd/1/768: disconnected") !=
+           std::string::npos;
+  })) << slurp(run_dir_ + "/blkback.log");
+  // Back in InitWait for a next frontend, as Linux's blkback does after Closed.
+  auto be = xs->read("/local/domain/0/backend/vbd/1/768/state");
+  ASSERT_TRUE(be.ok());
+  EXPECT_EQ(be.value, "2");
+}
+
 // pvio-blkback dies (-9) while Mini-OS's block test runs. Mini-OS has no reconnect logic: its
 // requests stay outstanding on the ring. pvio-hv must keep running, a restarted blkback must
 // not crash on the orphaned device, and a new domain gets a working disk.
