@@ -18,6 +18,7 @@
 #include "../tests/blkback/blkback_datapath_guest.h"
 #include "pvio/blkback/blkback.h"
 
+#include "bench_file.h"
 #include "bench_main.h"
 
 namespace {
@@ -30,30 +31,11 @@ using pvio::blkback::test::TestGuest;
 constexpr std::uint64_t kFileSize = 64 << 20;
 constexpr domid_t kDomid = 3;
 
-class BenchFile {
- public:
-  BenchFile() {
-    std::string tmpl = (std::filesystem::temp_directory_path() / "pvio-blkdp-XXXXXX").string();
-    const int fd = ::mkstemp(tmpl.data());
-    if (fd < 0) throw std::runtime_error("mkstemp");
-    path_ = tmpl;
-    std::vector<std::uint8_t> chunk(1 << 20, 0x5A);
-    for (std::uint64_t off = 0; off < kFileSize; off += chunk.size())
-      if (::pwrite(fd, chunk.data(), chunk.size(), static_cast<off_t>(off)) < 0)
-        throw std::runtime_error("pwrite");
-    ::fsync(fd);
-    ::close(fd);
-  }
-  ~BenchFile() { ::unlink(path_.c_str()); }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
-
-BenchFile& bench_file() {
-  static BenchFile f;
-  return f;
+const pvio::bench::BenchFile& bench_file() {
+  static const pvio::bench::BenchFile file(
+      "pvio-blkdp", kFileSize,
+      [](std::vector<std::uint8_t>& chunk, std::uint64_t) { chunk.assign(chunk.size(), 0x5A); });
+  return file;
 }
 
 // Guest side: `depth` requests kept in flight, each one 4 KiB segment on its own granted page.
@@ -167,23 +149,15 @@ BENCHMARK(BM_UringRing)->Name("uring/ring_mapped_qd32")->UseRealTime()->MinTime(
 BENCHMARK(BM_UringRingPersistent)->Name("uring/ring_persistent_qd32")->UseRealTime()->MinTime(1.0);
 BENCHMARK(BM_UringDirect)->Name("uring/direct_qd32")->UseRealTime()->MinTime(1.0);
 
-// Console output, then requests/s per run and the ratio to the direct run of the same engine.
-class RatioReporter : public benchmark::ConsoleReporter {
- public:
-  void ReportRuns(const std::vector<Run>& runs) override {
-    ConsoleReporter::ReportRuns(runs);
-    for (const Run& r : runs) {
-      if (r.error_occurred) continue;
-      // With --benchmark_repetitions: the median stands for the runs.
-      if (r.run_type == Run::RT_Aggregate && r.aggregate_name != "median") continue;
-      auto it = r.counters.find("items_per_second");
-      if (it == r.counters.end()) continue;
-      const std::string name = r.run_name.function_name;
-      rates_[name.substr(0, name.find('/'))][name.substr(name.find('/') + 1)] = it->second.value;
-    }
+// Requests/s per run and the ratio to the direct run of the same engine.
+class DatapathRatios final : public pvio::bench::RatioReporter {
+  void collect(const Run& r) override {
+    auto it = r.counters.find("items_per_second");
+    if (it == r.counters.end()) return;
+    const std::string name = r.run_name.function_name;
+    rates_[name.substr(0, name.find('/'))][name.substr(name.find('/') + 1)] = it->second.value;
   }
-  void Finalize() override {
-    ConsoleReporter::Finalize();
+  void print_ratios() override {
     std::printf("\n%-8s %-32s %14s %14s %8s\n", "engine", "path", "req/s", "direct req/s",
                 "ratio");
     for (auto& [engine, m] : rates_) {
@@ -197,12 +171,11 @@ class RatioReporter : public benchmark::ConsoleReporter {
     }
   }
 
- private:
   std::map<std::string, std::map<std::string, double>> rates_;
 };
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  return pvio::bench::run_benchmarks<RatioReporter>(argc, argv);
+  return pvio::bench::run_benchmarks<DatapathRatios>(argc, argv);
 }

@@ -20,6 +20,8 @@
 
 #include "pvio/blkback/io_engine.h"
 
+#include "bench_file.h"
+
 namespace {
 
 using namespace pvio::blkback;
@@ -27,33 +29,12 @@ using namespace pvio::blkback;
 constexpr std::uint64_t kFileSize = 256 << 20;
 
 // The backing file: created and filled once, removed at exit.
-class BenchFile {
- public:
-  BenchFile() {
-    std::string tmpl = (std::filesystem::temp_directory_path() / "pvio-blkbench-XXXXXX").string();
-    const int fd = ::mkstemp(tmpl.data());
-    if (fd < 0) throw std::runtime_error("mkstemp failed");
-    path_ = tmpl;
-    std::vector<std::uint8_t> chunk(1 << 20);
-    for (std::uint64_t off = 0; off < kFileSize; off += chunk.size()) {
-      for (std::size_t i = 0; i < chunk.size(); ++i)
-        chunk[i] = static_cast<std::uint8_t>((off + i) * 2654435761u >> 24);
-      if (::pwrite(fd, chunk.data(), chunk.size(), static_cast<off_t>(off)) !=
-          static_cast<ssize_t>(chunk.size()))
-        throw std::runtime_error("filling the benchmark file failed");
-    }
-    ::fsync(fd);
-    ::close(fd);
-  }
-  ~BenchFile() { ::unlink(path_.c_str()); }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
-
-const BenchFile& bench_file() {
-  static BenchFile file;
+const pvio::bench::BenchFile& bench_file() {
+  static const pvio::bench::BenchFile file(
+      "pvio-blkbench", kFileSize, [](std::vector<std::uint8_t>& chunk, std::uint64_t off) {
+        for (std::size_t i = 0; i < chunk.size(); ++i)
+          chunk[i] = static_cast<std::uint8_t>((off + i) * 2654435761u >> 24);
+      });
   return file;
 }
 

@@ -34,6 +34,7 @@
 
 #include "pvio/blkfront_user/device.h"
 #include "pvio/domain/domain.h"
+#include "pvio/test/temp_dir.h"
 #include "pvio/xenstore/client.h"
 
 namespace {
@@ -279,9 +280,8 @@ int main(int argc, char** argv) {
     }
   }
   spdlog::set_level(spdlog::level::warn);
-  std::string tmpl = (std::filesystem::temp_directory_path() / "pvio-blk-pv-bench-XXXXXX").string();
-  if (::mkdtemp(tmpl.data()) == nullptr) return 1;
-  const std::string dir = tmpl;
+  const std::string dir = pvio::test::make_temp_dir("pvio-blk-pv-bench");
+  if (dir.empty()) return 1;
   ::setenv("PVIO_RUN_DIR", dir.c_str(), 1);
   ::unsetenv("XENSTORED_PATH");
   ::setenv("PVIO_XENSTORED", PVIO_XENSTORED, 1);
@@ -381,6 +381,6 @@ int main(int argc, char** argv) {
   }
   js << "\n]}\n";
   std::printf("JSON: %s\n", json_path.c_str());
-  std::filesystem::remove_all(dir);
+  pvio::test::remove_temp_dir(dir);
   return 0;
 }

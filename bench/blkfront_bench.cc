@@ -125,7 +125,7 @@ void BM_BareRingAndGrants(benchmark::State& state) {
   const auto t0 = std::chrono::steady_clock::now();
   for (auto _ : state) {
     for (int i = 0; i < kDepth; ++i) {
-      refs[i] = rig.dom.grants->grant_access(0, rig.pages[i].gfn, false);
+      refs[i] = rig.dom.grants().grant_access(0, rig.pages[i].gfn, false);
       blkif::blkif_request* req = fr.next_request();
       req->operation = blkif::kOpRead;
       req->nr_segments = 1;
@@ -150,7 +150,7 @@ void BM_BareRingAndGrants(benchmark::State& state) {
     for (std::uint32_t i = 0; i < rc.count; ++i) {
       blkif::blkif_response rsp;
       fr.consume_response(rsp);
-      rig.dom.grants->end_access(refs[rsp.id % kDepth]);
+      rig.dom.grants().end_access(refs[rsp.id % kDepth]);
     }
     fr.final_check_for_responses();
     n += kDepth;

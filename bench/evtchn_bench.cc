@@ -127,30 +127,23 @@ void BM_RawEventfdPingPong(benchmark::State& state) {
 BENCHMARK(BM_EventChannelPingPong)->Name("pingpong/evtchn")->UseRealTime();
 BENCHMARK(BM_RawEventfdPingPong)->Name("pingpong/eventfd")->UseRealTime();
 
-class RatioReporter : public benchmark::ConsoleReporter {
- public:
-  void ReportRuns(const std::vector<Run>& runs) override {
-    ConsoleReporter::ReportRuns(runs);
-    for (const Run& r : runs) {
-      if (r.error_occurred) continue;
-      if (r.run_type == Run::RT_Aggregate && r.aggregate_name != "median") continue;
-      auto it = r.counters.find("rtt_ns");
-      if (it != r.counters.end()) rtt_[r.run_name.function_name] = it->second.value;
-    }
+// The closing line: both round-trip latencies and their ratio.
+class PingPongRatio final : public pvio::bench::RatioReporter {
+  void collect(const Run& r) override {
+    auto it = r.counters.find("rtt_ns");
+    if (it != r.counters.end()) rtt_[r.run_name.function_name] = it->second.value;
   }
-  void Finalize() override {
-    ConsoleReporter::Finalize();
+  void print_ratios() override {
     const double e = rtt_["pingpong/evtchn"], f = rtt_["pingpong/eventfd"];
     std::printf("\nround trip across two processes: evtchn %.0f ns, raw eventfd %.0f ns, "
                 "evtchn/eventfd %.2f\n", e, f, f > 0 ? e / f : 0.0);
   }
 
- private:
   std::map<std::string, double> rtt_;
 };
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  return pvio::bench::run_benchmarks<RatioReporter>(argc, argv);
+  return pvio::bench::run_benchmarks<PingPongRatio>(argc, argv);
 }

@@ -220,26 +220,18 @@ void BM_PersistentVsMap(benchmark::State& state) {
 
 BENCHMARK(BM_PersistentVsMap)->ArgNames({"grefs"})->Arg(kBatch)->Arg(kMaxRefs);
 
-// Console output as usual, plus a closing table of bytes/s and ratios.
-class RatioReporter : public benchmark::ConsoleReporter {
- public:
-  void ReportRuns(const std::vector<Run>& runs) override {
-    ConsoleReporter::ReportRuns(runs);
-    for (const Run& r : runs) {
-      if (r.error_occurred) continue;
-      if (r.run_type == Run::RT_Aggregate && r.aggregate_name != "median") continue;
-      if (r.counters.count("cache_ops")) {
-        map_rows_[r.report_label] = {r.counters.at("cache_ops").value,
-                                     r.counters.at("map_ops").value, r.counters.at("ratio").value};
-        continue;
-      }
-      rows_[r.report_label] = {r.counters.at("grant_Bps").value,
-                               r.counters.at("memcpy_Bps").value,
-                               r.counters.at("ratio").value};
+// A closing table of bytes/s and ratios, and one of segments/s for the persistent cache.
+class CopyRatios final : public pvio::bench::RatioReporter {
+  void collect(const Run& r) override {
+    if (r.counters.count("cache_ops")) {
+      map_rows_[r.report_label] = {r.counters.at("cache_ops").value,
+                                   r.counters.at("map_ops").value, r.counters.at("ratio").value};
+      return;
     }
+    rows_[r.report_label] = {r.counters.at("grant_Bps").value,
+                             r.counters.at("memcpy_Bps").value, r.counters.at("ratio").value};
   }
-  void Finalize() override {
-    ConsoleReporter::Finalize();
+  void print_ratios() override {
     std::printf("\n%-27s %14s %14s %8s\n", "copy", "grant GB/s", "memcpy GB/s", "ratio");
     for (auto& [label, v] : rows_)
       std::printf("%-27s %14.2f %14.2f %8.3f\n", label.c_str(), v[0] / 1e9, v[1] / 1e9, v[2]);
@@ -249,7 +241,6 @@ class RatioReporter : public benchmark::ConsoleReporter {
       std::printf("%-27s %14.2f %14.2f %8.3f\n", label.c_str(), v[0] / 1e6, v[1] / 1e6, v[2]);
   }
 
- private:
   std::map<std::string, std::array<double, 3>> rows_;
   std::map<std::string, std::array<double, 3>> map_rows_;
 };
@@ -257,5 +248,5 @@ class RatioReporter : public benchmark::ConsoleReporter {
 }  // namespace
 
 int main(int argc, char** argv) {
-  return pvio::bench::run_benchmarks<RatioReporter>(argc, argv);
+  return pvio::bench::run_benchmarks<CopyRatios>(argc, argv);
 }

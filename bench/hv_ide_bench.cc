@@ -15,32 +15,19 @@
 
 #include <benchmark/benchmark.h>
 
+#include "pvio/guest/result_line.h"
 #include "pvio/hypervisor/vm.h"
+#include "pvio/test/temp_dir.h"
 
 namespace {
 
 constexpr std::uint64_t kDiskBytes = 64ull << 20;
 constexpr int kOps = 2000;
 
+using pvio::guest::report_field;
+using pvio::guest::slurp;
+
 std::string g_dir, g_disk;
-
-long long json_field(const std::string& text, const std::string& prefix, const std::string& key) {
-  const auto at = text.find(prefix);
-  if (at == std::string::npos) return -1;
-  const auto k = text.find("\"" + key + "\":", at);
-  return k == std::string::npos ? -1 : std::atoll(text.c_str() + k + key.size() + 3);
-}
-
-std::string slurp(const std::string& path) {
-  std::string s;
-  if (FILE* f = std::fopen(path.c_str(), "r")) {
-    char buf[4096];
-    std::size_t n;
-    while ((n = std::fread(buf, 1, sizeof(buf), f)) > 0) s.append(buf, n);
-    std::fclose(f);
-  }
-  return s;
-}
 
 struct GuestRun {
   long long ops = -1, iops = -1, p50 = -1, p99 = -1, errors = -1, ide_exits = -1;
@@ -55,12 +42,12 @@ GuestRun run_guest(const std::string& xfer, int count) {
   GuestRun r;
   if (std::system(cmd.c_str()) != 0) return r;
   const std::string out = slurp(log), stats = slurp(err);
-  r.ops = json_field(out, "PVIO-RESULT", "ops");
-  r.iops = json_field(out, "PVIO-RESULT", "iops");
-  r.p50 = json_field(out, "PVIO-RESULT", "p50_ns");
-  r.p99 = json_field(out, "PVIO-RESULT", "p99_ns");
-  r.errors = json_field(out, "PVIO-RESULT", "errors");
-  r.ide_exits = json_field(stats, "\"ide\":{", "pio_exits");
+  r.ops = report_field(out, "PVIO-RESULT", "ops");
+  r.iops = report_field(out, "PVIO-RESULT", "iops");
+  r.p50 = report_field(out, "PVIO-RESULT", "p50_ns");
+  r.p99 = report_field(out, "PVIO-RESULT", "p99_ns");
+  r.errors = report_field(out, "PVIO-RESULT", "errors");
+  r.ide_exits = report_field(stats, "\"ide\":{", "pio_exits");
   return r;
 }
 
@@ -113,10 +100,8 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "hv_ide_bench: %s\n", why.c_str());
     return 0;
   }
-  const char* tmp = std::getenv("TMPDIR");
-  std::string tmpl = std::string(tmp ? tmp : "/tmp") + "/pvio-hv-bench-XXXXXX";
-  if (!::mkdtemp(tmpl.data())) return 1;
-  g_dir = tmpl;
+  g_dir = pvio::test::make_temp_dir("pvio-hv-bench");
+  if (g_dir.empty()) return 1;
   g_disk = g_dir + "/disk.img";
   {
     const int fd = ::open(g_disk.c_str(), O_RDWR | O_CREAT, 0644);
@@ -134,6 +119,6 @@ int main(int argc, char** argv) {
     std::printf("  guest IDE PIO on pvio-hv            %10.0f  %.5f\n", g_iops[0], g_iops[0] / g_native_iops);
     std::printf("  guest IDE DMA on pvio-hv            %10.0f  %.5f\n", g_iops[1], g_iops[1] / g_native_iops);
   }
-  std::system(("rm -rf '" + g_dir + "'").c_str());
+  pvio::test::remove_temp_dir(g_dir);
   return 0;
 }

@@ -297,24 +297,16 @@ BENCHMARK_TEMPLATE(BM_RingRoundTrip, RteRing<DenseRsp>)
 BENCHMARK_TEMPLATE(BM_RingRoundTrip, RteRing<SlotSizedRsp>)
     ->Name("ring/rte_ring_slot112")->Arg(1)->Arg(32)->UseRealTime();
 
-// Console output as usual, plus a closing table of requests/s and ratios.
-class RatioReporter : public benchmark::ConsoleReporter {
- public:
-  void ReportRuns(const std::vector<Run>& runs) override {
-    ConsoleReporter::ReportRuns(runs);
-    for (const Run& r : runs) {
-      if (r.error_occurred) continue;
-      // Keep the median when repetitions are used, the single run otherwise.
-      if (r.run_type == Run::RT_Aggregate && r.aggregate_name != "median") continue;
-      auto it = r.counters.find("items_per_second");
-      if (it == r.counters.end()) continue;
-      std::string name = r.run_name.function_name;          // ring/pvio
-      std::string arg = r.run_name.args;                     // 32
-      rates_[arg][name.substr(name.find('/') + 1)] = it->second.value;
-    }
+// A closing table of requests/s and ratios per batch size.
+class RingRatios final : public pvio::bench::RatioReporter {
+  void collect(const Run& r) override {
+    auto it = r.counters.find("items_per_second");
+    if (it == r.counters.end()) return;
+    std::string name = r.run_name.function_name;          // ring/pvio
+    std::string arg = r.run_name.args;                     // 32
+    rates_[arg][name.substr(name.find('/') + 1)] = it->second.value;
   }
-  void Finalize() override {
-    ConsoleReporter::Finalize();
+  void print_ratios() override {
     std::printf("\n%-6s %14s %14s %14s %14s %9s %9s %9s\n", "batch", "pvio req/s",
                 "xen req/s", "rte_ring req/s", "rte_slot112", "pvio/xen", "pvio/rte",
                 "pvio/r112");
@@ -326,12 +318,11 @@ class RatioReporter : public benchmark::ConsoleReporter {
     }
   }
 
- private:
   std::map<std::string, std::map<std::string, double>> rates_;
 };
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  return pvio::bench::run_benchmarks<RatioReporter>(argc, argv);
+  return pvio::bench::run_benchmarks<RingRatios>(argc, argv);
 }

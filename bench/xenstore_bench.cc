@@ -20,6 +20,8 @@
 
 #include "pvio/domain/domain.h"
 #include "pvio/event_channel/notifier.h"
+#include "pvio/test/temp_dir.h"
+#include "pvio/test/wait_until.h"
 #include "pvio/xenstore/client.h"
 #include "pvio/xenstore/guest_client.h"
 #include "pvio/xenstore/ring_transport.h"
@@ -42,10 +44,10 @@ std::map<std::string, double> g_ns;  // ns per op of each benchmark's last run
 
 struct DaemonProcess {
   DaemonProcess() {
-    dir = (std::filesystem::temp_directory_path() / "pvio-xsbench-XXXXXX").string();
-    if (!mkdtemp(dir.data())) std::abort();
+    dir = pvio::test::make_temp_dir("pvio-xsbench");
+    if (dir.empty()) std::abort();
     sock = dir + "/socket";
-    // The daemon finds guest domains' control sockets here (domain::default_socket_path).
+    // The daemon finds guest domains' control sockets here (control::domain_socket_path).
     setenv("PVIO_RUN_DIR", dir.c_str(), 1);
     pid = fork();
     if (pid == 0) {
@@ -53,18 +55,14 @@ struct DaemonProcess {
             "--log-level", "warn", static_cast<char*>(nullptr));
       _exit(127);
     }
-    for (int i = 0; i < 500 && !client; ++i) {
-      client = Client::connect(sock);
-      if (!client) std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
+    pvio::test::wait_until([&] { return (client = Client::connect(sock)) != nullptr; }, 5000);
     if (!client) std::abort();
   }
   ~DaemonProcess() {
     client.reset();
     kill(pid, SIGTERM);
     waitpid(pid, nullptr, 0);
-    std::error_code ec;
-    std::filesystem::remove_all(dir, ec);
+    pvio::test::remove_temp_dir(dir);
   }
   std::string dir, sock;
   pid_t pid;

@@ -143,6 +143,9 @@ class Queue {
   // Maps the data grants of the slots in `idxs` in one batch; refused slots are answered.
   void map_batch(std::span<const std::uint32_t> idxs, std::vector<std::uint32_t>& mapped);
   void unmap(Slot& s);
+  // A grant of slot `idx` failed to map: the request is answered with an error and the slot
+  // released, its other grants unmapped unaccessed.
+  void refuse_mapping(std::uint32_t idx);
   IoRequest io_for(std::uint32_t idx);
   void submit(std::span<const IoRequest> reqs);
   void respond(std::uint64_t id, std::uint8_t op, std::int16_t status);
@@ -421,10 +424,7 @@ void Queue::map_batch(std::span<const std::uint32_t> idxs, std::vector<std::uint
         ++s.nr_mapped;
       }
       if (!ok) {
-        unmap(s);
-        grant_errors_.add();
-        respond(s.req.id, s.req.operation, blkif::kRspError);
-        release(idx);
+        refuse_mapping(idx);
         continue;
       }
       for (std::uint32_t i = 0; i < s.req.nr_segments; ++i)
@@ -459,15 +459,19 @@ void Queue::map_batch(std::span<const std::uint32_t> idxs, std::vector<std::uint
       s.iov[i] = iovec{m.host_addr + s.req.seg[i].offset, s.req.seg[i].length};
     }
     if (!ok) {
-      // A grant that fails to map is never accessed: answer the request, release the rest.
-      unmap(s);
-      grant_errors_.add();
-      respond(s.req.id, s.req.operation, blkif::kRspError);
-      release(idx);
+      refuse_mapping(idx);
       continue;
     }
     mapped.push_back(idx);
   }
+}
+
+void Queue::refuse_mapping(std::uint32_t idx) {
+  Slot& s = slots_[idx];
+  unmap(s);
+  grant_errors_.add();
+  respond(s.req.id, s.req.operation, blkif::kRspError);
+  release(idx);
 }
 
 void Queue::unmap(Slot& s) {

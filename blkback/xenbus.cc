@@ -11,7 +11,7 @@
 
 #include "pvio/blkback/blkback.h"
 #include "pvio/control/client.h"
-#include "pvio/domain/domain.h"
+#include "pvio/control/run_dir.h"
 #include "pvio/xenstore/client.h"
 #include "pvio/xenstore/xenbus_client.h"
 
@@ -220,7 +220,7 @@ bool Vbd::connect() {
   if (engine.empty()) engine = opts_.engine;
 
   const std::string sock = opts_.domain_socket ? opts_.domain_socket(domid_)
-                                               : domain::default_socket_path(domid_);
+                                               : control::domain_socket_path(domid_);
   if (const int rc = control::ControlClient::attach(sock, domid_, &ctl_); rc != 0) {
     fail("cannot attach to domain " + std::to_string(domid_) + " at " + sock + ": " +
          std::to_string(rc));

@@ -7,9 +7,9 @@
 #include <unistd.h>
 
 #include <cerrno>
-#include <cstdlib>
 #include <cstring>
 
+#include "pvio/control/run_dir.h"
 #include "pvio/event_channel/two_level.h"
 
 namespace pvio::domain {
@@ -27,18 +27,6 @@ int make_dirs(const std::string& dir) {
   return 0;
 }
 }  // namespace
-
-std::string default_socket_path(domid_t domid) {
-  std::string dir;
-  if (const char* r = std::getenv("PVIO_RUN_DIR"); r != nullptr && *r != '\0') {
-    dir = r;
-  } else if (const char* x = std::getenv("XDG_RUNTIME_DIR"); x != nullptr && *x != '\0') {
-    dir = std::string(x) + "/pvio";
-  } else {
-    dir = "/run/pvio";
-  }
-  return dir + "/domain-" + std::to_string(domid) + ".sock";
-}
 
 int Domain::create(const DomainConfig& cfg, std::unique_ptr<Domain>* out) {
   if (cfg.domid == 0 || cfg.domid >= control::kDomidFirstReserved) return -EINVAL;
@@ -91,13 +79,14 @@ int Domain::create(const DomainConfig& cfg, std::unique_ptr<Domain>* out) {
   if (xs.rc != 0) return xs.rc;
   d->xenstore_port_ = xs.port;
 
-  const std::string path = cfg.socket_path.empty() ? default_socket_path(cfg.domid)
+  const std::string path = cfg.socket_path.empty() ? control::domain_socket_path(cfg.domid)
                                                    : cfg.socket_path;
   if (const auto slash = path.rfind('/'); slash != std::string::npos && slash > 0) {
     if (int rc = make_dirs(path.substr(0, slash)); rc != 0) return rc;
   }
-  control::ControlBackend& backend = *d;
-  d->server_ = std::make_unique<control::ControlServer>(backend);
+  d->dom0_ports_ = std::make_unique<control::Dom0Ports>(d->mu_, *d->ports_,
+                                                        [dp = d.get()] { return dp->describe(); });
+  d->server_ = std::make_unique<control::ControlServer>(*d->dom0_ports_);
   if (int rc = d->server_->listen(path); rc != 0) return rc;
 
   const std::pair<int, std::uint64_t> watch[] = {
@@ -119,7 +108,7 @@ Domain::~Domain() {
   server_.reset();
   {
     std::lock_guard lk(mu_);
-    clients_.clear();
+    dom0_ports_.reset();
     ports_.reset();
   }
   if (mem_ != nullptr) ::munmap(mem_, memory_bytes_);
@@ -174,7 +163,7 @@ int Domain::status(evtchn_port_t port, evtchn::ChannelStatus* out) const {
 
 std::size_t Domain::attached_clients() const {
   std::lock_guard lk(mu_);
-  return clients_.size();
+  return dom0_ports_->size();
 }
 
 void Domain::stop() { evtchn::eventfd_signal(stop_fd_.get()); }
@@ -231,49 +220,6 @@ control::DomainDescription Domain::describe() {
   d.xenstore_gfn = kXenstoreGfn;
   d.xenstore_port = xenstore_port_;
   return d;
-}
-
-void Domain::client_attached(control::ClientId id) {
-  std::lock_guard lk(mu_);
-  Dom0Client& c = clients_[id];
-  c.table = std::make_unique<evtchn::PortTable>(0, nullptr, &c.doorbell);
-}
-
-control::BindResult Domain::bind_interdomain(control::ClientId id, evtchn_port_t remote_port) {
-  std::lock_guard lk(mu_);
-  auto it = clients_.find(id);
-  if (it == clients_.end()) return {-ENOTCONN, 0, -1};
-  Dom0Client& c = it->second;
-  control::UniqueFd kick(evtchn::eventfd_create(false));
-  if (!kick) return {-EMFILE, 0, -1};
-  const evtchn::PortResult r = evtchn::PortTable::bind_interdomain(*c.table, *ports_, remote_port);
-  if (r.rc != 0) return {r.rc, 0, -1};
-  if (c.kicks.size() <= r.port) c.kicks.resize(r.port + 1);
-  c.doorbell.set(r.port, kick.get());
-  c.kicks[r.port] = std::move(kick);
-  // Xen sets the new local port pending on bind so an event sent on the unbound port before
-  // is not lost; here that is one kick.
-  c.doorbell.notify(r.port);
-  return {0, r.port, c.kicks[r.port].get()};
-}
-
-int Domain::unbind(control::ClientId id, evtchn_port_t local_port) {
-  std::lock_guard lk(mu_);
-  auto it = clients_.find(id);
-  if (it == clients_.end()) return -ENOTCONN;
-  Dom0Client& c = it->second;
-  if (c.table->state(local_port) != evtchn::ChannelState::Interdomain) return -EINVAL;
-  const int rc = c.table->close(local_port);
-  if (rc == 0) {
-    c.doorbell.set(local_port, -1);
-    c.kicks[local_port].reset();
-  }
-  return rc;
-}
-
-void Domain::client_gone(control::ClientId id) {
-  std::lock_guard lk(mu_);
-  clients_.erase(id);  // the table's destructor returns the guest's ports to unbound
 }
 
 }  // namespace pvio::domain

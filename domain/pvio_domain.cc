@@ -1,9 +1,13 @@
 // pvio-domain: runs one user-mode guest domain (memory, shared pages, event channels) and
 // serves the domain control protocol until SIGINT/SIGTERM. With --vbd it runs blkfront for
 // device/vbd/DEVID and, with --fuse, exposes that PV disk as MOUNTPOINT/disk until unmounted.
+// With --vif it runs netfront for device/vif/DEVID and exposes that PV NIC on the host as the
+// TAP interface NAME (default pvnet<domid>.<devid>).
 //
 //   pvio-domain --domid N [--memory-mib M] [--grant-frames G] [--socket PATH]
-//               [--vbd DEVID [--fuse MOUNTPOINT] [--xenstore-socket PATH]]
+//               [--vbd DEVID [--fuse MOUNTPOINT] | --vif DEVID [--tap NAME] [--vif-queues Q]]
+//               [--xenstore-socket PATH]
+// One PV device per process: each binding owns the guest's xenstore ring.
 // The guest reaches xenstore over its ring page; --xenstore-socket uses pvio-xenstored's unix
 // socket instead (Dom0 rights), for daemons that do not serve guest rings.
 #include <spdlog/spdlog.h>
@@ -20,6 +24,7 @@
 #include "pvio/blkfront_user/fuse_disk.h"
 #include "pvio/domain/domain.h"
 #include "pvio/domain/xenstore_relay.h"
+#include "pvio/netfront_user/tap_nic.h"
 
 namespace {
 
@@ -35,7 +40,9 @@ int usage() {
   std::fprintf(stderr,
                "usage: pvio-domain --domid N [--memory-mib M] [--grant-frames G] "
                "[--socket PATH]\n"
-               "                   [--vbd DEVID [--fuse MOUNTPOINT] [--xenstore-socket PATH]]\n");
+               "                   [--vbd DEVID [--fuse MOUNTPOINT] | --vif DEVID [--tap NAME] "
+               "[--vif-queues Q]]\n"
+               "                   [--xenstore-socket PATH]\n");
   return 2;
 }
 
@@ -109,13 +116,55 @@ int run_with_vbd(pvio::domain::Domain& d, std::uint32_t devid, const std::string
   return rc != 0 ? rc : loop_rc;
 }
 
+// The domain loop on a thread; netfront for device/vif/<devid> on the NIC's thread, which
+// connects whenever the toolstack and the backend are ready and reconnects after a backend
+// restart; this thread waits for a signal.
+int run_with_vif(pvio::domain::Domain& d, const pvio::netfront::user::TapConfig& tc,
+                 const std::string& xenstore_socket) {
+  namespace bu = pvio::blkfront::user;
+  sigset_t sigs, old;
+  sigemptyset(&sigs);
+  for (int s : {SIGINT, SIGTERM, SIGHUP}) sigaddset(&sigs, s);
+  pthread_sigmask(SIG_BLOCK, &sigs, &old);
+  int loop_rc = 0;
+  std::thread loop([&] { loop_rc = d.run(); });
+  int rc = 0;
+  {
+    std::unique_ptr<bu::XenstoreAccess> xs = xenstore_socket.empty()
+                                                 ? bu::make_ring_xenstore(d)
+                                                 : bu::make_socket_xenstore(xenstore_socket,
+                                                                            d.domid());
+    std::unique_ptr<pvio::netfront::user::TapNic> nic;
+    if (!xs) {
+      spdlog::error("domain {}: cannot reach xenstore at {}", d.domid(), xenstore_socket);
+      rc = -EIO;
+    } else {
+      try {
+        nic = std::make_unique<pvio::netfront::user::TapNic>(d, std::move(xs), tc);
+        spdlog::info("domain {}: vif {} is TAP {}", d.domid(), tc.devid, nic->ifname());
+      } catch (const std::exception& e) {
+        spdlog::error("domain {}: vif {}: {}", d.domid(), tc.devid, e.what());
+        rc = -EIO;
+      }
+    }
+    pthread_sigmask(SIG_SETMASK, &old, nullptr);
+    while (rc == 0 && !g_stop_requested)
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    nic.reset();  // orderly close, TAP removed
+  }
+  d.stop();
+  loop.join();
+  return rc != 0 ? rc : loop_rc;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   pvio::domain::DomainConfig cfg;
   bool have_domid = false;
   std::string relay_path;  // the guest's xenstore ring as a host socket (tests, debugging)
-  std::uint64_t vbd = 0;
+  std::uint64_t vbd = 0, vif = ~0ull, vif_queues = 1;
+  std::string tap_name;
   std::string fuse_mountpoint, xenstore_socket;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
@@ -133,6 +182,11 @@ int main(int argc, char** argv) {
     } else if (a == "--xenstore-relay") {
       relay_path = argv[i + 1];
     } else if (a == "--vbd" && parse_u64(argv[i + 1], &vbd) && vbd > 0 && vbd <= 0xFFFFFFFFu) {
+    } else if (a == "--vif" && parse_u64(argv[i + 1], &vif) && vif <= 0xFFFFu) {
+    } else if (a == "--tap" && std::strlen(argv[i + 1]) > 0 && std::strlen(argv[i + 1]) < 16) {
+      tap_name = argv[i + 1];
+    } else if (a == "--vif-queues" && parse_u64(argv[i + 1], &vif_queues) && vif_queues > 0 &&
+               vif_queues <= 16) {
     } else if (a == "--fuse") {
       fuse_mountpoint = argv[i + 1];
     } else if (a == "--xenstore-socket") {
@@ -143,7 +197,10 @@ int main(int argc, char** argv) {
     ++i;
   }
   // The relay owns the xenstore port handler; blkfront needs the ring for itself.
-  if (!have_domid || (!fuse_mountpoint.empty() && vbd == 0) || (vbd != 0 && !relay_path.empty()))
+  const bool have_vif = vif != ~0ull;
+  if (!have_domid || (!fuse_mountpoint.empty() && vbd == 0) ||
+      ((vbd != 0 || have_vif) && !relay_path.empty()) || (vbd != 0 && have_vif) ||
+      (!have_vif && (!tap_name.empty() || vif_queues != 1)))
     return usage();
 
   // Handlers first: the socket is live as soon as the domain exists.
@@ -174,7 +231,13 @@ int main(int argc, char** argv) {
                pvio::domain::kSharedInfoGfn, d->xenstore_gfn(), d->xenstore_port(),
                d->grant_frame_gfns().size(), pvio::domain::kFirstGrantFrameGfn);
   int rc = 0;
-  if (vbd == 0) {
+  if (have_vif) {
+    pvio::netfront::user::TapConfig tc;
+    tc.devid = static_cast<std::uint32_t>(vif);
+    tc.ifname = tap_name;
+    tc.limits.max_queues = static_cast<std::uint32_t>(vif_queues);
+    rc = run_with_vif(*d, tc, xenstore_socket);
+  } else if (vbd == 0) {
     rc = d->run();
   } else {
     rc = run_with_vbd(*d, static_cast<std::uint32_t>(vbd), fuse_mountpoint, xenstore_socket);

@@ -19,6 +19,7 @@
 #include "pci.h"
 #include "pv_disk.h"
 #include "pvio/guest/pattern.h"
+#include "pvio/guest/rng.h"
 #include "xen.h"
 #include "xen_modes.h"
 
@@ -136,17 +137,6 @@ bool parse_cmdline(const char* cmdline, Options* o) {
   return true;
 }
 
-// xorshift64*: deterministic from the seed, so a verify pass can replay the LBA sequence.
-struct Rng {
-  uint64_t s;
-  explicit constexpr Rng(uint64_t seed) : s(seed ? seed : 0x9e3779b97f4a7c15ull) {}
-  uint64_t next() {
-    s ^= s >> 12;
-    s ^= s << 25;
-    s ^= s >> 27;
-    return s * 0x2545f4914f6cdd1dull;
-  }
-};
 
 void heapsort(uint64_t* a, uint64_t n) {
   auto sift = [a](uint64_t i, uint64_t len) {

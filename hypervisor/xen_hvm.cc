@@ -129,6 +129,13 @@ XenHvm::XenHvm(const XenHvmConfig& config, const GuestMemory& memory, std::uint8
       upcall_(reinterpret_cast<evtchn::shared_info*>(xen_pages), upcall_fd) {
   for (std::uint64_t p = 0; p < kXenPageCount; ++p) xen_page_gfn_[p] = xen_gfn(p);
   ports_ = std::make_unique<evtchn::PortTable>(domid_, shared_info_, &upcall_);
+  // The guest's doorbell write with a bound port signals the kick eventfd inside KVM. If KVM
+  // refuses, the write exits to us and doorbell() delivers through the same eventfd.
+  dom0_ports_ = std::make_unique<control::Dom0Ports>(
+      mu_, *ports_, [this] { return describe(); },
+      [this](evtchn_port_t guest_port, int kick_fd, bool assign) {
+        host_.set_doorbell(guest_port, kick_fd, assign);
+      });
   // As Xen's toolstack does at domain build: the store and console ports, unbound for Dom0.
   xenstore_port_ = ports_->alloc_unbound(0).port;
   console_port_ = ports_->alloc_unbound(0).port;
@@ -151,12 +158,7 @@ XenHvm::~XenHvm() {
     timer_thread_.join();
   }
   std::lock_guard lk(mu_);
-  for (auto& [id, c] : clients_) {
-    (void)id;
-    for (evtchn_port_t p = 1; p < c.kicks.size(); ++p)
-      if (c.kicks[p]) close_dom0_port(c, p);
-  }
-  clients_.clear();
+  dom0_ports_.reset();
   ports_.reset();
 }
 
@@ -434,15 +436,6 @@ std::int64_t XenHvm::grant_table_op(const HypercallArgs& call) {
 
 // ---- event_channel_op ----
 
-void XenHvm::close_dom0_port(Dom0Client& c, evtchn_port_t local_port) {
-  evtchn::ChannelStatus st;
-  if (c.table->status(local_port, &st) == 0 && st.status == evtchn::kEvtchnStatInterdomain)
-    host_.set_doorbell(st.remote_port, c.kicks[local_port].get(), false);
-  c.table->close(local_port);
-  c.doorbell.set(local_port, -1);
-  c.kicks[local_port].reset();
-}
-
 std::int64_t XenHvm::event_channel_op(const HypercallArgs& call) {
   const std::uint64_t cmd = call.arg[0], arg = call.arg[1];
   switch (cmd) {
@@ -502,15 +495,8 @@ std::int64_t XenHvm::event_channel_op(const HypercallArgs& call) {
       evtchn::ChannelStatus st;
       if (ports_->status(p.port, &st) == 0 && st.status == evtchn::kEvtchnStatInterdomain &&
           st.remote_dom == 0) {
-        for (auto& [id, c] : clients_) {
-          (void)id;
-          evtchn::ChannelStatus cs;
-          if (st.remote_port < c.kicks.size() && c.kicks[st.remote_port] &&
-              c.table->status(st.remote_port, &cs) == 0 && cs.remote_port == p.port) {
-            host_.set_doorbell(p.port, c.kicks[st.remote_port].get(), false);
-            break;
-          }
-        }
+        const int kick = dom0_ports_->kick_fd(st.remote_port, p.port);
+        if (kick >= 0) host_.set_doorbell(p.port, kick, false);
       }
       return ports_->close(p.port);
     }
@@ -781,58 +767,9 @@ control::DomainDescription XenHvm::describe() {
   return d;
 }
 
-void XenHvm::client_attached(control::ClientId id) {
-  std::lock_guard lk(mu_);
-  Dom0Client& c = clients_[id];
-  c.table = std::make_unique<evtchn::PortTable>(0, nullptr, &c.doorbell);
-}
-
-control::BindResult XenHvm::bind_interdomain(control::ClientId id, evtchn_port_t remote_port) {
-  std::lock_guard lk(mu_);
-  auto it = clients_.find(id);
-  if (it == clients_.end()) return {-ENOTCONN, 0, -1};
-  Dom0Client& c = it->second;
-  control::UniqueFd kick(evtchn::eventfd_create(false));
-  if (!kick) return {-EMFILE, 0, -1};
-  const evtchn::PortResult r = evtchn::PortTable::bind_interdomain(*c.table, *ports_, remote_port);
-  if (r.rc != 0) return {r.rc, 0, -1};
-  if (c.kicks.size() <= r.port) c.kicks.resize(r.port + 1);
-  c.doorbell.set(r.port, kick.get());
-  // The guest's doorbell write with this port now signals the kick eventfd inside KVM. If
-  // KVM refuses, the write exits to us and doorbell() delivers through the same eventfd.
-  host_.set_doorbell(remote_port, kick.get(), true);
-  c.kicks[r.port] = std::move(kick);
-  // Xen marks the new local port pending on bind so an event sent before is not lost.
-  c.doorbell.notify(r.port);
-  return {0, r.port, c.kicks[r.port].get()};
-}
-
-int XenHvm::unbind(control::ClientId id, evtchn_port_t local_port) {
-  std::lock_guard lk(mu_);
-  auto it = clients_.find(id);
-  if (it == clients_.end()) return -ENOTCONN;
-  Dom0Client& c = it->second;
-  if (c.table->state(local_port) != evtchn::ChannelState::Interdomain ||
-      local_port >= c.kicks.size() || !c.kicks[local_port])
-    return -EINVAL;
-  close_dom0_port(c, local_port);
-  return 0;
-}
-
-void XenHvm::client_gone(control::ClientId id) {
-  std::lock_guard lk(mu_);
-  auto it = clients_.find(id);
-  if (it == clients_.end()) return;
-  Dom0Client& c = it->second;
-  for (evtchn_port_t p = 1; p < c.kicks.size(); ++p)
-    if (c.kicks[p]) close_dom0_port(c, p);
-  clients_.erase(it);  // the table's destructor returns remaining guest ports to unbound
-}
-
 int XenHvm::serve(const std::string& socket_path) {
   if (server_) return -EBUSY;
-  control::ControlBackend& backend = *this;
-  auto server = std::make_unique<control::ControlServer>(backend);
+  auto server = std::make_unique<control::ControlServer>(*dom0_ports_);
   if (const int rc = server->listen(socket_path); rc != 0) return rc;
   stop_fd_.reset(evtchn::eventfd_create(true));
   if (!stop_fd_) return -EMFILE;

@@ -25,13 +25,13 @@
 #include <string>
 #include <vector>
 
+#include "pvio/control/run_dir.h"
 #include "pvio/hypervisor/devices/debug_exit.h"
 #include "pvio/hypervisor/devices/ide.h"
 #include "pvio/hypervisor/devices/serial.h"
 #include "pvio/hypervisor/devices/xen_console.h"
 #include "pvio/hypervisor/devices/xen_platform.h"
 #include "pvio/hv_abi/boot_info.h"
-#include "pvio/domain/domain.h"
 #include "pvio/hypervisor/vm.h"
 
 namespace {
@@ -277,7 +277,7 @@ int main(int argc, char** argv) {
     pci->add(2, 0, make_xen_platform_device(), &vm.bus());
     vm.set_console([serial](const char* p, std::size_t n) { serial->write_console(p, n); });
     if (serve) {
-      if (control_path.empty()) control_path = pvio::domain::default_socket_path(config.domid);
+      if (control_path.empty()) control_path = pvio::control::domain_socket_path(config.domid);
       if (const auto slash = control_path.rfind('/'); slash != std::string::npos && slash > 0)
         ::mkdir(control_path.substr(0, slash).c_str(), 0700);
       if (const int rc = vm.xen().serve(control_path); rc != 0) {

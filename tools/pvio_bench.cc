@@ -22,13 +22,18 @@
 #include <thread>
 
 #include "pvio/control/client.h"
-#include "pvio/domain/domain.h"
+#include "pvio/control/run_dir.h"
 #include "pvio/guest/pattern.h"
+#include "pvio/guest/result_line.h"
+#include "pvio/guest/rng.h"
 #include "pvio_cli.h"
 
 namespace pvio::cli {
 namespace {
 
+using guest::json_number;
+using guest::report_line;
+using guest::slurp;
 using xs::XsError;
 
 constexpr std::uint32_t kXvda = 51712;  // (202 << 8) | (0 << 4)
@@ -57,26 +62,6 @@ struct Result {
   double iops() const { return elapsed_ns ? ops * 1e9 / static_cast<double>(elapsed_ns) : 0; }
   double mbps() const { return elapsed_ns ? bytes * 1e3 / static_cast<double>(elapsed_ns) : 0; }
 };
-
-std::string slurp(const std::string& path) {
-  std::ifstream f(path);
-  std::stringstream s;
-  s << f.rdbuf();
-  return s.str();
-}
-
-// The first line starting with `prefix` in `text`, or "".
-std::string line_with(const std::string& text, const std::string& prefix) {
-  const auto p = text.find(prefix);
-  if (p == std::string::npos) return "";
-  return text.substr(p, text.find('\n', p) - p);
-}
-// The number after "key": in `json` from position `from`, or -1.
-long long num(const std::string& json, const std::string& key, std::size_t from = 0) {
-  const auto k = json.find("\"" + key + "\":", from);
-  if (k == std::string::npos) return -1;
-  return std::atoll(json.c_str() + k + key.size() + 3);
-}
 
 std::string json_escape(const std::string& s) {
   std::string o;
@@ -148,7 +133,7 @@ domid_t pick_domid(xs::Client& xs) {
     const domid_t d = g_next_domid++;
     if (g_next_domid >= 0x7000) g_next_domid = 100;
     if (!xs.read("/local/domain/" + std::to_string(d) + "/domid").ok() &&
-        ::access(domain::default_socket_path(d).c_str(), F_OK) != 0)
+        ::access(control::domain_socket_path(d).c_str(), F_OK) != 0)
       return d;
   }
 }
@@ -178,7 +163,7 @@ Boot boot_guest(const BootOptions& bo, xs::Client& xs, const std::string& cmdlin
   // The toolstack's work, as xl does it after building the domain: learn the xenstore page and
   // port, write the home and the vbd, then introduce the domain to xenstored.
   std::unique_ptr<control::ControlClient> cc;
-  const std::string sock = domain::default_socket_path(domid);
+  const std::string sock = control::domain_socket_path(domid);
   bool up = wait_ready(pid, 10000, [&] { return control::ControlClient::attach(sock, domid, &cc) == 0; });
   XsError e = XsError::Io;
   if (up) {
@@ -239,42 +224,42 @@ Result guest_run(const BootOptions& bo, xs::Client& xs, const std::string& engin
   // hide the I/O path being compared (both disks alike).
   if (w.rw == "write" || w.rw == "randwrite") cmd += " fill=0";
   const Boot b = boot_guest(bo, xs, cmd);
-  const std::string res = line_with(b.serial, "PVIO-RESULT");
+  const std::string res = report_line(b.serial, "PVIO-RESULT");
   if (res.empty() || b.status != 0) {
     r.why = b.why.empty() ? "guest exit " + std::to_string(b.status) + ": " +
-                                line_with(b.serial, "PVIO-GUEST") + line_with(b.err, "pvio-hv:")
+                                report_line(b.serial, "PVIO-GUEST") + report_line(b.err, "pvio-hv:")
                           : b.why;
     return r;
   }
-  r.ops = static_cast<std::uint64_t>(num(res, "ops"));
-  r.bytes = static_cast<std::uint64_t>(num(res, "bytes"));
-  r.elapsed_ns = static_cast<std::uint64_t>(num(res, "elapsed_ns"));
-  r.p50_ns = static_cast<std::uint64_t>(num(res, "p50_ns"));
-  r.p99_ns = static_cast<std::uint64_t>(num(res, "p99_ns"));
-  r.errors = static_cast<std::uint64_t>(num(res, "errors"));
-  const std::string stats = line_with(b.err, "PVIO-HV-STATS");
-  const long long user_exits = num(stats, "total_exits");
+  r.ops = static_cast<std::uint64_t>(json_number(res, "ops"));
+  r.bytes = static_cast<std::uint64_t>(json_number(res, "bytes"));
+  r.elapsed_ns = static_cast<std::uint64_t>(json_number(res, "elapsed_ns"));
+  r.p50_ns = static_cast<std::uint64_t>(json_number(res, "p50_ns"));
+  r.p99_ns = static_cast<std::uint64_t>(json_number(res, "p99_ns"));
+  r.errors = static_cast<std::uint64_t>(json_number(res, "errors"));
+  const std::string stats = report_line(b.err, "PVIO-HV-STATS");
+  const long long user_exits = json_number(stats, "total_exits");
   char buf[512];
   if (engine == "ide") {
     // Every IDE register access is an exit to pvio-hv: its device counter is the exact count.
     const auto at = stats.find("\"ide\":{");
-    const long long ide_exits = at == std::string::npos ? -1 : num(stats, "pio_exits", at);
+    const long long ide_exits = at == std::string::npos ? -1 : json_number(stats, "pio_exits", at);
     if (ide_exits >= 0 && r.ops) r.exits_per_io = static_cast<double>(ide_exits) / r.ops;
     std::snprintf(buf, sizeof(buf), "\"ide_exits\":%lld,\"user_exits_boot\":%lld,\"loop_ns\":%lld",
-                  ide_exits, user_exits, num(res, "loop_ns"));
+                  ide_exits, user_exits, json_number(res, "loop_ns"));
   } else {
     // Doorbells (ioeventfd, handled inside KVM) and halts are what the guest's timed phase
     // exits for; exits to pvio-hv over the whole boot (start-up hypercalls) are given apart.
-    const long long g = num(res, "guest_exits");
+    const long long g = json_number(res, "guest_exits");
     if (g >= 0 && r.ops) r.exits_per_io = static_cast<double>(g) / r.ops;
     std::snprintf(buf, sizeof(buf),
                   "\"requests\":%lld,\"notifications\":%lld,\"doorbells\":%lld,\"hlts\":%lld,"
                   "\"upcalls\":%lld,\"ring_slots\":%lld,\"indirect\":%lld,\"persistent\":%lld,"
                   "\"user_exits_boot\":%lld,\"doorbell_ns\":%lld,\"loop_ns\":%lld",
-                  num(res, "requests"), num(res, "notifications"), num(res, "doorbells"),
-                  num(res, "hlts"), num(res, "upcalls"), num(res, "ring_slots"),
-                  num(res, "indirect"), num(res, "persistent"), user_exits,
-                  num(res, "doorbell_ns"), num(res, "loop_ns"));
+                  json_number(res, "requests"), json_number(res, "notifications"), json_number(res, "doorbells"),
+                  json_number(res, "hlts"), json_number(res, "upcalls"), json_number(res, "ring_slots"),
+                  json_number(res, "indirect"), json_number(res, "persistent"), user_exits,
+                  json_number(res, "doorbell_ns"), json_number(res, "loop_ns"));
   }
   r.detail = buf;
   r.ok = r.ops > 0 && r.errors == 0;
@@ -283,17 +268,6 @@ Result guest_run(const BootOptions& bo, xs::Client& xs, const std::string& engin
 }
 
 // ---- host-native io_uring on the same file ----
-
-struct Rng {  // the guest's xorshift64*, so the native peer draws the same blocks
-  std::uint64_t s;
-  explicit Rng(std::uint64_t seed) : s(seed ? seed : 0x9e3779b97f4a7c15ull) {}
-  std::uint64_t next() {
-    s ^= s >> 12;
-    s ^= s << 25;
-    s ^= s >> 27;
-    return s * 0x2545f4914f6cdd1dull;
-  }
-};
 
 std::uint64_t now_ns() {
   timespec ts{};
@@ -335,7 +309,7 @@ Result native_run(const std::string& file, const Workload& w, std::uint64_t time
     if (::posix_memalign(&s.buf, 4096, w.bs) != 0) s.buf = nullptr;
     if (s.buf) std::memset(s.buf, 0, w.bs);
   }
-  Rng rng(7);
+  guest::Rng rng(7);  // the guest's picker: the native peer draws the same blocks
   std::uint64_t issued = 0, done = 0;
   std::vector<std::uint64_t> lat;
   lat.reserve(1 << 20);

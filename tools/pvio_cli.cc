@@ -9,6 +9,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cctype>
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
@@ -16,7 +17,10 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <random>
 #include <thread>
+
+#include "pvio/control/run_dir.h"
 
 namespace pvio::cli {
 namespace {
@@ -96,14 +100,7 @@ bool parse_domid(const std::string& s, domid_t* out) {
 }
 
 std::string run_dir() {
-  std::string dir;
-  if (const char* r = std::getenv("PVIO_RUN_DIR"); r != nullptr && *r != '\0') {
-    dir = r;
-  } else if (const char* x = std::getenv("XDG_RUNTIME_DIR"); x != nullptr && *x != '\0') {
-    dir = std::string(x) + "/pvio";
-  } else {
-    dir = "/run/pvio";
-  }
+  const std::string dir = control::run_dir();
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);
   ::chmod(dir.c_str(), 0700);
@@ -133,7 +130,8 @@ std::string find_program(const std::string& name) {
   if (!ec) {
     const auto dir = self.parent_path();
     // Installed side by side, or the build tree (tools/ next to xenstore/, domain/, ...).
-    const char* places[] = {".", "../xenstore", "../domain", "../blkback", "../blkfront/user",
+    const char* places[] = {".", "../xenstore", "../domain", "../blkback", "../netback", "../blkfront/user",
+                            "../netfront/user",
                             "../hypervisor"};
     for (const char* p : places) {
       const auto cand = dir / p / name;
@@ -377,25 +375,65 @@ xs::XsError write_vbd(xs::Client& c, domid_t domid, const VbdSpec& spec) {
   });
 }
 
-xs::XsError write_vif(xs::Client& c, domid_t domid, uint32_t devid, const std::string& mac) {
+xs::XsError write_vif(xs::Client& c, domid_t domid, const VifSpec& vif) {
+  using xs::NodePerm;
   using xs::XsPerm;
   const std::string d = std::to_string(domid);
-  const std::string n = std::to_string(devid);
-  const std::string fe = "/local/domain/" + d + "/device/vif/" + n;
-  const std::string be = "/local/domain/0/backend/vif/" + d + "/" + n;
-  const std::vector<xs::NodePerm> fe_perms = {{domid, XsPerm::None}, {0, XsPerm::Read}};
-  const std::vector<xs::NodePerm> be_perms = {{0, XsPerm::None}, {domid, XsPerm::Read}};
-  const DirKeys be_keys = {
+  const std::string id = std::to_string(vif.devid);
+  const std::string fe = "/local/domain/" + d + "/device/vif/" + id;
+  const std::string be = "/local/domain/0/backend/vif/" + d + "/" + id;
+  const std::vector<NodePerm> fe_perms = {{domid, XsPerm::None}, {0, XsPerm::Read}};
+  const std::vector<NodePerm> be_perms = {{0, XsPerm::None}, {domid, XsPerm::Read}};
+  std::vector<std::pair<std::string, std::string>> be_keys = {
       {"frontend", fe}, {"frontend-id", d}, {"online", "1"}, {"state", "1"},
-      {"handle", n},    {"mac", mac},       {"type", "vif"},
+      {"mac", vif.mac}, {"handle", id},     {"type", "vif"},
   };
-  const DirKeys fe_keys = {
-      {"backend", be}, {"backend-id", "0"}, {"state", "1"}, {"handle", n}, {"mac", mac},
+  if (!vif.uplink.empty()) be_keys.emplace_back("uplink", vif.uplink);
+  const std::vector<std::pair<std::string, std::string>> fe_keys = {
+      {"backend", be}, {"backend-id", "0"}, {"state", "1"}, {"handle", id}, {"mac", vif.mac},
   };
   return with_transaction(c, [&](uint32_t tx) {
-    const xs::XsError r = write_dir(c, tx, fe, fe_keys, fe_perms);
-    return r == xs::XsError::None ? write_dir(c, tx, be, be_keys, be_perms) : r;
+    auto dir = [&](const std::string& path,
+                   const std::vector<std::pair<std::string, std::string>>& keys,
+                   const std::vector<NodePerm>& perms) {
+      xs::XsError r = c.mkdir(path, tx);
+      if (r == xs::XsError::None) r = c.set_perms(path, perms, tx);
+      for (const auto& [k, v] : keys) {
+        if (r != xs::XsError::None) break;
+        r = c.write(path + "/" + k, v, tx);
+        if (r == xs::XsError::None) r = c.set_perms(path + "/" + k, perms, tx);
+      }
+      return r;
+    };
+    xs::XsError r = dir(fe, fe_keys, fe_perms);
+    return r == xs::XsError::None ? dir(be, be_keys, be_perms) : r;
   });
+}
+
+bool parse_mac(const std::string& s, std::string* out) {
+  if (s.size() != 17) return false;
+  std::string m;
+  for (std::size_t i = 0; i < 17; ++i) {
+    const char ch = s[i];
+    if (i % 3 == 2) {
+      if (ch != ':') return false;
+      m += ':';
+      continue;
+    }
+    if (!std::isxdigit(static_cast<unsigned char>(ch))) return false;
+    m += static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+  }
+  const int first = std::stoi(m.substr(0, 2), nullptr, 16);
+  if (first & 1) return false;  // a multicast address cannot be an interface's
+  *out = m;
+  return true;
+}
+
+std::string random_mac() {
+  std::random_device rd;
+  char buf[18];
+  std::snprintf(buf, sizeof buf, "00:16:3e:%02x:%02x:%02x", rd() & 0x7F, rd() & 0xFF, rd() & 0xFF);
+  return buf;
 }
 
 }  // namespace pvio::cli

@@ -111,10 +111,22 @@ struct VbdSpec {
 // Writes the vbd's backend and frontend directories in one transaction.
 xs::XsError write_vbd(xs::Client& c, domid_t domid, const VbdSpec& spec);
 
-// A virtual network interface as xl writes it: frontend device/vif/<devid> (backend,
-// backend-id, state, handle, mac) owned by the guest, backend backend/vif/<domid>/<devid>
-// (frontend, frontend-id, online, state, handle, mac, type) owned by Dom0.
-xs::XsError write_vif(xs::Client& c, domid_t domid, uint32_t devid, const std::string& mac);
+// A virtual network interface as xl writes it (libxl's vif device): the backend directory
+// /local/domain/0/backend/vif/<domid>/<devid> (Dom0's, readable by the guest) and the frontend
+// directory /local/domain/<domid>/device/vif/<devid> (the guest's, readable by Dom0), both
+// with `mac` and `handle`, in one transaction. `uplink` (empty: the backend's default) names
+// the backend port the vif is switched to. Shared by `pvio create --vif` and
+// `pvio network-attach`.
+struct VifSpec {
+  uint32_t devid = 0;
+  std::string mac;     // aa:bb:cc:dd:ee:ff
+  std::string uplink;  // optional
+};
+xs::XsError write_vif(xs::Client& c, domid_t domid, const VifSpec& vif);
+// "aa:bb:cc:dd:ee:ff", hex digits, unicast; normalised to lower case.
+bool parse_mac(const std::string& s, std::string* out);
+// Xen's OUI 00:16:3e with three random bytes, as xl picks.
+std::string random_mac();
 
 }  // namespace pvio::cli
 

@@ -1,7 +1,8 @@
 // pvio create: start a domain, write its xenstore home the way xl does, and introduce it to
 // xenstored, which then serves the guest over its ring page. Two kinds: a user-mode domain
-// (pvio-domain, --domid N) and an HVM/PVH domain run by pvio-hv (--kernel ELF), whose vbds
-// and vifs are written as xl writes them for pvio-blkback and pvio-netback.
+// (pvio-domain, --domid N; with --vif MAC it runs netfront for vif 0, which appears on the
+// host as a TAP interface) and an HVM/PVH domain run by pvio-hv (--kernel ELF). Vifs are
+// written as `pvio network-attach` writes them, vbds as `pvio block-attach` does.
 #include <sys/stat.h>
 
 #include <cstdio>
@@ -9,7 +10,7 @@
 #include <filesystem>
 
 #include "pvio/control/client.h"
-#include "pvio/domain/domain.h"
+#include "pvio/control/run_dir.h"
 #include "pvio_cli.h"
 
 namespace pvio::cli {
@@ -42,7 +43,7 @@ bool learn_xenstore_ring(pid_t pid, domid_t domid, const std::string& sock, uint
 // `pvio create --kernel ELF`: pvio-hv runs the domain (PVH or pvio's own ELF kernels).
 int run_hvm(const Options& o) {
   const char* usage = "usage: pvio create --kernel ELF [--domid N] [--name NAME] [--mem SIZE] "
-                      "[--cmdline STR] [--vbd DEVID:IMG[:r]] [--vif MAC]";
+                      "[--cmdline STR] [--vbd DEVID:IMG[:r]] [--vif MAC [--uplink NAME]]";
   domid_t domid = 0;
   if (!o.positional.empty() || (o.has("--domid") && !parse_domid(o.get("--domid"), &domid)) ||
       o.has("--fuse") || o.has("--xenstore-relay") || o.has("--memory-mib") ||
@@ -72,13 +73,13 @@ int run_hvm(const Options& o) {
     vbd.devid = static_cast<uint32_t>(devid);
     has_vbd = true;
   }
-  const std::string mac = o.get("--vif");
+  VifSpec vif;
   if (o.has("--vif")) {
-    unsigned b[6];
-    char tail;
-    if (std::sscanf(mac.c_str(), "%2x:%2x:%2x:%2x:%2x:%2x%c", &b[0], &b[1], &b[2], &b[3], &b[4],
-                    &b[5], &tail) != 6 || mac.size() != 17)
-      return fail("create", "--vif takes a MAC address aa:bb:cc:dd:ee:ff");
+    if (!parse_mac(o.get("--vif"), &vif.mac))
+      return fail("create", "--vif takes a unicast MAC address aa:bb:cc:dd:ee:ff");
+    vif.uplink = o.get("--uplink");
+  } else if (o.has("--uplink") || o.has("--tap")) {
+    return fail("create", usage);
   }
   const std::string mem = o.get("--mem", "64M");
   uint64_t mem_mib = 0;
@@ -99,7 +100,7 @@ int run_hvm(const Options& o) {
     return fail("create", "domain " + d + " already exists");
   const std::string name = o.get("--name", "domain-" + d);
 
-  const std::string sock = domain::default_socket_path(domid);
+  const std::string sock = control::domain_socket_path(domid);
   std::vector<std::string> argv = {find_program("pvio-hv"), "--kernel", o.get("--kernel"),
                                    "--domid", d, "--mem", std::to_string(mem_mib) + "M",
                                    "--control-socket", sock,
@@ -120,7 +121,7 @@ int run_hvm(const Options& o) {
   // Home and devices before INTRODUCE, so the guest finds its devices at its first look.
   XsError e = write_domain_home(*xs, domid, name, mem_mib * 1024);
   if (e == XsError::None && has_vbd) e = write_vbd(*xs, domid, vbd);
-  if (e == XsError::None && o.has("--vif")) e = write_vif(*xs, domid, 0, mac);
+  if (e == XsError::None && !vif.mac.empty()) e = write_vif(*xs, domid, vif);
   if (e == XsError::None) e = xs->introduce(domid, gfn, port);
   if (e != XsError::None) {
     xs->rm(home);
@@ -137,20 +138,29 @@ int run_hvm(const Options& o) {
 int run(const std::vector<std::string>& args) {
   std::string bad;
   auto o = parse_options(args, {"--domid", "--name", "--memory-mib", "--grant-frames", "--vbd",
-                                "--fuse", "--kernel", "--mem", "--cmdline", "--vif"},
+                                "--fuse", "--vif", "--tap", "--uplink", "--kernel", "--mem",
+                                "--cmdline"},
                          {"--xenstore-relay"}, &bad);
   if (o && o->has("--kernel")) return run_hvm(*o);
-  if (o && (o->has("--mem") || o->has("--cmdline") || o->has("--vif")))
-    return fail("create", "--mem, --cmdline and --vif need --kernel");
+  if (o && (o->has("--mem") || o->has("--cmdline")))
+    return fail("create", "--mem and --cmdline need --kernel");
   domid_t domid = 0;
   uint64_t memory_mib = 16, grant_frames = 4;
   if (!o || !o->positional.empty() || !parse_domid(o->get("--domid"), &domid) ||
       (o->has("--memory-mib") && !parse_uint(o->get("--memory-mib"), &memory_mib)) ||
       (o->has("--grant-frames") && !parse_uint(o->get("--grant-frames"), &grant_frames)) ||
       (o->has("--fuse") && !o->has("--vbd")) ||
-      (o->has("--vbd") && o->has("--xenstore-relay")))
+      (o->has("--vbd") && o->has("--xenstore-relay")) ||
+      (o->has("--vif") && (o->has("--vbd") || o->has("--xenstore-relay"))) ||
+      ((o->has("--tap") || o->has("--uplink")) && !o->has("--vif")))
     return fail("create", "usage: pvio create --domid N [--name NAME] [--memory-mib M] "
-                          "[--vbd DEVID [--fuse MOUNTPOINT] | --xenstore-relay]");
+                          "[--vbd DEVID [--fuse MOUNTPOINT] | --vif MAC [--tap NAME] "
+                          "[--uplink NAME] | --xenstore-relay]");
+  VifSpec vif;
+  if (o->has("--vif")) {
+    if (!parse_mac(o->get("--vif"), &vif.mac)) return fail("create", "bad --vif MAC");
+    vif.uplink = o->get("--uplink");
+  }
   const std::string name = o->get("--name", "domain-" + std::to_string(domid));
   const std::string proc = "domain-" + std::to_string(domid);
 
@@ -160,7 +170,7 @@ int run(const std::vector<std::string>& args) {
   if (running_pid(proc) || xs->read(home + "/domid").ok())
     return fail("create", "domain " + std::to_string(domid) + " already exists");
 
-  const std::string sock = domain::default_socket_path(domid);
+  const std::string sock = control::domain_socket_path(domid);
   std::vector<std::string> argv = {find_program("pvio-domain"), "--domid", std::to_string(domid),
                                    "--memory-mib", std::to_string(memory_mib),
                                    "--grant-frames", std::to_string(grant_frames),
@@ -187,6 +197,11 @@ int run(const std::vector<std::string>& args) {
       argv.insert(argv.end(), {"--fuse", vbd.fuse_mountpoint});
     }
   }
+  // A PV NIC served by netfront inside the domain, exposed on the host as a TAP interface.
+  if (o->has("--vif")) {
+    argv.insert(argv.end(), {"--vif", "0"});
+    if (o->has("--tap")) argv.insert(argv.end(), {"--tap", o->get("--tap")});
+  }
   const std::string log = run_dir() + "/" + proc + ".log";
   const pid_t pid = spawn(argv, log);
   if (pid < 0) return fail("create", std::string("cannot start pvio-domain: ") + std::strerror(-pid));
@@ -203,8 +218,10 @@ int run(const std::vector<std::string>& args) {
 
   XsError e = write_domain_home(*xs, domid, name, memory_mib * 1024);
   if (e == XsError::None) e = xs->introduce(domid, gfn, port);
+  if (e == XsError::None && !vif.mac.empty()) e = write_vif(*xs, domid, vif);
   if (e != XsError::None) {
     xs->rm(home);
+    xs->rm("/local/domain/0/backend/vif/" + std::to_string(domid));
     stop_process(proc);
     remove_user_domain_vbd(domid);
     return fail("create", std::string("xenstore: ") + xs::xs_error_name(e));
@@ -217,8 +234,9 @@ int run(const std::vector<std::string>& args) {
 }  // namespace
 
 PVIO_VERB("create", "--domid N [--name NAME] [--memory-mib M] [--grant-frames G] "
-          "[--vbd DEVID [--fuse MOUNTPOINT] | --xenstore-relay]  |  --kernel ELF [--domid N] "
-          "[--name NAME] [--mem SIZE] [--cmdline STR] [--vbd DEVID:IMG[:r]] [--vif MAC]",
+          "[--vbd DEVID [--fuse MOUNTPOINT] | --vif MAC [--tap NAME] [--uplink NAME] | "
+          "--xenstore-relay]  |  --kernel ELF [--domid N] [--name NAME] [--mem SIZE] "
+          "[--cmdline STR] [--vbd DEVID:IMG[:r]] [--vif MAC [--uplink NAME]]",
           "start a user-mode domain, or an HVM/PVH domain on pvio-hv, and introduce it", run);
 
 }  // namespace pvio::cli

@@ -1,5 +1,7 @@
-// pvio destroy N: release the domain from xenstore, stop its process, remove its home and the
-// backend directories that served it.
+// pvio destroy N: stop the domain's process, release it from xenstore, remove its home and the
+// backend directories that served it. The process goes first, while xenstored still serves its
+// ring: its frontends close their devices in order (Closing, the backend's Closed, grants
+// ended) instead of blocking on a ring nobody answers until they are killed.
 #include <cstdio>
 
 #include "pvio_cli.h"
@@ -15,9 +17,9 @@ int run(const std::vector<std::string>& args) {
   const std::string d = std::to_string(domid);
   const std::string proc = "domain-" + d;
   const bool had_process = running_pid(proc).has_value();
-  const xs::XsError rel = xs->release(domid);
   stop_process(proc);
   remove_user_domain_vbd(domid);
+  const xs::XsError rel = xs->release(domid);
   const bool had_home = xs->read("/local/domain/" + d + "/domid").ok();
   xs->rm("/local/domain/" + d);
   if (auto kinds = xs->directory("/local/domain/0/backend"); kinds.ok())

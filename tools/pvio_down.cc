@@ -1,4 +1,4 @@
-// pvio down: stop pvio-blkback and pvio-xenstored started by `pvio up`. Domains are left
+// pvio down: stop pvio-netback, pvio-blkback and pvio-xenstored started by `pvio up`. Domains are left
 // alone (`pvio destroy` them first).
 #include <cstdio>
 
@@ -9,7 +9,7 @@ namespace {
 
 int run(const std::vector<std::string>& args) {
   if (!args.empty()) return fail("down", "takes no arguments");
-  for (const char* name : {"blkback", "xenstored"}) {
+  for (const char* name : {"netback", "blkback", "xenstored"}) {
     if (auto pid = running_pid(name)) {
       stop_process(name);
       std::printf("%s stopped (pid %d)\n", name, static_cast<int>(*pid));
@@ -22,6 +22,6 @@ int run(const std::vector<std::string>& args) {
 
 }  // namespace
 
-PVIO_VERB("down", "", "stop pvio-blkback and pvio-xenstored", run);
+PVIO_VERB("down", "", "stop pvio-netback, pvio-blkback and pvio-xenstored", run);
 
 }  // namespace pvio::cli

@@ -1,5 +1,6 @@
-// pvio up: start pvio-xenstored and pvio-blkback in the background (pid files and logs in the
-// run dir). Idempotent: what is already running is left alone.
+// pvio up: start pvio-xenstored, pvio-blkback and pvio-netback in the background (pid files,
+// logs and netback's stats file in the run dir). Idempotent: what is already running is left
+// alone.
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -29,9 +30,51 @@ int start(const std::string& name, const std::vector<std::string>& argv,
   return 0;
 }
 
+// A service without a readiness signal of its own is up once it stays up briefly.
+std::function<bool()> stays_up(const std::string& name) {
+  auto started = std::chrono::steady_clock::now();
+  return [started, name] {
+    return std::chrono::steady_clock::now() - started > std::chrono::milliseconds(300) &&
+           running_pid(name).has_value();
+  };
+}
+
+int start_blkback(const Options& o, const std::string& sock, const std::string& level) {
+  if (auto pid = running_pid("blkback")) {
+    std::printf("blkback already running (pid %d)\n", static_cast<int>(*pid));
+    return 0;
+  }
+  std::vector<std::string> argv = {find_program("pvio-blkback"), "--xenstore", sock,
+                                   "--log-level", level};
+  if (o.has("--engine")) {
+    argv.push_back("--engine");
+    argv.push_back(o.get("--engine"));
+  }
+  return start("blkback", argv, stays_up("blkback"), 2000);
+}
+
+// pvio-netback: vifs get a TAP interface named after them unless --vif-uplink none; --uplink
+// adds one shared uplink (tap:NAME, af_packet:IFACE or memif:SOCKET).
+int start_netback(const Options& o, const std::string& sock, const std::string& level) {
+  if (auto pid = running_pid("netback")) {
+    std::printf("netback already running (pid %d)\n", static_cast<int>(*pid));
+    return 0;
+  }
+  std::vector<std::string> argv = {find_program("pvio-netback"), "--xenstore", sock,
+                                   "--log-level", level, "--stats-file",
+                                   run_dir() + "/netback.stats", "--vif-uplink",
+                                   o.get("--vif-uplink", "tap")};
+  if (o.has("--uplink")) {
+    argv.push_back("--uplink");
+    argv.push_back(o.get("--uplink"));
+  }
+  return start("netback", argv, stays_up("netback"), 3000);
+}
+
 int run(const std::vector<std::string>& args) {
   std::string bad;
-  auto o = parse_options(args, {"--engine", "--log-level"}, {"--no-blkback"}, &bad);
+  auto o = parse_options(args, {"--engine", "--log-level", "--uplink", "--vif-uplink"},
+                         {"--no-blkback", "--no-netback"}, &bad);
   if (!o || !o->positional.empty()) return fail("up", "bad argument " + bad);
   const std::string level = o->get("--log-level", "info");
   const std::string sock = xenstored_socket();
@@ -48,28 +91,20 @@ int run(const std::vector<std::string>& args) {
     return rc;
   }
 
-  if (o->has("--no-blkback")) return 0;
-  if (auto pid = running_pid("blkback")) {
-    std::printf("blkback already running (pid %d)\n", static_cast<int>(*pid));
-    return 0;
+  if (!o->has("--no-blkback")) {
+    if (int rc = start_blkback(*o, sock, level); rc != 0) return rc;
   }
-  std::vector<std::string> argv = {find_program("pvio-blkback"), "--xenstore", sock,
-                                   "--log-level", level};
-  if (o->has("--engine")) {
-    argv.push_back("--engine");
-    argv.push_back(o->get("--engine"));
+  if (!o->has("--no-netback")) {
+    if (int rc = start_netback(*o, sock, level); rc != 0) return rc;
   }
-  // blkback has no readiness signal of its own; it is up once it stays up briefly.
-  auto started = std::chrono::steady_clock::now();
-  return start("blkback", argv, [&] {
-    return std::chrono::steady_clock::now() - started > std::chrono::milliseconds(200) &&
-           running_pid("blkback").has_value();
-  }, 2000);
+  return 0;
 }
 
 }  // namespace
 
-PVIO_VERB("up", "[--no-blkback] [--engine uring|aio|null] [--log-level LEVEL]",
-          "start pvio-xenstored and pvio-blkback unless they are running", run);
+PVIO_VERB("up",
+          "[--no-blkback] [--no-netback] [--engine uring|aio|null] [--vif-uplink tap|none]\n"
+          "       [--uplink tap:NAME|af_packet:IFACE|memif:SOCKET] [--log-level LEVEL]",
+          "start pvio-xenstored, pvio-blkback and pvio-netback unless they are running", run);
 
 }  // namespace pvio::cli

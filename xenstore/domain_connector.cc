@@ -9,7 +9,7 @@
 #include <cstring>
 
 #include "pvio/control/client.h"
-#include "pvio/domain/domain.h"
+#include "pvio/control/run_dir.h"
 #include "pvio/xenstore/ring_transport.h"
 
 namespace pvio::xs {
@@ -89,7 +89,7 @@ class ControlDomainConnector::DomainRing final : private ClientHolder, public Ri
 ControlDomainConnector::ControlDomainConnector(Server& server, Daemon& daemon,
                                                SocketPathFn socket_path)
     : server_(server), daemon_(daemon), socket_path_(std::move(socket_path)) {
-  if (!socket_path_) socket_path_ = [](domid_t d) { return domain::default_socket_path(d); };
+  if (!socket_path_) socket_path_ = [](domid_t d) { return control::domain_socket_path(d); };
   server_.set_domain_connector(this);
 }
 

@@ -13,6 +13,7 @@
 #include <exception>
 #include <string>
 
+#include "pvio/control/run_dir.h"
 #include "pvio/xenstore/daemon.h"
 #include "pvio/xenstore/domain_connector.h"
 #include "pvio/xenstore/server.h"
@@ -21,13 +22,7 @@ namespace {
 
 std::string default_socket_path() {
   if (const char* p = std::getenv("XENSTORED_PATH"); p != nullptr && *p != '\0') return p;
-  std::string dir;
-  if (const char* r = std::getenv("PVIO_RUN_DIR"); r != nullptr && *r != '\0') {
-    dir = r;
-  } else {
-    const char* run = std::getenv("XDG_RUNTIME_DIR");
-    dir = (run != nullptr && *run != '\0') ? std::string(run) + "/pvio" : "/run/pvio";
-  }
+  const std::string dir = pvio::control::run_dir();
   ::mkdir(dir.c_str(), 0700);
   return dir + "/xenstored.sock";
 }
@@ -72,7 +67,7 @@ int main(int argc, char** argv) {
   pvio::xs::Server server;
   try {
     pvio::xs::Daemon daemon(server, socket_path);
-    // Domains' control sockets follow domain::default_socket_path ($PVIO_RUN_DIR, ...).
+    // Domains' control sockets follow control::domain_socket_path ($PVIO_RUN_DIR, ...).
     pvio::xs::ControlDomainConnector connector(server, daemon);
     if (!foreground) {
       // The socket is listening before the parent returns, so callers may connect at once.

@@ -19,47 +19,29 @@
 #include "pvio/event_channel/notifier.h"
 #include "pvio/grant_table/grant_table.h"
 #include "pvio/ring/io_rings.h"
+#include "pvio/test/guest_image.h"
 
 namespace pvio::blkback::test {
 
+// 8192 grant entries in kTableFrames frames at kBaseGfn; the other pages are handed out by
+// alloc_page(), highest first.
 class TestGuest {
  public:
   static constexpr std::uint64_t kBaseGfn = 0x1000;
-  static constexpr std::uint32_t kTableFrames = 16;  // 8192 grant entries
+  static constexpr std::uint32_t kTableFrames = 16;
 
-  explicit TestGuest(domid_t domid, std::uint32_t pages = 8192) : domid_(domid), pages_(pages) {
-    fd_ = ::memfd_create("pvio-test-blk-guest", MFD_CLOEXEC);
-    if (fd_ < 0 || ::ftruncate(fd_, static_cast<off_t>(std::uint64_t{pages} * 4096)) != 0)
-      throw std::runtime_error("memfd");
-    void* p = ::mmap(nullptr, std::uint64_t{pages} * 4096, PROT_READ | PROT_WRITE, MAP_SHARED,
-                     fd_, 0);
-    if (p == MAP_FAILED) throw std::runtime_error("mmap");
-    host_ = static_cast<std::uint8_t*>(p);
-    if (!mem_.add_region(kBaseGfn * 4096, std::uint64_t{pages} * 4096, host_))
-      throw std::runtime_error("add_region");
-    for (std::uint32_t i = 0; i < kTableFrames; ++i) {
-      table_gfns_.push_back(kBaseGfn + i);
-      frames_.push_back(reinterpret_cast<gnttab::grant_entry_v1*>(page(kBaseGfn + i)));
-    }
-    free_storage_.resize(std::size_t{kTableFrames} * gnttab::kEntriesPerFrame);
-    table_ = std::make_unique<gnttab::GrantTable>(frames_.data(), kTableFrames,
-                                                  free_storage_.data(),
-                                                  static_cast<std::uint32_t>(free_storage_.size()));
+  explicit TestGuest(domid_t domid, std::uint32_t pages = 8192)
+      : domid_(domid), image_({"pvio-test-blk-guest", kBaseGfn, pages, kTableFrames}) {
+    image_.grant_table();
     for (std::uint64_t g = kBaseGfn + pages - 1; g >= kBaseGfn + kTableFrames; --g)
       free_pages_.push_back(g);
   }
-  ~TestGuest() {
-    ::munmap(host_, std::uint64_t{pages_} * 4096);
-    ::close(fd_);
-  }
-  TestGuest(const TestGuest&) = delete;
-  TestGuest& operator=(const TestGuest&) = delete;
 
   domid_t domid() const { return domid_; }
-  const GuestMemory& memory() const { return mem_; }
-  const std::vector<std::uint64_t>& table_gfns() const { return table_gfns_; }
-  gnttab::GrantTable& gnttab() { return *table_; }
-  std::uint8_t* page(std::uint64_t gfn) const { return mem_.frame(gfn); }
+  const GuestMemory& memory() const { return image_.memory(); }
+  const std::vector<std::uint64_t>& table_gfns() const { return image_.table_gfns(); }
+  gnttab::GrantTable& gnttab() { return image_.grant_table(); }
+  std::uint8_t* page(std::uint64_t gfn) const { return image_.page(gfn); }
 
   std::uint64_t alloc_page() {
     if (free_pages_.empty()) throw std::runtime_error("guest out of pages");
@@ -71,14 +53,7 @@ class TestGuest {
 
  private:
   domid_t domid_;
-  std::uint32_t pages_;
-  int fd_ = -1;
-  std::uint8_t* host_ = nullptr;
-  GuestMemory mem_;
-  std::vector<std::uint64_t> table_gfns_;
-  std::vector<gnttab::grant_entry_v1*> frames_;
-  std::vector<grant_ref_t> free_storage_;
-  std::unique_ptr<gnttab::GrantTable> table_;
+  pvio::test::GuestImage image_;
   std::vector<std::uint64_t> free_pages_;
 };
 

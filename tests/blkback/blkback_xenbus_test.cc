@@ -18,6 +18,8 @@
 #include "pvio/event_channel/notifier.h"
 #include "pvio/grant_table/grant_table.h"
 #include "pvio/ring/io_rings.h"
+#include "pvio/test/temp_dir.h"
+#include "pvio/test/wait_until.h"
 #include "pvio/xenstore/client.h"
 #include "pvio/xenstore/daemon.h"
 #include "pvio/xenstore/server.h"
@@ -29,19 +31,15 @@ namespace {
 using xs::XenbusState;
 constexpr domid_t kDomid = 5;
 
-std::string make_temp_dir() {
-  std::string tmpl = (std::filesystem::temp_directory_path() / "pvio-blkxb-XXXXXX").string();
-  if (::mkdtemp(tmpl.data()) == nullptr) throw std::runtime_error("mkdtemp");
-  return tmpl;
+template <typename Pred>
+bool wait_for(Pred p) {
+  return pvio::test::wait_until(p, 15000, 5);
 }
 
-template <typename Pred>
-bool wait_for(Pred p, int ms = 15000) {
-  for (int i = 0; i < ms / 5; ++i) {
-    if (p()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  }
-  return p();
+std::string make_temp_dir() {
+  std::string dir = pvio::test::make_temp_dir("pvio-blkxb");
+  if (dir.empty()) throw std::runtime_error("mkdtemp");
+  return dir;
 }
 
 class XenbusTest : public ::testing::Test {
@@ -77,7 +75,7 @@ class XenbusTest : public ::testing::Test {
     daemon_.reset();
     ::close(stop_fd_);
     ::close(event_fd_);
-    std::filesystem::remove_all(dir_);
+    pvio::test::remove_temp_dir(dir_);
   }
 
   void start_service() {
@@ -111,6 +109,21 @@ class XenbusTest : public ::testing::Test {
     xs_->write(fe() + "/backend", be());
     xs_->write(fe() + "/backend-id", "0");
     fe_state(XenbusState::Initialising);
+  }
+
+  // The frontend closes and starts over on a fresh ring; the backend follows it through
+  // Closed and InitWait back to Connected.
+  void restart_frontend() {
+    fe_state(XenbusState::Closing);
+    fe_state(XenbusState::Closed);
+    ASSERT_TRUE(wait_for([&] { return be_state() == XenbusState::Closed; }))
+        << xs::xenbus_state_name(be_state());
+    fe_state(XenbusState::Initialising);
+    ASSERT_TRUE(wait_for([&] { return be_state() == XenbusState::InitWait; }))
+        << xs::xenbus_state_name(be_state());
+    frontend_connect();
+    ASSERT_TRUE(wait_for([&] { return be_state() == XenbusState::Connected; }))
+        << xs::xenbus_state_name(be_state()) << " error: " << read(be() + "/error");
   }
 
   // The frontend's part of the handshake: a fresh ring, an event channel, its keys.
@@ -281,16 +294,7 @@ TEST_F(XenbusTest, HandshakeIoCloseAndReconnectAfterRestart) {
   ASSERT_TRUE(wait_for([&] { return be_state() == XenbusState::Closing; }))
       << xs::xenbus_state_name(be_state());
   // The frontend closes, then starts over, and the backend follows it back to Connected.
-  fe_state(XenbusState::Closing);
-  fe_state(XenbusState::Closed);
-  ASSERT_TRUE(wait_for([&] { return be_state() == XenbusState::Closed; }))
-      << xs::xenbus_state_name(be_state());
-  fe_state(XenbusState::Initialising);
-  ASSERT_TRUE(wait_for([&] { return be_state() == XenbusState::InitWait; }))
-      << xs::xenbus_state_name(be_state());
-  frontend_connect();
-  ASSERT_TRUE(wait_for([&] { return be_state() == XenbusState::Connected; }))
-      << xs::xenbus_state_name(be_state()) << " error: " << read(be() + "/error");
+  ASSERT_NO_FATAL_FAILURE(restart_frontend());
   r.id = 4;
   std::memset(data, 0, 4096);
   EXPECT_EQ(roundtrip(r).status, blkif::kRspOkay);
@@ -348,16 +352,7 @@ TEST_F(XenbusTest, RingProtocolErrorSwitchesTheDeviceToClosing) {
   EXPECT_FALSE(gnttab_->is_busy(ring_ref));  // the datapath is gone, its ring unmapped
 
   // The frontend closes and starts over on a fresh ring; the device works again.
-  fe_state(XenbusState::Closing);
-  fe_state(XenbusState::Closed);
-  ASSERT_TRUE(wait_for([&] { return be_state() == XenbusState::Closed; }))
-      << xs::xenbus_state_name(be_state());
-  fe_state(XenbusState::Initialising);
-  ASSERT_TRUE(wait_for([&] { return be_state() == XenbusState::InitWait; }))
-      << xs::xenbus_state_name(be_state());
-  frontend_connect();
-  ASSERT_TRUE(wait_for([&] { return be_state() == XenbusState::Connected; }))
-      << xs::xenbus_state_name(be_state()) << " error: " << read(be() + "/error");
+  ASSERT_NO_FATAL_FAILURE(restart_frontend());
   std::uint64_t gfn = 0;
   ASSERT_EQ(dom_->alloc_pages(1, &gfn), 0);
   const grant_ref_t dref = gnttab_->grant_access(0, gfn, false);

@@ -22,13 +22,12 @@ namespace {
 constexpr domid_t kDomid = 7;
 constexpr std::uint64_t kDiskBytes = 32u << 20;
 
-class DeviceTest : public ::testing::Test {
+class DeviceTest : public Dom0Test {
  protected:
+  DeviceTest() : Dom0Test(kDiskBytes) {}
   void SetUp() override {
-    if (const std::string why = missing_prerequisite(); !why.empty()) GTEST_SKIP() << why;
-    dom0_ = std::make_unique<Dom0>(kDiskBytes);
-    std::string out;
-    ASSERT_EQ(dom0_->up(&out), 0) << out;
+    Dom0Test::SetUp();
+    if (IsSkipped() || HasFatalFailure()) return;
     domain::DomainConfig dc;
     dc.domid = kDomid;
     dc.memory_bytes = 64u << 20;
@@ -45,7 +44,8 @@ class DeviceTest : public ::testing::Test {
               xs::XsError::None);
     ASSERT_EQ(xs_->introduce(kDomid, dom_->xenstore_gfn(), dom_->xenstore_port()),
               xs::XsError::None);
-    ASSERT_EQ(sh(dom0_->pvio + " block-attach " + std::to_string(kDomid) + " " + dom0_->disk,
+    std::string out;
+    ASSERT_EQ(run_shell(dom0_->pvio + " block-attach " + std::to_string(kDomid) + " " + dom0_->disk,
                  &out), 0) << out;
     dev_ = std::make_unique<Device>(*dom_, make_ring_xenstore(*dom_), DeviceConfig{});
     ASSERT_EQ(dev_->connect(20000), 0);
@@ -65,7 +65,6 @@ class DeviceTest : public ::testing::Test {
     return read_file(dom0_->disk, off, len);
   }
 
-  std::unique_ptr<Dom0> dom0_;
   std::unique_ptr<domain::Domain> dom_;
   std::thread loop_;
   std::unique_ptr<xs::Client> xs_;
@@ -212,7 +211,7 @@ TEST_F(DeviceTest, BackendKill9DuringWritesLosesNothingAndFailsNothing) {
       }
     });
   }
-  ASSERT_TRUE(wait_until([&] { return ops.load() > 60; }));
+  ASSERT_TRUE(pvio::test::wait_until([&] { return ops.load() > 60; }, kWaitMs));
   dom0_->kill9_and_restart_blkback();
   restarted = true;
   for (auto& th : ts) th.join();

@@ -21,13 +21,13 @@ namespace {
 constexpr int kDomid = 9;
 constexpr std::uint64_t kDiskBytes = 96u << 20;
 
-class FuseDiskTest : public ::testing::Test {
+class FuseDiskTest : public Dom0Test {
  protected:
+  FuseDiskTest() : Dom0Test(kDiskBytes) {}
   void SetUp() override {
-    if (const std::string why = missing_prerequisite(); !why.empty()) GTEST_SKIP() << why;
-    dom0_ = std::make_unique<Dom0>(kDiskBytes);
+    Dom0Test::SetUp();
+    if (IsSkipped() || HasFatalFailure()) return;
     std::string out;
-    ASSERT_EQ(dom0_->up(&out), 0) << out;
     mnt_ = dom0_->dir + "/mnt";
     file_ = mnt_ + "/disk";
     std::filesystem::create_directory(mnt_);
@@ -40,22 +40,22 @@ class FuseDiskTest : public ::testing::Test {
         << mnt_ << "\n";
     }
     ::chmod(wrapper.c_str(), 0755);
-    ASSERT_EQ(sh("PVIO_DOMAIN=" + wrapper + " " + dom0_->pvio + " create --domid " +
+    ASSERT_EQ(run_shell("PVIO_DOMAIN=" + wrapper + " " + dom0_->pvio + " create --domid " +
                      std::to_string(kDomid) + " --memory-mib 64", &out), 0) << out;
     created_ = true;
-    ASSERT_EQ(sh(dom0_->pvio + " block-attach " + std::to_string(kDomid) + " " + dom0_->disk,
+    ASSERT_EQ(run_shell(dom0_->pvio + " block-attach " + std::to_string(kDomid) + " " + dom0_->disk,
                  &out), 0) << out;
     struct stat st{};
-    ASSERT_TRUE(wait_until([&] { return ::stat(file_.c_str(), &st) == 0; }))
+    ASSERT_TRUE(pvio::test::wait_until([&] { return ::stat(file_.c_str(), &st) == 0; }, kWaitMs))
         << "the PV disk never appeared at " << file_ << "\n" << domain_log();
     ASSERT_EQ(static_cast<std::uint64_t>(st.st_size), kDiskBytes);
   }
   void TearDown() override {
     if (!dom0_) return;
     for (const auto& m : mounted_) ::umount2(m.c_str(), MNT_DETACH);
-    for (const auto& l : loops_) sh("losetup -d " + l);
+    for (const auto& l : loops_) run_shell("losetup -d " + l);
     ::umount2(mnt_.c_str(), MNT_DETACH);
-    if (created_) sh(dom0_->pvio + " destroy " + std::to_string(kDomid));
+    if (created_) run_shell(dom0_->pvio + " destroy " + std::to_string(kDomid));
     dom0_.reset();
   }
 
@@ -65,11 +65,10 @@ class FuseDiskTest : public ::testing::Test {
   }
   std::string fio(const std::string& args, int* rc) {
     std::string out;
-    *rc = sh("cd " + dom0_->dir + " && fio --name=job --filename=" + file_ + " " + args, &out);
+    *rc = run_shell("cd " + dom0_->dir + " && fio --name=job --filename=" + file_ + " " + args, &out);
     return out;
   }
 
-  std::unique_ptr<Dom0> dom0_;
   std::string mnt_, file_;
   bool created_ = false;
   std::vector<std::string> mounted_, loops_;
@@ -87,7 +86,7 @@ TEST_F(FuseDiskTest, DestroyWithoutUmountLeavesNoDeadMount) {
   };
   ASSERT_TRUE(mounted());
   std::string out;
-  ASSERT_EQ(sh(dom0_->pvio + " destroy " + std::to_string(kDomid), &out), 0) << out;
+  ASSERT_EQ(run_shell(dom0_->pvio + " destroy " + std::to_string(kDomid), &out), 0) << out;
   created_ = false;
   EXPECT_FALSE(mounted()) << "FUSE mount left at " << mnt_ << "\n" << domain_log();
   struct stat st{};
@@ -98,14 +97,14 @@ TEST_F(FuseDiskTest, DestroyWithoutUmountLeavesNoDeadMount) {
 
 TEST_F(FuseDiskTest, Ext4TreeSurvivesUnmountFsckAndRemount) {
   std::string out;
-  ASSERT_EQ(sh("mkfs.ext4 -q -F " + file_, &out), 0) << out;
+  ASSERT_EQ(run_shell("mkfs.ext4 -q -F " + file_, &out), 0) << out;
   std::string loop;
-  if (sh("losetup -f --show " + file_, &loop) != 0) GTEST_SKIP() << "no loop device: " << loop;
+  if (run_shell("losetup -f --show " + file_, &loop) != 0) GTEST_SKIP() << "no loop device: " << loop;
   loop.erase(loop.find_last_not_of("\n") + 1);
   loops_.push_back(loop);
   const std::string fs = dom0_->dir + "/fs";
   std::filesystem::create_directory(fs);
-  ASSERT_EQ(sh("mount " + loop + " " + fs, &out), 0) << out;
+  ASSERT_EQ(run_shell("mount " + loop + " " + fs, &out), 0) << out;
   mounted_.push_back(fs);
   // A tree of files with verifiable contents: 6 directories x 25 files, 1 byte .. 300 KiB.
   std::mt19937_64 rng(42);
@@ -121,15 +120,15 @@ TEST_F(FuseDiskTest, Ext4TreeSurvivesUnmountFsckAndRemount) {
   }
   const std::string sums = "cd " + fs + " && find . -type f -exec sha256sum {} + | sort";
   std::string before, after;
-  ASSERT_EQ(sh(sums, &before), 0);
+  ASSERT_EQ(run_shell(sums, &before), 0);
   ASSERT_EQ(std::count(before.begin(), before.end(), '\n'), 150);
-  ASSERT_EQ(sh("umount " + fs, &out), 0) << out;
+  ASSERT_EQ(run_shell("umount " + fs, &out), 0) << out;
   mounted_.clear();
   out.clear();
-  EXPECT_EQ(sh("fsck.ext4 -f -n " + loop, &out), 0) << out;
-  ASSERT_EQ(sh("mount " + loop + " " + fs, &out), 0) << out;
+  EXPECT_EQ(run_shell("fsck.ext4 -f -n " + loop, &out), 0) << out;
+  ASSERT_EQ(run_shell("mount " + loop + " " + fs, &out), 0) << out;
   mounted_.push_back(fs);
-  ASSERT_EQ(sh(sums, &after), 0);
+  ASSERT_EQ(run_shell(sums, &after), 0);
   EXPECT_EQ(before, after);
 }
 

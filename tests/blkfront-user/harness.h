@@ -20,6 +20,10 @@
 #include <thread>
 #include <vector>
 
+#include "pvio/test/child_process.h"
+#include "pvio/test/temp_dir.h"
+#include "pvio/test/wait_until.h"
+
 namespace pvio::blkfront::user::test {
 
 inline std::string env_or_empty(const char* name) {
@@ -36,20 +40,10 @@ inline std::string missing_prerequisite() {
   return "";
 }
 
-// Runs a shell command; returns its exit status and appends its output (stdout+stderr).
-inline int sh(const std::string& cmd, std::string* out = nullptr) {
-  FILE* p = ::popen((cmd + " 2>&1").c_str(), "r");
-  if (p == nullptr) return -1;
-  char buf[4096];
-  std::string o;
-  while (std::size_t n = std::fread(buf, 1, sizeof buf, p)) o.append(buf, n);
-  const int st = ::pclose(p);
-  if (out != nullptr) *out += o;
-  return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + (WIFSIGNALED(st) ? WTERMSIG(st) : 0);
-}
+using pvio::test::run_shell;
 
 inline bool have_program(const std::string& name) {
-  return sh("command -v " + name + " >/dev/null") == 0;
+  return run_shell("command -v " + name + " >/dev/null") == 0;
 }
 
 // Running (not gone, not a zombie waiting for a parent that may never reap it).
@@ -61,14 +55,8 @@ inline bool alive(pid_t pid) {
   return rp != std::string::npos && rp + 2 < line.size() && line[rp + 2] != 'Z';
 }
 
-template <typename Pred>
-bool wait_until(Pred p, int ms = 20000) {
-  for (int i = 0; i < ms / 10; ++i) {
-    if (p()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
-  return p();
-}
+// How long a test waits for the services or the guest to get somewhere.
+inline constexpr int kWaitMs = 20000;
 
 inline std::vector<std::uint8_t> read_file(const std::string& path, std::uint64_t off,
                                            std::size_t len) {
@@ -94,10 +82,8 @@ inline void fill_pattern(std::uint8_t* p, std::uint64_t offset, std::size_t len,
 class Dom0 {
  public:
   explicit Dom0(std::uint64_t disk_bytes) {
-    std::string tmpl =
-        (std::filesystem::temp_directory_path() / "pvio-blkfront-user-XXXXXX").string();
-    if (::mkdtemp(tmpl.data()) == nullptr) throw std::runtime_error("mkdtemp");
-    dir = tmpl;
+    dir = pvio::test::make_temp_dir("pvio-blkfront-user");
+    if (dir.empty()) throw std::runtime_error("mkdtemp");
     ::setenv("PVIO_RUN_DIR", dir.c_str(), 1);
     ::unsetenv("XENSTORED_PATH");
     disk = dir + "/disk.img";
@@ -106,11 +92,10 @@ class Dom0 {
     pvio = env_or_empty("PVIO");
   }
   ~Dom0() {
-    sh(pvio + " down");
-    std::error_code ec;
-    std::filesystem::remove_all(dir, ec);
+    run_shell(pvio + " down");
+    pvio::test::remove_temp_dir(dir);
   }
-  int up(std::string* out = nullptr) { return sh(pvio + " up", out); }
+  int up(std::string* out = nullptr) { return run_shell(pvio + " up", out); }
   pid_t blkback_pid() const {
     std::ifstream f(dir + "/blkback.pid");
     long pid = 0;
@@ -122,7 +107,7 @@ class Dom0 {
     const pid_t pid = blkback_pid();
     ASSERT_GT(pid, 0);
     ASSERT_EQ(::kill(pid, SIGKILL), 0);
-    ASSERT_TRUE(wait_until([&] { return !alive(pid); }));
+    ASSERT_TRUE(pvio::test::wait_until([&] { return !alive(pid); }, kWaitMs));
     std::string out;
     ASSERT_EQ(up(&out), 0) << out;
   }
@@ -130,12 +115,31 @@ class Dom0 {
     const pid_t pid = blkback_pid();
     ASSERT_GT(pid, 0);
     ASSERT_EQ(::kill(pid, SIGKILL), 0);
-    ASSERT_TRUE(wait_until([&] { return !alive(pid); }));
+    ASSERT_TRUE(pvio::test::wait_until([&] { return !alive(pid); }, kWaitMs));
   }
 
   std::string dir;
   std::string disk;
   std::string pvio;
+};
+
+// Both suites start alike: skip unless the environment can run them, then `pvio up` in a
+// fresh Dom0 with a backing file of disk_bytes. A derived SetUp() calls this first and
+// returns if IsSkipped() or HasFatalFailure().
+class Dom0Test : public ::testing::Test {
+ protected:
+  explicit Dom0Test(std::uint64_t disk_bytes) : disk_bytes_(disk_bytes) {}
+  void SetUp() override {
+    if (const std::string why = missing_prerequisite(); !why.empty()) GTEST_SKIP() << why;
+    dom0_ = std::make_unique<Dom0>(disk_bytes_);
+    std::string out;
+    ASSERT_EQ(dom0_->up(&out), 0) << out;
+  }
+
+  std::unique_ptr<Dom0> dom0_;
+
+ private:
+  std::uint64_t disk_bytes_;
 };
 
 }  // namespace pvio::blkfront::user::test

@@ -19,7 +19,7 @@ class BlkfrontTest : public ::testing::Test {
     const std::size_t bytes = Blkfront::storage_bytes(lim);
     storage.assign(bytes / sizeof(std::max_align_t) + 1, std::max_align_t{});
     fe = std::make_unique<Blkfront>(pf, kDevid, lim, storage.data(), bytes);
-    free_grants_at_start = dom.grants->free_count();
+    free_grants_at_start = dom.grants().free_count();
   }
   void bring_up() {
     ASSERT_EQ(fe->start(), 0);
@@ -48,15 +48,25 @@ class BlkfrontTest : public ::testing::Test {
     }
     return all;
   }
-  BlockIo rw_io(Op op, std::uint64_t sector, std::uint32_t nr, void* buf, Done* d) {
+  // An I/O of `op` completing into `d`; the caller adds what the op needs.
+  BlockIo op_io(Op op, Done* d) {
     BlockIo io;
     io.op = op;
-    io.sector = sector;
-    io.nr_sectors = nr;
-    io.buffer = buf;
     io.done = &Done::cb;
     io.cookie = d;
     return io;
+  }
+  BlockIo rw_io(Op op, std::uint64_t sector, std::uint32_t nr, void* buf, Done* d) {
+    BlockIo io = op_io(op, d);
+    io.sector = sector;
+    io.nr_sectors = nr;
+    io.buffer = buf;
+    return io;
+  }
+  // The backend publishes its responses and notifies; the frontend takes the event.
+  void deliver() {
+    be->push();
+    fe->handle_event(0);
   }
 
   GuestDomain dom;
@@ -78,7 +88,7 @@ TEST_F(BlkfrontTest, HandshakeWritesLinuxKeysAndReadsDisk) {
   std::string ref = xs.get(0, fe_path + "/ring-ref");
   ASSERT_NE(ref, "<absent>");
   // The ring page is granted writable to the backend domain.
-  const std::uint16_t flags = dom.grants->flags(static_cast<grant_ref_t>(std::stoul(ref)));
+  const std::uint16_t flags = dom.grants().flags(static_cast<grant_ref_t>(std::stoul(ref)));
   EXPECT_EQ(flags & (GTF_permit_access | GTF_readonly), GTF_permit_access);
   EXPECT_FALSE(xs.exists(0, fe_path + "/ring-page-order"));
   EXPECT_FALSE(xs.exists(0, fe_path + "/multi-queue-num-queues"));
@@ -168,8 +178,7 @@ TEST_F(BlkfrontTest, SplitsAtElevenSegmentsWithReadOnlyGrantsForWrites) {
     }
   }
   for (const auto& r : reqs) be->respond(0, r.id, r.operation, be->execute(r));
-  be->push();
-  fe->handle_event(0);
+  deliver();
   EXPECT_EQ(d.count, 1);
   EXPECT_EQ(w.status, IoStatus::Ok);
   EXPECT_EQ(std::memcmp(be->disk.data() + 16 * 512, data.data(), data.size()), 0);
@@ -181,13 +190,12 @@ TEST_F(BlkfrontTest, SplitsAtElevenSegmentsWithReadOnlyGrantsForWrites) {
   for (const auto& q : rreqs)
     for (auto f : q.seg_flags) EXPECT_EQ(f & GTF_readonly, 0) << "read grants must be writable";
   for (const auto& q : rreqs) be->respond(0, q.id, q.operation, be->execute(q));
-  be->push();
-  fe->handle_event(0);
+  deliver();
   EXPECT_EQ(d.count, 2);
   EXPECT_EQ(r.status, IoStatus::Ok);
   EXPECT_EQ(back, data);
   // Every non-persistent grant was ended after its response.
-  EXPECT_EQ(dom.grants->free_count(), free_grants_at_start - 1);  // the ring page
+  EXPECT_EQ(dom.grants().free_count(), free_grants_at_start - 1);  // the ring page
 }
 
 TEST_F(BlkfrontTest, ZeroCopyPagesAtAnOffsetKeepTheirFramesAndSectors) {
@@ -201,15 +209,12 @@ TEST_F(BlkfrontTest, ZeroCopyPagesAtAnOffsetKeepTheirFramesAndSectors) {
     fill_pattern(static_cast<std::uint8_t*>(pg[i].addr), 4096, 100 + i);
   }
   Done d;
-  BlockIo io;
-  io.op = Op::Write;
+  BlockIo io = op_io(Op::Write, &d);
   io.sector = 1000;
   io.nr_sectors = 12;  // 6 KiB starting 1 KiB into page 0: 3 KiB + 3 KiB
   io.pages = pages;
   io.nr_pages = 3;
   io.page_offset = 1024;
-  io.done = &Done::cb;
-  io.cookie = &d;
   fe->submit(&io);
   auto reqs = be->take();
   ASSERT_EQ(reqs.size(), 1u);
@@ -226,8 +231,7 @@ TEST_F(BlkfrontTest, ZeroCopyPagesAtAnOffsetKeepTheirFramesAndSectors) {
     be->mapper->unmap(m.handle);
   }
   be->respond(0, reqs[0].id, reqs[0].operation, be->execute(reqs[0]));
-  be->push();
-  fe->handle_event(0);
+  deliver();
   ASSERT_EQ(io.status, IoStatus::Ok);
   EXPECT_EQ(std::memcmp(be->disk.data() + 1000 * 512, static_cast<std::uint8_t*>(pg[0].addr) + 1024,
                         3072), 0);
@@ -257,8 +261,7 @@ TEST_F(BlkfrontTest, IndirectRequestsWhenOffered) {
   EXPECT_EQ(reqs[1].segs.size(), 36u);
   EXPECT_EQ(reqs[1].sector, 64u * 8);
   for (const auto& r : reqs) be->respond(0, r.id, r.operation, be->execute(r));
-  be->push();
-  fe->handle_event(0);
+  deliver();
   ASSERT_EQ(w.status, IoStatus::Ok);
   EXPECT_EQ(std::memcmp(be->disk.data(), data.data(), data.size()), 0);
 
@@ -286,7 +289,7 @@ TEST_F(BlkfrontTest, PersistentGrantsAreReusedAndDataCopied) {
   make(cfg, lim);
   bring_up();
   EXPECT_TRUE(fe->negotiated().persistent);
-  const std::uint32_t granted_after_connect = dom.grants->free_count();
+  const std::uint32_t granted_after_connect = dom.grants().free_count();
   EXPECT_EQ(free_grants_at_start - granted_after_connect, 1u + 16u);  // ring + pool
   std::set<grant_ref_t> seen;
   std::vector<std::uint8_t> expect(be->disk.size(), 0);
@@ -303,7 +306,7 @@ TEST_F(BlkfrontTest, PersistentGrantsAreReusedAndDataCopied) {
       }
     ASSERT_EQ(w.status, IoStatus::Ok);
     std::memcpy(expect.data() + round * 100 * 512, data.data(), data.size());
-    EXPECT_EQ(dom.grants->free_count(), granted_after_connect) << "no grant churn";
+    EXPECT_EQ(dom.grants().free_count(), granted_after_connect) << "no grant churn";
   }
   EXPECT_LE(seen.size(), 16u);
   EXPECT_EQ(be->disk, expect);
@@ -344,28 +347,21 @@ TEST_F(BlkfrontTest, FlushDiscardAndTheirAbsence) {
   make(cfg);
   bring_up();
   Done d;
-  BlockIo f;
-  f.op = Op::Flush;
-  f.done = &Done::cb;
-  f.cookie = &d;
+  BlockIo f = op_io(Op::Flush, &d);
   fe->submit(&f);
   auto reqs = be->take();
   ASSERT_EQ(reqs.size(), 1u);
   EXPECT_EQ(reqs[0].operation, blkif::kOpFlushDiskcache);
   EXPECT_TRUE(reqs[0].segs.empty());
   be->respond(0, reqs[0].id, reqs[0].operation, blkif::kRspOkay);
-  be->push();
-  fe->handle_event(0);
+  deliver();
   EXPECT_EQ(f.status, IoStatus::Ok);
 
   std::memset(be->disk.data(), 0x77, 8192);
-  BlockIo dis;
-  dis.op = Op::Discard;
+  BlockIo dis = op_io(Op::Discard, &d);
   dis.sector = 4;
   dis.nr_sectors = 8;
   dis.discard_secure = true;  // not offered: flag stays 0
-  dis.done = &Done::cb;
-  dis.cookie = &d;
   fe->submit(&dis);
   reqs = be->take();
   ASSERT_EQ(reqs.size(), 1u);
@@ -374,8 +370,7 @@ TEST_F(BlkfrontTest, FlushDiscardAndTheirAbsence) {
   EXPECT_EQ(reqs[0].nr_sectors, 8u);
   EXPECT_EQ(reqs[0].discard_flag, 0);
   be->respond(0, reqs[0].id, reqs[0].operation, be->execute(reqs[0]));
-  be->push();
-  fe->handle_event(0);
+  deliver();
   EXPECT_EQ(dis.status, IoStatus::Ok);
   EXPECT_EQ(be->disk[4 * 512], 0);
   EXPECT_EQ(be->disk[3 * 512], 0x77);
@@ -386,8 +381,7 @@ TEST_F(BlkfrontTest, FlushDiscardAndTheirAbsence) {
   reqs = be->take();
   ASSERT_EQ(reqs.size(), 1u);
   be->respond(0, reqs[0].id, reqs[0].operation, blkif::kRspEopnotsupp);
-  be->push();
-  fe->handle_event(0);
+  deliver();
   EXPECT_EQ(f2.status, IoStatus::NotSupported);
   BlockIo f3 = f;
   fe->submit(&f3);
@@ -402,19 +396,13 @@ TEST_F(BlkfrontTest, BarrierOnlyBackendAndNoDiscard) {
   make(cfg);
   bring_up();
   Done d;
-  BlockIo f;
-  f.op = Op::Flush;
-  f.done = &Done::cb;
-  f.cookie = &d;
+  BlockIo f = op_io(Op::Flush, &d);
   fe->submit(&f);
   auto reqs = be->take();
   ASSERT_EQ(reqs.size(), 1u);
   EXPECT_EQ(reqs[0].operation, blkif::kOpWriteBarrier);
-  BlockIo dis;
-  dis.op = Op::Discard;
+  BlockIo dis = op_io(Op::Discard, &d);
   dis.nr_sectors = 8;
-  dis.done = &Done::cb;
-  dis.cookie = &d;
   fe->submit(&dis);
   EXPECT_EQ(dis.status, IoStatus::NotSupported);
   EXPECT_TRUE(be->take().empty());
@@ -460,8 +448,7 @@ TEST_F(BlkfrontTest, BackendErrorReachesTheIo) {
   ASSERT_EQ(reqs.size(), 2u);
   be->respond(0, reqs[0].id, reqs[0].operation, blkif::kRspOkay);
   be->respond(0, reqs[1].id, reqs[1].operation, blkif::kRspError);
-  be->push();
-  fe->handle_event(0);
+  deliver();
   EXPECT_EQ(d.count, 1);
   EXPECT_EQ(r.status, IoStatus::IoError);
 }
@@ -483,8 +470,7 @@ TEST_F(BlkfrontTest, ManyIosWrapTheRingAndSuppressNotifications) {
   auto first = be->take();
   EXPECT_EQ(first.size(), 32u);
   for (const auto& r : first) be->respond(0, r.id, r.operation, be->execute(r));
-  be->push();
-  fe->handle_event(0);
+  deliver();
   // The backend did not re-arm req_event (no final check): the refill is not notified.
   EXPECT_EQ(be->kicks(), 0u);
   // Now it does, as it would before sleeping.
@@ -546,15 +532,13 @@ TEST_F(BlkfrontTest, UnknownIdDisconnectsWithoutCompletingAnything) {
   auto reqs = be->take();
   ASSERT_EQ(reqs.size(), 1u);
   be->respond(0, 31, blkif::kOpRead, blkif::kRspOkay);  // in range but not outstanding
-  be->push();
-  fe->handle_event(0);
+  deliver();
   EXPECT_EQ(d.count, 0);
   EXPECT_EQ(fe->stats().protocol_errors, 1u);
   EXPECT_EQ(be->frontend_state(), "5");  // Closing
   // Further events are ignored until reconnection.
   be->respond(0, reqs[0].id, blkif::kOpRead, blkif::kRspOkay);
-  be->push();
-  fe->handle_event(0);
+  deliver();
   EXPECT_EQ(d.count, 0);
   EXPECT_EQ(r.status, IoStatus::Pending);
 }
@@ -568,8 +552,7 @@ TEST_F(BlkfrontTest, IdBeyondTheRingIsAnError) {
   fe->submit(&r);
   be->take();
   be->respond(0, 0xFFFFFFFFFFFFull, blkif::kOpRead, blkif::kRspOkay);
-  be->push();
-  fe->handle_event(0);
+  deliver();
   EXPECT_EQ(fe->stats().protocol_errors, 1u);
   EXPECT_EQ(d.count, 0);
 }
@@ -587,8 +570,7 @@ TEST_F(BlkfrontTest, DuplicateIdIsAnError) {
   ASSERT_EQ(reqs.size(), 2u);
   be->respond(0, reqs[0].id, reqs[0].operation, be->execute(reqs[0]));
   be->respond(0, reqs[0].id, reqs[0].operation, blkif::kRspOkay);
-  be->push();
-  fe->handle_event(0);
+  deliver();
   EXPECT_EQ(d.count, 1);
   EXPECT_EQ(r1.status, IoStatus::Ok);
   EXPECT_EQ(r2.status, IoStatus::Pending);
@@ -604,8 +586,7 @@ TEST_F(BlkfrontTest, WrongOperationIsAnError) {
   fe->submit(&r);
   auto reqs = be->take();
   be->respond(0, reqs[0].id, blkif::kOpWrite, blkif::kRspOkay);
-  be->push();
-  fe->handle_event(0);
+  deliver();
   EXPECT_EQ(d.count, 0);
   EXPECT_EQ(fe->stats().protocol_errors, 1u);
 }
@@ -650,8 +631,7 @@ TEST_F(BlkfrontTest, BackendRestartResubmitsEverythingInFlight) {
     const auto st = be->execute(reqs[i]);
     if (i % 3 == 0) be->respond(0, reqs[i].id, reqs[i].operation, st);
   }
-  be->push();
-  fe->handle_event(0);
+  deliver();
   const int done_before = d.count;
   EXPECT_EQ(done_before, 7);
   // The disk loses what the dead backend had not written (a restart with a cold cache).
@@ -703,8 +683,7 @@ TEST_F(BlkfrontTest, HostileBackendThenCleanReconnect) {
   fe->submit(&r);
   be->take();
   be->respond(0, 17, blkif::kOpRead, blkif::kRspOkay);
-  be->push();
-  fe->handle_event(0);
+  deliver();
   EXPECT_EQ(be->frontend_state(), "5");
   // blkback's answer to a closing frontend: Closing, then Closed once the frontend is Closed.
   be->unmap_all();
@@ -749,7 +728,7 @@ TEST_F(BlkfrontTest, CloseEndsEveryGrantAndFailsOutstandingIo) {
   EXPECT_EQ(be->frontend_state(), "6");
   EXPECT_EQ(r.status, IoStatus::NoDevice);
   EXPECT_EQ(d.count, 1);
-  EXPECT_EQ(dom.grants->free_count(), free_grants_at_start);
+  EXPECT_EQ(dom.grants().free_count(), free_grants_at_start);
   EXPECT_EQ(dom.live_allocs, allocs_before);
   EXPECT_EQ(fe->stats().grants_leaked, 0u);
   BlockIo again = rw_io(Op::Read, 0, 8, buf.data(), &d);
@@ -794,7 +773,7 @@ TEST_F(BlkfrontTest, MalformedBackendNodesFailTheHandshake) {
   be->set_state(2);
   EXPECT_EQ(fe->backend_changed(), -XEN_EINVAL);
   EXPECT_EQ(be->frontend_state(), "5");
-  EXPECT_EQ(dom.grants->free_count(), free_grants_at_start);
+  EXPECT_EQ(dom.grants().free_count(), free_grants_at_start);
 }
 
 }  // namespace

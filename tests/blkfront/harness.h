@@ -10,7 +10,6 @@
 #pragma once
 
 #include <sys/eventfd.h>
-#include <sys/mman.h>
 #include <unistd.h>
 
 #include <cstdint>
@@ -30,6 +29,7 @@
 #include "pvio/grant_table/grant_table.h"
 #include "pvio/grant_table/guest_memory.h"
 #include "pvio/ring/io_rings.h"
+#include "pvio/test/guest_image.h"
 #include "pvio/xenstore/store.h"
 
 namespace pvio::blkfront::test {
@@ -127,24 +127,12 @@ class CountingNotifier final : public evtchn::Notifier {
   std::map<evtchn_port_t, int> events;
 };
 
-// The guest domain: memory, grant table, event-channel table.
+// The guest domain: memory (its first kGrantFrames pages the grant table), event-channel table.
 class GuestDomain {
  public:
-  explicit GuestDomain(std::size_t pages = 16384) : pages_(pages) {
-    fd_ = memfd_create("pvio-blkfront-test-guest", MFD_CLOEXEC);
-    EXPECT_GE(fd_, 0);
-    EXPECT_EQ(ftruncate(fd_, static_cast<off_t>(pages * 4096)), 0);
-    void* p = mmap(nullptr, pages * 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fd_, 0);
-    EXPECT_NE(p, MAP_FAILED);
-    base = static_cast<std::uint8_t*>(p);
-    memory.add_region(0, pages * 4096, base);
-    for (std::uint32_t i = 0; i < kGrantFrames; ++i) {
-      frames_[i] = reinterpret_cast<gnttab::grant_entry_v1*>(base + i * 4096);
-      table_gfns.push_back(i);
-    }
-    free_refs_.resize(kGrantFrames * gnttab::kEntriesPerFrame);
-    grants = std::make_unique<gnttab::GrantTable>(frames_, kGrantFrames, free_refs_.data(),
-                                                  static_cast<std::uint32_t>(free_refs_.size()));
+  explicit GuestDomain(std::size_t pages = 16384)
+      : image({"pvio-blkfront-test-guest", 0, pages, kGrantFrames}), pages_(pages) {
+    image.grant_table();
     next_gfn_ = kGrantFrames;
     guest_ports = std::make_unique<evtchn::PortTable>(kGuestDomid, nullptr, &guest_events);
     dom0_ports = std::make_unique<evtchn::PortTable>(kBackendDomid, nullptr, &doorbell);
@@ -152,9 +140,9 @@ class GuestDomain {
   ~GuestDomain() {
     guest_ports.reset();
     dom0_ports.reset();
-    munmap(base, pages_ * 4096);
-    close(fd_);
   }
+
+  gnttab::GrantTable& grants() { return image.grant_table(); }
 
   // Contiguous 2^order pages; freed runs are reused by size.
   bool alloc(unsigned order, GuestPages& out) {
@@ -170,7 +158,7 @@ class GuestDomain {
       next_gfn_ += n;
     }
     out.gfn = gfn;
-    out.addr = base + gfn * 4096;
+    out.addr = image.page(gfn);
     std::memset(out.addr, 0xA5, n * 4096);  // stale contents, as real memory would have
     ++live_allocs;
     return true;
@@ -180,10 +168,7 @@ class GuestDomain {
     --live_allocs;
   }
 
-  std::uint8_t* base = nullptr;
-  GuestMemory memory;
-  std::vector<std::uint64_t> table_gfns;
-  std::unique_ptr<gnttab::GrantTable> grants;
+  pvio::test::GuestImage image;
   CountingNotifier guest_events;
   evtchn::EventfdDoorbell doorbell;
   std::unique_ptr<evtchn::PortTable> guest_ports;
@@ -192,9 +177,6 @@ class GuestDomain {
 
  private:
   std::size_t pages_;
-  int fd_ = -1;
-  gnttab::grant_entry_v1* frames_[kGrantFrames] = {};
-  std::vector<grant_ref_t> free_refs_;
   std::uint64_t next_gfn_ = 0;
   std::map<unsigned, std::vector<std::uint64_t>> free_;
 };
@@ -209,9 +191,9 @@ class TestPlatform final : public Platform {
   grant_ref_t grant_access(domid_t domid, std::uint64_t gfn, bool ro) override {
     if (grant_budget == 0) return kInvalidGrantRef;
     if (grant_budget > 0) --grant_budget;
-    return dom_.grants->grant_access(domid, gfn, ro);
+    return dom_.grants().grant_access(domid, gfn, ro);
   }
-  bool end_access(grant_ref_t ref) override { return dom_.grants->end_access(ref); }
+  bool end_access(grant_ref_t ref) override { return dom_.grants().end_access(ref); }
   int evtchn_alloc_unbound(domid_t remote, evtchn_port_t& port) override {
     const auto r = dom_.guest_ports->alloc_unbound(remote);
     port = r.port;
@@ -325,8 +307,9 @@ class TestBackend {
   // Returns false (with a test failure) if the frontend's keys are wrong.
   bool connect() {
     unmap_all();
-    mapper = std::make_unique<gnttab::GrantMapper>(kGuestDomid, kBackendDomid, dom_.memory,
-                                                   dom_.table_gfns);
+    mapper = std::make_unique<gnttab::GrantMapper>(kGuestDomid, kBackendDomid,
+                                                   dom_.image.memory(),
+                                                   dom_.image.table_gfns());
     std::string v;
     nr_queues = 1;
     if (xs_.read(0, fe_ + "/multi-queue-num-queues", v) == 0) nr_queues = std::stoul(v);
@@ -424,7 +407,7 @@ class TestBackend {
           const std::uint32_t nind = (ind.nr_segments + 511) / 512;
           for (std::uint32_t k = 0; k < nind && k < 8; ++k) {
             w.indirect_grefs.push_back(ind.indirect_grefs[k]);
-            w.indirect_flags.push_back(dom_.grants->flags(ind.indirect_grefs[k]));
+            w.indirect_flags.push_back(dom_.grants().flags(ind.indirect_grefs[k]));
             const auto m = mapper->map(ind.indirect_grefs[k], true);
             EXPECT_EQ(m.status, gnttab::GNTST_okay);
             if (m.status != gnttab::GNTST_okay) continue;
@@ -437,7 +420,7 @@ class TestBackend {
           w.handle = raw.handle;
           for (std::uint32_t s = 0; s < raw.nr_segments && s < 11; ++s) w.segs.push_back(raw.seg[s]);
         }
-        for (const auto& s : w.segs) w.seg_flags.push_back(dom_.grants->flags(s.gref));
+        for (const auto& s : w.segs) w.seg_flags.push_back(dom_.grants().flags(s.gref));
         out.push_back(std::move(w));
       }
     }

@@ -19,6 +19,7 @@
 #include "pvio/control/client.h"
 #include "pvio/domain/domain.h"
 #include "pvio/event_channel/notifier.h"
+#include "pvio/test/temp_dir.h"
 #include "pvio/xen/grant_table.h"
 
 namespace {
@@ -51,10 +52,8 @@ class ControlProtocol : public ::testing::Test {
   Ready ready{};
 
   void SetUp() override {
-    // temp_directory_path() honours TMPDIR.
-    std::string tmpl = (std::filesystem::temp_directory_path() / "pvio-control-XXXXXX").string();
-    ASSERT_NE(::mkdtemp(tmpl.data()), nullptr);
-    dir = tmpl;
+    dir = test::make_temp_dir("pvio-control");
+    ASSERT_FALSE(dir.empty());
     sock = dir + "/domain-5.sock";
     int pipefd[2];
     ASSERT_EQ(::pipe(pipefd), 0);

@@ -15,8 +15,10 @@
 #include <thread>
 
 #include "pvio/control/client.h"
+#include "pvio/control/run_dir.h"
 #include "pvio/domain/domain.h"
 #include "pvio/event_channel/two_level.h"
+#include "pvio/test/temp_dir.h"
 
 namespace {
 
@@ -31,14 +33,8 @@ bool readable(int fd, int timeout_ms = kWatchdogMs) {
   return ::poll(&p, 1, timeout_ms) == 1;
 }
 
-std::string make_tmpdir() {
-  // temp_directory_path() honours TMPDIR.
-  std::string tmpl = (std::filesystem::temp_directory_path() / "pvio-domain-XXXXXX").string();
-  return ::mkdtemp(tmpl.data()) ? tmpl : std::string();
-}
-
 TEST(Domain, CreateRejectsBadConfig) {
-  const std::string dir = make_tmpdir();
+  const std::string dir = test::make_temp_dir("pvio-domain");
   std::unique_ptr<domain::Domain> d;
   domain::DomainConfig cfg;
   cfg.socket_path = dir + "/d.sock";
@@ -63,12 +59,12 @@ TEST(Domain, DefaultSocketPathFollowsTheEnvironment) {
   const char* old_xdg = std::getenv("XDG_RUNTIME_DIR");
   const std::string saved_run = old_run ? old_run : "", saved_xdg = old_xdg ? old_xdg : "";
   ::setenv("PVIO_RUN_DIR", "/some/run", 1);
-  EXPECT_EQ(domain::default_socket_path(7), "/some/run/domain-7.sock");
+  EXPECT_EQ(control::domain_socket_path(7), "/some/run/domain-7.sock");
   ::unsetenv("PVIO_RUN_DIR");
   ::setenv("XDG_RUNTIME_DIR", "/xdg", 1);
-  EXPECT_EQ(domain::default_socket_path(12), "/xdg/pvio/domain-12.sock");
+  EXPECT_EQ(control::domain_socket_path(12), "/xdg/pvio/domain-12.sock");
   ::unsetenv("XDG_RUNTIME_DIR");
-  EXPECT_EQ(domain::default_socket_path(1), "/run/pvio/domain-1.sock");
+  EXPECT_EQ(control::domain_socket_path(1), "/run/pvio/domain-1.sock");
   if (old_run) ::setenv("PVIO_RUN_DIR", saved_run.c_str(), 1);
   if (old_xdg) ::setenv("XDG_RUNTIME_DIR", saved_xdg.c_str(), 1);
 }
@@ -78,7 +74,7 @@ struct RunningDomain : ::testing::Test {
   std::unique_ptr<domain::Domain> d;
   std::thread loop;
   void SetUp() override {
-    dir = make_tmpdir();
+    dir = test::make_temp_dir("pvio-domain");
     ASSERT_FALSE(dir.empty());
     domain::DomainConfig cfg;
     cfg.domid = 9;
@@ -159,7 +155,7 @@ TEST_F(RunningDomain, FrontendPortIsWokenByDom0AndHeldWhileMasked) {
 
 TEST(DomainProgram, ServesTheControlSocketUntilSigterm) {
   ASSERT_FALSE(program_path.empty()) << "pass the pvio-domain path as the first argument";
-  const std::string dir = make_tmpdir();
+  const std::string dir = test::make_temp_dir("pvio-domain");
   const std::string sock = dir + "/domain-4.sock";
   const pid_t pid = ::fork();
   ASSERT_GE(pid, 0);

@@ -35,7 +35,7 @@ class GrantTest : public ::testing::Test {
         mapper_(kGuestDomid, kBackendDomid, image_.memory(), GuestImage::kTableGfns) {}
 
   std::uint64_t data_gfn(unsigned i) const { return GuestImage::kFirstDataGfn + i; }
-  std::uint8_t* data(unsigned i) const { return image_.frame(data_gfn(i)); }
+  std::uint8_t* data(unsigned i) const { return image_.page(data_gfn(i)); }
   std::uint16_t flags(grant_ref_t ref) const { return table_.flags(ref); }
   grant_ref_t grant(unsigned page, bool readonly = false, pvio::domid_t to = kBackendDomid) {
     const grant_ref_t ref = table_.grant_access(to, data_gfn(page), readonly);
@@ -376,7 +376,7 @@ TEST_F(GrantTest, EntryRewrittenWhileMappedKeepsValidatedFrame) {
     EXPECT_EQ(mapper_.copy(op), GNTST_okay);
     EXPECT_EQ(data(4)[128], 0xEE);
     EXPECT_EQ(data(9)[128], 0) << "copy followed the rewritten frame";
-    EXPECT_EQ(image_.frame(GuestImage::kTableGfns[0])[4096 - 1], 0);
+    EXPECT_EQ(image_.page(GuestImage::kTableGfns[0])[4096 - 1], 0);
     EXPECT_EQ(mapper_.unmap(again.handle), GNTST_okay);
   }
   // Even with the domid and type rewritten, the existing pin keeps working on the same frame.

@@ -1,22 +1,14 @@
-// A test guest's memory: a memfd of kPages pages, mapped MAP_SHARED at guest-physical
-// kBaseGfn, holding a two-frame v1 grant table followed by data pages. A fork()ed child sees
-// the same bytes, as a granting guest and a Dom0 service would.
+// The grant-table suite's test guest (tests/common's GuestImage): kPages pages at
+// guest-physical kBaseGfn, a two-frame v1 grant table followed by data pages.
 #pragma once
 
-#include <fcntl.h>
-#include <sys/mman.h>
-#include <unistd.h>
-
 #include <cstdint>
-#include <cstring>
-#include <stdexcept>
 
-#include "pvio/xen/grant_table.h"
-#include "pvio/grant_table/guest_memory.h"
+#include "pvio/test/guest_image.h"
 
 namespace pvio::gnttab::test {
 
-class GuestImage {
+class GuestImage : public pvio::test::GuestImage {
  public:
   static constexpr std::uint64_t kBaseGfn = 0x100;
   static constexpr std::uint64_t kPages = 64;
@@ -25,38 +17,7 @@ class GuestImage {
   static constexpr std::uint64_t kOutsideGfn = kBaseGfn + kPages + 10;  // not guest memory
   static constexpr std::uint64_t kTableGfns[kTableFrames] = {kBaseGfn, kBaseGfn + 1};
 
-  GuestImage() {
-    fd_ = memfd_create("pvio-test-guest", MFD_CLOEXEC);
-    if (fd_ < 0) throw std::runtime_error("memfd_create failed");
-    if (ftruncate(fd_, static_cast<off_t>(kPages * kGrantPageSize)) != 0)
-      throw std::runtime_error("ftruncate failed");
-    void* p = mmap(nullptr, kPages * kGrantPageSize, PROT_READ | PROT_WRITE, MAP_SHARED, fd_, 0);
-    if (p == MAP_FAILED) throw std::runtime_error("mmap failed");
-    host_ = static_cast<std::uint8_t*>(p);
-    if (!mem_.add_region(kBaseGfn * kGrantPageSize, kPages * kGrantPageSize, host_))
-      throw std::runtime_error("add_region failed");
-  }
-  ~GuestImage() {
-    munmap(host_, kPages * kGrantPageSize);
-    close(fd_);
-  }
-  GuestImage(const GuestImage&) = delete;
-  GuestImage& operator=(const GuestImage&) = delete;
-
-  const GuestMemory& memory() const { return mem_; }
-  int fd() const { return fd_; }
-  std::uint8_t* frame(std::uint64_t gfn) const { return mem_.frame(gfn); }
-  grant_entry_v1* table_frame(std::uint32_t i) const {
-    return reinterpret_cast<grant_entry_v1*>(frame(kTableGfns[i]));
-  }
-  grant_entry_v1& entry(grant_ref_t ref) const {
-    return table_frame(ref / kEntriesPerFrame)[ref % kEntriesPerFrame];
-  }
-
- private:
-  int fd_ = -1;
-  std::uint8_t* host_ = nullptr;
-  GuestMemory mem_;
+  GuestImage() : pvio::test::GuestImage({"pvio-test-guest", kBaseGfn, kPages, kTableFrames}) {}
 };
 
 // FNV-1a over a byte range, to compare page contents across processes.

@@ -2,6 +2,7 @@
 // own MAP_SHARED view of the memfd) and answers commands over a pipe; the parent plays the Dom0
 // service and goes through GrantMapper only.
 #include <gtest/gtest.h>
+#include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>

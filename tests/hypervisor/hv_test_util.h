@@ -1,38 +1,38 @@
-// Helpers the pvio-hv end-to-end tests share: reading what the VMM wrote, pulling numbers out
-// of its one-line JSON reports, and a private temp dir per test.
+// What the pvio-hv end-to-end tests set up alike: skip without KVM, pvio-hv and the guest
+// kernel from meson's environment, a private temp dir removed afterwards.
 #pragma once
 
 #include <cstdlib>
-#include <fstream>
-#include <sstream>
 #include <string>
 
-namespace pvio::hv::test {
+#include <gtest/gtest.h>
 
-inline std::string slurp(const std::string& path) {
-  std::ifstream f(path);
-  std::stringstream s;
-  s << f.rdbuf();
-  return s.str();
-}
+#include "pvio/hypervisor/vm.h"
+#include "pvio/test/temp_dir.h"
 
-// The number after "key": in the first line of `text` that contains `prefix`, or -1.
-inline long long field(const std::string& text, const std::string& prefix,
-                       const std::string& key) {
-  const auto line = text.find(prefix);
-  if (line == std::string::npos) return -1;
-  const auto end = text.find('\n', line);
-  const std::string l = text.substr(line, end - line);
-  const auto k = l.find("\"" + key + "\":");
-  if (k == std::string::npos) return -1;
-  return std::atoll(l.c_str() + k + key.size() + 3);
-}
+namespace pvio::hv {
 
-// A fresh directory under $TMPDIR (or /tmp) named after `tag`; empty on failure.
-inline std::string make_temp_dir(const std::string& tag) {
-  const char* tmp = std::getenv("TMPDIR");
-  std::string tmpl = std::string(tmp ? tmp : "/tmp") + "/" + tag + "-XXXXXX";
-  return ::mkdtemp(tmpl.data()) ? tmpl : std::string();
-}
+class HvTest : public ::testing::Test {
+ protected:
+  // `tag` names the temp dir.
+  explicit HvTest(std::string tag) : tag_(std::move(tag)) {}
 
-}  // namespace pvio::hv::test
+  // A derived SetUp() calls this first and returns if IsSkipped() or HasFatalFailure().
+  void SetUp() override {
+    std::string why;
+    if (!Vm::kvm_available(&why)) GTEST_SKIP() << "KVM is not usable here (" << why << ")";
+    hv_ = std::getenv("PVIO_HV") ? std::getenv("PVIO_HV") : "";
+    guest_ = std::getenv("PVIO_GUEST") ? std::getenv("PVIO_GUEST") : "";
+    ASSERT_FALSE(hv_.empty() || guest_.empty()) << "PVIO_HV / PVIO_GUEST not set (run via meson test)";
+    dir_ = test::make_temp_dir(tag_);
+    ASSERT_FALSE(dir_.empty());
+  }
+  void TearDown() override { test::remove_temp_dir(dir_); }
+
+  std::string hv_, guest_, dir_;
+
+ private:
+  std::string tag_;
+};
+
+}  // namespace pvio::hv

@@ -13,14 +13,15 @@
 
 #include <gtest/gtest.h>
 
-#include "pvio/guest/pattern.h"
 #include "hv_test_util.h"
-#include "pvio/hypervisor/vm.h"
+#include "pvio/guest/pattern.h"
+#include "pvio/guest/result_line.h"
+#include "pvio/test/child_process.h"
 
 namespace pvio::hv {
 namespace {
 
-using test::slurp;
+using guest::slurp;
 
 struct HvRun {
   int exit_code = -1;
@@ -30,23 +31,16 @@ struct HvRun {
 
 // The number after "key": in the first PVIO-RESULT line, or -1.
 long long result_field(const std::string& log, const std::string& key) {
-  return test::field(log, "PVIO-RESULT {", key);
+  return guest::report_field(log, "PVIO-RESULT {", key);
 }
 
-class VmTest : public ::testing::Test {
+class VmTest : public HvTest {
  protected:
+  VmTest() : HvTest("pvio-hv-test") {}
   void SetUp() override {
-    std::string why;
-    if (!Vm::kvm_available(&why)) GTEST_SKIP() << "KVM is not usable here (" << why << ")";
-    hv_ = std::getenv("PVIO_HV") ? std::getenv("PVIO_HV") : "";
-    guest_ = std::getenv("PVIO_GUEST") ? std::getenv("PVIO_GUEST") : "";
-    ASSERT_FALSE(hv_.empty() || guest_.empty()) << "PVIO_HV / PVIO_GUEST not set (run via meson test)";
-    dir_ = test::make_temp_dir("pvio-hv-test");
-    ASSERT_FALSE(dir_.empty());
+    HvTest::SetUp();
+    if (IsSkipped() || HasFatalFailure()) return;
     disk_ = dir_ + "/disk.img";
-  }
-  void TearDown() override {
-    if (!dir_.empty()) std::system(("rm -rf '" + dir_ + "'").c_str());
   }
 
   void make_disk(std::uint64_t bytes) {
@@ -64,29 +58,11 @@ class VmTest : public ::testing::Test {
                                      "--serial-log", log};
     if (with_disk) args.insert(args.end(), {"--disk", "ide=" + disk_});
     args.insert(args.end(), extra.begin(), extra.end());
-    const pid_t pid = ::fork();
-    if (pid == 0) {
-      const int efd = ::open(err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-      const int nul = ::open("/dev/null", O_WRONLY);
-      ::dup2(efd, 2);
-      ::dup2(nul, 1);
-      std::vector<char*> argv;
-      for (auto& a : args) argv.push_back(a.data());
-      argv.push_back(nullptr);
-      ::execv(argv[0], argv.data());
-      ::_exit(127);
-    }
-    int status = 0;
-    for (int i = 0; i < 3000; ++i) {  // up to 300 s
-      if (::waitpid(pid, &status, WNOHANG) == pid) {
-        r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-        break;
-      }
-      ::usleep(100000);
-    }
+    const pid_t pid = test::spawn(args, "", err);
+    r.exit_code = test::wait_exit(pid, 300000);
     if (r.exit_code < 0) {
       ::kill(pid, SIGKILL);
-      ::waitpid(pid, &status, 0);
+      ::waitpid(pid, nullptr, 0);
       ADD_FAILURE() << "pvio-hv did not finish: " << cmdline;
     }
     r.log = slurp(log);
@@ -113,7 +89,7 @@ class VmTest : public ::testing::Test {
     return bad;
   }
 
-  std::string hv_, guest_, dir_, disk_;
+  std::string disk_;
 };
 
 TEST_F(VmTest, BootsPrintsBannerFindsPlatformDeviceAndPowersOff) {

@@ -9,6 +9,8 @@
 #include <chrono>
 #include <cstring>
 #include <filesystem>
+#include <sstream>
+#include <fstream>
 #include <functional>
 #include <memory>
 #include <string>
@@ -16,11 +18,19 @@
 
 #include <gtest/gtest.h>
 
-#include "hv_test_util.h"
+#include "pvio/test/temp_dir.h"
 #include "pvio/hypervisor/devices/xen_console.h"
 
 namespace pvio::hv {
 namespace {
+
+// Whole file as a string ("" if missing).
+std::string slurp(const std::string& path) {
+  std::ifstream f(path);
+  std::stringstream s;
+  s << f.rdbuf();
+  return s.str();
+}
 
 using xen::xencons_interface;
 
@@ -76,7 +86,7 @@ class XenConsoleTest : public ::testing::Test {
 TEST_F(XenConsoleTest, OutputWrittenBeforeStartAndAfterKickReachesLogAndClient) {
   guest_write(ring_, "early ");  // written before the backend runs, without a notify
   start();
-  ASSERT_TRUE(eventually([&] { return test::slurp(log_) == "early "; })) << test::slurp(log_);
+  ASSERT_TRUE(eventually([&] { return slurp(log_) == "early "; })) << slurp(log_);
   const int client = connect_to(dir_ + "/console.sock");
   ASSERT_GE(client, 0);
   ASSERT_TRUE(eventually([&] { return console_->stats().clients == 1; }));
@@ -95,7 +105,7 @@ TEST_F(XenConsoleTest, OutputWrittenBeforeStartAndAfterKickReachesLogAndClient) 
     got.append(buf, static_cast<std::size_t>(r));
   }
   EXPECT_EQ(got, big);
-  ASSERT_TRUE(eventually([&] { return test::slurp(log_) == "early " + big; }));
+  ASSERT_TRUE(eventually([&] { return slurp(log_) == "early " + big; }));
   EXPECT_GT(notifies_.load(), 0);  // the guest was told there is room again
   ::close(client);
 }
@@ -124,10 +134,10 @@ TEST_F(XenConsoleTest, CorruptIndicesAreSkippedNotFollowed) {
   console_->kick();
   ASSERT_TRUE(eventually([&] { return console_->stats().invalid_rings == 1; }));
   EXPECT_EQ(ring_.out_cons, 0x10000u);
-  EXPECT_EQ(test::slurp(log_), "");
+  EXPECT_EQ(slurp(log_), "");
   guest_write(ring_, "ok");  // the ring works again
   console_->kick();
-  ASSERT_TRUE(eventually([&] { return test::slurp(log_) == "ok"; }));
+  ASSERT_TRUE(eventually([&] { return slurp(log_) == "ok"; }));
 }
 
 }  // namespace

@@ -20,31 +20,26 @@
 
 #include <gtest/gtest.h>
 
-#include "pvio/control/client.h"
 #include "hv_test_util.h"
-#include "pvio/hypervisor/vm.h"
+#include "pvio/control/client.h"
+#include "pvio/guest/result_line.h"
 #include "pvio/hypervisor/xen_hvm.h"
+#include "pvio/test/child_process.h"
 #include "pvio/xenstore/ring_transport.h"
 #include "pvio/xenstore/server.h"
 
 namespace pvio::hv {
 namespace {
 
-using test::slurp;
+using guest::report_field;
+using guest::slurp;
 
-
-using test::field;
-
-class XenTest : public ::testing::Test {
+class XenTest : public HvTest {
  protected:
+  XenTest() : HvTest("pvio-xen-test") {}
   void SetUp() override {
-    std::string why;
-    if (!Vm::kvm_available(&why)) GTEST_SKIP() << "KVM is not usable here (" << why << ")";
-    hv_ = std::getenv("PVIO_HV") ? std::getenv("PVIO_HV") : "";
-    guest_ = std::getenv("PVIO_GUEST") ? std::getenv("PVIO_GUEST") : "";
-    ASSERT_FALSE(hv_.empty() || guest_.empty()) << "PVIO_HV / PVIO_GUEST not set (run via meson test)";
-    dir_ = test::make_temp_dir("pvio-xen-test");
-    ASSERT_FALSE(dir_.empty());
+    HvTest::SetUp();
+    if (IsSkipped() || HasFatalFailure()) return;
     log_ = dir_ + "/serial.log";
     err_ = dir_ + "/stderr.txt";
     sock_ = dir_ + "/domain-1.sock";
@@ -54,39 +49,25 @@ class XenTest : public ::testing::Test {
       ::kill(pid_, SIGKILL);
       ::waitpid(pid_, nullptr, 0);
     }
-    if (!dir_.empty()) std::system(("rm -rf '" + dir_ + "'").c_str());
+    HvTest::TearDown();
   }
 
   void start(const std::string& cmdline) {
     std::vector<std::string> args = {hv_, "--kernel", guest_, "--mem", "64M", "--cmdline",
                                      cmdline, "--serial-log", log_, "--domid", "1",
                                      "--control-socket", sock_};
-    pid_ = ::fork();
+    pid_ = test::spawn(args, "", err_);
     ASSERT_GE(pid_, 0);
-    if (pid_ == 0) {
-      const int efd = ::open(err_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-      const int nul = ::open("/dev/null", O_WRONLY);
-      ::dup2(efd, 2);
-      ::dup2(nul, 1);
-      std::vector<char*> argv;
-      for (auto& a : args) argv.push_back(a.data());
-      argv.push_back(nullptr);
-      ::execv(argv[0], argv.data());
-      ::_exit(127);
-    }
   }
   // Exit status of pvio-hv; a generous limit only guards against a hung guest.
   int wait_exit() {
-    int status = 0;
-    for (int i = 0; i < 1200; ++i) {
-      if (::waitpid(pid_, &status, WNOHANG) == pid_) {
-        pid_ = -1;
-        return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-      }
-      ::usleep(100000);
+    const int rc = test::wait_exit(pid_, 120000);
+    if (rc < 0) {
+      ADD_FAILURE() << "pvio-hv did not finish";
+      return -1;
     }
-    ADD_FAILURE() << "pvio-hv did not finish";
-    return -1;
+    pid_ = -1;
+    return rc;
   }
   int run(const std::string& cmdline) {
     start(cmdline);
@@ -111,46 +92,46 @@ class XenTest : public ::testing::Test {
     return nullptr;
   }
 
-  std::string hv_, guest_, dir_, log_, err_, sock_;
+  std::string log_, err_, sock_;
   pid_t pid_ = -1;
 };
 
 TEST_F(XenTest, EveryHypercallGoodAndBadArguments) {
   ASSERT_EQ(run("mode=hypercalls"), 0) << slurp(log_) << slurp(err_);
   const std::string log = slurp(log_), err = slurp(err_);
-  EXPECT_EQ(field(log, "PVIO-RESULT", "failed"), 0) << log;
-  EXPECT_GE(field(log, "PVIO-RESULT", "checks"), 80);
+  EXPECT_EQ(report_field(log, "PVIO-RESULT", "failed"), 0) << log;
+  EXPECT_GE(report_field(log, "PVIO-RESULT", "checks"), 80);
   EXPECT_EQ(log.find("PVIO-CHECK FAIL"), std::string::npos) << log;
   // console_io reaches the serial log; SCHEDOP_shutdown powered the domain off cleanly.
   EXPECT_NE(log.find("PVIO-CONSOLE-IO hello through console_io"), std::string::npos);
   EXPECT_NE(err.find("guest powered off (code 0)"), std::string::npos) << err;
-  EXPECT_EQ(field(err, "PVIO-HV-STATS", "msr_writes"), 1);
-  EXPECT_GE(field(err, "PVIO-HV-STATS", "faults"), 7);
+  EXPECT_EQ(report_field(err, "PVIO-HV-STATS", "msr_writes"), 1);
+  EXPECT_GE(report_field(err, "PVIO-HV-STATS", "faults"), 7);
   // Loopback sends and the unmask re-raise arrived as upcalls through the irqfd.
-  EXPECT_GE(field(log, "PVIO-RESULT", "upcalls"), 2);
+  EXPECT_GE(report_field(log, "PVIO-RESULT", "upcalls"), 2);
 }
 
 TEST_F(XenTest, ProbeFindsLeavesHypercallPageAndParams) {
   ASSERT_EQ(run("mode=xen-probe"), 0) << slurp(log_) << slurp(err_);
   const std::string log = slurp(log_);
-  EXPECT_EQ(field(log, "PVIO-RESULT", "xen"), 1);
-  EXPECT_EQ(field(log, "PVIO-RESULT", "version"), (hv::kXenVersionMajor << 16) | hv::kXenVersionMinor);
-  EXPECT_EQ(field(log, "PVIO-RESULT", "hypercall_msr"), hv::kHypercallMsr);
-  EXPECT_EQ(field(log, "PVIO-RESULT", "store_pfn"), (kXenPagesGpa >> 12) + kXenStorePage);
-  EXPECT_EQ(field(log, "PVIO-RESULT", "console_pfn"), (kXenPagesGpa >> 12) + kXenConsolePage);
-  EXPECT_GT(field(log, "PVIO-RESULT", "store_evtchn"), 0);
-  EXPECT_EQ(field(log, "PVIO-RESULT", "grant_frames"), 4);
-  EXPECT_EQ(field(log, "PVIO-RESULT", "max_grant_frames"), kMaxGrantFrames);
-  EXPECT_EQ(field(log, "PVIO-RESULT", "upcall_vector"), 0xf3);
+  EXPECT_EQ(report_field(log, "PVIO-RESULT", "xen"), 1);
+  EXPECT_EQ(report_field(log, "PVIO-RESULT", "version"), (hv::kXenVersionMajor << 16) | hv::kXenVersionMinor);
+  EXPECT_EQ(report_field(log, "PVIO-RESULT", "hypercall_msr"), hv::kHypercallMsr);
+  EXPECT_EQ(report_field(log, "PVIO-RESULT", "store_pfn"), (kXenPagesGpa >> 12) + kXenStorePage);
+  EXPECT_EQ(report_field(log, "PVIO-RESULT", "console_pfn"), (kXenPagesGpa >> 12) + kXenConsolePage);
+  EXPECT_GT(report_field(log, "PVIO-RESULT", "store_evtchn"), 0);
+  EXPECT_EQ(report_field(log, "PVIO-RESULT", "grant_frames"), 4);
+  EXPECT_EQ(report_field(log, "PVIO-RESULT", "max_grant_frames"), kMaxGrantFrames);
+  EXPECT_EQ(report_field(log, "PVIO-RESULT", "upcall_vector"), 0xf3);
 }
 
 TEST_F(XenTest, HostileHypercallsLeaveTheVmmServing) {
   ASSERT_EQ(run("mode=hostile-xen count=1500 seed=11"), 0) << slurp(err_);
   const std::string log = slurp(log_), err = slurp(err_);
-  EXPECT_EQ(field(log, "PVIO-RESULT {\"mode\":\"hostile-xen\"", "alive_after"), 1) << log;
-  EXPECT_GE(field(err, "PVIO-HV-STATS", "hypercalls"), 1500);
-  EXPECT_GT(field(err, "PVIO-HV-STATS", "hypercall_errors"), 0);
-  EXPECT_GT(field(err, "PVIO-HV-STATS", "faults"), 0);
+  EXPECT_EQ(report_field(log, "PVIO-RESULT {\"mode\":\"hostile-xen\"", "alive_after"), 1) << log;
+  EXPECT_GE(report_field(err, "PVIO-HV-STATS", "hypercalls"), 1500);
+  EXPECT_GT(report_field(err, "PVIO-HV-STATS", "hypercall_errors"), 0);
+  EXPECT_GT(report_field(err, "PVIO-HV-STATS", "faults"), 0);
   EXPECT_EQ(err.find("crashed"), std::string::npos) << err;
 }
 
@@ -182,10 +163,10 @@ TEST_F(XenTest, Dom0ServiceExchangesEventsThroughIoeventfdAndIrqfd) {
   EXPECT_EQ(kicks, static_cast<std::uint64_t>(kRounds));
   ASSERT_EQ(wait_exit(), 0) << slurp(err_);
   const std::string log = slurp(log_), err = slurp(err_);
-  EXPECT_EQ(field(log, "PVIO-RESULT", "received"), kRounds);
-  EXPECT_EQ(field(log, "PVIO-RESULT", "sent"), kRounds);
+  EXPECT_EQ(report_field(log, "PVIO-RESULT", "received"), kRounds);
+  EXPECT_EQ(report_field(log, "PVIO-RESULT", "sent"), kRounds);
   // Every guest send went through the ioeventfd: none exited to the VMM.
-  EXPECT_EQ(field(err, "PVIO-HV-STATS", "doorbell_exits"), 0) << err;
+  EXPECT_EQ(report_field(err, "PVIO-HV-STATS", "doorbell_exits"), 0) << err;
 }
 
 // A Dom0 xenstore connection that only collects replies.
@@ -256,8 +237,8 @@ TEST_F(XenTest, GuestTalksToXenstoreOnTheRingPageTheVmmPublished) {
   ASSERT_EQ(pid_, -1) << "guest did not finish: " << slurp(log_);
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << slurp(err_);
   const std::string log = slurp(log_);
-  EXPECT_EQ(field(log, "PVIO-RESULT", "xenstore_domid"), 1) << log;
-  EXPECT_EQ(field(log, "PVIO-RESULT", "xenstore_roundtrip"), 1) << log;
+  EXPECT_EQ(report_field(log, "PVIO-RESULT", "xenstore_domid"), 1) << log;
+  EXPECT_EQ(report_field(log, "PVIO-RESULT", "xenstore_roundtrip"), 1) << log;
   // The guest's write is in the store, under its home.
   dom0.replies.clear();
   req(xs::MsgType::XS_READ, "/local/domain/1/data/probe\0"s);

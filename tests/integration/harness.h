@@ -19,6 +19,8 @@
 #include <string>
 #include <thread>
 
+#include "pvio/test/child_process.h"
+#include "pvio/test/temp_dir.h"
 #include "pvio/xenstore/client.h"
 
 namespace pvio::integration {
@@ -40,9 +42,8 @@ class Toolstack : public ::testing::Test {
     if (pvio_.empty()) GTEST_SKIP() << "PVIO (path of the pvio CLI) is not set; run under meson test";
     // Every daemon the CLI starts ends up ours to reap, so none lingers as a zombie.
     ::prctl(PR_SET_CHILD_SUBREAPER, 1);
-    std::string tmpl = (std::filesystem::temp_directory_path() / "pvio-it-XXXXXX").string();
-    ASSERT_NE(::mkdtemp(tmpl.data()), nullptr);
-    dir_ = tmpl;
+    dir_ = test::make_temp_dir("pvio-it");
+    ASSERT_FALSE(dir_.empty());
     ::setenv("PVIO_RUN_DIR", dir_.c_str(), 1);
     ::unsetenv("XENSTORED_PATH");
   }
@@ -52,8 +53,7 @@ class Toolstack : public ::testing::Test {
     for (domid_t d : domains_) pvio("destroy " + std::to_string(d));
     pvio("down");
     reap();
-    std::error_code ec;
-    std::filesystem::remove_all(dir_, ec);
+    test::remove_temp_dir(dir_);
   }
 
   static void reap() {
@@ -63,28 +63,14 @@ class Toolstack : public ::testing::Test {
 
   // Runs `pvio <args>` through the shell (args are quoted by the caller where needed).
   CmdResult pvio(const std::string& args) {
-    CmdResult r;
-    const std::string cmd = pvio_ + " " + args + " 2>&1";
-    FILE* f = ::popen(cmd.c_str(), "r");
-    if (f == nullptr) return r;
-    char buf[4096];
-    size_t n;
-    while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) r.out.append(buf, n);
-    const int st = ::pclose(f);
-    r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    const CmdResult r = shell(pvio_ + " " + args);
     reap();
     return r;
   }
 
   static CmdResult shell(const std::string& cmd) {
     CmdResult r;
-    FILE* f = ::popen((cmd + " 2>&1").c_str(), "r");
-    if (f == nullptr) return r;
-    char buf[4096];
-    size_t n;
-    while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) r.out.append(buf, n);
-    const int st = ::pclose(f);
-    r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    r.status = test::run_shell(cmd, &r.out);
     return r;
   }
 

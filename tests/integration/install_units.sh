@@ -2,7 +2,8 @@
 # `meson install` into a scratch root: the daemons, pvio-hv, pvio-domain, the guest kernel and
 # the systemd units land where they should; the units pass `systemd-analyze verify`; and each
 # unit's ExecStart, run as systemd would run it (its Environment, under the scratch root), starts
-# a daemon that serves: pvio-xenstored answers Debian's xenstore-ls and pvio-blkback stays up.
+# a daemon that serves: pvio-xenstored answers Debian's xenstore-ls, pvio-blkback stays up and
+# pvio-netback writes its stats file.
 # Usage: install_units.sh BUILD_ROOT. Exit 77 (skipped) where a prerequisite is missing.
 set -euo pipefail
 build=$1
@@ -23,13 +24,15 @@ import json, sys
 print(next(o["value"] for o in json.load(sys.stdin) if o["name"] == "prefix"))')
 for f in bin/pvio bin/pvio-xenstored bin/pvio-blkback bin/pvio-domain bin/pvio-hv \
          share/pvio/pvio-guest.elf lib/systemd/system/pvio-xenstored.service \
-         lib/systemd/system/pvio-blkback.service; do
+         bin/pvio-netback lib/systemd/system/pvio-blkback.service \
+         lib/systemd/system/pvio-netback.service; do
   [[ -e $root$prefix/$f ]] || { echo "not installed: $prefix/$f"; exit 1; }
 done
 units=$root$prefix/lib/systemd/system
 # verify resolves ExecStart binaries: give it the scratch root.
 SYSTEMD_LOG_LEVEL=err systemd-analyze verify --root="$root" --man=no --recursive-errors=no \
-  "$units/pvio-xenstored.service" "$units/pvio-blkback.service" 2>&1 | tee "$root/verify.log"
+  "$units/pvio-xenstored.service" "$units/pvio-blkback.service" \
+  "$units/pvio-netback.service" 2>&1 | tee "$root/verify.log"
 if grep -v -e 'Failed to .*dbus' -e 'not-found' "$root/verify.log" | grep -qi 'error\|invalid\|unknown'; then
   echo "systemd-analyze verify reported problems"; exit 1
 fi
@@ -53,6 +56,11 @@ XENSTORED_PATH=$run_dir/xenstored.sock xenstore-ls / >/dev/null || {
 $(exec_of pvio-blkback.service) >"$root/blkback.log" 2>&1 & pids+=($!)
 sleep 0.5
 kill -0 "${pids[1]}" || { echo "pvio-blkback from its unit exited"; cat "$root/blkback.log"; exit 1; }
+# shellcheck disable=SC2046
+$(exec_of pvio-netback.service) >"$root/netback.log" 2>&1 & pids+=($!)
+for _ in $(seq 100); do [[ -e $run_dir/netback.stats ]] && break; sleep 0.05; done
+kill -0 "${pids[2]}" || { echo "pvio-netback from its unit exited"; cat "$root/netback.log"; exit 1; }
+[[ -e $run_dir/netback.stats ]] || { echo "pvio-netback from its unit wrote no stats file"; exit 1; }
 # The installed CLI sees the daemons the units started.
 "$root$prefix/bin/pvio" list >/dev/null
 echo "installed units verified and their daemons serve"

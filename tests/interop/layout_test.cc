@@ -143,6 +143,7 @@ TEST(InteropLayout, NetifConstants) {
   EXPECT_EQ(pn::kRxfExtraInfo, NETRXF_extra_info);
   EXPECT_EQ(pn::kRxfGsoPrefix, NETRXF_gso_prefix);
   EXPECT_EQ(pn::kMaxTxSize, unsigned{XEN_NETIF_MAX_TX_SIZE});
+  EXPECT_EQ(pn::kNrSlotsMin, unsigned{XEN_NETIF_NR_SLOTS_MIN});
   EXPECT_EQ(pn::kExtraTypeNone, XEN_NETIF_EXTRA_TYPE_NONE);
   EXPECT_EQ(pn::kExtraTypeGso, XEN_NETIF_EXTRA_TYPE_GSO);
   EXPECT_EQ(pn::kExtraTypeMcastAdd, XEN_NETIF_EXTRA_TYPE_MCAST_ADD);
@@ -157,6 +158,41 @@ TEST(InteropLayout, NetifConstants) {
   EXPECT_EQ(pn::kRspError, NETIF_RSP_ERROR);
   EXPECT_EQ(pn::kRspOkay, NETIF_RSP_OKAY);
   EXPECT_EQ(pn::kRspNull, NETIF_RSP_NULL);
+}
+
+TEST(InteropLayout, NetifCtrl) {
+  EXPECT_EQ(sizeof(pn::xen_netif_ctrl_request), sizeof(struct xen_netif_ctrl_request));
+  EXPECT_SAME_LAYOUT(pn::xen_netif_ctrl_request, struct xen_netif_ctrl_request, id);
+  EXPECT_SAME_LAYOUT(pn::xen_netif_ctrl_request, struct xen_netif_ctrl_request, type);
+  EXPECT_SAME_LAYOUT(pn::xen_netif_ctrl_request, struct xen_netif_ctrl_request, data);
+  EXPECT_EQ(sizeof(pn::xen_netif_ctrl_response), sizeof(struct xen_netif_ctrl_response));
+  EXPECT_SAME_LAYOUT(pn::xen_netif_ctrl_response, struct xen_netif_ctrl_response, id);
+  EXPECT_SAME_LAYOUT(pn::xen_netif_ctrl_response, struct xen_netif_ctrl_response, type);
+  EXPECT_SAME_LAYOUT(pn::xen_netif_ctrl_response, struct xen_netif_ctrl_response, status);
+  EXPECT_SAME_LAYOUT(pn::xen_netif_ctrl_response, struct xen_netif_ctrl_response, data);
+  EXPECT_EQ((pvio::ring::ring_size<pn::xen_netif_ctrl_request, pn::xen_netif_ctrl_response>(4096)),
+            __CONST_RING_SIZE(xen_netif_ctrl, 4096));
+  EXPECT_EQ(pn::kCtrlTypeInvalid, XEN_NETIF_CTRL_TYPE_INVALID);
+  EXPECT_EQ(pn::kCtrlTypeGetHashFlags, XEN_NETIF_CTRL_TYPE_GET_HASH_FLAGS);
+  EXPECT_EQ(pn::kCtrlTypeSetHashFlags, XEN_NETIF_CTRL_TYPE_SET_HASH_FLAGS);
+  EXPECT_EQ(pn::kCtrlTypeSetHashKey, XEN_NETIF_CTRL_TYPE_SET_HASH_KEY);
+  EXPECT_EQ(pn::kCtrlTypeGetHashMappingSize, XEN_NETIF_CTRL_TYPE_GET_HASH_MAPPING_SIZE);
+  EXPECT_EQ(pn::kCtrlTypeSetHashMappingSize, XEN_NETIF_CTRL_TYPE_SET_HASH_MAPPING_SIZE);
+  EXPECT_EQ(pn::kCtrlTypeSetHashMapping, XEN_NETIF_CTRL_TYPE_SET_HASH_MAPPING);
+  EXPECT_EQ(pn::kCtrlTypeSetHashAlgorithm, XEN_NETIF_CTRL_TYPE_SET_HASH_ALGORITHM);
+  EXPECT_EQ(pn::kCtrlTypeGetGrefMappingSize, XEN_NETIF_CTRL_TYPE_GET_GREF_MAPPING_SIZE);
+  EXPECT_EQ(pn::kCtrlTypeAddGrefMapping, XEN_NETIF_CTRL_TYPE_ADD_GREF_MAPPING);
+  EXPECT_EQ(pn::kCtrlTypeDelGrefMapping, XEN_NETIF_CTRL_TYPE_DEL_GREF_MAPPING);
+  EXPECT_EQ(pn::kCtrlStatusSuccess, unsigned{XEN_NETIF_CTRL_STATUS_SUCCESS});
+  EXPECT_EQ(pn::kCtrlStatusNotSupported, unsigned{XEN_NETIF_CTRL_STATUS_NOT_SUPPORTED});
+  EXPECT_EQ(pn::kCtrlStatusInvalidParameter, unsigned{XEN_NETIF_CTRL_STATUS_INVALID_PARAMETER});
+  EXPECT_EQ(pn::kCtrlStatusBufferOverflow, unsigned{XEN_NETIF_CTRL_STATUS_BUFFER_OVERFLOW});
+  EXPECT_EQ(pn::kCtrlHashTypeIpv4, unsigned{XEN_NETIF_CTRL_HASH_TYPE_IPV4});
+  EXPECT_EQ(pn::kCtrlHashTypeIpv4Tcp, unsigned{XEN_NETIF_CTRL_HASH_TYPE_IPV4_TCP});
+  EXPECT_EQ(pn::kCtrlHashTypeIpv6, unsigned{XEN_NETIF_CTRL_HASH_TYPE_IPV6});
+  EXPECT_EQ(pn::kCtrlHashTypeIpv6Tcp, unsigned{XEN_NETIF_CTRL_HASH_TYPE_IPV6_TCP});
+  EXPECT_EQ(pn::kCtrlHashAlgorithmNone, unsigned{XEN_NETIF_CTRL_HASH_ALGORITHM_NONE});
+  EXPECT_EQ(pn::kCtrlHashAlgorithmToeplitz, unsigned{XEN_NETIF_CTRL_HASH_ALGORITHM_TOEPLITZ});
 }
 
 }  // namespace

@@ -4,7 +4,6 @@
 #include <gtest/gtest.h>
 #include <poll.h>
 #include <sys/eventfd.h>
-#include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -22,33 +21,29 @@
 #include "pvio/xenstore/ring_transport.h"
 #include "pvio/xenstore/server.h"
 #include "pvio/xenstore/xenbus.h"
+#include "pvio/test/guest_image.h"
 
 namespace pvio::xs::test {
 namespace {
 
-// One guest's xenstore "hardware": ring page (memfd) and two eventfds.
+// One guest's xenstore "hardware": ring page (gfn 0 of a one-page memfd) and two eventfds.
 struct GuestDomain {
-  explicit GuestDomain(domid_t id) : domid(id) {
-    memfd = memfd_create("xenstore-ring", MFD_CLOEXEC);
-    EXPECT_GE(memfd, 0);
-    EXPECT_EQ(ftruncate(memfd, 4096), 0);
-    void* p = mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0);
-    EXPECT_NE(p, MAP_FAILED);
-    page = static_cast<xenstore_domain_interface*>(p);
+  explicit GuestDomain(domid_t id)
+      : domid(id),
+        memory({"xenstore-ring", 0, 1, 0}),
+        page(reinterpret_cast<xenstore_domain_interface*>(memory.base())) {
     to_dom0 = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     to_guest = eventfd(0, EFD_CLOEXEC);
   }
   ~GuestDomain() {
-    munmap(page, 4096);
-    close(memfd);
     close(to_dom0);
     close(to_guest);
   }
   domid_t domid;
-  int memfd = -1;
+  pvio::test::GuestImage memory;
+  xenstore_domain_interface* page;
   int to_dom0 = -1;
   int to_guest = -1;
-  xenstore_domain_interface* page = nullptr;
 };
 
 void kick(int fd) {

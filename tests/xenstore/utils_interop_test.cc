@@ -19,6 +19,8 @@
 
 #include "pvio/xenstore/client.h"
 #include "pvio/xenstore/protocol.h"
+#include "pvio/test/temp_dir.h"
+#include "pvio/test/wait_until.h"
 
 namespace pvio::xs {
 namespace {
@@ -36,9 +38,8 @@ class UtilsInterop : public ::testing::Test {
     if (!have_tools()) GTEST_SKIP() << "xenstore-utils not installed (apt install xenstore-utils)";
     const char* daemon = std::getenv("PVIO_XENSTORED");
     if (daemon == nullptr) GTEST_SKIP() << "PVIO_XENSTORED not set; run through meson test";
-    std::string tmpl = (std::filesystem::temp_directory_path() / "pvio-xs-XXXXXX").string();
-    ASSERT_NE(::mkdtemp(tmpl.data()), nullptr);
-    dir_ = tmpl;
+    dir_ = pvio::test::make_temp_dir("pvio-xs");
+    ASSERT_FALSE(dir_.empty());
     sock_ = dir_ + "/socket";
     pid_ = ::fork();
     ASSERT_GE(pid_, 0);
@@ -47,10 +48,7 @@ class UtilsInterop : public ::testing::Test {
               static_cast<char*>(nullptr));
       _exit(127);
     }
-    for (int i = 0; i < 500 && !client_; ++i) {
-      client_ = Client::connect(sock_);
-      if (!client_) std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
+    pvio::test::wait_until([&] { return (client_ = Client::connect(sock_)) != nullptr; }, 5000);
     ASSERT_TRUE(client_) << "daemon did not come up on " << sock_;
   }
   void TearDown() override {

@@ -211,3 +211,11 @@ ABI_FIELD(pvio::blkif::blkif_x86_64_request_indirect, struct blkif_request_indir
 ABI_SIZE(pvio::blkif::blkif_x86_64_response, struct blkif_response)
 ABI_FIELD(pvio::blkif::blkif_x86_64_response, struct blkif_response, status)
 #endif
+
+// io/netif.h control ring
+ABI_SIZE(pvio::netif::xen_netif_ctrl_request, struct xen_netif_ctrl_request)
+ABI_FIELD(pvio::netif::xen_netif_ctrl_request, struct xen_netif_ctrl_request, type)
+ABI_FIELD(pvio::netif::xen_netif_ctrl_request, struct xen_netif_ctrl_request, data)
+ABI_SIZE(pvio::netif::xen_netif_ctrl_response, struct xen_netif_ctrl_response)
+ABI_FIELD(pvio::netif::xen_netif_ctrl_response, struct xen_netif_ctrl_response, status)
+ABI_FIELD(pvio::netif::xen_netif_ctrl_response, struct xen_netif_ctrl_response, data)

@@ -36,7 +36,7 @@ struct ServiceOptions {
   unsigned max_ring_page_order = 4;     // max-ring-page-order
   unsigned max_indirect_segments = 32;  // feature-max-indirect-segments (Linux's default)
   bool persistent = true;               // feature-persistent
-  // Where a domain's control socket is; default: domain::default_socket_path(domid).
+  // Where a domain's control socket is; default: control::domain_socket_path(domid).
   std::function<std::string(domid_t)> domain_socket;
 };
 

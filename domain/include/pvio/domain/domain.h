@@ -14,13 +14,13 @@
 
 #include <cstdint>
 #include <functional>
-#include <map>
 #include <memory>
 #include <mutex>
 #include <span>
 #include <string>
 #include <vector>
 
+#include "pvio/control/dom0_ports.h"
 #include "pvio/control/server.h"
 #include "pvio/event_channel/port_table.h"
 #include "pvio/grant_table/grant_table.h"
@@ -40,20 +40,17 @@ struct DomainConfig {
   domid_t domid = 1;
   std::uint64_t memory_bytes = 16u << 20;
   std::uint32_t nr_grant_frames = 4;
-  std::string socket_path;  // empty: default_socket_path(domid)
+  std::string socket_path;  // empty: control::domain_socket_path(domid)
 };
 
-// $PVIO_RUN_DIR/domain-<domid>.sock, else $XDG_RUNTIME_DIR/pvio/..., else /run/pvio/...
-std::string default_socket_path(domid_t domid);
-
-class Domain final : private control::ControlBackend {
+class Domain final {
  public:
   using Handler = std::function<void(evtchn_port_t)>;
 
   // Creates the memory, pages, port table (with the xenstore port allocated unbound for
   // Dom0) and the control socket. 0 or -errno.
   static int create(const DomainConfig& cfg, std::unique_ptr<Domain>* out);
-  ~Domain() override;
+  ~Domain();
 
   domid_t domid() const { return domid_; }
   const std::string& socket_path() const { return server_->path(); }
@@ -94,18 +91,8 @@ class Domain final : private control::ControlBackend {
   Domain() = default;
   void handle_upcall();
 
-  // ControlBackend (loop thread).
-  control::DomainDescription describe() override;
-  void client_attached(control::ClientId) override;
-  control::BindResult bind_interdomain(control::ClientId, evtchn_port_t remote_port) override;
-  int unbind(control::ClientId, evtchn_port_t local_port) override;
-  void client_gone(control::ClientId) override;
-
-  struct Dom0Client {
-    evtchn::EventfdDoorbell doorbell;
-    std::unique_ptr<evtchn::PortTable> table;  // the service's (domain 0's) ports
-    std::vector<control::UniqueFd> kicks;      // indexed by its local port
-  };
+  // What ATTACH hands out (loop thread).
+  control::DomainDescription describe();
 
   domid_t domid_ = 0;
   std::uint64_t memory_bytes_ = 0;
@@ -127,10 +114,10 @@ class Domain final : private control::ControlBackend {
   control::UniqueFd epoll_;
   std::unique_ptr<evtchn::UpcallNotifier> upcall_;
 
-  mutable std::mutex mu_;  // guards ports_, handlers_, clients_
+  mutable std::mutex mu_;  // guards ports_, handlers_, dom0_ports_
   std::unique_ptr<evtchn::PortTable> ports_;
   std::vector<Handler> handlers_;
-  std::map<control::ClientId, Dom0Client> clients_;
+  std::unique_ptr<control::Dom0Ports> dom0_ports_;  // the control server's backend
 
   std::unique_ptr<control::ControlServer> server_;
 };

@@ -28,6 +28,7 @@
 
 #include <time.h>
 
+#include "pvio/control/dom0_ports.h"
 #include "pvio/control/server.h"
 #include "pvio/event_channel/notifier.h"
 #include "pvio/event_channel/port_table.h"
@@ -102,14 +103,14 @@ struct XenHvmConfig {
   std::uint64_t ram_bytes = 0;  // guest RAM at gpa 0 (the Xen pages follow it in the memfd)
 };
 
-class XenHvm final : private control::ControlBackend {
+class XenHvm final {
  public:
   // `memory`: the guest's memory as the VMM maps it (RAM and the Xen pages); `xen_pages`: the
   // host address of the Xen pages; `memfd` and `regions`: what ATTACH hands out; `upcall_fd`:
   // the eventfd whose signal KVM turns into the upcall interrupt (irqfd).
   XenHvm(const XenHvmConfig& config, const GuestMemory& memory, std::uint8_t* xen_pages,
          int memfd, std::span<const control::RegionDesc> regions, int upcall_fd, XenHost& host);
-  ~XenHvm() override;
+  ~XenHvm();
   XenHvm(const XenHvm&) = delete;
   XenHvm& operator=(const XenHvm&) = delete;
 
@@ -148,12 +149,6 @@ class XenHvm final : private control::ControlBackend {
   evtchn_port_t console_port() const { return console_port_; }
 
  private:
-  struct Dom0Client {
-    evtchn::EventfdDoorbell doorbell;
-    std::unique_ptr<evtchn::PortTable> table;  // the service's (domain 0's) ports
-    std::vector<control::UniqueFd> kicks;      // indexed by its local port
-  };
-
   // Copies `len` bytes at guest-virtual `gva` out of (or into) guest memory, page by page.
   bool copy_from_guest(const HypercallArgs& call, std::uint64_t gva, void* dst, std::size_t len);
   bool copy_to_guest(const HypercallArgs& call, std::uint64_t gva, const void* src,
@@ -177,13 +172,8 @@ class XenHvm final : private control::ControlBackend {
   std::int64_t add_xen_page(std::uint64_t page, std::uint64_t gfn);
   void raise_upcall_if_pending();
 
-  // ControlBackend (control thread).
-  control::DomainDescription describe() override;
-  void client_attached(control::ClientId) override;
-  control::BindResult bind_interdomain(control::ClientId, evtchn_port_t remote_port) override;
-  int unbind(control::ClientId, evtchn_port_t local_port) override;
-  void client_gone(control::ClientId) override;
-  void close_dom0_port(Dom0Client& c, evtchn_port_t local_port);
+  // What ATTACH hands out (control thread).
+  control::DomainDescription describe();
   void serve_loop();
 
   domid_t domid_;
@@ -214,7 +204,8 @@ class XenHvm final : private control::ControlBackend {
   control::UniqueFd timer_fd_;      // CLOCK_MONOTONIC timerfd behind set_timer_op
   control::UniqueFd timer_stop_fd_;
   std::thread timer_thread_;
-  std::map<control::ClientId, Dom0Client> clients_;
+  // The control server's backend; guest doorbells of bound ports go to the kick eventfds in KVM.
+  std::unique_ptr<control::Dom0Ports> dom0_ports_;
   std::vector<std::uint64_t> attach_frames_;  // control thread only: describe()'s storage
   XenStats stats_;
 

@@ -19,4 +19,6 @@ using TxFrontRing = ring::FrontRing<netif_tx_request, netif_tx_response>;
 using TxBackRing = ring::BackRing<netif_tx_request, netif_tx_response>;
 using RxFrontRing = ring::FrontRing<netif_rx_request, netif_rx_response>;
 using RxBackRing = ring::BackRing<netif_rx_request, netif_rx_response>;
+using CtrlFrontRing = ring::FrontRing<xen_netif_ctrl_request, xen_netif_ctrl_response>;
+using CtrlBackRing = ring::BackRing<xen_netif_ctrl_request, xen_netif_ctrl_response>;
 }  // namespace pvio::netif

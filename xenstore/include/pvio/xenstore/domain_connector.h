@@ -29,7 +29,7 @@ class ControlDomainConnector final : public DomainConnector {
   using SocketPathFn = std::function<std::string(domid_t)>;
 
   // Registers itself with `server`; `daemon` runs the fds. Empty `socket_path`:
-  // domain::default_socket_path ($PVIO_RUN_DIR/domain-<domid>.sock ...).
+  // control::domain_socket_path ($PVIO_RUN_DIR/domain-<domid>.sock ...).
   ControlDomainConnector(Server& server, Daemon& daemon, SocketPathFn socket_path = {});
   ~ControlDomainConnector() override;
   ControlDomainConnector(const ControlDomainConnector&) = delete;

@@ -25,6 +25,12 @@ inline constexpr uint16_t kRxfGsoPrefix = 1u << 4;
 
 inline constexpr uint32_t kMaxTxSize = 0xFFFF;  // XEN_NETIF_MAX_TX_SIZE
 
+// XEN_NETIF_NR_SLOTS_MIN: the fewest slots a backend must accept for one packet (frontends may
+// use up to this many without asking); XEN_NETBK_LEGACY_SLOTS_MAX: the same limit as older
+// backends name it (MAX_SKB_FRAGS + 1 at the time the protocol was fixed).
+inline constexpr unsigned kNrSlotsMin = 18;
+inline constexpr unsigned kNetbkLegacySlotsMax = kNrSlotsMin;
+
 // netif_extra_info.type (XEN_NETIF_EXTRA_TYPE_*).
 inline constexpr uint8_t kExtraTypeNone = 0;
 inline constexpr uint8_t kExtraTypeGso = 1;
@@ -103,6 +109,48 @@ static_assert(sizeof(netif_tx_response) == 4);
 static_assert(sizeof(netif_rx_request) == 8);
 static_assert(offsetof(netif_rx_request, gref) == 4);
 static_assert(sizeof(netif_rx_response) == 8);
+
+// Control ring (feature-ctrl-ring; netif.h "Control ring"): hash configuration requests.
+inline constexpr uint16_t kCtrlTypeInvalid = 0;              // XEN_NETIF_CTRL_TYPE_*
+inline constexpr uint16_t kCtrlTypeGetHashFlags = 1;
+inline constexpr uint16_t kCtrlTypeSetHashFlags = 2;
+inline constexpr uint16_t kCtrlTypeSetHashKey = 3;
+inline constexpr uint16_t kCtrlTypeGetHashMappingSize = 4;
+inline constexpr uint16_t kCtrlTypeSetHashMappingSize = 5;
+inline constexpr uint16_t kCtrlTypeSetHashMapping = 6;
+inline constexpr uint16_t kCtrlTypeSetHashAlgorithm = 7;
+inline constexpr uint16_t kCtrlTypeGetGrefMappingSize = 8;
+inline constexpr uint16_t kCtrlTypeAddGrefMapping = 9;
+inline constexpr uint16_t kCtrlTypeDelGrefMapping = 10;
+
+inline constexpr uint32_t kCtrlStatusSuccess = 0;  // XEN_NETIF_CTRL_STATUS_*
+inline constexpr uint32_t kCtrlStatusNotSupported = 1;
+inline constexpr uint32_t kCtrlStatusInvalidParameter = 2;
+inline constexpr uint32_t kCtrlStatusBufferOverflow = 3;
+
+inline constexpr uint32_t kCtrlHashTypeIpv4 = 1u << 0;  // XEN_NETIF_CTRL_HASH_TYPE_*
+inline constexpr uint32_t kCtrlHashTypeIpv4Tcp = 1u << 1;
+inline constexpr uint32_t kCtrlHashTypeIpv6 = 1u << 2;
+inline constexpr uint32_t kCtrlHashTypeIpv6Tcp = 1u << 3;
+
+inline constexpr uint32_t kCtrlHashAlgorithmNone = 0;  // XEN_NETIF_CTRL_HASH_ALGORITHM_*
+inline constexpr uint32_t kCtrlHashAlgorithmToeplitz = 1;
+
+struct xen_netif_ctrl_request {
+  uint16_t id;
+  uint16_t type;
+  uint32_t data[3];
+};
+
+struct xen_netif_ctrl_response {
+  uint16_t id;
+  uint16_t type;
+  uint32_t status;
+  uint32_t data;
+};
+
+static_assert(sizeof(xen_netif_ctrl_request) == 16);
+static_assert(sizeof(xen_netif_ctrl_response) == 12);
 
 static_assert(ring::ring_size<netif_tx_request, netif_tx_response>(ring::kPageSize) == 256);
 static_assert(ring::ring_size<netif_rx_request, netif_rx_response>(ring::kPageSize) == 256);

@@ -1,0 +1,57 @@
+// Uplinks: DPDK ethdev ports attached to the switch next to the vifs (netback/ports/). A kind
+// names the DPDK virtual device: `tap:NAME` (net_tap, a host TAP interface NAME, so the host
+// stack sees the guests), `af_packet:IFACE` (net_af_packet on a host interface),
+// `memif:SOCKET` (net_memif server on a unix socket), `null` (net_null sink, for benchmarks)
+// or `none`.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "pvio/netback/switch.h"
+
+namespace pvio::netback {
+
+struct UplinkSpec {
+  std::string kind;  // tap, af_packet, memif, none
+  std::string arg;   // interface name or socket path
+};
+// "kind[:arg]"; false for an unknown kind or a missing argument.
+bool parse_uplink(const std::string& s, UplinkSpec* out);
+// The DPDK vdev name and devargs for a spec (ports/kinds.cc). Throws std::invalid_argument.
+std::pair<std::string, std::string> uplink_devargs(const UplinkSpec& spec);
+
+struct UplinkStats {
+  std::uint64_t rx_packets = 0, rx_bytes = 0;  // from the device into the switch
+  std::uint64_t tx_packets = 0, tx_bytes = 0;  // from the switch out of the device
+  std::uint64_t drops[kDropCount] = {};
+};
+
+// One ethdev with one rx and one tx queue, served by its own thread: rx bursts go to the
+// switch, the port's inbound ring goes out with tx bursts (partial checksums completed first).
+class EthdevPort : public Port {
+ public:
+  // Creates the vdev, configures and starts it, attaches to the switch and starts the thread.
+  // Throws std::runtime_error.
+  EthdevPort(const UplinkSpec& spec, Switch& sw, std::uint64_t spin_ns = 20'000);
+  ~EthdevPort() override;
+
+  std::uint16_t port_id() const { return port_id_; }
+  UplinkStats stats() const;
+
+ private:
+  void worker();
+
+  Switch& switch_;
+  std::string vdev_;
+  std::uint16_t port_id_ = 0;
+  std::uint64_t spin_ns_;
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
+  Counter rx_packets_, rx_bytes_, tx_packets_, tx_bytes_;
+};
+
+}  // namespace pvio::netback

@@ -1,0 +1,169 @@
+// An ethdev uplink: device set-up and the port's forwarding thread.
+#include <rte_bus_vdev.h>
+#include <rte_ethdev.h>
+#include <rte_lcore.h>
+#include <sys/epoll.h>
+
+#include <algorithm>
+#include <stdexcept>
+#include <vector>
+
+#include "pvio/event_channel/notifier.h"
+#include "pvio/netback/dpdk.h"
+#include "pvio/netback/uplink.h"
+
+namespace pvio::netback {
+namespace {
+
+constexpr std::uint16_t kDescs = 512;
+constexpr unsigned kBurst = 32;
+
+}  // namespace
+
+EthdevPort::EthdevPort(const UplinkSpec& spec, Switch& sw, std::uint64_t spin_ns)
+    : Port(spec.kind + ":" + spec.arg, 1), switch_(sw), spin_ns_(spin_ns) {
+  auto [vdev, args] = uplink_devargs(spec);
+  vdev_ = vdev;
+  if (rte_vdev_init(vdev_.c_str(), args.c_str()) != 0)
+    throw std::runtime_error("cannot create " + vdev_ + "," + args);
+  if (rte_eth_dev_get_port_by_name(vdev_.c_str(), &port_id_) != 0) {
+    rte_vdev_uninit(vdev_.c_str());
+    throw std::runtime_error("no ethdev for " + vdev_);
+  }
+  rte_eth_conf conf{};
+  if (rte_eth_dev_configure(port_id_, 1, 1, &conf) != 0 ||
+      rte_eth_rx_queue_setup(port_id_, 0, kDescs, SOCKET_ID_ANY, nullptr, packet_pool()) != 0 ||
+      rte_eth_tx_queue_setup(port_id_, 0, kDescs, SOCKET_ID_ANY, nullptr) != 0 ||
+      rte_eth_dev_start(port_id_) != 0) {
+    rte_eth_dev_close(port_id_);
+    rte_vdev_uninit(vdev_.c_str());
+    throw std::runtime_error("cannot start " + vdev_);
+  }
+  // Frames for every guest MAC arrive here, not only the device's own.
+  rte_eth_promiscuous_enable(port_id_);
+  switch_.attach(*this);
+  thread_ = std::thread([this] { worker(); });
+}
+
+EthdevPort::~EthdevPort() {
+  stop_.store(true);
+  wake(0);
+  evtchn::eventfd_signal(wake_fd(0));
+  if (thread_.joinable()) thread_.join();
+  switch_.detach(*this);
+  rte_eth_dev_stop(port_id_);
+  rte_eth_dev_close(port_id_);
+  rte_vdev_uninit(vdev_.c_str());
+}
+
+UplinkStats EthdevPort::stats() const {
+  UplinkStats s;
+  s.rx_packets = rx_packets_.get();
+  s.rx_bytes = rx_bytes_.get();
+  s.tx_packets = tx_packets_.get();
+  s.tx_bytes = tx_bytes_.get();
+  for (std::size_t d = 0; d < kDropCount; ++d) s.drops[d] = drop_count(static_cast<Drop>(d));
+  return s;
+}
+
+void EthdevPort::worker() {
+  const bool registered = rte_thread_register() == 0;  // a mempool cache of its own
+  const unsigned reader = switch_.register_reader();
+  const int ep = ::epoll_create1(EPOLL_CLOEXEC);
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.fd = wake_fd(0);
+  ::epoll_ctl(ep, EPOLL_CTL_ADD, wake_fd(0), &ev);
+  rte_mbuf* pkts[kBurst];
+  std::vector<rte_mbuf*> out;
+  std::vector<std::uint32_t> len;
+  out.reserve(kBurst * 64);
+  len.reserve(kBurst * 64);
+  std::uint64_t last_work = 0, idle_polls = 0;
+  while (!stop_.load(std::memory_order_relaxed)) {
+    bool work = false;
+    const std::uint16_t n = rte_eth_rx_burst(port_id_, 0, pkts, kBurst);
+    if (n != 0) {
+      work = true;
+      std::uint64_t bytes = 0;
+      for (std::uint16_t i = 0; i < n; ++i) {
+        bytes += pkts[i]->pkt_len;
+        pkts[i]->ol_flags = 0;  // nothing the device said is passed on as an offload
+      }
+      rx_packets_.add(n);
+      rx_bytes_.add(bytes);
+      switch_.forward(reader, *this, pkts, n);
+    }
+    const unsigned m =
+        rte_ring_sc_dequeue_burst(inbound(0), reinterpret_cast<void**>(pkts), kBurst, nullptr);
+    if (m != 0) {
+      work = true;
+      out.clear();
+      for (unsigned i = 0; i < m; ++i) {
+        // The device is not asked to offload: GSO packets are segmented and partial checksums
+        // completed here.
+        if (pkts[i]->ol_flags & RTE_MBUF_F_TX_TCP_SEG) {
+          rte_mbuf* segs[64];
+          const int n = segment_tcp(pkts[i], segs, 64);
+          rte_pktmbuf_free(pkts[i]);
+          if (n <= 0) {
+            drops(Drop::GsoUnsupported).add();
+            continue;
+          }
+          out.insert(out.end(), segs, segs + n);
+          continue;
+        }
+        if (!complete_l4_checksum(pkts[i])) {
+          drops(Drop::ChecksumSetup).add();
+          rte_pktmbuf_free(pkts[i]);
+          continue;
+        }
+        out.push_back(pkts[i]);
+      }
+      len.resize(out.size());
+      for (std::size_t i = 0; i < out.size(); ++i) len[i] = out[i]->pkt_len;  // owned by the device once sent
+      std::size_t sent = 0;
+      while (sent < out.size()) {
+        const auto chunk = static_cast<std::uint16_t>(std::min<std::size_t>(out.size() - sent, 512));
+        const std::uint16_t n = rte_eth_tx_burst(port_id_, 0, out.data() + sent, chunk);
+        sent += n;
+        if (n < chunk) break;
+      }
+      std::uint64_t bytes = 0;
+      for (std::size_t i = 0; i < sent; ++i) bytes += len[i];
+      tx_packets_.add(sent);
+      tx_bytes_.add(bytes);
+      for (std::size_t i = sent; i < out.size(); ++i) {
+        drops(Drop::TxFailed).add();
+        rte_pktmbuf_free(out[i]);
+      }
+    }
+    if (work) {
+      idle_polls = 0;
+      continue;
+    }
+    if (idle_polls++ == 0) last_work = now_ns();
+    if ((idle_polls & 63) != 0 || now_ns() - last_work < spin_ns_) {
+      __builtin_ia32_pause();
+      continue;
+    }
+    idle_polls = 0;
+    // Idle: the inbound ring wakes us at once; the device's rx is looked at every 200 us.
+    sleeping(0).store(true, std::memory_order_seq_cst);
+    if (rte_ring_count(inbound(0)) == 0) {
+      timespec ts{0, 200'000};
+      epoll_event out[2];
+      const int r = ::epoll_pwait2(ep, out, 2, &ts, nullptr);
+      if (r > 0) {
+        std::uint64_t v;
+        [[maybe_unused]] const ssize_t rr = ::read(wake_fd(0), &v, sizeof v);
+      }
+    }
+    sleeping(0).store(false, std::memory_order_relaxed);
+  }
+  ::close(ep);
+  switch_.unregister_reader(reader);
+  if (registered) rte_thread_unregister();
+}
+
+}  // namespace pvio::netback
