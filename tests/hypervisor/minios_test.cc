@@ -162,6 +162,18 @@ TEST_F(MiniOsTest, BootsPvhAndPassesXenbusTest) {
     const std::string l = log(1);
     return l.find("T(s=") != l.rfind("T(s=");
   })) << log(1);
+  // Its netfront connects to pvio-netback (started by `pvio up`) on the vif's nodes. Frames
+  // the host stack sends on the vif's TAP uplink show up as "N bytes incoming" lines; they are
+  // counted, not asserted, as nothing here makes the host send one.
+  EXPECT_TRUE(eventually([&] {
+    return slurp(run_dir_ + "/netback.log").find("/local/domain/0/backend/vif/1/0: connected") !=
+           std::string::npos;
+  })) << slurp(run_dir_ + "/netback.log");
+  EXPECT_NE(log(1).find("mac is 00:16:3e:00:00:01"), std::string::npos) << log(1);
+  std::size_t frames = 0;
+  const std::string l1 = log(1);
+  for (auto p = l1.find("bytes incoming"); p != std::string::npos; p = l1.find("bytes incoming", p + 1)) ++frames;
+  RecordProperty("minios_frames_received", static_cast<int>(frames));
   ASSERT_EQ(pvio_cmd({"list"}), 0);
   EXPECT_NE(out_.find("mos"), std::string::npos) << out_;
   EXPECT_NE(out_.find("running"), std::string::npos) << out_;
