@@ -19,6 +19,7 @@ PACKAGES=(
   clang libclang-rt-14-dev g++-multilib g++-mingw-w64-x86-64
   e2fsprogs fio mount iproute2 iputils-ping iperf3 util-linux python3
   socat ethtool
+  xz-utils  # unpacks the Mini-OS test peer (tests/hypervisor/build_minios.sh)
 )
 
 as_root() { if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi; }

@@ -16,7 +16,7 @@ PortTable::PortTable(domid_t domid, shared_info* si, Notifier* delivery)
 PortTable::~PortTable() {
   for (evtchn_port_t p = 1; p < kNrEventChannels; ++p) {
     if (channels_[p].state == ChannelState::Unbound ||
-        channels_[p].state == ChannelState::Interdomain)
+        channels_[p].state == ChannelState::Interdomain || channels_[p].state == ChannelState::Virq)
       close(p);
   }
 }
@@ -63,6 +63,22 @@ PortResult PortTable::bind_interdomain(PortTable& local, PortTable& remote,
   return {0, static_cast<evtchn_port_t>(lp)};
 }
 
+PortResult PortTable::bind_virq(std::uint32_t virq) {
+  if (virq >= kNrVirqs) return {-EINVAL, 0};
+  if (virq_port_[virq] != 0) return {-EEXIST, 0};
+  const int p = get_free_port();
+  if (p < 0) return {p, 0};
+  channels_[p].state = ChannelState::Virq;
+  channels_[p].virq = virq;
+  virq_port_[virq] = static_cast<evtchn_port_t>(p);
+  return {0, static_cast<evtchn_port_t>(p)};
+}
+
+void PortTable::raise_virq(std::uint32_t virq) {
+  if (virq >= kNrVirqs || virq_port_[virq] == 0 || delivery_ == nullptr) return;
+  delivery_->notify(virq_port_[virq]);
+}
+
 int PortTable::close(evtchn_port_t port) {
   if (!valid(port)) return -EINVAL;
   Channel& c = channels_[port];
@@ -71,6 +87,9 @@ int PortTable::close(evtchn_port_t port) {
     case ChannelState::Reserved:
       return -EINVAL;
     case ChannelState::Unbound:
+      break;
+    case ChannelState::Virq:
+      virq_port_[c.virq] = 0;
       break;
     case ChannelState::Interdomain: {
       // The peer's end goes back to unbound, accepting a new bind from this domain.
@@ -123,6 +142,10 @@ int PortTable::status(evtchn_port_t port, ChannelStatus* out) const {
       s.status = kEvtchnStatInterdomain;
       s.remote_dom = c.remote_dom;
       s.remote_port = c.remote_port;
+      break;
+    case ChannelState::Virq:
+      s.status = kEvtchnStatVirq;
+      s.virq = c.virq;
       break;
   }
   *out = s;

@@ -340,9 +340,10 @@ int64_t evtchn_op(unsigned cmd, void* arg) {
     static const unsigned kImplemented[] = {
         xen::kHypercallMemoryOp, xen::kHypercallXenVersion, xen::kHypercallConsoleIo,
         xen::kHypercallGrantTableOp, xen::kHypercallSchedOp, xen::kHypercallEventChannelOp,
-        xen::kHypercallHvmOp};
+        xen::kHypercallHvmOp, xen::kHypercallSetTimerOp};
+    constexpr unsigned kNrImplemented = sizeof(kImplemented) / sizeof(kImplemented[0]);
     const bool known = next() % 4 != 0;
-    const unsigned nr = known ? kImplemented[next() % 7] : static_cast<unsigned>(next() % 128);
+    const unsigned nr = known ? kImplemented[next() % kNrImplemented] : static_cast<unsigned>(next() % 128);
     uint64_t a[5];
     for (uint64_t& x : a) {
       switch (next() % 4) {

@@ -12,6 +12,7 @@
 
 #include <cerrno>
 #include <cinttypes>
+#include <cstddef>
 #include <cstdio>
 #include <cstring>
 #include <stdexcept>
@@ -27,6 +28,7 @@
 #include "pvio/xen/sched.h"
 #include "pvio/xen/version.h"
 #include "pvio/xen/arch-x86/cpuid.h"
+#include "pvio/xen/hvm/start_info.h"
 #include "pvio/hv_abi/ports.h"
 
 namespace pvio::hv {
@@ -43,6 +45,32 @@ constexpr std::uint64_t kCr0Pe = 1u << 0, kCr0Mp = 1u << 1, kCr0Et = 1u << 4, kC
 constexpr std::uint64_t kCr4Pae = 1u << 5;
 constexpr std::uint64_t kEferLme = 1u << 8, kEferLma = 1u << 10;
 constexpr std::uint64_t kPtePresent = 1, kPteWrite = 2, kPteUser = 4, kPtePs = 0x80;
+constexpr std::uint64_t kPage = 4096;
+// Above-RAM frames a guest may put Xen pages at (Xen lets a PVH guest pick any free gfn):
+// up to the 32-bit PCI hole, which holds the Xen pages, the doorbell page, IOAPIC and LAPIC.
+constexpr std::uint64_t kHighXenPageLimitGfn = 0xC0000000 >> 12;
+// KVM memslots: 0 RAM, 1 the Xen pages at kXenPagesGpa, 2 + page: Xen page `page` above RAM.
+constexpr std::uint32_t kHighSlotBase = 2;
+// Local APIC registers used to let the 8259 deliver the upcall (SDM vol. 3, 10.5.1).
+constexpr std::size_t kApicLvt0 = 0x350;
+constexpr std::uint32_t kApicDeliveryExtInt = 0x700;
+constexpr std::uint64_t kMsrIa32Tsc = 0x10;
+
+// <linux/kvm.h> declares the arrays of kvm_cpuid2 and kvm_msrs with __DECLARE_FLEX_ARRAY, whose
+// empty struct member has size 1 in C++ (0 in C): compiled as C++ the entries move to offset
+// 12/16 and KVM_GET_SUPPORTED_CPUID / KVM_SET_CPUID2 / KVM_GET_MSRS encode the wrong size, so
+// the kernel answers EINVAL. The kernel's layout is an 8-byte header with the entries right
+// after it; these are the ioctls as C computes them.
+struct KvmArrayHeader {
+  std::uint32_t count;  // nent / nmsrs
+  std::uint32_t padding;
+};
+static_assert(sizeof(KvmArrayHeader) == 8);
+const unsigned long kKvmGetSupportedCpuid = _IOWR(KVMIO, 0x05, KvmArrayHeader);
+const unsigned long kKvmSetCpuid2 = _IOW(KVMIO, 0x90, KvmArrayHeader);
+const unsigned long kKvmGetMsrs = _IOWR(KVMIO, 0x88, KvmArrayHeader);
+constexpr std::uint32_t kMsrEfer = 0xc0000080;
+constexpr std::uint64_t kEferSce = 1u << 0, kEferNxe = 1u << 11;
 
 [[noreturn]] void fail(const char* what) {
   throw std::system_error(errno, std::generic_category(), what);
@@ -209,14 +237,16 @@ void Vm::setup_cpuid(Vcpu& vcpu) {
   std::vector<kvm_cpuid_entry2> entries;
   std::vector<std::uint8_t> storage;
   for (std::uint32_t n = 64;; n *= 2) {
-    storage.assign(sizeof(kvm_cpuid2) + n * sizeof(kvm_cpuid_entry2), 0);
-    auto* cpuid = reinterpret_cast<kvm_cpuid2*>(storage.data());
-    cpuid->nent = n;
-    if (::ioctl(kvm_fd_, KVM_GET_SUPPORTED_CPUID, cpuid) == 0) {
-      entries.assign(cpuid->entries, cpuid->entries + cpuid->nent);
+    storage.assign(sizeof(KvmArrayHeader) + n * sizeof(kvm_cpuid_entry2), 0);
+    auto* hdr = reinterpret_cast<KvmArrayHeader*>(storage.data());
+    hdr->count = n;
+    if (::ioctl(kvm_fd_, kKvmGetSupportedCpuid, storage.data()) == 0) {
+      entries.resize(hdr->count);
+      std::memcpy(entries.data(), storage.data() + sizeof(KvmArrayHeader),
+                  hdr->count * sizeof(kvm_cpuid_entry2));
       break;
     }
-    // PVM rejects KVM_GET_SUPPORTED_CPUID: start from the host's table instead.
+    // A KVM without KVM_GET_SUPPORTED_CPUID: start from the host's table instead.
     if (errno == EINVAL) {
       entries = host_cpuid();
       break;
@@ -246,13 +276,14 @@ void Vm::setup_cpuid(Vcpu& vcpu) {
     entries.push_back(e);
   }
 
-  storage.assign(sizeof(kvm_cpuid2) + entries.size() * sizeof(kvm_cpuid_entry2), 0);
-  auto* cpuid = reinterpret_cast<kvm_cpuid2*>(storage.data());
-  cpuid->nent = static_cast<std::uint32_t>(entries.size());
-  std::memcpy(cpuid->entries, entries.data(), entries.size() * sizeof(kvm_cpuid_entry2));
-  // PVM rejects every KVM_SET_CPUID2 (and KVM_GET_CPUID2): the guest keeps PVM's own CPUID and
-  // finds Xen's leaves through the CPUID port instead (xen_abi.h, kCpuidPort).
-  features_.set_cpuid = ::ioctl(vcpu.fd, KVM_SET_CPUID2, cpuid) == 0;
+  storage.assign(sizeof(KvmArrayHeader) + entries.size() * sizeof(kvm_cpuid_entry2), 0);
+  reinterpret_cast<KvmArrayHeader*>(storage.data())->count =
+      static_cast<std::uint32_t>(entries.size());
+  std::memcpy(storage.data() + sizeof(KvmArrayHeader), entries.data(),
+              entries.size() * sizeof(kvm_cpuid_entry2));
+  // Where this is refused the guest keeps KVM's own CPUID and finds Xen's leaves through the
+  // CPUID port instead (ports.h, kCpuidPort).
+  features_.set_cpuid = ::ioctl(vcpu.fd, kKvmSetCpuid2, storage.data()) == 0;
 }
 
 void Vm::setup_xen_interface() {
@@ -296,6 +327,13 @@ void Vm::setup_xen_interface() {
     filter.ranges[0].nmsrs = 1;
     filter.ranges[0].base = hv::kHypercallMsr;
     filter.ranges[0].bitmap = deny_one;
+    // EFER writes come to us too: KVM refuses EFER.LME unless the guest's CPUID shows long
+    // mode, and PVM accepts no CPUID table, so a PVH kernel entering long mode itself (Mini-OS
+    // sets LME before paging) would take a #GP. write_efer applies it with KVM_SET_SREGS.
+    filter.ranges[1].flags = KVM_MSR_FILTER_WRITE;
+    filter.ranges[1].nmsrs = 1;
+    filter.ranges[1].base = kMsrEfer;
+    filter.ranges[1].bitmap = deny_one;
     features_.msr_filter = ::ioctl(vm_fd_, KVM_X86_SET_MSR_FILTER, &filter) == 0;
   }
   kvm_translation tr{};
@@ -327,7 +365,20 @@ void Vm::setup_xen_interface() {
 }
 
 bool Vm::map_xen_page(std::uint64_t gfn, std::uint64_t page) {
-  if (gfn >= mem_bytes_ / 4096 || page >= kXenPageCount) return false;
+  if (page >= kXenPageCount) return false;
+  if (gfn >= mem_bytes_ / kPage) {
+    // Above RAM: a one-page memslot onto the Xen page, replacing whatever page was shown there.
+    if (gfn >= kHighXenPageLimitGfn) return false;
+    restore_ram_page(gfn);
+    kvm_userspace_memory_region region{};
+    region.slot = kHighSlotBase + static_cast<std::uint32_t>(page);
+    region.guest_phys_addr = gfn * kPage;
+    region.memory_size = kPage;
+    region.userspace_addr = reinterpret_cast<std::uint64_t>(ram_ + mem_bytes_ + page * kPage);
+    if (::ioctl(vm_fd_, KVM_SET_USER_MEMORY_REGION, &region) < 0) return false;
+    high_slots_[gfn] = page;
+    return true;
+  }
   // The guest frame now shows the Xen page's memfd offset; KVM's MMU notifier drops the old
   // translation. Dom0 services keep reaching the page at its own gfn.
   void* p = ::mmap(ram_ + gfn * 4096, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED,
@@ -336,7 +387,17 @@ bool Vm::map_xen_page(std::uint64_t gfn, std::uint64_t page) {
 }
 
 bool Vm::restore_ram_page(std::uint64_t gfn) {
-  if (gfn >= mem_bytes_ / 4096) return false;
+  if (gfn >= mem_bytes_ / kPage) {
+    // Above RAM there is nothing to give back: the frame's memslot goes.
+    auto it = high_slots_.find(gfn);
+    if (it == high_slots_.end()) return false;
+    kvm_userspace_memory_region region{};
+    region.slot = kHighSlotBase + static_cast<std::uint32_t>(it->second);
+    region.guest_phys_addr = gfn * kPage;
+    region.memory_size = 0;
+    high_slots_.erase(it);
+    return ::ioctl(vm_fd_, KVM_SET_USER_MEMORY_REGION, &region) == 0;
+  }
   void* p = ::mmap(ram_ + gfn * 4096, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED,
                    memfd_, static_cast<off_t>(gfn * 4096));
   return p != MAP_FAILED;
@@ -369,6 +430,7 @@ std::uint64_t Vm::doorbell_mmio_gpa() const {
 int Vm::route_upcall(std::uint8_t vector) {
   if (!features_.irqfd || !features_.ioapic_route) return -ENOSYS;
   std::lock_guard lock(io_mutex_);
+  if (boot_kind_ == BootKind::kPvh) return route_upcall_pic(vector);
   kvm_irqchip chip{};
   chip.chip_id = KVM_IRQCHIP_IOAPIC;
   if (::ioctl(vm_fd_, KVM_GET_IRQCHIP, &chip) < 0) return -errno;
@@ -383,16 +445,74 @@ int Vm::route_upcall(std::uint8_t vector) {
   return ::ioctl(vm_fd_, KVM_SET_IRQCHIP, &chip) == 0 ? 0 : -errno;
 }
 
-bool Vm::translate(const Vcpu& vcpu, std::uint64_t gva, std::uint64_t* gpa) const {
-  if (!features_.translate) {
-    *gpa = gva;  // the guest runs on the boot identity map
-    return true;
+// Xen's callback vector is not a LAPIC interrupt: the guest never EOIs it (Mini-OS does not).
+// A LAPIC vector would stay in service after the first upcall and block every later one, so a
+// PVH guest's upcall goes through the in-kernel 8259 in auto-EOI mode instead: the irqfd moves
+// to the PIC input whose vector is the guest's (base = vector & ~7, input = vector & 7; input 2
+// is the cascade, so that vector uses the slave's input 2) and LVT0 of vCPU 0 passes ExtINT.
+// Each eventfd signal is an edge, each edge one interrupt, no EOI needed. Called under
+// io_mutex_ from vCPU 0's thread or before the vCPUs run.
+int Vm::route_upcall_pic(std::uint8_t vector) {
+  const unsigned input = vector & 7;
+  const unsigned gsi = vector == 0 ? kUpcallGsi : (input == 2 ? 8 + 2 : input);
+  kvm_irqchip master{}, slave{};
+  master.chip_id = KVM_IRQCHIP_PIC_MASTER;
+  slave.chip_id = KVM_IRQCHIP_PIC_SLAVE;
+  if (::ioctl(vm_fd_, KVM_GET_IRQCHIP, &master) < 0 || ::ioctl(vm_fd_, KVM_GET_IRQCHIP, &slave) < 0)
+    return -errno;
+  for (kvm_irqchip* chip : {&master, &slave}) {
+    kvm_pic_state& pic = chip->chip.pic;
+    pic.imr = 0xff;
+    pic.irr = pic.isr = pic.last_irr = 0;
+    pic.auto_eoi = 1;
+    pic.init4 = 1;
+    pic.init_state = 0;
+    pic.irq_base = static_cast<std::uint8_t>(vector & 0xf8);
   }
-  kvm_translation tr{};
-  tr.linear_address = gva;
-  if (::ioctl(vcpu.fd, KVM_TRANSLATE, &tr) < 0 || !tr.valid) return false;
-  *gpa = tr.physical_address;
-  return true;
+  if (vector != 0) {
+    if (input == 2) {
+      master.chip.pic.imr = static_cast<std::uint8_t>(~(1u << 2));  // the cascade
+      slave.chip.pic.imr = static_cast<std::uint8_t>(~(1u << 2));
+    } else {
+      master.chip.pic.imr = static_cast<std::uint8_t>(~(1u << input));
+    }
+  }
+  if (::ioctl(vm_fd_, KVM_SET_IRQCHIP, &master) < 0 || ::ioctl(vm_fd_, KVM_SET_IRQCHIP, &slave) < 0)
+    return -errno;
+  if (gsi != upcall_gsi_) {
+    kvm_irqfd irqfd{};
+    irqfd.fd = static_cast<std::uint32_t>(upcall_fd_);
+    irqfd.gsi = upcall_gsi_;
+    irqfd.flags = KVM_IRQFD_FLAG_DEASSIGN;
+    if (::ioctl(vm_fd_, KVM_IRQFD, &irqfd) < 0) return -errno;
+    irqfd.gsi = gsi;
+    irqfd.flags = 0;
+    if (::ioctl(vm_fd_, KVM_IRQFD, &irqfd) < 0) return -errno;
+    upcall_gsi_ = gsi;
+  }
+  return 0;
+}
+
+bool Vm::translate(const Vcpu& vcpu, PagingState* paging, bool* have_paging, std::uint64_t gva,
+                   std::uint64_t* gpa) const {
+  if (!*have_paging) {
+    kvm_sregs sregs{};
+    if (::ioctl(vcpu.fd, KVM_GET_SREGS, &sregs) < 0) return false;
+    *paging = {sregs.cr0, sregs.cr3, sregs.cr4, sregs.efer};
+    *have_paging = true;
+  }
+  return translate_gva(memory_, *paging, gva, gpa) == WalkStatus::kOk;
+}
+
+// WRMSR EFER: SCE, LME and NXE may change; LMA is the CPU's (it follows CR0.PG with LME) and
+// any other bit is reserved (#GP). Toggling LME while paging is on is a #GP too (SDM 9.8.5).
+bool Vm::write_efer(Vcpu& vcpu, std::uint64_t value) {
+  kvm_sregs sregs{};
+  if (::ioctl(vcpu.fd, KVM_GET_SREGS, &sregs) < 0) return false;
+  if ((value & ~(kEferSce | kEferLme | kEferLma | kEferNxe)) != 0) return false;
+  if ((sregs.cr0 & kCr0Pg) && ((value ^ sregs.efer) & kEferLme)) return false;
+  sregs.efer = (value & (kEferSce | kEferLme | kEferNxe)) | (sregs.efer & kEferLma);
+  return ::ioctl(vcpu.fd, KVM_SET_SREGS, &sregs) == 0;
 }
 
 void Vm::handle_cpuid_port(Vcpu& vcpu) {
@@ -423,14 +543,20 @@ void Vm::handle_hypercall(Vcpu& vcpu) {
   call.arg[2] = regs.rdx;
   call.arg[3] = regs.r10;
   call.arg[4] = regs.r8;
+  // The guest's paging registers are read once per hypercall, on the first translation.
   const Vcpu* v = &vcpu;
-  call.translate = [this, v](std::uint64_t gva, std::uint64_t* gpa) { return translate(*v, gva, gpa); };
+  PagingState paging;
+  bool have_paging = false;
+  call.translate = [this, v, &paging, &have_paging](std::uint64_t gva, std::uint64_t* gpa) {
+    return translate(*v, &paging, &have_paging, gva, gpa);
+  };
   regs.rax = static_cast<std::uint64_t>(xen_->hypercall(call));
   if (::ioctl(vcpu.fd, KVM_SET_REGS, &regs) < 0)
     crash(vcpu, std::string("KVM_SET_REGS after a hypercall failed: ") + std::strerror(errno));
 }
 
 ElfStatus Vm::load_kernel(std::span<const std::uint8_t> elf) {
+  if (is_pvh_elf(elf)) return load_pvh_kernel(elf);
   ElfImage image;
   const ElfStatus st = load_elf(elf, memory_, kKernelMinLoad, &image);
   if (st != ElfStatus::kOk) return st;
@@ -468,7 +594,113 @@ ElfStatus Vm::load_kernel(std::span<const std::uint8_t> elf) {
   return ElfStatus::kOk;
 }
 
+ElfStatus Vm::load_pvh_kernel(std::span<const std::uint8_t> elf) {
+  if (config_.vcpus != 1) return ElfStatus::kPvhNeedsOneVcpu;
+  ElfImage image;
+  const ElfStatus st = load_pvh_elf(elf, memory_, kPvhInfoGpa, kPvhInfoGpa + kPvhInfoPages * kPage,
+                                    &image);
+  if (st != ElfStatus::kOk) return st;
+  kernel_ = image;
+  loaded_ = true;
+  boot_kind_ = BootKind::kPvh;
+  write_pvh_start_info();
+  return ElfStatus::kOk;
+}
+
+// hvm_start_info version 1 with its memory map in the first VMM page and the command line in
+// the second. The map: RAM around the VMM pages, the VMM pages, and the Xen pages (shared_info,
+// xenstore and console rings, grant frames) as reserved, so the guest leaves them alone.
+void Vm::write_pvh_start_info() {
+  const std::uint64_t info_gpa = kPvhInfoGpa;
+  const std::uint64_t info_end = info_gpa + kPvhInfoPages * kPage;
+  const std::uint64_t cmdline_gpa = info_gpa + kPage;
+  const xen::hvm_memmap_table_entry map[] = {
+      {0, info_gpa, xen::XEN_HVM_MEMMAP_TYPE_RAM, 0},
+      {info_gpa, kPvhInfoPages * kPage, xen::XEN_HVM_MEMMAP_TYPE_RESERVED, 0},
+      {info_end, mem_bytes_ - info_end, xen::XEN_HVM_MEMMAP_TYPE_RAM, 0},
+      {kXenPagesGpa, kXenPagesBytes, xen::XEN_HVM_MEMMAP_TYPE_RESERVED, 0},
+  };
+  xen::hvm_start_info si{};
+  si.magic = xen::XEN_HVM_START_MAGIC_VALUE;
+  si.version = 1;
+  si.cmdline_paddr = cmdline_gpa;
+  si.memmap_paddr = info_gpa + sizeof(si);
+  si.memmap_entries = std::size(map);
+  std::uint8_t* page = memory_.range(info_gpa, kPvhInfoPages * kPage);
+  std::memset(page, 0, kPvhInfoPages * kPage);
+  std::memcpy(page, &si, sizeof(si));
+  std::memcpy(page + sizeof(si), map, sizeof(map));
+  std::memcpy(page + kPage, config_.cmdline.data(), config_.cmdline.size());  // < 2048, NUL follows
+  xen_->set_memory_map(map, kPvhInfoPages);
+}
+
+// pvh.pandoc: 32-bit flat protected mode, paging off; CS and DS/ES/SS flat 4 GiB segments, TR
+// a 32-bit TSS at 0 with limit 0x67, EFLAGS with IF and VM clear, EBX = hvm_start_info.
+void Vm::setup_pvh_registers(Vcpu& vcpu) {
+  kvm_sregs sregs{};
+  if (::ioctl(vcpu.fd, KVM_GET_SREGS, &sregs) < 0) fail("KVM_GET_SREGS");
+  kvm_segment code{};
+  code.base = 0;
+  code.limit = 0xffffffff;
+  code.selector = 0x08;
+  code.type = 11;  // execute/read, accessed
+  code.present = 1;
+  code.s = 1;
+  code.db = 1;
+  code.g = 1;
+  kvm_segment data = code;
+  data.selector = 0x10;
+  data.type = 3;  // read/write, accessed
+  kvm_segment tr{};
+  tr.base = 0;
+  tr.limit = 0x67;
+  tr.selector = 0x18;
+  tr.type = 11;  // 32-bit busy TSS
+  tr.present = 1;
+  sregs.cs = code;
+  sregs.ds = sregs.es = sregs.fs = sregs.gs = sregs.ss = data;
+  sregs.tr = tr;
+  sregs.cr0 = kCr0Pe | kCr0Et;
+  sregs.cr3 = 0;
+  sregs.cr4 = 0;
+  sregs.efer = 0;
+  if (::ioctl(vcpu.fd, KVM_SET_SREGS, &sregs) < 0) fail("KVM_SET_SREGS (PVH)");
+  kvm_regs regs{};
+  regs.rflags = 0x2;
+  regs.rip = kernel_.entry;
+  regs.rbx = pvh_start_info_gpa();
+  if (::ioctl(vcpu.fd, KVM_SET_REGS, &regs) < 0) fail("KVM_SET_REGS (PVH)");
+
+  // LVT0 passes the 8259's ExtINT so the upcall can be delivered without a LAPIC EOI.
+  kvm_lapic_state lapic{};
+  if (::ioctl(vcpu.fd, KVM_GET_LAPIC, &lapic) < 0) fail("KVM_GET_LAPIC");
+  const std::uint32_t lvt0 = kApicDeliveryExtInt;
+  std::memcpy(lapic.regs + kApicLvt0, &lvt0, 4);
+  if (::ioctl(vcpu.fd, KVM_SET_LAPIC, &lapic) < 0) fail("KVM_SET_LAPIC");
+}
+
+// The pvclock epoch: system time 0 is now, at the guest TSC value KVM reports now.
+void Vm::start_clock() {
+  struct {
+    KvmArrayHeader hdr;
+    kvm_msr_entry entry;
+  } msrs{};
+  static_assert(offsetof(decltype(msrs), entry) == 8);
+  msrs.hdr.count = 1;
+  msrs.entry.index = kMsrIa32Tsc;
+  timespec mono{}, real{};
+  ::clock_gettime(CLOCK_MONOTONIC, &mono);
+  ::clock_gettime(CLOCK_REALTIME, &real);
+  const std::uint64_t tsc =
+      ::ioctl(vcpus_[0]->fd, kKvmGetMsrs, &msrs) == 1 ? msrs.entry.data : 0;
+  xen_->start_clock(tsc, tsc_khz_, mono, real);
+}
+
 void Vm::setup_registers(Vcpu& vcpu) {
+  if (boot_kind_ == BootKind::kPvh) {
+    setup_pvh_registers(vcpu);
+    return;
+  }
   kvm_sregs sregs{};
   if (::ioctl(vcpu.fd, KVM_GET_SREGS, &sregs) < 0) fail("KVM_GET_SREGS");
   kvm_segment code{};
@@ -612,11 +844,14 @@ void Vm::vcpu_loop(Vcpu& vcpu) {
       case KVM_EXIT_INTR:
         break;
       case KVM_EXIT_X86_WRMSR:
-        // Only the hypercall MSR is filtered to us; anything else faults in the guest.
-        run->msr.error = run->msr.index == hv::kHypercallMsr &&
-                                 xen_->write_hypercall_msr(run->msr.data)
-                             ? 0
-                             : 1;
+        // Only the hypercall MSR and EFER are filtered to us; anything else faults.
+        if (run->msr.index == kMsrEfer)
+          run->msr.error = write_efer(vcpu, run->msr.data) ? 0 : 1;
+        else
+          run->msr.error = run->msr.index == hv::kHypercallMsr &&
+                                   xen_->write_hypercall_msr(run->msr.data)
+                               ? 0
+                               : 1;
         break;
       case KVM_EXIT_X86_RDMSR:
         run->msr.error = 1;
@@ -653,6 +888,7 @@ void Vm::vcpu_loop(Vcpu& vcpu) {
 DomainResult Vm::run() {
   if (!loaded_) throw std::logic_error("Vm::run before load_kernel");
   for (auto& v : vcpus_) setup_registers(*v);
+  start_clock();
   // vCPU threads start with the kick signal blocked; each unblocks it for KVM_RUN.
   sigset_t set, old;
   sigemptyset(&set);

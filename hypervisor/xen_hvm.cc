@@ -1,8 +1,10 @@
 // Xen hypercalls, Xen pages and the domain control protocol of a pvio-hv domain.
 #include "pvio/hypervisor/xen_hvm.h"
 
+#include <poll.h>
 #include <sched.h>
 #include <sys/epoll.h>
+#include <sys/timerfd.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -25,9 +27,89 @@ constexpr std::uint64_t kConsoleMaxWrite = 1u << 20;
 // guests handle by re-checking their condition).
 constexpr unsigned kBlockMaxPolls = 200;
 
+constexpr std::uint32_t kMaxPollPorts = 128;
+// Above-RAM frames a guest may put a Xen page at: up to the 32-bit PCI hole (vm.cc).
+constexpr std::uint64_t kHighXenPageLimitGfn = 0xC0000000 >> 12;
+
 void sleep_us(long us) {
   timespec ts{0, us * 1000};
   ::nanosleep(&ts, nullptr);
+}
+
+std::int64_t ns_of(const timespec& t) {
+  return static_cast<std::int64_t>(t.tv_sec) * 1000000000 + t.tv_nsec;
+}
+
+// The pvclock scale (xen.h, vcpu_time_info): ns = ((tsc_delta << shift) * mul) >> 32, with
+// shift chosen so that mul lies in [2^31, 2^32).
+void tsc_scale(std::uint64_t tsc_hz, std::uint32_t* mul, std::int8_t* shift) {
+  int s = 0;
+  std::uint64_t hz = tsc_hz;
+  while (hz > 2000000000ull) { hz >>= 1; --s; }
+  while (hz <= 1000000000ull) { hz <<= 1; ++s; }
+  *mul = static_cast<std::uint32_t>((1000000000ull << 32) / hz);
+  *shift = static_cast<std::int8_t>(s);
+}
+
+const char* hypercall_name(unsigned nr) {
+  switch (nr) {
+    case xen::kHypercallSetTimerOp: return "set_timer_op";
+    case xen::kHypercallMemoryOp: return "memory_op";
+    case xen::kHypercallXenVersion: return "xen_version";
+    case xen::kHypercallConsoleIo: return "console_io";
+    case xen::kHypercallGrantTableOp: return "grant_table_op";
+    case xen::kHypercallVcpuOp: return "vcpu_op";
+    case xen::kHypercallSchedOp: return "sched_op";
+    case xen::kHypercallEventChannelOp: return "event_channel_op";
+    case xen::kHypercallPhysdevOp: return "physdev_op";
+    case xen::kHypercallHvmOp: return "hvm_op";
+    default: return nullptr;
+  }
+}
+
+// Sub-op names of the calls that have them, in Xen's words.
+std::string sub_op_name(unsigned nr, std::uint64_t cmd) {
+  static const char* const memory[] = {"increase_reservation", "decrease_reservation",
+                                       "maximum_ram_page", "current_reservation",
+                                       "maximum_reservation", "", "", "add_to_physmap", "",
+                                       "memory_map"};
+  static const char* const evtchn[] = {"bind_interdomain", "bind_virq", "bind_pirq", "close",
+                                       "send", "status", "alloc_unbound", "bind_ipi",
+                                       "bind_vcpu", "unmask"};
+  static const char* const sched[] = {"yield", "block", "shutdown", "poll"};
+  static const char* const version[] = {"version", "extraversion", "compile_info",
+                                        "capabilities", "changeset", "platform_parameters",
+                                        "get_features", "pagesize"};
+  static const char* const gnttab[] = {"map_grant_ref", "unmap_grant_ref", "setup_table",
+                                       "dump_table", "transfer", "copy", "query_size"};
+  static const char* const console[] = {"write", "read"};
+  auto pick = [cmd](const char* const* names, std::size_t n) -> std::string {
+    if (cmd < n && names[cmd][0] != 0) return names[cmd];
+    return std::to_string(cmd);
+  };
+  switch (nr) {
+    case xen::kHypercallMemoryOp: return pick(memory, std::size(memory));
+    case xen::kHypercallEventChannelOp: return pick(evtchn, std::size(evtchn));
+    case xen::kHypercallSchedOp: return pick(sched, std::size(sched));
+    case xen::kHypercallXenVersion: return pick(version, std::size(version));
+    case xen::kHypercallGrantTableOp: return pick(gnttab, std::size(gnttab));
+    case xen::kHypercallConsoleIo: return pick(console, std::size(console));
+    case xen::kHypercallHvmOp:
+      return cmd == xen::HVMOP_set_param ? "set_param"
+             : cmd == xen::HVMOP_get_param ? "get_param" : std::to_string(cmd);
+    default: return "";
+  }
+}
+
+const char* param_name(std::uint32_t index) {
+  switch (index) {
+    case xen::HVM_PARAM_CALLBACK_IRQ: return "CALLBACK_IRQ";
+    case xen::HVM_PARAM_STORE_PFN: return "STORE_PFN";
+    case xen::HVM_PARAM_STORE_EVTCHN: return "STORE_EVTCHN";
+    case xen::HVM_PARAM_CONSOLE_PFN: return "CONSOLE_PFN";
+    case xen::HVM_PARAM_CONSOLE_EVTCHN: return "CONSOLE_EVTCHN";
+    default: return nullptr;
+  }
 }
 
 }  // namespace
@@ -64,10 +146,17 @@ XenHvm::XenHvm(const XenHvmConfig& config, const GuestMemory& memory, std::uint8
   frame0[gnttab::GNTTAB_RESERVED_XENSTORE] = {gnttab::GTF_permit_access, 0,
                                               static_cast<std::uint32_t>(xen_gfn(kXenStorePage))};
   nr_grant_frames_ = 1;
+  timer_fd_.reset(::timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK));
+  timer_stop_fd_.reset(evtchn::eventfd_create(true));
+  if (timer_fd_ && timer_stop_fd_) timer_thread_ = std::thread([this] { timer_loop(); });
 }
 
 XenHvm::~XenHvm() {
   stop_serving();
+  if (timer_thread_.joinable()) {
+    evtchn::eventfd_signal(timer_stop_fd_.get());
+    timer_thread_.join();
+  }
   std::lock_guard lk(mu_);
   dom0_ports_.reset();
   ports_.reset();
@@ -138,14 +227,21 @@ std::int64_t XenHvm::hypercall(const HypercallArgs& call) {
     case xen::kHypercallHvmOp: rc = hvm_op(call); break;
     case xen::kHypercallSchedOp: rc = sched_op(call); break;
     case xen::kHypercallConsoleIo: rc = console_io(call); break;
-    case xen::kHypercallXenVersion:
-      rc = call.arg[0] == xen::XENVER_version
-               ? std::int64_t{(hv::kXenVersionMajor << 16) | hv::kXenVersionMinor}
-               : -xen::XEN_ENOSYS;
-      break;
+    case xen::kHypercallXenVersion: rc = xen_version(call); break;
+    case xen::kHypercallSetTimerOp: rc = set_timer_op(call); break;
     default: rc = -xen::XEN_ENOSYS; break;
   }
   std::lock_guard lk(mu_);
+  const bool param_op = call.nr == xen::kHypercallHvmOp && (call.arg[0] == xen::HVMOP_get_param ||
+                                                            call.arg[0] == xen::HVMOP_set_param);
+  if (param_op) {
+    // hvm_op() counted it under the parameter's name once the argument was read.
+  } else if (const char* name = hypercall_name(call.nr)) {
+    const std::string sub = sub_op_name(call.nr, call.arg[0]);
+    count_op(sub.empty() ? std::string(name) : std::string(name) + "." + sub);
+  } else {
+    count_op("unknown." + std::to_string(call.nr));
+  }
   ++stats_.hypercalls;
   if (rc < 0) ++stats_.hypercall_errors;
   if (rc == -xen::XEN_EFAULT) ++stats_.faults;
@@ -173,9 +269,17 @@ bool XenHvm::write_hypercall_msr(std::uint64_t value) {
 }
 
 void XenHvm::doorbell(std::uint32_t value, bool mmio) {
+  {
+    std::lock_guard lk(mu_);
+    ++(mmio ? stats_.mmio_doorbell_exits : stats_.doorbell_exits);
+    ports_->send(value);  // invalid ports are ignored, as a send to them would fail
+  }
+  if (value == console_port_ && console_kick_) console_kick_();
+}
+
+void XenHvm::notify_console_guest() {
   std::lock_guard lk(mu_);
-  ++(mmio ? stats_.mmio_doorbell_exits : stats_.doorbell_exits);
-  ports_->send(value);  // invalid ports are ignored, as a send to them would fail
+  upcall_.notify(console_port_);
 }
 
 void XenHvm::raise_upcall_if_pending() {
@@ -185,9 +289,53 @@ void XenHvm::raise_upcall_if_pending() {
   }
 }
 
+void XenHvm::count_op(const std::string& name) { ++op_counts_[name]; }
+
+std::map<std::string, std::uint64_t> XenHvm::op_counts() const {
+  std::lock_guard lk(mu_);
+  return op_counts_;
+}
+
 // ---- memory_op ----
 
+void XenHvm::set_memory_map(std::span<const xen::hvm_memmap_table_entry> map,
+                            std::uint64_t vmm_pages) {
+  std::lock_guard lk(mu_);
+  memmap_.assign(map.begin(), map.end());
+  vmm_pages_ = vmm_pages;
+}
+
+std::int64_t XenHvm::memory_map(const HypercallArgs& call) {
+  xen::xen_memory_map m;
+  if (!copy_from_guest(call, call.arg[1], &m, sizeof(m))) return -xen::XEN_EFAULT;
+  std::vector<xen::e820entry> entries;
+  {
+    std::lock_guard lk(mu_);
+    for (const auto& e : memmap_) entries.push_back({e.addr, e.size, e.type});
+  }
+  if (entries.empty()) {  // pvio's own guests: RAM and the Xen pages
+    entries.push_back({0, ram_pages_ * kPage, xen::XEN_HVM_MEMMAP_TYPE_RAM});
+    entries.push_back({kXenPagesGpa, kXenPagesBytes, xen::XEN_HVM_MEMMAP_TYPE_RESERVED});
+  }
+  // Xen: a buffer too small for the map is an error, not a truncation.
+  if (m.nr_entries < entries.size()) return -xen::XEN_EINVAL;
+  if (!copy_to_guest(call, m.buffer, entries.data(), entries.size() * sizeof(xen::e820entry)))
+    return -xen::XEN_EFAULT;
+  m.nr_entries = static_cast<std::uint32_t>(entries.size());
+  return copy_to_guest(call, call.arg[1], &m.nr_entries, sizeof(m.nr_entries)) ? 0
+                                                                               : -xen::XEN_EFAULT;
+}
+
 std::int64_t XenHvm::memory_op(const HypercallArgs& call) {
+  if (call.arg[0] == xen::XENMEM_memory_map) return memory_map(call);
+  if (call.arg[0] == xen::XENMEM_current_reservation) {
+    domid_t dom;
+    if (!copy_from_guest(call, call.arg[1], &dom, sizeof(dom))) return -xen::XEN_EFAULT;
+    if (const std::int64_t rc = check_self(dom, domid_); rc != 0) return rc;
+    // The domain's pages: RAM (with the VMM's start-info pages in it) and the Xen pages, as
+    // Xen counts a PVH guest's special pages in its reservation.
+    return static_cast<std::int64_t>(ram_pages_ + kXenPageCount);
+  }
   if (call.arg[0] != xen::XENMEM_add_to_physmap) return -xen::XEN_ENOSYS;
   xen::xen_add_to_physmap x;
   if (!copy_from_guest(call, call.arg[1], &x, sizeof(x))) return -xen::XEN_EFAULT;
@@ -213,7 +361,8 @@ std::int64_t XenHvm::memory_op(const HypercallArgs& call) {
 
 std::int64_t XenHvm::add_xen_page(std::uint64_t page, std::uint64_t gfn) {
   const std::uint64_t home = xen_gfn(page);
-  if (gfn != home && gfn >= ram_pages_) return -xen::XEN_EINVAL;
+  // RAM frames are remapped; frames above RAM up to the PCI hole get a page of their own.
+  if (gfn != home && gfn >= kHighXenPageLimitGfn) return -xen::XEN_EINVAL;
   // Xen moves the page: the frame where it was shown before gets its RAM back.
   const std::uint64_t old = xen_page_gfn_[page];
   if (old != home && old != gfn) {
@@ -316,11 +465,29 @@ std::int64_t XenHvm::event_channel_op(const HypercallArgs& call) {
       lk.unlock();
       return copy_to_guest(call, arg, &b, sizeof(b)) ? 0 : -xen::XEN_EFAULT;
     }
+    case evtchn::kEvtchnOpBindVirq: {
+      evtchn::evtchn_bind_virq b;
+      if (!copy_from_guest(call, arg, &b, sizeof(b))) return -xen::XEN_EFAULT;
+      // Only vCPU 0 exists for events (2-level ABI, vcpu_info[0]); only the timer is raised.
+      if (b.vcpu != 0) return -xen::XEN_ENOENT;
+      if (b.virq != evtchn::VIRQ_TIMER) return -xen::XEN_EINVAL;
+      std::unique_lock lk(mu_);
+      const evtchn::PortResult r = ports_->bind_virq(b.virq);
+      if (r.rc != 0) return r.rc;
+      b.port = r.port;
+      lk.unlock();
+      return copy_to_guest(call, arg, &b, sizeof(b)) ? 0 : -xen::XEN_EFAULT;
+    }
     case evtchn::kEvtchnOpSend:
     case evtchn::kEvtchnOpClose:
     case evtchn::kEvtchnOpUnmask: {
       evtchn::evtchn_port_op p;
       if (!copy_from_guest(call, arg, &p, sizeof(p))) return -xen::XEN_EFAULT;
+      if (cmd == evtchn::kEvtchnOpSend && p.port == console_port_ && console_kick_) {
+        // The console port's other end is pvio-hv's console backend (xenconsoled's role).
+        console_kick_();
+        return 0;
+      }
       std::lock_guard lk(mu_);
       if (cmd == evtchn::kEvtchnOpSend) return ports_->send(p.port);
       if (cmd == evtchn::kEvtchnOpUnmask) return ports_->unmask(p.port);
@@ -350,6 +517,7 @@ std::int64_t XenHvm::event_channel_op(const HypercallArgs& call) {
         s.u.interdomain.dom = st.remote_dom;
         s.u.interdomain.port = st.remote_port;
       }
+      if (st.status == evtchn::kEvtchnStatVirq) s.u.virq = st.virq;
       return copy_to_guest(call, arg, &s, sizeof(s)) ? 0 : -xen::XEN_EFAULT;
     }
     default:
@@ -363,7 +531,17 @@ std::int64_t XenHvm::hvm_op(const HypercallArgs& call) {
   const std::uint64_t cmd = call.arg[0], arg = call.arg[1];
   if (cmd != xen::HVMOP_set_param && cmd != xen::HVMOP_get_param) return -xen::XEN_ENOSYS;
   xen::xen_hvm_param p;
-  if (!copy_from_guest(call, arg, &p, sizeof(p))) return -xen::XEN_EFAULT;
+  const std::string op = cmd == xen::HVMOP_set_param ? "hvm_op.set_param" : "hvm_op.get_param";
+  if (!copy_from_guest(call, arg, &p, sizeof(p))) {
+    std::lock_guard lk(mu_);
+    count_op(op);
+    return -xen::XEN_EFAULT;
+  }
+  {
+    const char* name = param_name(p.index);
+    std::lock_guard lk(mu_);
+    count_op(op + "." + (name ? name : std::to_string(p.index)));
+  }
   if (const std::int64_t rc = check_self(p.domid, domid_); rc != 0) return rc;
   if (p.index == hv::kHvmParamPvioDoorbellGpa) {
     if (cmd == xen::HVMOP_set_param) return -xen::XEN_EPERM;
@@ -416,12 +594,137 @@ std::int64_t XenHvm::sched_op(const HypercallArgs& call) {
       for (unsigned i = 0; i < kBlockMaxPolls && pending.load() == 0; ++i) sleep_us(50);
       return 0;
     }
+    case xen::SCHEDOP_poll:
+      return sched_poll(call);
     case xen::SCHEDOP_shutdown: {
       xen::sched_shutdown s;
       if (!copy_from_guest(call, call.arg[1], &s, sizeof(s))) return -xen::XEN_EFAULT;
       if (s.reason > static_cast<std::uint32_t>(ShutdownReason::kWatchdog)) return -xen::XEN_EINVAL;
       host_.shutdown(static_cast<ShutdownReason>(s.reason), 0);
       return 0;
+    }
+    default:
+      return -xen::XEN_ENOSYS;
+  }
+}
+
+// SCHEDOP_poll: returns when one of the ports is pending or the timeout has passed; like
+// SCHEDOP_block it polls shared_info with a bound, so it may return early (allowed: the
+// guest re-checks).
+std::int64_t XenHvm::sched_poll(const HypercallArgs& call) {
+  xen::sched_poll sp;
+  if (!copy_from_guest(call, call.arg[1], &sp, sizeof(sp))) return -xen::XEN_EFAULT;
+  if (sp.nr_ports > kMaxPollPorts) return -xen::XEN_EINVAL;
+  evtchn_port_t ports[kMaxPollPorts];
+  if (!copy_from_guest(call, sp.ports, ports, sp.nr_ports * sizeof(evtchn_port_t)))
+    return -xen::XEN_EFAULT;
+  for (std::uint32_t i = 0; i < sp.nr_ports; ++i)
+    if (!evtchn::two_level::port_valid(ports[i])) return -xen::XEN_EINVAL;
+  for (unsigned n = 0; n < kBlockMaxPolls; ++n) {
+    for (std::uint32_t i = 0; i < sp.nr_ports; ++i)
+      if (evtchn::two_level::detail::test(shared_info_->evtchn_pending, ports[i])) return 0;
+    if (sp.timeout != 0 && now_ns() >= static_cast<std::int64_t>(sp.timeout)) return 0;
+    sleep_us(50);
+  }
+  return 0;
+}
+
+// ---- time: pvclock, wall clock, set_timer_op and VIRQ_TIMER ----
+
+void XenHvm::start_clock(std::uint64_t tsc, std::uint64_t tsc_khz, timespec mono, timespec real) {
+  std::lock_guard lk(mu_);
+  clock_epoch_ = mono;
+  clock_started_ = true;
+  // vcpu_time_info: an odd version while the fields change (xen.h), then even.
+  xen::vcpu_time_info& t = shared_info_->vcpu_info[0].time;
+  std::atomic_ref<std::uint32_t> version(t.version);
+  version.store(version.load() | 1);
+  t.tsc_timestamp = tsc;
+  t.system_time = 0;
+  tsc_scale(tsc_khz * 1000, &t.tsc_to_system_mul, &t.tsc_shift);
+  t.flags = 0;
+  version.store(version.load() + 1);
+  // The wall clock at system time 0.
+  std::atomic_ref<std::uint32_t> wc(shared_info_->wc_version);
+  wc.store(wc.load() | 1);
+  shared_info_->wc_sec = static_cast<std::uint32_t>(real.tv_sec);
+#if defined(PVIO_XEN_ABI_X86_64)
+  shared_info_->wc_sec_hi = static_cast<std::uint32_t>(static_cast<std::uint64_t>(real.tv_sec) >> 32);
+#endif
+  shared_info_->wc_nsec = static_cast<std::uint32_t>(real.tv_nsec);
+  wc.store(wc.load() + 1);
+}
+
+std::int64_t XenHvm::now_ns() const {
+  timespec now{};
+  ::clock_gettime(CLOCK_MONOTONIC, &now);
+  return ns_of(now) - ns_of(clock_epoch_);
+}
+
+// set_timer_op(timeout): a one-shot VIRQ_TIMER at absolute system time `timeout` ns; 0 cancels.
+// A time already past fires at once, as on Xen.
+std::int64_t XenHvm::set_timer_op(const HypercallArgs& call) {
+  const std::uint64_t timeout = call.arg[0];
+  itimerspec its{};
+  if (timeout != 0) {
+    std::lock_guard lk(mu_);
+    if (!clock_started_) return -xen::XEN_EINVAL;
+    // Clamp so the absolute time cannot overflow (a guest may pass ~0).
+    const std::int64_t rel = timeout > (1ull << 62) ? (std::int64_t{1} << 62)
+                                                     : static_cast<std::int64_t>(timeout);
+    const std::int64_t at = ns_of(clock_epoch_) + rel;
+    its.it_value.tv_sec = at / 1000000000;
+    its.it_value.tv_nsec = at % 1000000000;
+    if (its.it_value.tv_sec == 0 && its.it_value.tv_nsec == 0) its.it_value.tv_nsec = 1;
+  }
+  if (::timerfd_settime(timer_fd_.get(), TFD_TIMER_ABSTIME, &its, nullptr) < 0)
+    return -xen::XEN_EINVAL;
+  return 0;
+}
+
+void XenHvm::timer_loop() {
+  pollfd fds[2] = {{timer_fd_.get(), POLLIN, 0}, {timer_stop_fd_.get(), POLLIN, 0}};
+  for (;;) {
+    if (::poll(fds, 2, -1) < 0) {
+      if (errno == EINTR) continue;
+      return;
+    }
+    if (fds[1].revents) return;
+    if (fds[0].revents & POLLIN) {
+      std::uint64_t expirations;
+      if (::read(timer_fd_.get(), &expirations, sizeof(expirations)) != sizeof(expirations))
+        continue;
+      std::lock_guard lk(mu_);
+      ports_->raise_virq(evtchn::VIRQ_TIMER);
+    }
+  }
+}
+
+// ---- xen_version ----
+
+std::int64_t XenHvm::xen_version(const HypercallArgs& call) {
+  switch (call.arg[0]) {
+    case xen::XENVER_version:
+      return std::int64_t{(hv::kXenVersionMajor << 16) | hv::kXenVersionMinor};
+    case xen::XENVER_extraversion: {
+      xen::xen_extraversion v{};
+      std::memcpy(v.extraversion, ".0-pvio", 8);
+      return copy_to_guest(call, call.arg[1], &v, sizeof(v)) ? 0 : -xen::XEN_EFAULT;
+    }
+    case xen::XENVER_pagesize:
+      return static_cast<std::int64_t>(kPage);
+    case xen::XENVER_get_features: {
+      xen::xen_feature_info fi;
+      if (!copy_from_guest(call, call.arg[1], &fi, sizeof(fi))) return -xen::XEN_EFAULT;
+      // What this interface is: a translated guest (frames are GFNs) called back through a
+      // vector, with a pvclock that stays valid across vCPUs' TSCs (one vCPU here).
+      fi.submap = fi.submap_idx != 0
+                      ? 0
+                      : (1u << xen::XENFEAT_writable_page_tables) |
+                            (1u << xen::XENFEAT_auto_translated_physmap) |
+                            (1u << xen::XENFEAT_hvm_callback_vector) |
+                            (1u << xen::XENFEAT_hvm_safe_pvclock);
+      return copy_to_guest(call, call.arg[1], &fi, sizeof(fi)) ? 0 : -xen::XEN_EFAULT;
     }
     default:
       return -xen::XEN_ENOSYS;

@@ -5,15 +5,22 @@
 //
 // Exit status: 0 guest powered off with code 0; 2 guest powered off with a non-zero code
 // (guest-reported failure); 3 domain crashed; 4 guest asked for a reboot (left to the
-// toolstack); 1 host-side error (KVM, files, kernel image); 64 usage error.
+// toolstack); 5 destroyed by the toolstack (SIGTERM/SIGINT); 1 host-side error (KVM, files,
+// kernel image); 64 usage error. SIGUSR2 prints the counters (PVIO-HV-STATS) while running.
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <pthread.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <cinttypes>
 #include <cstdio>
 #include <cstring>
+#include <atomic>
 #include <exception>
+#include <functional>
+#include <thread>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -22,6 +29,7 @@
 #include "pvio/hypervisor/devices/debug_exit.h"
 #include "pvio/hypervisor/devices/ide.h"
 #include "pvio/hypervisor/devices/serial.h"
+#include "pvio/hypervisor/devices/xen_console.h"
 #include "pvio/hypervisor/devices/xen_platform.h"
 #include "pvio/hv_abi/boot_info.h"
 #include "pvio/hypervisor/vm.h"
@@ -31,16 +39,58 @@ namespace {
 using namespace pvio::hv;
 
 constexpr int kExitOk = 0, kExitHostError = 1, kExitGuestFailure = 2, kExitCrashed = 3,
-              kExitReboot = 4, kExitUsage = 64;
+              kExitReboot = 4, kExitDestroyed = 5, kExitUsage = 64;
+
+// The toolstack's signals, taken by one thread with sigwait: SIGTERM/SIGINT destroy the domain
+// (as `xl destroy`: the vCPUs stop, the Dom0 services see the control connection close, the
+// counters are printed), SIGUSR2 prints the counters now. Blocked in every thread.
+class ToolstackSignals {
+ public:
+  ToolstackSignals() {
+    sigemptyset(&set_);
+    for (int sig : {SIGTERM, SIGINT, SIGUSR2}) sigaddset(&set_, sig);
+    pthread_sigmask(SIG_BLOCK, &set_, nullptr);
+  }
+  // `destroy` and `report` run on the signal thread.
+  void start(std::function<void()> destroy, std::function<void()> report) {
+    thread_ = std::thread([this, destroy = std::move(destroy), report = std::move(report)] {
+      for (;;) {
+        int sig = 0;
+        if (sigwait(&set_, &sig) != 0 || done_) return;
+        if (sig == SIGUSR2) {
+          report();
+        } else {
+          destroyed_ = true;
+          destroy();
+        }
+      }
+    });
+  }
+  void stop() {
+    if (!thread_.joinable()) return;
+    done_ = true;
+    pthread_kill(thread_.native_handle(), SIGUSR2);
+    thread_.join();
+  }
+  ~ToolstackSignals() { stop(); }
+  bool destroyed() const { return destroyed_; }
+
+ private:
+  sigset_t set_;
+  std::thread thread_;
+  std::atomic<bool> done_{false}, destroyed_{false};
+};
 
 void usage() {
   std::fprintf(stderr,
                "usage: pvio-hv --kernel guest.elf [--mem 256M] [--vcpus N] [--cmdline \"...\"]\n"
                "               [--disk ide=FILE] [--serial-log FILE] [--console]\n"
                "               [--domid N] [--control-socket PATH]\n"
+               "               [--console-socket PATH] [--console-log FILE]\n"
                "  --domid serves the domain control protocol on the pvio-domain socket path\n"
                "  ($PVIO_RUN_DIR/domain-N.sock, else $XDG_RUNTIME_DIR/pvio/..., else /run/pvio/...);\n"
-               "  --control-socket picks the path.\n"
+               "  --control-socket picks the path. The PV console ring (HVM_PARAM_CONSOLE_PFN)\n"
+               "  goes to --console-log and to a client on --console-socket (`pvio console`).\n"
                "  Without --serial-log the guest console goes to standard output; --console\n"
                "  also copies it there when a log file is given. Exit counters are printed\n"
                "  to standard error as one 'PVIO-HV-STATS {json}' line.\n");
@@ -74,7 +124,8 @@ bool read_file(const std::string& path, std::vector<std::uint8_t>* out) {
   return ok;
 }
 
-void print_stats(const IoBus& bus, const XenStats& x, const KvmFeatures& f) {
+void print_stats(const IoBus& bus, const XenStats& x, const KvmFeatures& f,
+                 const std::map<std::string, std::uint64_t>& ops) {
   std::string json = "{\"devices\":{";
   bool first = true;
   for (const Device* d : bus.devices()) {
@@ -100,10 +151,17 @@ void print_stats(const IoBus& bus, const XenStats& x, const KvmFeatures& f) {
                 ",\"xen\":{\"hypercalls\":%" PRIu64 ",\"hypercall_errors\":%" PRIu64
                 ",\"unknown_hypercalls\":%" PRIu64 ",\"faults\":%" PRIu64
                 ",\"doorbell_exits\":%" PRIu64 ",\"msr_writes\":%" PRIu64
-                ",\"upcalls_raised\":%" PRIu64 "}",
+                ",\"upcalls_raised\":%" PRIu64 ",\"ops\":{",
                 x.hypercalls, x.hypercall_errors, x.unknown_hypercalls, x.faults, x.doorbell_exits,
                 x.msr_writes, x.upcalls_raised);
   json += xen;
+  // Hypercalls per op and sub-op (hvm_op params by name), e.g. "memory_op.add_to_physmap".
+  bool first_op = true;
+  for (const auto& [name, count] : ops) {
+    json += (first_op ? "\"" : ",\"") + name + "\":" + std::to_string(count);
+    first_op = false;
+  }
+  json += "}}";
   std::snprintf(xen, sizeof(xen),
                 ",\"kvm\":{\"ioeventfd\":%d,\"irqfd\":%d,\"irq_routing\":%d,"
                 "\"gsi_routing_msi\":%d,\"ioapic_route\":%d,\"user_space_msr\":%d,"
@@ -117,7 +175,7 @@ void print_stats(const IoBus& bus, const XenStats& x, const KvmFeatures& f) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string kernel_path, disk_path, log_path, control_path;
+  std::string kernel_path, disk_path, log_path, control_path, console_socket, console_log;
   bool serve = false;
   VmConfig config;
   bool console = false;
@@ -134,6 +192,8 @@ int main(int argc, char** argv) {
     if (arg == "--serial-log" && value(&log_path)) continue;
     if (arg == "--console") { console = true; continue; }
     if (arg == "--control-socket" && value(&control_path)) { serve = true; continue; }
+    if (arg == "--console-socket" && value(&console_socket)) continue;
+    if (arg == "--console-log" && value(&console_log)) continue;
     if (arg == "--domid" && value(&v)) {
       const long d = std::atol(v.c_str());
       if (d <= 0 || d >= 0x7FF0) {
@@ -187,8 +247,18 @@ int main(int argc, char** argv) {
     disk_bytes = static_cast<std::uint64_t>(st.st_size);
   }
 
+  int console_log_fd = -1;
+  if (!console_log.empty()) {
+    console_log_fd = ::open(console_log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    if (console_log_fd < 0) {
+      std::fprintf(stderr, "pvio-hv: cannot open %s: %s\n", console_log.c_str(), std::strerror(errno));
+      return kExitHostError;
+    }
+  }
+
   DomainResult result;
   Serial16550* serial = nullptr;
+  ToolstackSignals signals;
   try {
     Vm vm(config);
     serial = vm.add_device(std::make_unique<Serial16550>(log_fd, console_fd));
@@ -219,21 +289,39 @@ int main(int argc, char** argv) {
                    control_path.c_str());
     }
 
+    // The PV console backend on the console ring (xenconsoled's job for this domain).
+    XenConsole pv_console(reinterpret_cast<pvio::xen::xencons_interface*>(vm.xen().console_page()),
+                          [&vm] { vm.xen().notify_console_guest(); }, console_log_fd);
+    if (const int rc = pv_console.start(console_socket); rc != 0) {
+      std::fprintf(stderr, "pvio-hv: cannot serve the console on %s: %s\n", console_socket.c_str(),
+                   std::strerror(-rc));
+      return kExitHostError;
+    }
+    vm.xen().set_console_kick([&pv_console] { pv_console.kick(); });
+
     const ElfStatus st = vm.load_kernel(elf);
     if (st != ElfStatus::kOk) {
       std::fprintf(stderr, "pvio-hv: cannot load %s: %s\n", kernel_path.c_str(),
                    std::string(to_string(st)).c_str());
       return kExitHostError;
     }
+    signals.start([&vm] { vm.request_shutdown(ShutdownReason::kPoweroff, 0); },
+                  [&] { print_stats(vm.bus(), vm.xen().stats(), vm.kvm_features(), vm.xen().op_counts()); });
     result = vm.run();
+    signals.stop();
     vm.xen().stop_serving();
+    pv_console.stop();
     serial->flush();
-    print_stats(vm.bus(), vm.xen().stats(), vm.kvm_features());
+    print_stats(vm.bus(), vm.xen().stats(), vm.kvm_features(), vm.xen().op_counts());
   } catch (const std::exception& e) {
     std::fprintf(stderr, "pvio-hv: %s\n", e.what());
     return kExitHostError;
   }
 
+  if (signals.destroyed()) {
+    std::fprintf(stderr, "pvio-hv: domain destroyed by the toolstack\n");
+    return kExitDestroyed;
+  }
   switch (result.state) {
     case DomainState::kCrashed: {
       const std::string msg = "pvio-hv: " + result.message + "\n";

@@ -6,7 +6,6 @@
 #include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
-#include <sys/sysmacros.h>
 
 #include <cstdio>
 #include <cstdlib>
@@ -20,9 +19,7 @@
 namespace pvio::cli {
 namespace {
 
-using xs::NodePerm;
 using xs::XsError;
-using xs::XsPerm;
 
 // Xen's vbd numbering (docs/misc/vbd-interface): xvdX is (202 << 8) | (disk << 4) for the
 // first 16 disks, (1 << 28) | (disk << 8) beyond. A bare number is taken as the devid itself.
@@ -41,21 +38,6 @@ bool parse_vdev(const std::string& v, uint32_t* devid) {
   }
   *devid = disk < 16 ? (202u << 8) | (disk << 4) : (1u << 28) | (disk << 8);
   return true;
-}
-
-std::string vdev_name(uint32_t devid) {
-  uint32_t disk;
-  if ((devid >> 8) == 202 && (devid & 0xF) == 0) {
-    disk = (devid >> 4) & 0xF;
-  } else if ((devid >> 28) == 1 && (devid & 0xFF) == 0) {
-    disk = (devid >> 8) & 0xFFFFF;
-  } else {
-    return std::to_string(devid);
-  }
-  std::string s;
-  if (disk >= 26) s += static_cast<char>('a' + disk / 26 - 1);
-  s += static_cast<char>('a' + disk % 26);
-  return "xvd" + s;
 }
 
 // Why FILE cannot back a disk, or "" if it can: it must exist, be a regular file or a block
@@ -157,54 +139,13 @@ int run(const std::vector<std::string>& args) {
   if (xs->read(fe + "/backend").ok() || xs->read(be + "/frontend").ok())
     return fail("block-attach", "domain " + d + " already has vbd " + std::to_string(devid));
 
-  // xl's permissions: the frontend directory belongs to the guest and the backend (Dom0) may
-  // read it; the backend directory belongs to Dom0 and the guest may read it.
-  const std::vector<NodePerm> fe_perms = {{domid, XsPerm::None}, {0, XsPerm::Read}};
-  const std::vector<NodePerm> be_perms = {{0, XsPerm::None}, {domid, XsPerm::Read}};
-  std::vector<std::pair<std::string, std::string>> be_keys = {
-      {"frontend", fe},
-      {"frontend-id", d},
-      {"online", "1"},
-      {"removable", "0"},
-      {"bootable", "1"},
-      {"state", "1"},  // XenbusStateInitialising
-      {"dev", vdev_name(devid)},
-      {"type", S_ISBLK(st.st_mode) ? "phy" : "file"},
-      {"mode", mode},
-      {"device-type", "disk"},
-      {"discard-enable", mode == "w" ? "1" : "0"},
-      {"params", params},
-  };
-  // What Linux's hotplug script writes for xen-blkback: the device's major:minor in hex.
-  if (S_ISBLK(st.st_mode)) {
-    char buf[32];
-    std::snprintf(buf, sizeof buf, "%x:%x", major(st.st_rdev), minor(st.st_rdev));
-    be_keys.emplace_back("physical-device", buf);
-  }
-  if (!engine.empty()) be_keys.emplace_back("engine", engine);
-  const std::vector<std::pair<std::string, std::string>> fe_keys = {
-      {"backend", be},
-      {"backend-id", "0"},
-      {"state", "1"},
-      {"virtual-device", std::to_string(devid)},
-      {"device-type", "disk"},
-  };
-
-  const XsError e = with_transaction(*xs, [&](uint32_t tx) {
-    auto dir = [&](const std::string& path, const std::vector<std::pair<std::string, std::string>>& keys,
-                   const std::vector<NodePerm>& perms) {
-      XsError r = xs->mkdir(path, tx);
-      if (r == XsError::None) r = xs->set_perms(path, perms, tx);
-      for (const auto& [k, v] : keys) {
-        if (r != XsError::None) break;
-        r = xs->write(path + "/" + k, v, tx);
-        if (r == XsError::None) r = xs->set_perms(path + "/" + k, perms, tx);
-      }
-      return r;
-    };
-    XsError r = dir(fe, fe_keys, fe_perms);
-    return r == XsError::None ? dir(be, be_keys, be_perms) : r;
-  });
+  VbdSpec spec;
+  spec.devid = devid;
+  spec.params = params;
+  spec.mode = mode;
+  spec.engine = engine;
+  spec.st = st;
+  const XsError e = write_vbd(*xs, domid, spec);
   if (e != XsError::None) return fail("block-attach", std::string("xenstore: ") + xs::xs_error_name(e));
   std::printf("vbd %u (%s) for domain %s: %s, mode %s\n", devid, vdev_name(devid).c_str(),
               d.c_str(), params.c_str(), mode.c_str());

@@ -1,6 +1,8 @@
 // What the `pvio` verbs share; see pvio_cli.h.
 #include "pvio_cli.h"
 
+#include <sys/sysmacros.h>
+
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/stat.h>
@@ -291,6 +293,85 @@ xs::XsError write_domain_home(xs::Client& c, domid_t domid, const std::string& n
       if (e != xs::XsError::None) return e;
     }
     return xs::XsError::None;
+  });
+}
+
+// Xen's vbd numbering (docs/misc/vbd-interface), the inverse of block-attach's parse_vdev.
+std::string vdev_name(uint32_t devid) {
+  uint32_t disk;
+  if ((devid >> 8) == 202 && (devid & 0xF) == 0) {
+    disk = (devid >> 4) & 0xF;
+  } else if ((devid >> 28) == 1 && (devid & 0xFF) == 0) {
+    disk = (devid >> 8) & 0xFFFFF;
+  } else {
+    return std::to_string(devid);
+  }
+  std::string s;
+  if (disk >= 26) s += static_cast<char>('a' + disk / 26 - 1);
+  s += static_cast<char>('a' + disk % 26);
+  return "xvd" + s;
+}
+
+namespace {
+
+using DirKeys = std::vector<std::pair<std::string, std::string>>;
+
+// mkdir + permissions on the directory and on each key, inside transaction `tx`.
+xs::XsError write_dir(xs::Client& c, uint32_t tx, const std::string& path, const DirKeys& keys,
+                      const std::vector<xs::NodePerm>& perms) {
+  xs::XsError r = c.mkdir(path, tx);
+  if (r == xs::XsError::None) r = c.set_perms(path, perms, tx);
+  for (const auto& [k, v] : keys) {
+    if (r != xs::XsError::None) break;
+    r = c.write(path + "/" + k, v, tx);
+    if (r == xs::XsError::None) r = c.set_perms(path + "/" + k, perms, tx);
+  }
+  return r;
+}
+
+}  // namespace
+
+xs::XsError write_vbd(xs::Client& c, domid_t domid, const VbdSpec& spec) {
+  using xs::XsPerm;
+  const std::string d = std::to_string(domid);
+  const std::string fe = "/local/domain/" + d + "/device/vbd/" + std::to_string(spec.devid);
+  const std::string be = "/local/domain/0/backend/vbd/" + d + "/" + std::to_string(spec.devid);
+  // xl's permissions: the frontend directory belongs to the guest and the backend (Dom0) may
+  // read it; the backend directory belongs to Dom0 and the guest may read it.
+  const std::vector<xs::NodePerm> fe_perms = {{domid, XsPerm::None}, {0, XsPerm::Read}};
+  const std::vector<xs::NodePerm> be_perms = {{0, XsPerm::None}, {domid, XsPerm::Read}};
+  const bool blk = S_ISBLK(spec.st.st_mode);
+  DirKeys be_keys = {
+      {"frontend", fe},
+      {"frontend-id", d},
+      {"online", "1"},
+      {"removable", "0"},
+      {"bootable", "1"},
+      {"state", "1"},  // XenbusStateInitialising
+      {"dev", vdev_name(spec.devid)},
+      {"type", blk ? "phy" : "file"},
+      {"mode", spec.mode},
+      {"device-type", "disk"},
+      {"discard-enable", spec.mode == "w" ? "1" : "0"},
+      {"params", spec.params},
+  };
+  // What Linux's hotplug script writes for xen-blkback: the device's major:minor in hex.
+  if (blk) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%x:%x", major(spec.st.st_rdev), minor(spec.st.st_rdev));
+    be_keys.emplace_back("physical-device", buf);
+  }
+  if (!spec.engine.empty()) be_keys.emplace_back("engine", spec.engine);
+  const DirKeys fe_keys = {
+      {"backend", be},
+      {"backend-id", "0"},
+      {"state", "1"},
+      {"virtual-device", std::to_string(spec.devid)},
+      {"device-type", "disk"},
+  };
+  return with_transaction(c, [&](uint32_t tx) {
+    const xs::XsError r = write_dir(c, tx, fe, fe_keys, fe_perms);
+    return r == xs::XsError::None ? write_dir(c, tx, be, be_keys, be_perms) : r;
   });
 }
 

@@ -3,6 +3,8 @@
 // in its own tools/pvio_<verb>.cc and registers itself with a static PVIO_VERB(...).
 #pragma once
 
+#include <sys/stat.h>
+
 #include <sys/types.h>
 
 #include <cstdint>
@@ -94,6 +96,20 @@ xs::XsError with_transaction(xs::Client& c, const std::function<xs::XsError(uint
 // guest (rwperm).
 xs::XsError write_domain_home(xs::Client& c, domid_t domid, const std::string& name,
                               uint64_t memory_kib);
+
+// Xen's name of a vbd devid (xvda for 51712), or the number.
+std::string vdev_name(uint32_t devid);
+
+// A virtual block device as xl writes it (docs/toolstack.md).
+struct VbdSpec {
+  uint32_t devid = 0;
+  std::string params;  // absolute path of the file or block device
+  std::string mode;    // "r" or "w"
+  std::string engine;  // optional blkback engine
+  struct stat st{};    // of params
+};
+// Writes the vbd's backend and frontend directories in one transaction.
+xs::XsError write_vbd(xs::Client& c, domid_t domid, const VbdSpec& spec);
 
 // A virtual network interface as xl writes it (libxl's vif device): the backend directory
 // /local/domain/0/backend/vif/<domid>/<devid> (Dom0's, readable by the guest) and the frontend

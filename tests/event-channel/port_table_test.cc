@@ -105,6 +105,29 @@ TEST_F(PortTables, SendDeliversToThePeerPortAndBindRaisesTheNewPortOnce) {
   EXPECT_EQ(dom0_rx.notified, (std::vector<pvio::evtchn_port_t>{b.port, b.port}));
 }
 
+// EVTCHNOP_bind_virq: one port per virq, raised by the hypervisor through the domain's own
+// delivery; status names it, send on it is refused, close frees the virq for a new bind.
+TEST_F(PortTables, VirqBindRaiseStatusAndClose) {
+  auto v = guest.bind_virq(VIRQ_TIMER);
+  ASSERT_EQ(v.rc, 0);
+  EXPECT_EQ(guest.state(v.port), ChannelState::Virq);
+  EXPECT_EQ(guest.bind_virq(VIRQ_TIMER).rc, -EEXIST);
+  EXPECT_EQ(guest.bind_virq(NR_VIRQS).rc, -EINVAL);
+  guest.raise_virq(VIRQ_TIMER);
+  guest.raise_virq(5);          // not bound: nothing
+  guest.raise_virq(0xffffffff); // out of range: nothing
+  EXPECT_EQ(guest_rx.notified, std::vector<pvio::evtchn_port_t>{v.port});
+  ChannelStatus st;
+  ASSERT_EQ(guest.status(v.port, &st), 0);
+  EXPECT_EQ(st.status, kEvtchnStatVirq);
+  EXPECT_EQ(st.virq, VIRQ_TIMER);
+  EXPECT_EQ(guest.send(v.port), -EINVAL);
+  EXPECT_EQ(guest.close(v.port), 0);
+  guest.raise_virq(VIRQ_TIMER);
+  EXPECT_EQ(guest_rx.notified.size(), 1u);
+  EXPECT_EQ(guest.bind_virq(VIRQ_TIMER).rc, 0);
+}
+
 TEST_F(PortTables, SendErrors) {
   EXPECT_EQ(guest.send(0), -EINVAL);
   EXPECT_EQ(guest.send(10), -EINVAL);

@@ -102,6 +102,27 @@ TEST_F(VmTest, BootsPrintsBannerFindsPlatformDeviceAndPowersOff) {
   EXPECT_NE(r.err.find("guest powered off (code 0)"), std::string::npos) << r.err;
 }
 
+// The same test kernel built with a PVH entry (guest/pvh.cc) boots through pvio-hv's PVH path
+// (32-bit entry, hvm_start_info, the guest's own page tables and long-mode switch) and runs
+// the full hypercall check there, upcalls included (delivered through the 8259 in auto-EOI
+// mode for PVH domains), so both boot paths stay tested.
+TEST_F(VmTest, PvhEntryBootsTheTestGuestAndItsHypercallChecksPass) {
+  const char* pvh = std::getenv("PVIO_GUEST_PVH");
+  ASSERT_NE(pvh, nullptr) << "PVIO_GUEST_PVH not set (run via meson test)";
+  guest_ = pvh;
+  HvRun r = boot("mode=boot", {}, /*with_disk=*/false);
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.log.find("pvio guest kernel: booted on 1 vcpu(s), 64 MiB RAM"), std::string::npos) << r.log;
+  EXPECT_NE(r.log.find("cmdline: mode=boot"), std::string::npos) << r.log;
+  EXPECT_EQ(result_field(r.log, "xen_platform"), 1);
+  r = boot("mode=hypercalls", {}, /*with_disk=*/false);
+  EXPECT_EQ(r.exit_code, 0) << r.log << r.err;
+  EXPECT_EQ(result_field(r.log, "checks"), 80) << r.log;
+  EXPECT_EQ(result_field(r.log, "failed"), 0) << r.log;
+  EXPECT_GE(result_field(r.log, "upcalls"), 1) << r.log;
+  EXPECT_EQ(r.log.find("PVIO-CHECK FAIL"), std::string::npos) << r.log;
+}
+
 TEST_F(VmTest, CplProbeRunsCodeAtCpl3AndComesBack) {
   // The probe runs the same loops in the kernel and through run_at_cpl3; each loop reports the
   // CS.RPL it ran with, and port writes at CPL3 go through the #GP emulator and still exit.

@@ -10,6 +10,7 @@
 #include "pvio/xen/hvm/pvdrivers.h"
 #include "pvio/xen/hvm/start_info.h"
 #include "pvio/xen/io/blkif.h"
+#include "pvio/xen/io/console.h"
 #include "pvio/xen/io/netif.h"
 #include "pvio/xen/io/ring.h"
 #include "pvio/xen/io/xenbus.h"

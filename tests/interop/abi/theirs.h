@@ -17,5 +17,6 @@
 #include <xen/arch-x86/hvm/start_info.h>
 #include <xen/io/ring.h>
 #include <xen/io/blkif.h>
+#include <xen/io/console.h>
 #include <xen/io/netif.h>
 #include <xen/io/xs_wire.h>

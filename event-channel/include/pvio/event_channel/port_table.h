@@ -15,7 +15,7 @@
 
 namespace pvio::evtchn {
 
-enum class ChannelState : std::uint8_t { Free, Reserved, Unbound, Interdomain };
+enum class ChannelState : std::uint8_t { Free, Reserved, Unbound, Interdomain, Virq };
 
 struct PortResult {
   int rc = 0;                // 0 or -errno
@@ -28,6 +28,7 @@ struct ChannelStatus {
   std::uint32_t vcpu = 0;
   domid_t remote_dom = 0;         // unbound: who may bind; interdomain: the peer
   evtchn_port_t remote_port = 0;  // interdomain only
+  std::uint32_t virq = 0;         // virq only
 };
 
 class PortTable {
@@ -48,6 +49,11 @@ class PortTable {
   // EVTCHNOP_bind_interdomain issued by `local`'s domain for <remote's domain, remote_port>.
   // -EINVAL unless that port is unbound and accepts `local`'s domid.
   static PortResult bind_interdomain(PortTable& local, PortTable& remote, evtchn_port_t remote_port);
+  // EVTCHNOP_bind_virq for vCPU 0: a new port that the hypervisor raises with raise_virq.
+  // -EEXIST if `virq` is already bound, -EINVAL for an unknown virq.
+  PortResult bind_virq(std::uint32_t virq);
+  // The hypervisor raises `virq` on its port (if bound): pending bit, then the upcall.
+  void raise_virq(std::uint32_t virq);
   // EVTCHNOP_close: -EINVAL for invalid, free or reserved ports.
   int close(evtchn_port_t port);
   // EVTCHNOP_send: interdomain raises the peer's port; unbound drops silently (returns 0).
@@ -60,8 +66,10 @@ class PortTable {
   ChannelState state(evtchn_port_t port) const;
 
  private:
+  static constexpr std::uint32_t kNrVirqs = NR_VIRQS;
   struct Channel {
     ChannelState state = ChannelState::Free;
+    std::uint32_t virq = 0;
     domid_t remote_dom = 0;
     evtchn_port_t remote_port = 0;
     PortTable* peer = nullptr;
@@ -74,6 +82,7 @@ class PortTable {
   shared_info* si_;
   Notifier* delivery_;
   std::unique_ptr<Channel[]> channels_;
+  evtchn_port_t virq_port_[kNrVirqs] = {};  // 0: not bound
 };
 
 }  // namespace pvio::evtchn

@@ -10,6 +10,7 @@
 #include <condition_variable>
 #include <functional>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <span>
@@ -21,6 +22,7 @@
 #include "pvio/hypervisor/domain.h"
 #include "pvio/hypervisor/elf_loader.h"
 #include "pvio/hypervisor/io_bus.h"
+#include "pvio/hypervisor/page_walk.h"
 #include "pvio/hypervisor/xen_hvm.h"
 
 namespace pvio::hv {
@@ -29,6 +31,18 @@ inline constexpr std::uint64_t kMinGuestMemory = 4ull << 20;
 // RAM is one region below the 32-bit PCI hole at 0xC0000000.
 inline constexpr std::uint64_t kMaxGuestMemory = 3ull << 30;
 inline constexpr unsigned kMaxVcpus = 8;
+// PVH boot (Xen's pvh.pandoc): the VMM's pages sit below 640 KiB where a PC's BIOS data area
+// is, reserved in the memory map: hvm_start_info followed by the memory map, then the command
+// line. Low rather than at the top of RAM so RAM ends on a 2 MiB boundary: Mini-OS's page
+// allocator then hands out small blocks from low memory first, and its virtual_to_mfn (used
+// for blkfront's data grants) reads its own 2 MiB mappings above 2 MiB as page tables and
+// grants the wrong frame; low buffers are mapped with 4 KiB pages and come out right.
+inline constexpr std::uint64_t kPvhInfoGpa = 0x9E000;
+inline constexpr std::uint64_t kPvhInfoPages = 2;
+
+// How the kernel is entered: pvio's own ELF64 guests in long mode on the VMM's identity map,
+// PVH kernels (XEN_ELFNOTE_PHYS32_ENTRY) in 32-bit protected mode with paging off.
+enum class BootKind { kPvioElf, kPvh };
 
 struct VmConfig {
   std::uint64_t mem_bytes = 256ull << 20;
@@ -96,8 +110,12 @@ class Vm final : private XenHost {
     return [this](unsigned gsi, bool level) { set_irq_line(gsi, level); };
   }
 
-  // Loads the kernel and writes the boot structures (boot info, GDT, page tables).
+  // Loads the kernel and writes the boot structures: for pvio's kernels boot info, GDT and
+  // page tables; for PVH kernels hvm_start_info, the memory map and the command line.
   ElfStatus load_kernel(std::span<const std::uint8_t> elf);
+  BootKind boot_kind() const { return boot_kind_; }
+  // Guest-physical address of hvm_start_info (PVH boot).
+  static constexpr std::uint64_t pvh_start_info_gpa() { return kPvhInfoGpa; }
   const ElfImage& kernel() const { return kernel_; }
   std::uint64_t tsc_khz() const { return tsc_khz_; }
 
@@ -120,7 +138,10 @@ class Vm final : private XenHost {
   void setup_xen_interface();
   void handle_hypercall(Vcpu& vcpu);
   void handle_cpuid_port(Vcpu& vcpu);
-  bool translate(const Vcpu& vcpu, std::uint64_t gva, std::uint64_t* gpa) const;
+  bool write_efer(Vcpu& vcpu, std::uint64_t value);
+  bool translate(const Vcpu& vcpu, PagingState* paging, bool* have_paging, std::uint64_t gva,
+                 std::uint64_t* gpa) const;
+  int route_upcall_pic(std::uint8_t vector);
 
   // XenHost
   bool map_xen_page(std::uint64_t gfn, std::uint64_t page) override;
@@ -131,7 +152,11 @@ class Vm final : private XenHost {
   void shutdown(ShutdownReason reason, std::uint32_t code) override {
     request_shutdown(reason, code);
   }
+  ElfStatus load_pvh_kernel(std::span<const std::uint8_t> elf);
+  void write_pvh_start_info();
   void setup_registers(Vcpu& vcpu);
+  void setup_pvh_registers(Vcpu& vcpu);
+  void start_clock();
   void vcpu_loop(Vcpu& vcpu);
   void crash(const Vcpu& vcpu, const std::string& what);
   std::string describe_registers(const Vcpu& vcpu) const;
@@ -149,6 +174,9 @@ class Vm final : private XenHost {
   std::unique_ptr<XenHvm> xen_;
   ElfImage kernel_;
   bool loaded_ = false;
+  BootKind boot_kind_ = BootKind::kPvioElf;
+  std::map<std::uint64_t, std::uint64_t> high_slots_;  // gfn above RAM -> Xen page shown there
+  unsigned upcall_gsi_ = kUpcallGsi;  // the GSI the upcall irqfd drives
 
   IoBus bus_;
   std::mutex io_mutex_;  // serialises device emulation across vCPU threads

@@ -26,6 +26,8 @@
 #include <thread>
 #include <vector>
 
+#include <time.h>
+
 #include "pvio/control/dom0_ports.h"
 #include "pvio/control/server.h"
 #include "pvio/event_channel/notifier.h"
@@ -38,6 +40,7 @@
 #include "pvio/xen/event_channel.h"
 #include "pvio/xen/hvm/params.h"
 #include "pvio/xen/hvm/hvm_op.h"
+#include "pvio/xen/hvm/start_info.h"
 #include "pvio/xen/sched.h"
 #include "pvio/xen/version.h"
 #include "pvio/xen/arch-x86/cpuid.h"
@@ -118,6 +121,19 @@ class XenHvm final {
   void doorbell(std::uint32_t value, bool mmio = false);
   // WRMSR to kHypercallMsr: fill the hypercall page. False means the write faults (#GP).
   bool write_hypercall_msr(std::uint64_t value);
+  // The guest's memory map (PVH boot: what hvm_start_info lists, returned by XENMEM_memory_map)
+  // and the pages the VMM reserved inside RAM for it (counted by XENMEM_current_reservation).
+  void set_memory_map(std::span<const xen::hvm_memmap_table_entry> map, std::uint64_t vmm_pages);
+  // Starts the pvclock (vcpu_info[0].time: system time 0 = guest TSC `tsc` now) and the wall
+  // clock in shared_info, and the one-shot timer behind set_timer_op / VIRQ_TIMER.
+  void start_clock(std::uint64_t tsc, std::uint64_t tsc_khz, timespec mono, timespec real);
+  // Hypercalls by name ("memory_op.add_to_physmap", "hvm_op.get_param.STORE_PFN", ...).
+  std::map<std::string, std::uint64_t> op_counts() const;
+  // The PV console: the ring page, the backend's kick (the guest sent on its console port),
+  // and raising the guest's console port from the backend.
+  std::uint8_t* console_page() const { return xen_pages_ + kXenConsolePage * 4096; }
+  void set_console_kick(std::function<void()> kick) { console_kick_ = std::move(kick); }
+  void notify_console_guest();
   // Where console_io writes go (the serial console).
   void set_console(std::function<void(const char*, std::size_t)> out) { console_ = std::move(out); }
 
@@ -146,6 +162,13 @@ class XenHvm final {
   std::int64_t hvm_op(const HypercallArgs& call);
   std::int64_t sched_op(const HypercallArgs& call);
   std::int64_t console_io(const HypercallArgs& call);
+  std::int64_t xen_version(const HypercallArgs& call);
+  std::int64_t set_timer_op(const HypercallArgs& call);
+  std::int64_t sched_poll(const HypercallArgs& call);
+  std::int64_t memory_map(const HypercallArgs& call);
+  void count_op(const std::string& name);  // under mu_
+  std::int64_t now_ns() const;             // system time (pvclock)
+  void timer_loop();
   std::int64_t add_xen_page(std::uint64_t page, std::uint64_t gfn);
   void raise_upcall_if_pending();
 
@@ -163,6 +186,7 @@ class XenHvm final {
   XenHost& host_;
   evtchn::shared_info* shared_info_;
   std::function<void(const char*, std::size_t)> console_;
+  std::function<void()> console_kick_;  // set before the vCPUs run
 
   mutable std::mutex mu_;  // everything below
   evtchn::UpcallNotifier upcall_;
@@ -172,6 +196,14 @@ class XenHvm final {
   std::uint64_t xen_page_gfn_[kXenPageCount];    // guest frame each Xen page is mapped at
   std::map<std::uint64_t, std::uint64_t> remapped_;  // RAM gfn -> Xen page shown there
   std::uint64_t callback_irq_ = 0;
+  std::vector<xen::hvm_memmap_table_entry> memmap_;
+  std::uint64_t vmm_pages_ = 0;
+  std::map<std::string, std::uint64_t> op_counts_;
+  timespec clock_epoch_{};  // CLOCK_MONOTONIC at system time 0
+  bool clock_started_ = false;
+  control::UniqueFd timer_fd_;      // CLOCK_MONOTONIC timerfd behind set_timer_op
+  control::UniqueFd timer_stop_fd_;
+  std::thread timer_thread_;
   // The control server's backend; guest doorbells of bound ports go to the kick eventfds in KVM.
   std::unique_ptr<control::Dom0Ports> dom0_ports_;
   std::vector<std::uint64_t> attach_frames_;  // control thread only: describe()'s storage

@@ -49,6 +49,15 @@ struct evtchn_bind_interdomain {
   evtchn_port_t remote_port;
   evtchn_port_t local_port;  // OUT
 };
+// VIRQ_* numbers bound with EVTCHNOP_bind_virq (xen.h): per-vCPU virtual interrupts.
+inline constexpr uint32_t VIRQ_TIMER = 0;  // the vCPU's one-shot timer (set_timer_op)
+inline constexpr uint32_t NR_VIRQS = 24;
+
+struct evtchn_bind_virq {
+  uint32_t virq;       // VIRQ_*
+  uint32_t vcpu;       // the vCPU that receives it
+  evtchn_port_t port;  // OUT
+};
 struct evtchn_port_op {  // evtchn_send, evtchn_close, evtchn_unmask: just the port
   evtchn_port_t port;
 };
@@ -74,6 +83,7 @@ struct evtchn_status {
 
 static_assert(sizeof(evtchn_alloc_unbound) == 8);
 static_assert(sizeof(evtchn_bind_interdomain) == 12);
+static_assert(sizeof(evtchn_bind_virq) == 12);
 static_assert(sizeof(evtchn_status) == 24);
 static_assert(offsetof(evtchn_status, u) == 16);
 

@@ -43,6 +43,14 @@ struct xen_memory_map {
   xen_guest_handle_t buffer;         // IN: guest address of the e820 entries
 };
 
+// One entry of XENMEM_memory_map's buffer: the BIOS E820 layout, packed (Xen's e820entry).
+struct __attribute__((packed)) e820entry {
+  uint64_t addr;
+  uint64_t size;
+  uint32_t type;  // E820_RAM = 1, E820_RESERVED = 2 (the XEN_HVM_MEMMAP_TYPE_* numbers)
+};
+static_assert(sizeof(e820entry) == 20);
+
 #if defined(PVIO_XEN_ABI_X86_64)
 static_assert(sizeof(xen_add_to_physmap) == 24);
 static_assert(offsetof(xen_add_to_physmap, idx) == 8);

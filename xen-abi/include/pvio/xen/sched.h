@@ -4,6 +4,8 @@
 
 #include <stdint.h>
 
+#include "pvio/xen/xen.h"
+
 namespace pvio::xen {
 
 inline constexpr unsigned SCHEDOP_yield = 0;
@@ -21,5 +23,12 @@ struct sched_shutdown {
   uint32_t reason;  // SHUTDOWN_*
 };
 static_assert(sizeof(sched_shutdown) == 4);
+// SCHEDOP_poll: block until one of the listed ports is pending or the timeout (absolute
+// system time in ns, 0 = none) passes.
+struct sched_poll {
+  xen_guest_handle_t ports;  // evtchn_port_t[nr_ports]
+  uint32_t nr_ports;
+  uint64_t timeout;
+};
 
 }  // namespace pvio::xen

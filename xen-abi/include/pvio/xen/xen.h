@@ -54,6 +54,7 @@ inline constexpr domid_t DOMID_XEN = 0x7FF2;
 inline constexpr domid_t DOMID_INVALID = 0x7FF4;
 
 // Hypercall numbers (__HYPERVISOR_*).
+inline constexpr unsigned kHypercallSetTimerOp = 15;  // __HYPERVISOR_set_timer_op
 inline constexpr unsigned kHypercallMemoryOp = 12;
 inline constexpr unsigned kHypercallXenVersion = 17;
 inline constexpr unsigned kHypercallConsoleIo = 18;

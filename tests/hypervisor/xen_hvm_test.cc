@@ -1,0 +1,232 @@
+// The Xen interface's PVH additions driven directly (no KVM): hypercall arguments in a guest
+// RAM buffer, a recording XenHost. Each call is tried with good and hostile arguments.
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstring>
+#include <thread>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "pvio/event_channel/two_level.h"
+#include "pvio/hypervisor/xen_hvm.h"
+
+namespace pvio::hv {
+namespace {
+
+constexpr std::uint64_t kRam = 4 << 20;
+constexpr std::uint64_t kArg = 0x10000;  // where the tests put argument structs
+constexpr std::int64_t kEinval = -xen::XEN_EINVAL, kEfault = -xen::XEN_EFAULT;
+
+struct RecordingHost final : XenHost {
+  std::vector<std::pair<std::uint64_t, std::uint64_t>> mapped;  // gfn, page
+  std::vector<std::uint64_t> restored;
+  bool map_xen_page(std::uint64_t gfn, std::uint64_t page) override {
+    mapped.emplace_back(gfn, page);
+    return true;
+  }
+  bool restore_ram_page(std::uint64_t gfn) override {
+    restored.push_back(gfn);
+    return true;
+  }
+  int set_doorbell(evtchn_port_t, int, bool) override { return 0; }
+  std::uint64_t doorbell_mmio_gpa() const override { return 0; }
+  int route_upcall(std::uint8_t) override { return 0; }
+  void shutdown(ShutdownReason, std::uint32_t) override {}
+};
+
+class XenHvmTest : public ::testing::Test {
+ protected:
+  XenHvmTest() : ram_(kRam + kXenPagesBytes + 4096) {
+    base_ = reinterpret_cast<std::uint8_t*>(
+        (reinterpret_cast<std::uintptr_t>(ram_.data()) + 4095) & ~std::uintptr_t{4095});
+    memory_.add_region(0, kRam, base_);
+    memory_.add_region(kXenPagesGpa, kXenPagesBytes, base_ + kRam);
+    upcall_fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    XenHvmConfig c;
+    c.domid = 7;
+    c.ram_bytes = kRam;
+    xen_ = std::make_unique<XenHvm>(c, memory_, base_ + kRam, -1,
+                                    std::span<const control::RegionDesc>{}, upcall_fd_, host_);
+  }
+  ~XenHvmTest() override {
+    xen_.reset();
+    ::close(upcall_fd_);
+  }
+  template <typename T>
+  void put(const T& v, std::uint64_t gpa = kArg) { std::memcpy(base_ + gpa, &v, sizeof(v)); }
+  template <typename T>
+  T get(std::uint64_t gpa = kArg) {
+    T v;
+    std::memcpy(&v, base_ + gpa, sizeof(v));
+    return v;
+  }
+  std::int64_t call(unsigned nr, std::uint64_t a0, std::uint64_t a1 = 0, std::uint64_t a2 = 0) {
+    HypercallArgs h;
+    h.nr = nr;
+    h.arg[0] = a0;
+    h.arg[1] = a1;
+    h.arg[2] = a2;
+    return xen_->hypercall(h);
+  }
+  evtchn::shared_info& si() { return *xen_->shared_info(); }
+
+  std::vector<std::uint8_t> ram_;
+  std::uint8_t* base_;
+  GuestMemory memory_;
+  RecordingHost host_;
+  int upcall_fd_ = -1;
+  std::unique_ptr<XenHvm> xen_;
+};
+
+TEST_F(XenHvmTest, MemoryMapAndReservation) {
+  const xen::hvm_memmap_table_entry map[] = {{0, 0x9E000, 1, 0}, {0x9E000, 0x2000, 2, 0},
+                                             {0xA0000, kRam - 0xA0000, 1, 0}};
+  xen_->set_memory_map(map, 2);
+  xen::xen_memory_map m{3, 0x11000};
+  put(m);
+  ASSERT_EQ(call(xen::kHypercallMemoryOp, xen::XENMEM_memory_map, kArg), 0);
+  EXPECT_EQ(get<xen::xen_memory_map>().nr_entries, 3u);
+  const auto e2 = get<xen::e820entry>(0x11000 + 2 * sizeof(xen::e820entry));
+  EXPECT_EQ(e2.addr, 0xA0000u);
+  EXPECT_EQ(e2.type, 1u);
+  m.nr_entries = 2;  // too small a buffer
+  put(m);
+  EXPECT_EQ(call(xen::kHypercallMemoryOp, xen::XENMEM_memory_map, kArg), kEinval);
+  m = {3, kRam - 8};  // buffer running off the end of RAM
+  put(m);
+  EXPECT_EQ(call(xen::kHypercallMemoryOp, xen::XENMEM_memory_map, kArg), kEfault);
+  EXPECT_EQ(call(xen::kHypercallMemoryOp, xen::XENMEM_memory_map, kRam), kEfault);
+
+  put(xen::DOMID_SELF);
+  EXPECT_EQ(call(xen::kHypercallMemoryOp, xen::XENMEM_current_reservation, kArg),
+            static_cast<std::int64_t>(kRam / 4096 + kXenPageCount));
+  put(domid_t{0});
+  EXPECT_EQ(call(xen::kHypercallMemoryOp, xen::XENMEM_current_reservation, kArg), -xen::XEN_EPERM);
+  put(domid_t{9});
+  EXPECT_EQ(call(xen::kHypercallMemoryOp, xen::XENMEM_current_reservation, kArg), -xen::XEN_ESRCH);
+}
+
+TEST_F(XenHvmTest, GrantFramesAboveRamAndTheirLimit) {
+  xen::xen_add_to_physmap x{};
+  x.domid = xen::DOMID_SELF;
+  x.space = xen::XENMAPSPACE_grant_table;
+  x.idx = 1;
+  x.gpfn = kRam / 4096;  // just above RAM, as Mini-OS asks
+  put(x);
+  ASSERT_EQ(call(xen::kHypercallMemoryOp, xen::XENMEM_add_to_physmap, kArg), 0);
+  ASSERT_EQ(host_.mapped.size(), 1u);
+  EXPECT_EQ(host_.mapped[0], std::make_pair(kRam / 4096, kXenGrantFramePage0 + 1));
+  x.gpfn = kRam / 4096 + 5;  // moved: the old frame is given back
+  put(x);
+  ASSERT_EQ(call(xen::kHypercallMemoryOp, xen::XENMEM_add_to_physmap, kArg), 0);
+  ASSERT_EQ(host_.restored.size(), 1u);
+  EXPECT_EQ(host_.restored[0], kRam / 4096);
+  for (std::uint64_t bad : {std::uint64_t{0xC0000}, std::uint64_t{0xFD000 + 40}, ~std::uint64_t{0}}) {
+    x.gpfn = bad;  // the PCI hole, past the Xen pages, nonsense
+    put(x);
+    EXPECT_EQ(call(xen::kHypercallMemoryOp, xen::XENMEM_add_to_physmap, kArg), kEinval) << bad;
+  }
+  EXPECT_EQ(host_.mapped.size(), 2u);
+}
+
+TEST_F(XenHvmTest, BindVirqTimerAndItsErrors) {
+  evtchn::evtchn_bind_virq b{evtchn::VIRQ_TIMER, 0, 0};
+  put(b);
+  ASSERT_EQ(call(xen::kHypercallEventChannelOp, evtchn::kEvtchnOpBindVirq, kArg), 0);
+  const evtchn_port_t port = get<evtchn::evtchn_bind_virq>().port;
+  EXPECT_NE(port, 0u);
+  put(b);
+  EXPECT_EQ(call(xen::kHypercallEventChannelOp, evtchn::kEvtchnOpBindVirq, kArg), -xen::XEN_EEXIST);
+  put(evtchn::evtchn_bind_virq{evtchn::VIRQ_TIMER, 1, 0});
+  EXPECT_EQ(call(xen::kHypercallEventChannelOp, evtchn::kEvtchnOpBindVirq, kArg), -xen::XEN_ENOENT);
+  put(evtchn::evtchn_bind_virq{3, 0, 0});
+  EXPECT_EQ(call(xen::kHypercallEventChannelOp, evtchn::kEvtchnOpBindVirq, kArg), kEinval);
+  put(evtchn::evtchn_bind_virq{0xffffffff, 0, 0});
+  EXPECT_EQ(call(xen::kHypercallEventChannelOp, evtchn::kEvtchnOpBindVirq, kArg), kEinval);
+  // EVTCHNOP_status names it a VIRQ; a send on it is refused; close frees it for a new bind.
+  evtchn::evtchn_status st{};
+  st.dom = xen::DOMID_SELF;
+  st.port = port;
+  put(st);
+  ASSERT_EQ(call(xen::kHypercallEventChannelOp, evtchn::kEvtchnOpStatus, kArg), 0);
+  EXPECT_EQ(get<evtchn::evtchn_status>().status, evtchn::kEvtchnStatVirq);
+  put(evtchn::evtchn_port_op{port});
+  EXPECT_EQ(call(xen::kHypercallEventChannelOp, evtchn::kEvtchnOpSend, kArg), kEinval);
+  put(evtchn::evtchn_port_op{port});
+  EXPECT_EQ(call(xen::kHypercallEventChannelOp, evtchn::kEvtchnOpClose, kArg), 0);
+  put(b);
+  EXPECT_EQ(call(xen::kHypercallEventChannelOp, evtchn::kEvtchnOpBindVirq, kArg), 0);
+}
+
+TEST_F(XenHvmTest, TimerRaisesVirqTimerAndPvclockRuns) {
+  EXPECT_EQ(call(xen::kHypercallSetTimerOp, 1000), kEinval);  // before the clock exists
+  timespec mono{}, real{};
+  ::clock_gettime(CLOCK_MONOTONIC, &mono);
+  ::clock_gettime(CLOCK_REALTIME, &real);
+  xen_->start_clock(1000000, 2000000, mono, real);  // 2 GHz
+  const auto& t = si().vcpu_info[0].time;
+  EXPECT_EQ(t.version % 2, 0u);
+  EXPECT_EQ(t.tsc_timestamp, 1000000u);
+  // 2 GHz: 0.5 ns per tick, i.e. ((delta << shift) * mul) >> 32 halves.
+  const std::uint64_t d = 1u << 20;
+  const std::uint64_t shifted = t.tsc_shift >= 0 ? d << t.tsc_shift : d >> -t.tsc_shift;
+  EXPECT_EQ((shifted * t.tsc_to_system_mul) >> 32, d / 2);
+  EXPECT_EQ(si().wc_sec, static_cast<std::uint32_t>(real.tv_sec));
+
+  put(evtchn::evtchn_bind_virq{evtchn::VIRQ_TIMER, 0, 0});
+  ASSERT_EQ(call(xen::kHypercallEventChannelOp, evtchn::kEvtchnOpBindVirq, kArg), 0);
+  const evtchn_port_t port = get<evtchn::evtchn_bind_virq>().port;
+  put(evtchn::evtchn_port_op{port});
+  ASSERT_EQ(call(xen::kHypercallEventChannelOp, evtchn::kEvtchnOpUnmask, kArg), 0);
+  // A time already past fires at once; ~0 is clamped, not overflowed; 0 cancels.
+  ASSERT_EQ(call(xen::kHypercallSetTimerOp, 1), 0);
+  bool fired = false;
+  for (int i = 0; i < 500 && !fired; ++i) {
+    fired = evtchn::two_level::detail::test(si().evtchn_pending, port);
+    if (!fired) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_TRUE(fired);
+  EXPECT_EQ(call(xen::kHypercallSetTimerOp, ~std::uint64_t{0}), 0);
+  EXPECT_EQ(call(xen::kHypercallSetTimerOp, 0), 0);
+}
+
+TEST_F(XenHvmTest, VersionSubOpsAndPoll) {
+  EXPECT_EQ(call(xen::kHypercallXenVersion, xen::XENVER_version), (4 << 16) | 17);
+  EXPECT_EQ(call(xen::kHypercallXenVersion, xen::XENVER_pagesize), 4096);
+  ASSERT_EQ(call(xen::kHypercallXenVersion, xen::XENVER_extraversion, kArg), 0);
+  EXPECT_STREQ(get<xen::xen_extraversion>().extraversion, ".0-pvio");
+  put(xen::xen_feature_info{0, 0});
+  ASSERT_EQ(call(xen::kHypercallXenVersion, xen::XENVER_get_features, kArg), 0);
+  EXPECT_NE(get<xen::xen_feature_info>().submap & (1u << xen::XENFEAT_hvm_callback_vector), 0u);
+  put(xen::xen_feature_info{1, 0xdead});
+  ASSERT_EQ(call(xen::kHypercallXenVersion, xen::XENVER_get_features, kArg), 0);
+  EXPECT_EQ(get<xen::xen_feature_info>().submap, 0u);
+  EXPECT_EQ(call(xen::kHypercallXenVersion, xen::XENVER_get_features, kRam), kEfault);
+  EXPECT_EQ(call(xen::kHypercallXenVersion, xen::XENVER_capabilities, kArg), -xen::XEN_ENOSYS);
+
+  // SCHEDOP_poll: a pending port returns at once; bad ports and counts are refused.
+  put(evtchn::evtchn_bind_virq{evtchn::VIRQ_TIMER, 0, 0});
+  ASSERT_EQ(call(xen::kHypercallEventChannelOp, evtchn::kEvtchnOpBindVirq, kArg), 0);
+  const evtchn_port_t port = get<evtchn::evtchn_bind_virq>().port;
+  evtchn::two_level::detail::test_and_set(si().evtchn_pending, port);
+  put(port, 0x12000);
+  put(xen::sched_poll{0x12000, 1, 0});
+  EXPECT_EQ(call(xen::kHypercallSchedOp, xen::SCHEDOP_poll, kArg), 0);
+  put(evtchn_port_t{1u << 20}, 0x12000);
+  EXPECT_EQ(call(xen::kHypercallSchedOp, xen::SCHEDOP_poll, kArg), kEinval);
+  put(xen::sched_poll{0x12000, 100000, 0});
+  EXPECT_EQ(call(xen::kHypercallSchedOp, xen::SCHEDOP_poll, kArg), kEinval);
+  put(xen::sched_poll{kRam - 2, 1, 0});
+  EXPECT_EQ(call(xen::kHypercallSchedOp, xen::SCHEDOP_poll, kArg), kEfault);
+
+  const auto ops = xen_->op_counts();
+  EXPECT_EQ(ops.at("xen_version.get_features"), 3u);
+  EXPECT_EQ(ops.at("sched_op.poll"), 4u);
+  EXPECT_EQ(ops.at("event_channel_op.bind_virq"), 1u);
+}
+
+}  // namespace
+}  // namespace pvio::hv
