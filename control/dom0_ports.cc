@@ -54,6 +54,12 @@ void Dom0Ports::client_gone(ClientId id) {
   clients_.erase(it);  // the table's destructor returns remaining guest ports to unbound
 }
 
+void Dom0Ports::client_dropped(ClientId id) {
+  client_gone(id);
+  std::lock_guard lk(mu_);
+  if (dropped_) dropped_();
+}
+
 int Dom0Ports::kick_fd(evtchn_port_t dom0_port, evtchn_port_t guest_port) const {
   for (const auto& [id, c] : clients_) {
     (void)id;

@@ -93,6 +93,24 @@ class GrantTable {
     return true;
   }
 
+  // Clears the busy bits (GTF_reading/GTF_writing) of every entry granted to `domid`, as Xen
+  // does when it releases the mappings of a domain that died. Only the owner of the domain
+  // calls it, when a service of `domid` died holding pins (its control connection dropped
+  // without DETACH). Free entries have flags 0, so the scan reads no bookkeeping a concurrent
+  // grant_access() changes. Returns how many entries were released.
+  std::uint32_t release_busy(domid_t domid) {
+    std::uint32_t released = 0;
+    for (grant_ref_t ref = 0; ref < nr_entries_; ++ref) {
+      if (std::atomic_ref<domid_t>(entry(ref).domid).load(std::memory_order_relaxed) != domid)
+        continue;
+      const std::uint16_t was = flags_ref(ref).fetch_and(
+          static_cast<std::uint16_t>(~(GTF_reading | GTF_writing)), std::memory_order_acq_rel);
+      if ((was & GTF_type_mask) == GTF_permit_access && (was & (GTF_reading | GTF_writing)))
+        ++released;
+    }
+    return released;
+  }
+
   // True while the other side holds the entry mapped or is copying through it.
   bool is_busy(grant_ref_t ref) const {
     if (ref >= nr_entries_) return false;
