@@ -173,7 +173,8 @@ TEST_F(RunningDomain, GrantsPinnedByAKilledServiceAreReleased) {
   ASSERT_EQ(mapper->map(data, true).status, gnttab::GNTST_okay);
   ASSERT_TRUE(d->grant_table().is_busy(ring));
   EXPECT_FALSE(d->grant_table().end_access(ring));  // the live mapper's pin holds
-  EXPECT_EQ(d->attached_clients(), 1u);
+  // The domain records the attachment just after its reply: wait for it.
+  while (d->attached_clients() != 1) std::this_thread::sleep_for(std::chrono::milliseconds(1));
 
   c.reset();  // the connection closes without DETACH
   while (d->attached_clients() != 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
@@ -200,6 +201,7 @@ TEST_F(RunningDomain, CleanDetachReleasesNoGrant) {
     ASSERT_EQ(m.status, gnttab::GNTST_okay);
     ASSERT_EQ(mapper.unmap(m.handle), gnttab::GNTST_okay);
   }
+  while (d->attached_clients() != 1) std::this_thread::sleep_for(std::chrono::milliseconds(1));
   ASSERT_EQ(c->detach(), 0);
   while (d->attached_clients() != 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
   EXPECT_EQ(d->released_grants(), 0u);

@@ -60,6 +60,8 @@ class Dom0Ports final : public ControlBackend {
   void client_gone(ClientId id) override;
   void client_dropped(ClientId id) override;
 
+  // Closes the client's channels and forgets it; false if unknown. The caller holds `mu`.
+  bool remove_client(ClientId id);
   int close_port(Client& c, evtchn_port_t local_port);
   void close_all(Client& c);
 
