@@ -22,6 +22,8 @@ int ControlClient::request(Req& req, Parsed* reply, Received* raw) {
   if (int rc = send_message(sock_.get(), req); rc != 0) return rc;
   *raw = recv_message(sock_.get());
   if (raw->rc == 0) return -ECONNRESET;
+  // SO_RCVTIMEO expired: the domain did not answer in time.
+  if (raw->rc == -EAGAIN || raw->rc == -EWOULDBLOCK) return -ETIMEDOUT;
   if (raw->rc < 0) return raw->rc;
   *reply = parse_received(*raw);
   if (reply->error != ParseError::None) return parse_error_status(reply->error);
@@ -31,7 +33,7 @@ int ControlClient::request(Req& req, Parsed* reply, Received* raw) {
 }
 
 int ControlClient::attach(const std::string& socket_path, domid_t domid,
-                          std::unique_ptr<ControlClient>* out) {
+                          std::unique_ptr<ControlClient>* out, int timeout_ms) {
   sockaddr_un addr{};
   addr.sun_family = AF_UNIX;
   if (socket_path.empty() || socket_path.size() >= sizeof(addr.sun_path)) return -ENAMETOOLONG;
@@ -39,8 +41,17 @@ int ControlClient::attach(const std::string& socket_path, domid_t domid,
   std::unique_ptr<ControlClient> c(new ControlClient());
   c->sock_.reset(::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0));
   if (!c->sock_) return -errno;
+  if (timeout_ms > 0) {
+    // A unix connect() to a full backlog waits SO_SNDTIMEO; recvmsg waits SO_RCVTIMEO.
+    timeval tv{};
+    tv.tv_sec = timeout_ms / 1000;
+    tv.tv_usec = static_cast<suseconds_t>(timeout_ms % 1000) * 1000;
+    if (::setsockopt(c->sock_.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) != 0 ||
+        ::setsockopt(c->sock_.get(), SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)) != 0)
+      return -errno;
+  }
   if (::connect(c->sock_.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0)
-    return -errno;
+    return errno == EAGAIN ? -ETIMEDOUT : -errno;
 
   AttachRequest req{};
   req.hdr.type = static_cast<std::uint16_t>(MsgType::AttachRequest);

@@ -48,10 +48,21 @@ int Dom0Ports::unbind(ClientId id, evtchn_port_t local_port) {
 
 void Dom0Ports::client_gone(ClientId id) {
   std::lock_guard lk(mu_);
+  remove_client(id);
+}
+
+void Dom0Ports::client_dropped(ClientId id) {
+  // One critical section: whoever sees the client gone (attached size) sees its pins released.
+  std::lock_guard lk(mu_);
+  if (remove_client(id) && dropped_) dropped_();
+}
+
+bool Dom0Ports::remove_client(ClientId id) {
   auto it = clients_.find(id);
-  if (it == clients_.end()) return;
+  if (it == clients_.end()) return false;
   close_all(it->second);
   clients_.erase(it);  // the table's destructor returns remaining guest ports to unbound
+  return true;
 }
 
 int Dom0Ports::kick_fd(evtchn_port_t dom0_port, evtchn_port_t guest_port) const {

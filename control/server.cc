@@ -89,7 +89,7 @@ void ControlServer::accept_all() {
 void ControlServer::drop(ClientId id) {
   auto it = clients_.find(id);
   if (it == clients_.end()) return;
-  if (it->second.attached) backend_.client_gone(id);
+  if (it->second.attached) backend_.client_dropped(id);
   ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, it->second.sock.get(), nullptr);
   clients_.erase(it);
 }

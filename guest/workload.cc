@@ -553,8 +553,13 @@ uint64_t pv_run_phase(PvSlot* slots, uint64_t qd, bool write, bool verify, uint6
     const unsigned action = static_cast<unsigned>(r % 4);
     if (action == 0 || (!have_ide && action != 3)) {
       const auto port = static_cast<uint16_t>(r >> 8);
-      // The console and the power-off port are the guest's own channel to its owner.
-      if ((port >= 0x3f8 && port <= 0x3ff) || port == pvio::hv::kDebugExitPort) continue;
+      // The console and the power-off port are the guest's own channel to its owner. The
+      // hypercall and CPUID ports answer in the guest's registers, which the compiler keeps
+      // live across an `out` (the RNG state among them): an `outl` there zeroed the state and
+      // every later op was outb(0, 0). Those ports have their own hostile-xen mode.
+      if ((port >= 0x3f8 && port <= 0x3ff) || port == pvio::hv::kDebugExitPort ||
+          port == pvio::hv::kHypercallPort || port == pvio::hv::kCpuidPort)
+        continue;
       const auto value = static_cast<uint32_t>(r >> 24);
       switch ((r >> 40) % 6) {
         case 0: outb(port, static_cast<uint8_t>(value)); break;

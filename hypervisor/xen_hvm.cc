@@ -13,6 +13,7 @@
 #include <cstring>
 
 #include "pvio/event_channel/two_level.h"
+#include "pvio/grant_table/grant_table.h"
 #include "pvio/xen/grant_table.h"
 
 namespace pvio::hv {
@@ -136,6 +137,15 @@ XenHvm::XenHvm(const XenHvmConfig& config, const GuestMemory& memory, std::uint8
       [this](evtchn_port_t guest_port, int kick_fd, bool assign) {
         host_.set_doorbell(guest_port, kick_fd, assign);
       });
+  // A Dom0 service killed while it mapped the guest's grants never unmaps them: release the
+  // busy bits it left once its control connection drops (as Xen does for a dead mapper), or
+  // the guest's frontends could never end those grants. Called with mu_ held.
+  dom0_ports_->on_dropped([this] {
+    for (std::uint32_t i = 0; i < nr_grant_frames_; ++i)
+      gnttab::release_busy_entries(
+          reinterpret_cast<gnttab::grant_entry_v1*>(xen_pages_ + (kXenGrantFramePage0 + i) * kPage),
+          static_cast<std::uint32_t>(gnttab::kEntriesPerFrame), 0);
+  });
   // As Xen's toolstack does at domain build: the store and console ports, unbound for Dom0.
   xenstore_port_ = ports_->alloc_unbound(0).port;
   console_port_ = ports_->alloc_unbound(0).port;

@@ -15,6 +15,9 @@
 namespace pvio::xs {
 namespace {
 
+// Bound on each wait for a domain's control socket during INTRODUCE.
+constexpr int kAttachTimeoutMs = 2000;
+
 // Holds the control client ahead of the RingTransport base, so the ring page stays mapped
 // until the transport is gone (bases are destroyed in reverse order).
 struct ClientHolder {
@@ -106,7 +109,10 @@ std::unique_ptr<RingTransport> ControlDomainConnector::connect(domid_t domid, ui
                                                                evtchn_port_t port) {
   const std::string path = socket_path_(domid);
   std::unique_ptr<control::ControlClient> client;
-  if (int rc = control::ControlClient::attach(path, domid, &client); rc != 0) {
+  // The daemon serves every domain from one thread: a domain that accepts the connection and
+  // never answers must cost it a bounded wait, not all the others their xenstore.
+  if (int rc = control::ControlClient::attach(path, domid, &client, kAttachTimeoutMs);
+      rc != 0) {
     spdlog::warn("INTRODUCE domain {}: cannot attach to {}: {}", domid, path, std::strerror(-rc));
     ++stats_.refused;
     return nullptr;

@@ -238,6 +238,8 @@ int Blkfront::backend_changed() {
       return 0;
   }
   if (rc != 0) {
+    ++stats_.handshake_failures;
+    ++failures_in_a_row_;
     logf(LogLevel::Error, "handshake step failed, errno", nullptr,
          static_cast<std::uint64_t>(-rc));
     teardown_datapath();
@@ -435,6 +437,7 @@ int Blkfront::connect_datapath() {
     logf(LogLevel::Info, "reconnected, resubmitting I/Os:", nullptr, active_count_);
   }
   ever_connected_ = true;
+  failures_in_a_row_ = 0;
   broken_ = false;
   requeue_active();
   kick_all();

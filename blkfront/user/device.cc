@@ -221,15 +221,37 @@ void Device::submit(BlockIo* io) {
   if (was_empty) wake();
 }
 
+// Backoff after a failed handshake step: 10 ms doubling to 1 s. Without it a backend that
+// keeps failing us (a table out of grants, a backend that crashes on connect) turns the
+// Closing -> Closed -> Initialising -> InitWait round into a tight loop through xenstore.
+std::chrono::milliseconds Device::retry_delay(std::uint32_t failures_in_a_row) {
+  constexpr std::uint32_t kFirstMs = 10, kMaxMs = 1000;
+  std::uint32_t ms = kFirstMs;
+  for (std::uint32_t i = 1; i < failures_in_a_row && ms < kMaxMs; ++i) ms *= 2;
+  return std::chrono::milliseconds(ms < kMaxMs ? ms : kMaxMs);
+}
+
 void Device::core_loop() {
+  using Clock = std::chrono::steady_clock;
+  constexpr std::uint32_t kLoudAfter = 8;  // failures in a row before the error line
   std::vector<BlockIo*> subs;
   std::vector<std::function<void()>*> calls;
-  auto last_xs_poll = std::chrono::steady_clock::now();
+  auto last_xs_poll = Clock::now();
+  auto retry_at = Clock::time_point{};
+  bool retry_pending = false;     // a backoff ran: look at the backend once it is over
+  std::uint32_t seen_failures = 0;
   while (!stop_.load()) {
+    const auto before = Clock::now();
+    const bool backing_off = before < retry_at;
     pollfd fds[2] = {{wake_fd_, POLLIN, 0}, {xs_->event_fd(), POLLIN, 0}};
     const bool xs_polled = xs_->event_fd() < 0;
-    // Without an event fd for xenstore, look at it every 50 ms.
-    const int n = ::poll(fds, xs_polled ? 1 : 2, xs_polled ? 50 : -1);
+    // Without an event fd for xenstore, look at it every 50 ms. While backing off, xenstore
+    // events stay queued (its fd would keep poll() readable): only submissions wake us.
+    int timeout = xs_polled ? 50 : -1;
+    if (backing_off)
+      timeout = static_cast<int>(
+          std::chrono::duration_cast<std::chrono::milliseconds>(retry_at - before).count() + 1);
+    const int n = ::poll(fds, (xs_polled || backing_off) ? 1 : 2, timeout);
     if (n < 0 && errno != EINTR) break;
     if (fds[0].revents & POLLIN) {
       std::uint64_t v;
@@ -251,23 +273,47 @@ void Device::core_loop() {
     subs.clear();
     if (ring_pending_.exchange(false, std::memory_order_acq_rel)) core_->handle_all_events();
 
+    const auto now = Clock::now();
+    if (now < retry_at) continue;
     bool check_xs = false;
-    if (!xs_polled && (fds[1].revents & POLLIN)) {
-      xs_->wait(0);
+    const bool after_backoff = retry_pending;
+    retry_pending = false;
+    if (after_backoff) {
       check_xs = true;
-    } else if (xs_polled) {
-      const auto now = std::chrono::steady_clock::now();
-      if (now - last_xs_poll >= std::chrono::milliseconds(50)) {
-        last_xs_poll = now;
-        check_xs = true;
-      }
+    } else if (!xs_polled && !backing_off && (fds[1].revents & POLLIN)) {
+      check_xs = true;
+    } else if (xs_polled && now - last_xs_poll >= std::chrono::milliseconds(50)) {
+      check_xs = true;
     }
+    if (xs_polled && check_xs) last_xs_poll = now;
+    if (!xs_polled && check_xs) xs_->wait(0);
     // Watch events can also be queued by the ring client while a request was in flight.
     // backend_changed() talks to xenstore itself, and events that arrive meanwhile are
-    // queued by the client without a wake-up of their own: drain again until quiet.
+    // queued by the client without a wake-up of their own: drain again until quiet. After a
+    // backoff the backend is looked at once even without an event: the one that ended the
+    // last attempt was consumed by it.
     if ((check_xs || !xs_polled) && core_->state() != XenbusState::Unknown) {
-      while (xs_->drain_events() > 0) core_->backend_changed();
+      bool look = after_backoff;
+      while (xs_->drain_events() > 0) look = true;
+      while (look) {
+        core_->backend_changed();
+        // Back off; events that come meanwhile wait in the client.
+        if (core_->failures_in_a_row() > seen_failures) break;
+        look = false;
+        while (xs_->drain_events() > 0) look = true;
+      }
     }
+    const std::uint32_t failures = core_->failures_in_a_row();
+    if (failures > seen_failures) {
+      const auto delay = retry_delay(failures);
+      retry_at = Clock::now() + delay;
+      retry_pending = true;
+      if (failures == kLoudAfter)
+        spdlog::error("blkfront: device {}: handshake failed {} times in a row; retrying every "
+                      "{} ms at most until the backend connects",
+                      cfg_.devid, failures, retry_delay(~0u).count());
+    }
+    seen_failures = failures;
   }
   // Whatever is still queued never reached the core.
   std::lock_guard core_lock(core_mu_);

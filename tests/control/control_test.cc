@@ -317,4 +317,25 @@ TEST_F(ControlProtocol, RequestsBeforeAttachAreRefused) {
   ::close(s);
 }
 
+// Issue 13: a domain that accepts the control connection and never answers (stuck, or hostile)
+// must not block the Dom0 service that attaches to it, pvio-xenstored's INTRODUCE above all.
+TEST(ControlClientTimeout, AttachToADomainThatNeverAnswersTimesOut) {
+  const std::string dir = test::make_temp_dir("pvio-control-stuck");
+  ASSERT_FALSE(dir.empty());
+  const std::string path = dir + "/domain-6.sock";
+  const int l = ::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+  ASSERT_GE(l, 0);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+  ASSERT_EQ(::bind(l, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  ASSERT_EQ(::listen(l, 4), 0);  // the kernel completes the connection; nobody ever reads
+  std::unique_ptr<control::ControlClient> c;
+  EXPECT_EQ(control::ControlClient::attach(path, 6, &c, 100), -ETIMEDOUT);
+  EXPECT_EQ(c, nullptr);
+  ::close(l);
+  ::unlink(path.c_str());
+  ::rmdir(dir.c_str());
+}
+
 }  // namespace

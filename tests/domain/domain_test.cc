@@ -18,6 +18,7 @@
 #include "pvio/control/run_dir.h"
 #include "pvio/domain/domain.h"
 #include "pvio/event_channel/two_level.h"
+#include "pvio/grant_table/grant_mapper.h"
 #include "pvio/test/temp_dir.h"
 
 namespace {
@@ -151,6 +152,60 @@ TEST_F(RunningDomain, FrontendPortIsWokenByDom0AndHeldWhileMasked) {
   EXPECT_EQ(d->attached_clients(), 1u);
   ASSERT_EQ(c->detach(), 0);
   ::close(woke);
+}
+
+// Issue 13: a backend killed while it maps a grant never unmaps it. On Xen the hypervisor
+// releases a dead domain's mappings; here the domain's owner must, when the service's control
+// connection drops, or the frontend can never end the grant and the table runs dry.
+TEST_F(RunningDomain, GrantsPinnedByAKilledServiceAreReleased) {
+  std::uint64_t gfn = 0;
+  ASSERT_EQ(d->alloc_pages(2, &gfn), 0);
+  const grant_ref_t ring = d->grant_table().grant_access(0, gfn, false);
+  const grant_ref_t data = d->grant_table().grant_access(0, gfn + 1, true);
+  ASSERT_NE(ring, kInvalidGrantRef);
+  ASSERT_NE(data, kInvalidGrantRef);
+
+  std::unique_ptr<control::ControlClient> c;
+  ASSERT_EQ(control::ControlClient::attach(d->socket_path(), 9, &c), 0);
+  // Never destroyed, as in a process killed with its mappings: nothing unmaps.
+  auto* mapper = new gnttab::GrantMapper(9, 0, c->memory(), c->grant_frame_gfns(), 16);
+  ASSERT_EQ(mapper->map(ring, false).status, gnttab::GNTST_okay);
+  ASSERT_EQ(mapper->map(data, true).status, gnttab::GNTST_okay);
+  ASSERT_TRUE(d->grant_table().is_busy(ring));
+  EXPECT_FALSE(d->grant_table().end_access(ring));  // the live mapper's pin holds
+  // The domain records the attachment just after its reply: wait for it.
+  while (d->attached_clients() != 1) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+
+  c.reset();  // the connection closes without DETACH
+  while (d->attached_clients() != 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  EXPECT_EQ(d->released_grants(), 2u);
+  EXPECT_TRUE(d->grant_table().end_access(ring));
+  EXPECT_TRUE(d->grant_table().end_access(data));
+  // The refs are free again and handed out afresh, not busy.
+  const grant_ref_t again = d->grant_table().grant_access(0, gfn, false);
+  ASSERT_NE(again, kInvalidGrantRef);
+  EXPECT_FALSE(d->grant_table().is_busy(again));
+  (void)mapper;
+}
+
+// A service that detaches cleanly has unmapped: its DETACH releases nothing.
+TEST_F(RunningDomain, CleanDetachReleasesNoGrant) {
+  std::uint64_t gfn = 0;
+  ASSERT_EQ(d->alloc_pages(1, &gfn), 0);
+  const grant_ref_t ref = d->grant_table().grant_access(0, gfn, false);
+  std::unique_ptr<control::ControlClient> c;
+  ASSERT_EQ(control::ControlClient::attach(d->socket_path(), 9, &c), 0);
+  {
+    gnttab::GrantMapper mapper(9, 0, c->memory(), c->grant_frame_gfns(), 16);
+    const gnttab::MapResult m = mapper.map(ref, false);
+    ASSERT_EQ(m.status, gnttab::GNTST_okay);
+    ASSERT_EQ(mapper.unmap(m.handle), gnttab::GNTST_okay);
+  }
+  while (d->attached_clients() != 1) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  ASSERT_EQ(c->detach(), 0);
+  while (d->attached_clients() != 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  EXPECT_EQ(d->released_grants(), 0u);
+  EXPECT_TRUE(d->grant_table().end_access(ref));
 }
 
 TEST(DomainProgram, ServesTheControlSocketUntilSigterm) {

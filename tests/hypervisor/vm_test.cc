@@ -226,5 +226,22 @@ TEST_F(VmTest, HostileGuestCannotHurtTheVmmAndEveryBadPrdIsRefused) {
   EXPECT_GE(std::atoll(r.err.c_str() + inv + 19), bad);
 }
 
+// Issue 13: with seed 424242 op 47 156 is an `outl` to the CPUID port, whose answer lands in
+// the guest's registers; the RNG state kept there became 0 and every later op was outb(0, 0).
+// Past that op, every action of the hostile mode must still be chosen about as often as the
+// others (each a quarter of 70 000; 11 800 each for the three non-port actions before).
+TEST_F(VmTest, HostileGuestKeepsAttackingAfterItsRandomOpsHitTheVmmPorts) {
+  make_disk(4 << 20);
+  constexpr long long kOps = 70000;
+  const HvRun r = boot("mode=hostile disk=ide count=70000 seed=424242");
+  ASSERT_EQ(r.exit_code, 0) << r.log << r.err;
+  EXPECT_GT(result_field(r.log, "port_accesses"), kOps / 5) << r.log;
+  EXPECT_GT(result_field(r.log, "ide_pokes"), kOps / 5) << r.log;
+  EXPECT_GT(result_field(r.log, "bad_prd"), kOps / 5) << r.log;
+  EXPECT_GT(result_field(r.log, "mmio_accesses"), kOps / 5) << r.log;
+  EXPECT_EQ(result_field(r.log, "bad_prd_rejected"), result_field(r.log, "bad_prd"));
+  EXPECT_EQ(result_field(r.log, "ide_ok_after"), 1);
+}
+
 }  // namespace
 }  // namespace pvio::hv

@@ -119,6 +119,7 @@ struct Stats {
   std::uint64_t grants_leaked = 0;      // end_access refused: backend kept a frame mapped
   std::uint64_t reconnects = 0;         // handshakes completed after the first
   std::uint64_t resubmitted_ios = 0;    // I/Os re-issued on a new connection
+  std::uint64_t handshake_failures = 0;  // handshake steps that failed (the frontend closed)
 };
 
 class Blkfront {
@@ -154,6 +155,9 @@ class Blkfront {
   int close(std::uint32_t timeout_ms);
 
   XenbusState state() const { return state_; }
+  // Handshake failures since the last successful connect: the binding backs off by it before
+  // it lets backend_changed() retry (a reconnect is never a tight loop).
+  std::uint32_t failures_in_a_row() const { return failures_in_a_row_; }
   bool connected() const { return state_ == XenbusState::Connected; }
   const DiskInfo& disk() const { return disk_; }
   const Negotiated& negotiated() const { return neg_; }
@@ -227,6 +231,7 @@ class Blkfront {
   bool started_ = false;
   bool closing_ = false;       // close() asked for: no reconnect, no new I/O
   bool ever_connected_ = false;
+  std::uint32_t failures_in_a_row_ = 0;
   bool rings_up_ = false;
   bool broken_ = false;        // protocol error seen: datapath stopped until reconnect
   char front_path_[kPathMax] = {};

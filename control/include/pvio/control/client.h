@@ -23,8 +23,11 @@ class ControlClient {
  public:
   // Connects to `socket_path` and attaches to `domid`. 0 or -errno (-ESRCH: the socket serves
   // another domain; -EPROTO and friends: the domain answered with a malformed reply).
+  // `timeout_ms` > 0 bounds every wait on the domain (connect, each reply, this and later
+  // requests): a domain that accepts and never answers gives -ETIMEDOUT instead of blocking
+  // its caller for ever. 0 waits as long as it takes.
   static int attach(const std::string& socket_path, domid_t domid,
-                    std::unique_ptr<ControlClient>* out);
+                    std::unique_ptr<ControlClient>* out, int timeout_ms = 0);
   ~ControlClient();  // unmaps the memory; the domain sees the connection close
   ControlClient(const ControlClient&) = delete;
   ControlClient& operator=(const ControlClient&) = delete;

@@ -40,6 +40,10 @@ class Dom0Ports final : public ControlBackend {
   // The caller holds `mu`.
   int kick_fd(evtchn_port_t dom0_port, evtchn_port_t guest_port) const;
 
+  // Called (with `mu` held) after a service's connection dropped without DETACH (it was
+  // killed): the owner releases the grant pins it left, as Xen does for a dead mapping domain.
+  void on_dropped(std::function<void()> fn) { dropped_ = std::move(fn); }
+
  private:
   struct Client {
     evtchn::EventfdDoorbell doorbell;
@@ -54,7 +58,10 @@ class Dom0Ports final : public ControlBackend {
   // -ENOTCONN for an unknown client, -EINVAL unless `local_port` is bound.
   int unbind(ClientId id, evtchn_port_t local_port) override;
   void client_gone(ClientId id) override;
+  void client_dropped(ClientId id) override;
 
+  // Closes the client's channels and forgets it; false if unknown. The caller holds `mu`.
+  bool remove_client(ClientId id);
   int close_port(Client& c, evtchn_port_t local_port);
   void close_all(Client& c);
 
@@ -62,6 +69,7 @@ class Dom0Ports final : public ControlBackend {
   evtchn::PortTable& guest_ports_;
   std::function<DomainDescription()> describe_;
   KickRoute route_;
+  std::function<void()> dropped_;
   std::map<ClientId, Client> clients_;
 };
 

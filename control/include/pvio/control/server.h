@@ -45,6 +45,9 @@ class ControlBackend {
   virtual int unbind(ClientId, evtchn_port_t local_port) = 0;
   // The client detached or was dropped: close all its channels.
   virtual void client_gone(ClientId) = 0;
+  // The client's connection closed while attached, without DETACH: the service died (or broke
+  // the protocol) and never released what it held in the domain.
+  virtual void client_dropped(ClientId id) { client_gone(id); }
 };
 
 class ControlServer {

@@ -12,6 +12,7 @@
 //   gfn 2+G ..               free RAM for frontends (alloc_pages)
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -79,6 +80,8 @@ class Domain final {
   int unmask(evtchn_port_t port);  // EVTCHNOP_unmask
   int status(evtchn_port_t port, evtchn::ChannelStatus* out) const;
   std::size_t attached_clients() const;
+  // Grant entries whose busy bits were released after a Dom0 service died holding them.
+  std::uint64_t released_grants() const { return released_grants_.load(std::memory_order_relaxed); }
 
   // The loop: control socket, upcalls, stop requests. run() returns after stop().
   int run();
@@ -105,6 +108,7 @@ class Domain final {
   std::vector<gnttab::grant_entry_v1*> grant_frames_;
   std::vector<grant_ref_t> grant_free_;
   std::unique_ptr<gnttab::GrantTable> grant_table_;
+  std::atomic<std::uint64_t> released_grants_{0};
   control::RegionDesc region_{};
   std::uint64_t next_free_gfn_ = 0;
   evtchn_port_t xenstore_port_ = 0;

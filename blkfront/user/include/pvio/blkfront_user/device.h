@@ -15,6 +15,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
@@ -78,6 +79,7 @@ class Device {
   class DomainPlatform;
   class CoreOwner;
   void core_loop();
+  static std::chrono::milliseconds retry_delay(std::uint32_t failures_in_a_row);
   void wake();
   void ring_event();      // domain loop thread: an upcall on one of the rings' ports
   bool owns_core() const;  // this thread holds core_mu_ for this device
