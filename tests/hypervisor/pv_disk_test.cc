@@ -3,6 +3,7 @@
 // and the PV disk (xvda) on one backing file, and the guest's blkfront. The same bytes must be
 // seen through IDE, through PV and from the host side on the backing file.
 #include <fcntl.h>
+#include <sys/statfs.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -175,21 +176,97 @@ TEST_F(PvDiskTest, ZeroedImageFailsVerification) {
   EXPECT_EQ(report_field(serial, "PVIO-RESULT", "verify_failures"), 20) << serial;
 }
 
+// The row of `engine` for `workload` in pvio-bench.json: its "iops" (-1 when absent) and "ok".
+struct BenchRow {
+  double iops = -1;
+  bool ok = false;
+};
+BenchRow bench_row(const std::string& j, const std::string& engine, const std::string& workload) {
+  BenchRow r;
+  const auto at = j.find("{\"engine\":\"" + engine + "\",\"workload\":\"" + workload + "\"");
+  if (at == std::string::npos) return r;
+  const auto end = j.find('\n', at);
+  const std::string line = j.substr(at, end - at);
+  const auto k = line.find("\"iops\":");
+  if (k != std::string::npos) r.iops = std::atof(line.c_str() + k + 7);
+  r.ok = line.find("\"ok\":true") != std::string::npos;
+  return r;
+}
+
+// The string value of "key": in the JSON text, or "".
+std::string json_string(const std::string& j, const std::string& key, std::size_t from = 0) {
+  const auto k = j.find("\"" + key + "\":", from);
+  if (k == std::string::npos) return "";
+  auto v = j.find_first_not_of(" ", k + key.size() + 3);
+  if (v == std::string::npos || j[v] != '"') return "";
+  return j.substr(v + 1, j.find('"', v + 1) - v - 1);
+}
+
+const char* const kNativeEngines[] = {"native-psync", "native-libaio", "native-uring", "native-uring-reg",
+                                      "native-uring-sqpoll"};
+
+// Every native engine has its row with a figure, and best_native names the one with the most
+// IOPS (what the ratios use).
+void expect_native_rows(const std::string& j, const std::string& table, const std::string& workload) {
+  std::string best_engine;
+  double best_iops = -1;
+  for (const char* e : kNativeEngines) {
+    const BenchRow r = bench_row(j, e, workload);
+    EXPECT_TRUE(r.ok) << e << "\n" << j;
+    EXPECT_GT(r.iops, 0) << e << "\n" << j;
+    EXPECT_NE(table.find(e), std::string::npos) << e << "\n" << table;
+    if (r.iops > best_iops) {
+      best_iops = r.iops;
+      best_engine = e;
+    }
+  }
+  const auto bn = j.find("\"best_native\":");
+  ASSERT_NE(bn, std::string::npos) << j;
+  EXPECT_EQ(json_string(j, workload, bn), best_engine) << j;
+  EXPECT_NE(table.find(best_engine + " *"), std::string::npos) << table;
+}
+
+// The medium pvio bench names for a file under `dir`, checked against statfs of `dir`.
+void expect_medium_of(const std::string& j, const std::string& table, const std::string& dir) {
+  struct statfs sf{};
+  ASSERT_EQ(::statfs(dir.c_str(), &sf), 0);
+  const std::string medium = json_string(j, "medium");
+  if (sf.f_type == 0x01021994) EXPECT_EQ(medium.rfind("tmpfs", 0), 0u) << medium;  // TMPFS_MAGIC
+  else EXPECT_NE(medium.find(" on "), std::string::npos) << medium;                // "ext4 on /dev/..."
+  EXPECT_NE(table.find("medium: " + medium), std::string::npos) << table;
+}
+
 TEST_F(PvDiskTest, BenchWritesTableJsonAndSvg) {
   const std::string out = dir_ + "/bench";
   const pid_t pid = test::spawn({pvio_, "bench", "--file", image_, "--size", "8M", "--time-ms",
                                  "200", "--workloads", "rand4k-qd1", "--out", out},
-                                "", "", env());
+                                dir_ + "/table.txt", "", env());
   int status = 0;
   ::waitpid(pid, &status, 0);
   ASSERT_TRUE(WIFEXITED(status));
   EXPECT_EQ(WEXITSTATUS(status), 0);
   const std::string j = slurp(out + "/pvio-bench.json"), s = slurp(out + "/pvio-bench.svg");
-  for (const char* e : {"\"engine\":\"ide\"", "\"engine\":\"pv\"", "\"engine\":\"native\""})
+  const std::string table = slurp(dir_ + "/table.txt");
+  for (const char* e : {"\"engine\":\"ide\"", "\"engine\":\"pv\""})
     EXPECT_NE(j.find(e), std::string::npos) << e << "\n" << j;
+  expect_native_rows(j, table, "rand4k-qd1");
+  expect_medium_of(j, table, dir_);
+  for (const char* e : kNativeEngines) EXPECT_NE(s.find(std::string(e) + " rand4k-qd1"), std::string::npos) << e;
   EXPECT_EQ(j.find("\"ok\":false"), std::string::npos) << j;
   EXPECT_EQ(s.rfind("<svg", 0), 0u);
   EXPECT_NE(s.find("</svg>"), std::string::npos);
+}
+
+TEST_F(PvDiskTest, BenchDiskMediumNamesTheWorkDirFileSystem) {
+  // --medium disk: a new image on the work dir's file system (TMPDIR is the test's dir).
+  const std::string out = dir_ + "/bench";
+  const pid_t pid = test::spawn({pvio_, "bench", "--medium", "disk", "--engines", "native", "--size", "8M",
+                                 "--time-ms", "200", "--workloads", "rand4k-qd32", "--out", out},
+                                dir_ + "/table.txt", "", env());
+  EXPECT_EQ(test::wait_exit(pid), 0);
+  const std::string j = slurp(out + "/pvio-bench.json"), table = slurp(dir_ + "/table.txt");
+  expect_native_rows(j, table, "rand4k-qd32");
+  expect_medium_of(j, table, dir_);
 }
 
 }  // namespace
