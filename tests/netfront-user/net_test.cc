@@ -10,9 +10,9 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
-#include <regex>
 
 #include "../blkfront-user/harness.h"
 #include "cable.h"
@@ -177,14 +177,22 @@ class NetTest : public ::testing::Test {
                             const std::string& key) {
     // The run's totals, in the "end" object (every interval has a "sum" of its own, and an
     // "end" time).
-    std::smatch e;
-    if (!std::regex_search(json, e, std::regex("\"end\":\\s*\\{"))) return -1;
-    const auto s = json.find("\"" + section + "\"", static_cast<std::size_t>(e.position(0)));
+    auto end = json.find("\"end\":");
+    while (end != std::string::npos) {  // the "end": { ... } object, not an interval's "end": t
+      const auto brace = json.find_first_not_of(" \t\r\n", end + 6);
+      if (brace != std::string::npos && json[brace] == '{') break;
+      end = json.find("\"end\":", end + 6);
+    }
+    if (end == std::string::npos) return -1;
+    const auto s = json.find("\"" + section + "\"", end);
     if (s == std::string::npos) return -1;
-    std::smatch m;
-    const std::string rest = json.substr(s);
-    if (!std::regex_search(rest, m, std::regex("\"" + key + "\":\\s*([0-9.eE+-]+)"))) return -1;
-    return std::stod(m[1]);
+    const std::string tag = "\"" + key + "\":";
+    const auto k = json.find(tag, s);
+    if (k == std::string::npos) return -1;
+    const char* num = json.c_str() + k + tag.size();
+    char* stop = nullptr;
+    const double v = std::strtod(num, &stop);  // strtod skips the blanks before the number
+    return stop == num ? -1 : v;
   }
 
   // ---- what both backends are put through ----
