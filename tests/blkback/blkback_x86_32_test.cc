@@ -141,7 +141,7 @@ TEST(BlkbackX86_32, DirectWritesReadBackAndReachTheFileAcrossRingWraps) {
     rig.q.push();
     const auto rsp = rig.q.wait(1);
     ASSERT_EQ(rsp.size(), 1u);
-    EXPECT_EQ(rsp[0].id, w.id);
+    EXPECT_EQ(std::uint64_t{rsp[0].id}, std::uint64_t{w.id});
     EXPECT_EQ(rsp[0].operation, blkif::kOpWrite);
     ASSERT_EQ(rsp[0].status, blkif::kRspOkay);
     for (grant_ref_t g : grefs) EXPECT_TRUE(rig.guest.gnttab().end_access(g));
@@ -160,7 +160,7 @@ TEST(BlkbackX86_32, DirectWritesReadBackAndReachTheFileAcrossRingWraps) {
     rig.q.push();
     const auto rr = rig.q.wait(1);
     ASSERT_EQ(rr.size(), 1u);
-    EXPECT_EQ(rr[0].id, rd.id);
+    EXPECT_EQ(std::uint64_t{rr[0].id}, std::uint64_t{rd.id});
     ASSERT_EQ(rr[0].status, blkif::kRspOkay);
     for (grant_ref_t g : grefs) EXPECT_TRUE(rig.guest.gnttab().end_access(g));
     for (unsigned s = 0; s < kSegs; ++s)
@@ -175,7 +175,7 @@ TEST(BlkbackX86_32, DirectWritesReadBackAndReachTheFileAcrossRingWraps) {
   rig.q.push();
   const auto fr = rig.q.wait(1);
   ASSERT_EQ(fr.size(), 1u);
-  EXPECT_EQ(fr[0].id, 77u);
+  EXPECT_EQ(std::uint64_t{fr[0].id}, 77u);
   EXPECT_EQ(fr[0].status, blkif::kRspOkay);
   dev.stop();
   EXPECT_EQ(rig.file.contents(), shadow);
@@ -211,7 +211,7 @@ TEST(BlkbackX86_32, IndirectWriteInThe32BitLayoutReadsBack) {
   rig.q.push();
   const auto rsp = rig.q.wait(1);
   ASSERT_EQ(rsp.size(), 1u);
-  EXPECT_EQ(rsp[0].id, w.id);
+  EXPECT_EQ(std::uint64_t{rsp[0].id}, std::uint64_t{w.id});
   EXPECT_EQ(rsp[0].operation, blkif::kOpIndirect);
   ASSERT_EQ(rsp[0].status, blkif::kRspOkay);
   dev.stop();
@@ -232,7 +232,7 @@ TEST(BlkbackX86_32, UnknownOperationIsAnsweredWithItsOwnId) {
   rig.q.push();
   const auto rsp = rig.q.wait(1);
   ASSERT_EQ(rsp.size(), 1u);
-  EXPECT_EQ(rsp[0].id, r.id);
+  EXPECT_EQ(std::uint64_t{rsp[0].id}, std::uint64_t{r.id});
   EXPECT_EQ(rsp[0].status, blkif::kRspEopnotsupp);
   EXPECT_FALSE(dev.any_ring_broken());
 }

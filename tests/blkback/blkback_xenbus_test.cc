@@ -248,14 +248,14 @@ TEST_F(XenbusTest, X86_32ProtocolConnectsAndServesThe32BitLayout) {
   w.sector_number = 16;
   w.seg[0] = {dref, 0, 7};
   const auto wr = roundtrip32(w);
-  EXPECT_EQ(wr.id, w.id);
+  EXPECT_EQ(std::uint64_t{wr.id}, std::uint64_t{w.id});
   EXPECT_EQ(wr.status, blkif::kRspOkay);
   std::vector<std::uint8_t> expect(data, data + 4096);
   std::memset(data, 0, 4096);
   w.operation = blkif::kOpRead;
   w.id = 0x3200000000000002ull;
   const auto rd = roundtrip32(w);
-  EXPECT_EQ(rd.id, w.id);
+  EXPECT_EQ(std::uint64_t{rd.id}, std::uint64_t{w.id});
   EXPECT_EQ(rd.status, blkif::kRspOkay);
   EXPECT_EQ(std::memcmp(data, expect.data(), 4096), 0);
   const std::vector<std::uint8_t> disk = file_.contents();
