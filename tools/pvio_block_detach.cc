@@ -11,11 +11,6 @@ namespace {
 
 using xs::XsError;
 
-int read_state(xs::Client& xs, const std::string& dir) {
-  uint64_t v = 0;
-  auto r = xs.read(dir + "/state");
-  return r.ok() && parse_uint(r.value, &v) ? static_cast<int>(v) : -1;
-}
 
 int run(const std::vector<std::string>& args) {
   std::string bad;
@@ -44,31 +39,11 @@ int run(const std::vector<std::string>& args) {
   if (devid.empty() || !xs->read(be + "/frontend").ok())
     return fail("block-detach", "domain " + d + " has no vbd " + o->positional[1]);
 
-  // XenbusStateInitialising(1)/InitWait(2) on the frontend: nothing was ever connected, so
-  // there is nothing to close.
-  const int fe_state = read_state(*xs, fe);
-  if (!o->has("--force") && fe_state > 2) {
-    xs->watch(be + "/state", "detach");
-    xs->write(be + "/online", "0");
-    xs->write(be + "/state", "5");  // XenbusStateClosing
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
-    while (read_state(*xs, be) != 6 /* Closed */) {
-      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-          deadline - std::chrono::steady_clock::now());
-      if (left.count() <= 0) {
-        return fail("block-detach", "backend did not close in time; use --force to remove it");
-      }
-      xs->read_watch(static_cast<int>(left.count()));
-    }
-    xs->unwatch(be + "/state", "detach");
-  }
-  const XsError e = with_transaction(*xs, [&](uint32_t tx) {
-    XsError r = xs->rm(be, tx);
-    const XsError f = xs->rm(fe, tx);
-    if (r == XsError::None || r == XsError::NoEnt) r = f == XsError::NoEnt ? XsError::None : f;
-    return r;
-  });
-  if (e != XsError::None) return fail("block-detach", std::string("xenstore: ") + xs::xs_error_name(e));
+  // A frontend that never got past InitWait was never connected: nothing to close.
+  if (const int rc = close_and_remove_device(*xs, "block-detach", be, fe, 2, o->has("--force"),
+                                             timeout_ms);
+      rc != 0)
+    return rc;
   std::printf("vbd %s of domain %s detached\n", devid.c_str(), d.c_str());
   return 0;
 }

@@ -243,6 +243,42 @@ void stop_process(const std::string& name, int timeout_ms) {
   ::unlink(pid_file(name).c_str());
 }
 
+namespace {
+int read_state(xs::Client& xs, const std::string& dir) {
+  uint64_t v = 0;
+  auto r = xs.read(dir + "/state");
+  return r.ok() && parse_uint(r.value, &v) ? static_cast<int>(v) : -1;
+}
+}  // namespace
+
+int close_and_remove_device(xs::Client& xs, const std::string& verb, const std::string& be,
+                            const std::string& fe, int connected_above, bool force,
+                            int timeout_ms) {
+  if (!force && read_state(xs, fe) > connected_above) {
+    xs.watch(be + "/state", "detach");
+    xs.write(be + "/online", "0");
+    xs.write(be + "/state", "5");  // XenbusStateClosing
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+    while (read_state(xs, be) != 6 /* Closed */) {
+      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+          deadline - std::chrono::steady_clock::now());
+      if (left.count() <= 0)
+        return fail(verb, "backend did not close in time; use --force to remove it");
+      xs.read_watch(static_cast<int>(left.count()));
+    }
+    xs.unwatch(be + "/state", "detach");
+  }
+  const xs::XsError e = with_transaction(xs, [&](uint32_t tx) {
+    xs::XsError r = xs.rm(be, tx);
+    const xs::XsError f = xs.rm(fe, tx);
+    if (r == xs::XsError::None || r == xs::XsError::NoEnt)
+      r = f == xs::XsError::NoEnt ? xs::XsError::None : f;
+    return r;
+  });
+  if (e != xs::XsError::None) return fail(verb, std::string("xenstore: ") + xs::xs_error_name(e));
+  return 0;
+}
+
 xs::XsError with_transaction(xs::Client& c, const std::function<xs::XsError(uint32_t)>& body) {
   for (int attempt = 0; attempt < 32; ++attempt) {
     auto tx = c.transaction_start();

@@ -88,6 +88,14 @@ std::optional<pid_t> running_pid(const std::string& name);
 void stop_process(const std::string& name, int timeout_ms = 5000);
 
 // A xenstore transaction body retried while the commit answers EAGAIN.
+// The detach half of xl's device removal, shared by block-detach and network-detach: unless
+// `force`, or the frontend never got past `connected_above` (nothing to close), the backend goes
+// online=0 and Closing and must reach Closed within `timeout_ms`; then both directories go in
+// one transaction. Returns the exit status, having printed the failure for `verb`.
+int close_and_remove_device(xs::Client& xs, const std::string& verb, const std::string& be,
+                            const std::string& fe, int connected_above, bool force,
+                            int timeout_ms);
+
 xs::XsError with_transaction(xs::Client& c, const std::function<xs::XsError(uint32_t tx)>& body);
 
 // A domain's xenstore home as libxl writes it, in one transaction: /local/domain/N with name,
