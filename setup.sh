@@ -99,7 +99,10 @@ for t in json.load(sys.stdin):
   for t in $targets; do
     local corpus
     corpus=$(mktemp -d)
-    if "$t" -max_total_time="$seconds" -print_final_stats=0 -artifact_prefix="$corpus/" "$corpus" >"$corpus.log" 2>&1; then
+    # New inputs go to the temporary directory; the committed seeds (tests/fuzz/corpus) are read.
+    local seeds=tests/fuzz/corpus/$(basename "$t")
+    [[ -d $seeds ]] || seeds=
+    if "$t" -max_total_time="$seconds" -print_final_stats=0 -artifact_prefix="$corpus/" "$corpus" $seeds >"$corpus.log" 2>&1; then
       echo "fuzz: $(basename "$t") ran ${seconds}s clean"
       FUZZ_PASSED=$((FUZZ_PASSED + 1))
     else

@@ -21,7 +21,6 @@ namespace pvio::hv {
 namespace {
 
 constexpr std::uint64_t kPage = 4096;
-constexpr std::uint64_t kNoGfn = ~std::uint64_t{0};
 constexpr std::size_t kConsoleChunk = 256;
 constexpr std::uint64_t kConsoleMaxWrite = 1u << 20;
 // SCHEDOP_block returns after this long without an event (a spurious wake-up, which Xen's
