@@ -13,6 +13,7 @@
 namespace pvio::control {
 
 ControlClient::~ControlClient() {
+  if (active_) active_->set_maptrack(gnttab::Maptrack());  // the page goes with the mappings
   for (const Mapping& m : mappings_) ::munmap(m.addr, m.len);
 }
 
@@ -87,6 +88,17 @@ int ControlClient::attach(const std::string& socket_path, domid_t domid,
   c->xenstore_gfn_ = rep->xenstore_gfn;
   c->xenstore_port_ = rep->xenstore_port;
   c->to_guest_ = std::make_unique<evtchn::UpcallNotifier>(c->shared_info_, c->upcall_fd_.get());
+  // Our maptrack page: every grant this process maps from the domain is recorded there, so
+  // the domain can release exactly our pins if we die.
+  UniqueFd maptrack = std::move(raw.fds[2]);
+  if (::fstat(maptrack.get(), &st) != 0) return -errno;
+  if (static_cast<std::uint64_t>(st.st_size) < gnttab::kMaptrackBytes) return -EINVAL;
+  void* mt = ::mmap(nullptr, gnttab::kMaptrackBytes, PROT_READ | PROT_WRITE, MAP_SHARED,
+                    maptrack.get(), 0);
+  if (mt == MAP_FAILED) return -errno;
+  c->mappings_.push_back({mt, gnttab::kMaptrackBytes});
+  c->active_ = gnttab::ActiveGrantTable::fresh(c->memory_, domid);
+  c->active_->set_maptrack(gnttab::Maptrack(static_cast<std::uint64_t*>(mt)));
   *out = std::move(c);
   return 0;
 }

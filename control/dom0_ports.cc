@@ -1,6 +1,9 @@
 // Dom0Ports: the service ports, kick eventfds and bind/unbind of attached control clients.
 #include "pvio/control/dom0_ports.h"
 
+#include <sys/mman.h>
+#include <unistd.h>
+
 #include <cerrno>
 
 namespace pvio::control {
@@ -9,10 +12,23 @@ Dom0Ports::~Dom0Ports() {
   for (auto& entry : clients_) close_all(entry.second);
 }
 
-void Dom0Ports::client_attached(ClientId id) {
+Dom0Ports::MaptrackPage::~MaptrackPage() {
+  if (words != nullptr) ::munmap(words, gnttab::kMaptrackBytes);
+}
+
+int Dom0Ports::client_attached(ClientId id) {
+  MaptrackPage page;
+  page.fd.reset(::memfd_create("pvio-maptrack", MFD_CLOEXEC));
+  if (!page.fd || ::ftruncate(page.fd.get(), gnttab::kMaptrackBytes) != 0) return -ENOMEM;
+  void* m = ::mmap(nullptr, gnttab::kMaptrackBytes, PROT_READ | PROT_WRITE, MAP_SHARED,
+                   page.fd.get(), 0);
+  if (m == MAP_FAILED) return -ENOMEM;
+  page.words = static_cast<std::uint64_t*>(m);
   std::lock_guard lk(mu_);
   Client& c = clients_[id];
   c.table = std::make_unique<evtchn::PortTable>(0, nullptr, &c.doorbell);
+  c.maptrack = std::move(page);
+  return c.maptrack.fd.get();
 }
 
 BindResult Dom0Ports::bind_interdomain(ClientId id, evtchn_port_t remote_port) {
@@ -54,7 +70,15 @@ void Dom0Ports::client_gone(ClientId id) {
 void Dom0Ports::client_dropped(ClientId id) {
   // One critical section: whoever sees the client gone (attached size) sees its pins released.
   std::lock_guard lk(mu_);
-  if (remove_client(id) && dropped_) dropped_();
+  auto it = clients_.find(id);
+  if (it == clients_.end()) return;
+  if (dropped_) {
+    std::vector<gnttab::Maptrack> live;
+    for (const auto& [other, c] : clients_)
+      if (other != id) live.emplace_back(c.maptrack.words);
+    dropped_(gnttab::Maptrack(it->second.maptrack.words), live);
+  }
+  remove_client(id);
 }
 
 bool Dom0Ports::remove_client(ClientId id) {

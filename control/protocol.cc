@@ -44,7 +44,7 @@ ParseError check(const AttachReply& m, std::size_t nr_fds) {
     if (m.nr_regions != 0 || m.nr_grant_frames != 0) return ParseError::BadRegionTable;
     return ParseError::None;
   }
-  if (nr_fds != 2) return ParseError::BadFdCount;
+  if (nr_fds != 3) return ParseError::BadFdCount;
   if (m.domid >= kDomidFirstReserved) return ParseError::BadField;
   if (m.nr_regions == 0 || m.nr_regions > kMaxRegions) return ParseError::BadRegionTable;
   if (m.nr_grant_frames > kMaxGrantFrames) return ParseError::BadRegionTable;

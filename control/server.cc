@@ -129,10 +129,18 @@ bool ControlServer::handle(ClientId id, Client& c) {
     rep.shared_info_gfn = d.shared_info_gfn;
     rep.xenstore_gfn = d.xenstore_gfn;
     rep.xenstore_port = d.xenstore_port;
-    const int fds[2] = {d.memfd, d.upcall_fd};
-    if (send_message(sock, rep, fds) != 0) return false;
+    const int maptrack = backend_.client_attached(id);
+    if (maptrack < 0) {
+      auto refuse = reply_to<AttachReply>(MsgType::AttachReply, p.request_id);
+      refuse.status = maptrack;
+      return send_message(sock, refuse) == 0;
+    }
+    const int fds[3] = {d.memfd, d.upcall_fd, maptrack};
+    if (send_message(sock, rep, fds) != 0) {
+      backend_.client_gone(id);
+      return false;
+    }
     c.attached = true;
-    backend_.client_attached(id);
     return true;
   }
   if (const auto* m = std::get_if<BindInterdomainRequest>(&p.msg)) {

@@ -88,11 +88,13 @@ int Domain::create(const DomainConfig& cfg, std::unique_ptr<Domain>* out) {
                                                         [dp = d.get()] { return dp->describe(); });
   // A killed backend never unmaps: the busy bits it left would keep the frontend from ever
   // ending those grants (and the table runs dry after a few restarts). Every Dom0 service is
-  // domain 0, so this also clears pins a live one holds; a live backend still unmaps before it
-  // leaves Connected (blkif.h), so the frontend never revokes a grant it is using.
-  d->dom0_ports_->on_dropped([dp = d.get()] {
-    if (const std::uint32_t n = dp->grant_table_->release_busy(0); n != 0)
-      dp->released_grants_.fetch_add(n, std::memory_order_relaxed);
+  // domain 0, so the dead service's maptrack page says which bits were its own; bits another
+  // attached service also holds stay.
+  d->dom0_ports_->on_dropped([dp = d.get()](const gnttab::Maptrack& dead,
+                                            std::span<const gnttab::Maptrack> live) {
+    const std::uint32_t n = gnttab::release_dead_mapper(
+        dead, live, 0, [dp](grant_ref_t ref) { return dp->grant_table_->shared_entry(ref); });
+    if (n != 0) dp->released_grants_.fetch_add(n, std::memory_order_relaxed);
   });
   d->server_ = std::make_unique<control::ControlServer>(*d->dom0_ports_);
   if (int rc = d->server_->listen(path); rc != 0) return rc;

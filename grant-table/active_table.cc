@@ -36,20 +36,34 @@ std::uint32_t ActiveGrantTable::pin_count(grant_ref_t ref) const {
   return n;
 }
 
-std::shared_ptr<ActiveGrantTable> ActiveGrantTable::of(const GuestMemory& memory,
-                                                       domid_t granting_domid) {
-  // A table lives as long as a mapper holds it; `memory` outlives every mapper over it, so
-  // its address cannot be reused for another domain while the weak entry is alive.
+namespace {
+
+// A table lives as long as a mapper holds it; `memory` outlives every mapper over it, so
+// its address cannot be reused for another domain while the weak entry is alive.
+std::shared_ptr<ActiveGrantTable> lookup(const GuestMemory& memory, domid_t granting_domid,
+                                         bool fresh) {
   static std::mutex mu;
   static std::map<std::pair<const GuestMemory*, domid_t>, std::weak_ptr<ActiveGrantTable>> tables;
   std::lock_guard lk(mu);
   for (auto it = tables.begin(); it != tables.end();)
     it = it->second.expired() ? tables.erase(it) : std::next(it);
   auto& slot = tables[{&memory, granting_domid}];
-  if (auto t = slot.lock()) return t;
+  if (auto t = slot.lock(); t && !fresh) return t;
   auto t = std::make_shared<ActiveGrantTable>();
   slot = t;
   return t;
+}
+
+}  // namespace
+
+std::shared_ptr<ActiveGrantTable> ActiveGrantTable::of(const GuestMemory& memory,
+                                                       domid_t granting_domid) {
+  return lookup(memory, granting_domid, false);
+}
+
+std::shared_ptr<ActiveGrantTable> ActiveGrantTable::fresh(const GuestMemory& memory,
+                                                          domid_t granting_domid) {
+  return lookup(memory, granting_domid, true);
 }
 
 }  // namespace pvio::gnttab

@@ -113,9 +113,14 @@ PVIO_GNTTAB_HOT grant_status GrantMapper::pin(grant_ref_t ref, bool readonly, bo
     act.release();
     return GNTST_permission_denied;
   }
-  if (!pinned || (!readonly && act.writers == 0)) {
+  // The busy bits this pin sets, recorded in the maptrack page before the guest's entry.
+  const auto adds = static_cast<std::uint16_t>((pinned ? 0 : GTF_reading) |
+                                               (!readonly && act.writers == 0 ? GTF_writing : 0));
+  if (adds != 0) {
+    active_->maptrack().set(ref, adds);
     const grant_status rc = set_status(ref, readonly, mapflag, pinned);
     if (rc != GNTST_okay) {
+      active_->maptrack().clear(ref, adds);
       act.release();
       return rc;
     }
@@ -128,7 +133,8 @@ PVIO_GNTTAB_HOT grant_status GrantMapper::pin(grant_ref_t ref, bool readonly, bo
             .load(std::memory_order_relaxed);
     std::uint8_t* host = memory_.frame(gfn);
     if (host == nullptr) {
-      clear_status(ref, static_cast<std::uint16_t>(GTF_reading | (readonly ? 0 : GTF_writing)));
+      clear_status(ref, adds);
+      active_->maptrack().clear(ref, adds);
       act.release();
       return GNTST_bad_page;
     }
@@ -160,6 +166,7 @@ PVIO_GNTTAB_HOT void GrantMapper::unpin(grant_ref_t ref, bool readonly) {
   }
   // Under the lock: a new first user must not set the bits before we cleared ours.
   clear_status(ref, clear);
+  active_->maptrack().clear(ref, clear);
   act.release();
 }
 

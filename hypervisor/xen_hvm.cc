@@ -139,11 +139,18 @@ XenHvm::XenHvm(const XenHvmConfig& config, const GuestMemory& memory, std::uint8
   // A Dom0 service killed while it mapped the guest's grants never unmaps them: release the
   // busy bits it left once its control connection drops (as Xen does for a dead mapper), or
   // the guest's frontends could never end those grants. Called with mu_ held.
-  dom0_ports_->on_dropped([this] {
-    for (std::uint32_t i = 0; i < nr_grant_frames_; ++i)
-      gnttab::release_busy_entries(
-          reinterpret_cast<gnttab::grant_entry_v1*>(xen_pages_ + (kXenGrantFramePage0 + i) * kPage),
-          static_cast<std::uint32_t>(gnttab::kEntriesPerFrame), 0);
+  // Every Dom0 service is domain 0: the dead service's maptrack page says which bits were its
+  // own; bits another attached service also holds stay.
+  dom0_ports_->on_dropped([this](const gnttab::Maptrack& dead,
+                                 std::span<const gnttab::Maptrack> live) {
+    const std::uint32_t n = gnttab::release_dead_mapper(
+        dead, live, 0, [this](grant_ref_t ref) -> gnttab::grant_entry_v1* {
+          if (ref / gnttab::kEntriesPerFrame >= nr_grant_frames_) return nullptr;
+          return reinterpret_cast<gnttab::grant_entry_v1*>(
+                     xen_pages_ + (kXenGrantFramePage0 + ref / gnttab::kEntriesPerFrame) * kPage) +
+                 ref % gnttab::kEntriesPerFrame;
+        });
+    stats_.released_grants += n;
   });
   // As Xen's toolstack does at domain build: the store and console ports, unbound for Dom0.
   xenstore_port_ = ports_->alloc_unbound(0).port;

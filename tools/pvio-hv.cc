@@ -151,9 +151,9 @@ void print_stats(const IoBus& bus, const XenStats& x, const KvmFeatures& f,
                 ",\"xen\":{\"hypercalls\":%" PRIu64 ",\"hypercall_errors\":%" PRIu64
                 ",\"unknown_hypercalls\":%" PRIu64 ",\"faults\":%" PRIu64
                 ",\"doorbell_exits\":%" PRIu64 ",\"msr_writes\":%" PRIu64
-                ",\"upcalls_raised\":%" PRIu64 ",\"ops\":{",
+                ",\"upcalls_raised\":%" PRIu64 ",\"released_grants\":%" PRIu64 ",\"ops\":{",
                 x.hypercalls, x.hypercall_errors, x.unknown_hypercalls, x.faults, x.doorbell_exits,
-                x.msr_writes, x.upcalls_raised);
+                x.msr_writes, x.upcalls_raised, x.released_grants);
   json += xen;
   // Hypercalls per op and sub-op (hvm_op params by name), e.g. "memory_op.add_to_physmap".
   bool first_op = true;

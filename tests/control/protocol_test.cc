@@ -34,7 +34,7 @@ AttachReply good_reply() {
   return r;
 }
 
-ParseError parse(const AttachReply& r, std::size_t fds = 2) {
+ParseError parse(const AttachReply& r, std::size_t fds = 3) {
   return parse_message(bytes_of(r), fds).error;
 }
 
@@ -71,7 +71,9 @@ TEST(ControlParse, HeaderErrors) {
   bad.hdr.magic ^= 1;
   EXPECT_EQ(parse_message(bytes_of(bad), 0).error, ParseError::BadMagic);
   bad = a;
-  bad.hdr.version = 2;
+  bad.hdr.version = kVersion + 1;
+  EXPECT_EQ(parse_message(bytes_of(bad), 0).error, ParseError::BadVersion);
+  bad.hdr.version = 1;  // before ATTACH carried the maptrack page
   EXPECT_EQ(parse_message(bytes_of(bad), 0).error, ParseError::BadVersion);
   bad = a;
   bad.hdr.size = 100;
@@ -131,8 +133,8 @@ TEST(ControlParse, FieldAndFdErrors) {
 
 TEST(ControlParse, AttachReplyRegionTable) {
   EXPECT_EQ(parse(good_reply()), ParseError::None);
-  EXPECT_EQ(parse(good_reply(), 1), ParseError::BadFdCount);
-  EXPECT_EQ(parse(good_reply(), 3), ParseError::BadFdCount);
+  EXPECT_EQ(parse(good_reply(), 2), ParseError::BadFdCount);  // no maptrack page
+  EXPECT_EQ(parse(good_reply(), 4), ParseError::BadFdCount);
 
   auto r = good_reply();
   r.nr_regions = 0;

@@ -196,6 +196,46 @@ TEST_F(RunningDomain, GrantsPinnedByAKilledServiceAreReleased) {
   (void)mapper;
 }
 
+// Two services map from the same domain (blkback and netback are both domain 0): when one is
+// killed, only the busy bits it alone held are released; a grant the live one also maps stays
+// busy, so the frontend cannot end it under the live service's feet.
+TEST_F(RunningDomain, KilledServiceReleasesOnlyItsOwnPins) {
+  std::uint64_t gfn = 0;
+  ASSERT_EQ(d->alloc_pages(3, &gfn), 0);
+  const grant_ref_t dead_only = d->grant_table().grant_access(0, gfn, false);
+  const grant_ref_t shared = d->grant_table().grant_access(0, gfn + 1, false);
+  const grant_ref_t live_only = d->grant_table().grant_access(0, gfn + 2, true);
+
+  std::unique_ptr<control::ControlClient> killed, live;
+  ASSERT_EQ(control::ControlClient::attach(d->socket_path(), 9, &killed), 0);
+  ASSERT_EQ(control::ControlClient::attach(d->socket_path(), 9, &live), 0);
+  auto* doomed = new gnttab::GrantMapper(9, 0, killed->memory(), killed->grant_frame_gfns(), 16);
+  domain_test::g_killed_mapper = doomed;  // never unmaps, like a killed process
+  gnttab::GrantMapper survivor(9, 0, live->memory(), live->grant_frame_gfns(), 16);
+  ASSERT_EQ(doomed->map(dead_only, false).status, gnttab::GNTST_okay);
+  ASSERT_EQ(doomed->map(shared, false).status, gnttab::GNTST_okay);
+  const gnttab::MapResult s = survivor.map(shared, true);
+  ASSERT_EQ(s.status, gnttab::GNTST_okay);
+  const gnttab::MapResult l = survivor.map(live_only, true);
+  ASSERT_EQ(l.status, gnttab::GNTST_okay);
+  while (d->attached_clients() != 2) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+
+  killed.reset();
+  while (d->attached_clients() != 1) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  // dead_only is idle again; on `shared` only the dead service's GTF_writing went.
+  EXPECT_EQ(d->released_grants(), 2u);
+  EXPECT_TRUE(d->grant_table().end_access(dead_only));
+  EXPECT_EQ(d->grant_table().flags(shared) & (gnttab::GTF_reading | gnttab::GTF_writing),
+            gnttab::GTF_reading);  // the live service still reads it
+  EXPECT_FALSE(d->grant_table().end_access(shared));
+  EXPECT_FALSE(d->grant_table().end_access(live_only));
+  // Once the live service unmaps, the frontend ends both as usual.
+  ASSERT_EQ(survivor.unmap(s.handle), gnttab::GNTST_okay);
+  ASSERT_EQ(survivor.unmap(l.handle), gnttab::GNTST_okay);
+  EXPECT_TRUE(d->grant_table().end_access(shared));
+  EXPECT_TRUE(d->grant_table().end_access(live_only));
+}
+
 // A service that detaches cleanly has unmapped: its DETACH releases nothing.
 TEST_F(RunningDomain, CleanDetachReleasesNoGrant) {
   std::uint64_t gfn = 0;

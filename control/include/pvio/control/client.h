@@ -15,6 +15,7 @@
 #include "pvio/control/socket.h"
 #include "pvio/event_channel/notifier.h"
 #include "pvio/xen/event_channel.h"
+#include "pvio/grant_table/active_table.h"
 #include "pvio/grant_table/guest_memory.h"
 
 namespace pvio::control {
@@ -83,6 +84,9 @@ class ControlClient {
   std::map<evtchn_port_t, Binding> bindings_;
   std::uint32_t next_request_id_ = 1;
   std::unique_ptr<evtchn::UpcallNotifier> to_guest_;
+  // The active grant table every mapper of this domain in this process shares (held so it
+  // lives, with our maptrack page set, as long as the attachment).
+  std::shared_ptr<gnttab::ActiveGrantTable> active_;
 };
 
 }  // namespace pvio::control

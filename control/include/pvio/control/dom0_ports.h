@@ -8,12 +8,15 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <span>
+#include <utility>
 #include <vector>
 
 #include "pvio/control/server.h"
 #include "pvio/control/socket.h"
 #include "pvio/event_channel/notifier.h"
 #include "pvio/event_channel/port_table.h"
+#include "pvio/grant_table/maptrack.h"
 
 namespace pvio::control {
 
@@ -41,11 +44,29 @@ class Dom0Ports final : public ControlBackend {
   int kick_fd(evtchn_port_t dom0_port, evtchn_port_t guest_port) const;
 
   // Called (with `mu` held) after a service's connection dropped without DETACH (it was
-  // killed): the owner releases the grant pins it left, as Xen does for a dead mapping domain.
-  void on_dropped(std::function<void()> fn) { dropped_ = std::move(fn); }
+  // killed): the owner releases the grant pins it left, as Xen does for a dead mapping domain,
+  // with gnttab::release_dead_mapper(dead, live, 0, ...): `dead` is the service's maptrack
+  // page, `live` those of the services still attached, whose pins must stay.
+  using DroppedFn = std::function<void(const gnttab::Maptrack& dead,
+                                       std::span<const gnttab::Maptrack> live)>;
+  void on_dropped(DroppedFn fn) { dropped_ = std::move(fn); }
 
  private:
+  // One client's maptrack page: a memfd the client maps too, and our mapping of it.
+  struct MaptrackPage {
+    MaptrackPage() = default;
+    MaptrackPage(MaptrackPage&& o) noexcept : fd(std::move(o.fd)), words(o.words) { o.words = nullptr; }
+    MaptrackPage& operator=(MaptrackPage&& o) noexcept {
+      std::swap(fd, o.fd);
+      std::swap(words, o.words);
+      return *this;
+    }
+    ~MaptrackPage();
+    UniqueFd fd;
+    std::uint64_t* words = nullptr;
+  };
   struct Client {
+    MaptrackPage maptrack;
     evtchn::EventfdDoorbell doorbell;
     std::unique_ptr<evtchn::PortTable> table;  // the service's (domain 0's) ports
     std::vector<UniqueFd> kicks;               // indexed by its local port
@@ -53,7 +74,7 @@ class Dom0Ports final : public ControlBackend {
 
   // ControlBackend (the control server's thread).
   DomainDescription describe() override { return describe_(); }
-  void client_attached(ClientId id) override;
+  int client_attached(ClientId id) override;
   BindResult bind_interdomain(ClientId id, evtchn_port_t remote_port) override;
   // -ENOTCONN for an unknown client, -EINVAL unless `local_port` is bound.
   int unbind(ClientId id, evtchn_port_t local_port) override;
@@ -69,7 +90,7 @@ class Dom0Ports final : public ControlBackend {
   evtchn::PortTable& guest_ports_;
   std::function<DomainDescription()> describe_;
   KickRoute route_;
-  std::function<void()> dropped_;
+  DroppedFn dropped_;
   std::map<ClientId, Client> clients_;
 };
 

@@ -18,7 +18,7 @@
 namespace pvio::control {
 
 inline constexpr std::uint32_t kMagic = 0x4f495650;  // "PVIO" in little-endian byte order
-inline constexpr std::uint16_t kVersion = 1;
+inline constexpr std::uint16_t kVersion = 2;  // 2: ATTACH hands out the client's maptrack page
 inline constexpr std::uint32_t kMaxRegions = 8;       // == GuestMemory::kMaxRegions
 inline constexpr std::uint32_t kMaxGrantFrames = 32;  // Xen's default max_grant_frames
 inline constexpr std::uint64_t kPageSize = 4096;
@@ -57,7 +57,8 @@ struct RegionDesc {
   std::uint64_t offset;  // offset of the region in the memory fd
 };
 
-// fds on success: [0] memory memfd, [1] upcall eventfd. None on error.
+// fds on success: [0] memory memfd, [1] upcall eventfd, [2] this client's maptrack page (a
+// 4 KiB memfd, grant_table/maptrack.h). None on error.
 struct AttachReply {
   MsgHeader hdr;
   std::int32_t status;  // 0 or -errno
@@ -131,7 +132,7 @@ static_assert(sizeof(DetachReply) == 24);
 static_assert(sizeof(ErrorReply) == 24);
 
 inline constexpr std::size_t kMaxMessageSize = sizeof(AttachReply);
-inline constexpr std::size_t kMaxFds = 2;
+inline constexpr std::size_t kMaxFds = 3;
 
 enum class ParseError : std::uint8_t {
   None,

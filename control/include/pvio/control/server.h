@@ -40,7 +40,9 @@ class ControlBackend {
  public:
   virtual ~ControlBackend() = default;
   virtual DomainDescription describe() = 0;
-  virtual void client_attached(ClientId) = 0;
+  // A client is being attached: returns the fd of its maptrack page (sent with the reply and
+  // kept by the backend), or -errno to refuse.
+  virtual int client_attached(ClientId) = 0;
   virtual BindResult bind_interdomain(ClientId, evtchn_port_t remote_port) = 0;
   virtual int unbind(ClientId, evtchn_port_t local_port) = 0;
   // The client detached or was dropped: close all its channels.

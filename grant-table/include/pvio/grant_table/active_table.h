@@ -16,6 +16,7 @@
 
 #include "pvio/xen/grant_table.h"
 #include "pvio/grant_table/guest_memory.h"
+#include "pvio/grant_table/maptrack.h"
 
 namespace pvio::gnttab {
 
@@ -52,6 +53,10 @@ class ActiveGrantTable {
   // The table of the granting domain whose memory is `memory` (identified by that object and
   // the domid), created on first use and shared until the last holder lets go.
   static std::shared_ptr<ActiveGrantTable> of(const GuestMemory& memory, domid_t granting_domid);
+  // A new table for a new attachment to the domain whose memory is `memory`: later of() calls
+  // with the same key get it, even if a table of an earlier attachment whose GuestMemory lived
+  // at the same address is still held by someone.
+  static std::shared_ptr<ActiveGrantTable> fresh(const GuestMemory& memory, domid_t granting_domid);
 
   // A table of its own, for a caller that shares it explicitly (e.g. two attachments of the
   // same domain with two GuestMemory objects).
@@ -72,10 +77,17 @@ class ActiveGrantTable {
   // Pins on `ref` by every mapper sharing the table (0 for refs out of range).
   std::uint32_t pin_count(grant_ref_t ref) const;
 
+  // The maptrack page the guest's owner gave this process (maptrack.h): every busy bit a mapper
+  // sets through this table is recorded there first, so the owner can release exactly this
+  // process's pins if it dies. Set once, before the first mapper pins anything.
+  void set_maptrack(Maptrack m) { maptrack_ = m; }
+  Maptrack& maptrack() { return maptrack_; }
+
  private:
   std::mutex grow_;
   std::uint32_t nr_frames_ = 0;  // guarded by grow_
   std::unique_ptr<std::atomic<Entry*>[]> chunks_;
+  Maptrack maptrack_;
 };
 
 }  // namespace pvio::gnttab

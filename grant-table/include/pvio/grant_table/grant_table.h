@@ -24,25 +24,6 @@
 
 namespace pvio::gnttab {
 
-// The owner's side of a dead mapper (used by GrantTable::release_busy and by a VMM that owns
-// a guest's table without driving it): clears GTF_reading/GTF_writing on each of the `n`
-// entries at `entries` that names `domid`. Free entries have flags 0, so nothing a concurrent
-// grant or revoke of the guest changes is read but the entry words themselves. Returns how many
-// entries held a busy bit.
-inline std::uint32_t release_busy_entries(grant_entry_v1* entries, std::uint32_t n, domid_t domid) {
-  std::uint32_t released = 0;
-  for (std::uint32_t i = 0; i < n; ++i) {
-    if (std::atomic_ref<domid_t>(entries[i].domid).load(std::memory_order_relaxed) != domid)
-      continue;
-    const std::uint16_t was = std::atomic_ref<std::uint16_t>(entries[i].flags)
-                                  .fetch_and(static_cast<std::uint16_t>(~(GTF_reading | GTF_writing)),
-                                             std::memory_order_acq_rel);
-    if ((was & GTF_type_mask) == GTF_permit_access && (was & (GTF_reading | GTF_writing)))
-      ++released;
-  }
-  return released;
-}
-
 class GrantTable {
  public:
   // `frames`: nr_frames pointers to the table's 4 KiB frames (512 entries each), 8-byte aligned.
@@ -112,18 +93,12 @@ class GrantTable {
     return true;
   }
 
-  // Clears the busy bits (GTF_reading/GTF_writing) of every entry granted to `domid`, as Xen
-  // does when it releases the mappings of a domain that died. Only the owner of the domain
-  // calls it, when a service of `domid` died holding pins (its control connection dropped
-  // without DETACH). Returns how many entries were released.
-  std::uint32_t release_busy(domid_t domid) {
-    std::uint32_t released = 0;
-    for (std::uint32_t f = 0; f * kEntriesPerFrame < nr_entries_; ++f) {
-      const std::uint32_t left = nr_entries_ - f * kEntriesPerFrame;
-      released += release_busy_entries(frames_[f], left < kEntriesPerFrame ? left : kEntriesPerFrame,
-                                        domid);
-    }
-    return released;
+  // The shared entry of `ref` (null beyond the table), for the owner of the domain releasing
+  // the busy bits a dead mapper left (gnttab::release_dead_mapper), as Xen does when it
+  // releases the mappings of a domain that died.
+  grant_entry_v1* shared_entry(grant_ref_t ref) const {
+    if (ref >= nr_entries_) return nullptr;
+    return &frames_[ref / kEntriesPerFrame][ref % kEntriesPerFrame];
   }
 
   // True while the other side holds the entry mapped or is copying through it.

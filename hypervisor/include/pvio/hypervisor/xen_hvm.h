@@ -96,6 +96,7 @@ struct XenStats {
   std::uint64_t mmio_doorbell_exits = 0;  // MMIO doorbell stores that did not match one
   std::uint64_t msr_writes = 0;
   std::uint64_t upcalls_raised = 0;   // from the VMM side (hypercall sends, unmask)
+  std::uint64_t released_grants = 0;  // busy bits cleared for Dom0 services that died
 };
 
 struct XenHvmConfig {
