@@ -2,6 +2,8 @@
 // on netfront, with the results as one PVIO-RESULT line.
 //  - tx: send frames of `pkt` bytes as fast as the ring takes them (published in batches of
 //    `batch`), for `count` frames or `time` ms; the rate counts frames the backend answered OK.
+//    With go=1 the guest first sends hellos until a frame of ours arrives (the host's "go"),
+//    so a host-side counter is attached before the first frame.
 //  - rx: send a hello frame (repeated every 100 ms until the first frame arrives, so the host
 //    knows the guest listens and the switch learns its MAC), then count the frames that arrive,
 //    checking their payload and sequence numbers.
@@ -123,8 +125,37 @@ void idle(PvNic& nic, const NetOptions& o) {
   if (o.halt) nic.wait_event();
 }
 
+void on_go(void* cookie, const netfront::RxPacket& pkt) {
+  if (pkt.nr_frags >= 1 && net_frame_is_ours(pkt.frags[0].data, pkt.frags[0].len) &&
+      net_frame_seq(pkt.frags[0].data) != kHelloSeq)
+    *static_cast<bool*>(cookie) = true;
+}
+
+// Hellos every 100 ms until the host answers with any frame of ours; false after wait_ms.
+bool wait_for_go(PvNic& nic, const NetOptions& o, uint64_t khz, uint8_t* frame) {
+  bool go = false;
+  nic.front().set_rx_handler(on_go, &go);
+  const uint64_t start = rdtsc();
+  uint64_t last = 0;
+  while (!go) {
+    const uint64_t now = rdtsc();
+    if (now - start >= o.wait_ms * khz) break;
+    if (last == 0 || now - last >= 100 * khz) {
+      send_hello(nic, o, frame);
+      last = now;
+    }
+    nic.poll();
+  }
+  nic.front().set_rx_handler(nullptr, nullptr);
+  return go;
+}
+
 [[noreturn]] void run_tx(PvNic& nic, const NetOptions& o, uint64_t khz) {
   auto* frame = static_cast<uint8_t*>(alloc(2048, 64));
+  if (o.go && !wait_for_go(nic, o, khz, frame)) {
+    kprintf("PVIO-GUEST net: no go frame in %lu ms\n", o.wait_ms);
+    shutdown(kExitErrors);
+  }
   net_frame_fill(frame, static_cast<uint32_t>(o.pkt), o.dst, nic.mac(), 0);
   const netfront::Frag frag{frame, static_cast<uint32_t>(o.pkt)};
   netfront::TxPacket tp;

@@ -18,6 +18,7 @@ struct NetOptions {
   // tx response always comes; the spin would take the CPU the backend needs), rx and echo poll
   // (the guest has no timer: a halt after the sender stopped would never end).
   uint64_t halt = 255;
+  uint64_t go = 0;           // tx: send hellos and start only when a frame of ours arrives
   uint64_t verify = 1;       // rx/echo: check every frame's payload
   uint8_t dst[6] = {0x02, 0x00, 0x00, 0x00, 0x00, 0x01};  // tx and hello destination
 };

@@ -3,7 +3,7 @@
 // count=N | time=MS verify=1 seed=S size=BYTES`, PV tuning `devid= poll_us= ring_order=
 // indirect= persistent=`, and `mode=xcheck from=ide|pv to=pv|ide` (write through one disk,
 // read back and verify through the other, same boot). `mode=net net=pv op=tx|rx|echo pkt=
-// count= time= idle= wait= batch= vif= halt= dst=MAC` runs a network workload
+// count= time= idle= wait= batch= vif= halt= go= dst=MAC` runs a network workload
 // (net_workload.cc).
 // Results are one `PVIO-RESULT {json}` line on the console; latencies come from the TSC.
 #include "workload.h"
@@ -145,6 +145,7 @@ bool parse_cmdline(const char* cmdline, Options* o) {
     else if (streq(key, "batch")) ok = parse_u64(val, &o->netw.batch);
     else if (streq(key, "vif")) ok = parse_u64(val, &o->netw.vif);
     else if (streq(key, "halt")) ok = parse_u64(val, &o->netw.halt);
+    else if (streq(key, "go")) ok = parse_u64(val, &o->netw.go);
     else if (streq(key, "dst")) ok = parse_mac(val, o->netw.dst);
     else if (streq(key, "seed")) ok = parse_u64(val, &o->seed);
     else if (streq(key, "size")) ok = parse_u64(val, &o->size);
