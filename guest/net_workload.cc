@@ -236,7 +236,8 @@ bool wait_for_go(PvNic& nic, const NetOptions& o, uint64_t khz, uint8_t* frame) 
     nic.poll();
     if (s.echo) nic.front().push_tx();
     if (!nic.front().carrier()) break;
-    if (s.packets == last_count) idle(nic, o);
+    // Before the first frame the hellos must go on (the host may not listen yet): no halt.
+    if (s.packets != 0 && s.packets == last_count) idle(nic, o);
   }
   // Echoes still on the ring go out before the result.
   nic.front().push_tx();
