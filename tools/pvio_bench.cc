@@ -983,6 +983,7 @@ int run(const std::vector<std::string>& args) {
       } else if (!net_unavailable.empty()) {
         r.engine = e;
         r.workload = w.name;
+        r.qd = 1;
         r.why = net_unavailable;
       } else {
         r = net_guest_run(bo, *xs, w, time_ms, uplink_socket);

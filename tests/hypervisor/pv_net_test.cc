@@ -207,5 +207,61 @@ TEST_F(PvNetTest, EchoesEveryFrameBack) {
   EXPECT_EQ(json_number(r, "errors"), 0) << r;
 }
 
+// pvio bench refuses to measure the network through a pvio-netback it did not start (that one
+// has its own uplinks), and says why.
+TEST_F(PvNetTest, BenchNamesARunningNetbackAsTheReasonForNoPvRows) {
+  const std::string out = dir_ + "/bench";
+  const pid_t pid = test::spawn({pvio_, "bench", "--workloads", "tx64", "--engines", "pv", "--size", "8M",
+                                 "--time-ms", "200", "--out", out},
+                                dir_ + "/table.txt", dir_ + "/bench.err", {{"PVIO_RUN_DIR", run_dir_}, {"TMPDIR", dir_}});
+  EXPECT_EQ(test::wait_exit(pid, 120000), 1);
+  const std::string table = slurp(dir_ + "/table.txt");
+  EXPECT_NE(table.find("pvio-netback already runs"), std::string::npos) << table << slurp(dir_ + "/bench.err");
+  EXPECT_NE(slurp(out + "/pvio-bench.json").find("\"engine\":\"pv\",\"workload\":\"tx64\",\"qd\":1,\"ok\":false"),
+            std::string::npos);
+}
+
+// `pvio bench` with network workloads only: pv and native rows with figures, in the table, the
+// JSON and the SVG, with the PV/native targets checked. Its own run dir: the bench starts
+// pvio-netback with its memif uplink itself.
+TEST(PvNetBench, WritesNetworkRowsTableJsonAndSvg) {
+  std::string why;
+  if (!Vm::kvm_available(&why)) GTEST_SKIP() << "KVM is not usable here (" << why << ")";
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root (pvio-netback's memif uplink, DPDK)";
+  const char* pvio = std::getenv("PVIO");
+  ASSERT_NE(pvio, nullptr) << "PVIO not set (run via meson test)";
+  const std::string dir = test::make_temp_dir("pvio-net-bench-test");
+  ASSERT_FALSE(dir.empty());
+  std::filesystem::create_directories(dir + "/run");
+  const std::string out = dir + "/bench";
+  const pid_t pid = test::spawn({pvio, "bench", "--workloads", "tx64,rx1500,pingpong", "--size", "8M",
+                                 "--time-ms", "300", "--out", out},
+                                dir + "/table.txt", dir + "/bench.err", {{"PVIO_RUN_DIR", dir + "/run"}, {"TMPDIR", dir}});
+  EXPECT_EQ(test::wait_exit(pid, 300000), 0) << slurp(dir + "/bench.err");
+  const std::string j = slurp(out + "/pvio-bench.json"), svg = slurp(out + "/pvio-bench.svg");
+  const std::string table = slurp(dir + "/table.txt");
+  for (const char* w : {"tx64", "rx1500", "pingpong"}) {
+    for (const char* e : {"pv", "native"}) {
+      const std::string key = std::string("{\"engine\":\"") + e + "\",\"workload\":\"" + w + "\"";
+      const auto at = j.find(key);
+      ASSERT_NE(at, std::string::npos) << key << "\n" << j;
+      const std::string row = j.substr(at, j.find('\n', at) - at);
+      EXPECT_NE(row.find("\"ok\":true"), std::string::npos) << row;
+      EXPECT_GT(json_number(row, "ops"), 1) << row;
+      if (std::string(w) == "pingpong") {
+        EXPECT_GT(json_number(row, "p50_ns"), 0) << row;
+      }
+      // The guest's rows say what it exited for per packet; native rows have no guest.
+      EXPECT_EQ(row.find("\"exits_per_io\":null") == std::string::npos, std::string(e) == "pv") << row;
+      EXPECT_NE(table.find(std::string(w) + std::string(13 - std::string(w).size(), ' ') + e), std::string::npos)
+          << table;
+    }
+    EXPECT_NE(svg.find(std::string(">") + w + "<"), std::string::npos) << svg;
+  }
+  EXPECT_NE(j.find("\"target\":\"PV >= 0.5x native packets/s, tx64\",\"checked\":true"), std::string::npos) << j;
+  EXPECT_NE(j.find("\"target\":\"PV ping-pong p50 <= native + 10 us\",\"checked\":true"), std::string::npos) << j;
+  test::remove_temp_dir(dir);
+}
+
 }  // namespace
 }  // namespace pvio::hv
