@@ -467,16 +467,16 @@ Result net_guest_run(const BootOptions& bo, xs::Client& xs, const NetWorkload& w
   // What the guest exits for per packet it handled: doorbells (ioeventfd, inside KVM) and halts.
   const long long g = json_number(res, "guest_exits");
   if (g >= 0 && guest_packets > 0) r.exits_per_io = static_cast<double>(g) / static_cast<double>(guest_packets);
-  char buf[640];
-  std::snprintf(buf, sizeof(buf),
-                "\"pkt\":%u,\"guest_packets\":%lld,\"guest_elapsed_ns\":%lld,\"peer_packets\":%lld,"
-                "\"peer_offered\":%lld,\"lost\":%lld,\"notifications\":%lld,\"doorbells\":%lld,\"hlts\":%lld,"
-                "\"upcalls\":%lld,\"polls\":%lld,\"tx_busy\":%lld,\"doorbell_ns\":%lld,\"vdev\":\"memif\"",
-                w.pkt, guest_packets, json_number(res, "elapsed_ns"), json_number(line, "packets"),
-                json_number(line, "offered"), json_number(res, "lost"), json_number(res, "notifications"),
-                json_number(res, "doorbells"), json_number(res, "hlts"), json_number(res, "upcalls"),
-                json_number(res, "polls"), json_number(res, "tx_busy"), json_number(res, "doorbell_ns"));
-  r.detail = buf;
+  // Counters a row does not have (the peer's count on rx, the offered load on tx) are null.
+  const auto num = [](long long v) { return v < 0 ? std::string("null") : std::to_string(v); };
+  r.detail = "\"pkt\":" + std::to_string(w.pkt) + ",\"guest_packets\":" + num(guest_packets) +
+             ",\"guest_elapsed_ns\":" + num(json_number(res, "elapsed_ns")) +
+             ",\"peer_packets\":" + num(w.op == "rx" ? -1 : json_number(line, "packets")) +
+             ",\"peer_offered\":" + num(w.op == "rx" ? json_number(line, "offered") : -1) +
+             ",\"lost\":" + num(json_number(res, "lost"));
+  for (const char* k : {"notifications", "doorbells", "hlts", "upcalls", "polls", "tx_busy", "doorbell_ns"})
+    r.detail += std::string(",\"") + k + "\":" + num(json_number(res, k));
+  r.detail += ",\"vdev\":\"memif\"";
   r.ok = r.ops > 1 && r.errors == 0 && (w.op == "rx" || json_true(line, "ok"));
   if (!r.ok) r.why = "guest reported " + std::to_string(r.errors) + " errors; peer: " + line;
   return r;
