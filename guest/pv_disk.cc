@@ -9,8 +9,8 @@
 #include "arch.h"
 #include "console.h"
 #include "cpu.h"
-#include "pvio/xenstore/guest_client.h"
 #include "xen.h"
+#include "xs_ring.h"
 
 extern "C" size_t strlen(const char*);
 
@@ -18,42 +18,7 @@ namespace pvio::guest {
 
 namespace {
 
-using blkfront::XEN_EINVAL;
-using blkfront::XEN_EIO;
-using blkfront::XEN_ENOENT;
-using blkfront::XEN_ENOSPC;
-using blkfront::XEN_ETIMEDOUT;
-
 constexpr const char kWatchToken[] = "blkfront";
-
-// ---- xenstore over the ring page, shared by every caller in this guest ----
-struct XsWait {
-  uint32_t port = 0;
-  uint64_t seen = 0;
-};
-XsWait g_xs_wait;
-void xs_notify(void* ctx) { evtchn_send(static_cast<XsWait*>(ctx)->port); }
-void xs_block(void* ctx) {
-  auto* w = static_cast<XsWait*>(ctx);
-  evtchn_wait(w->port, w->seen);
-  w->seen = evtchn_events(w->port);
-}
-using XsClient = xs::GuestClient<8>;
-alignas(8) unsigned char g_xs_storage[sizeof(XsClient)];
-XsClient* g_xs = nullptr;
-unsigned g_lost_seen = 0;
-
-int xs_errno(xs::XsError e) {
-  switch (e) {
-    case xs::XsError::None: return 0;
-    case xs::XsError::NoEnt: return -XEN_ENOENT;
-    case xs::XsError::TooBig: return -XEN_ENOSPC;
-    case xs::XsError::Inval: return -XEN_EINVAL;
-    case xs::XsError::Acces: case xs::XsError::Perm: return -blkfront::XEN_EPERM;
-    case xs::XsError::Again: return -blkfront::XEN_EAGAIN;
-    default: return -XEN_EIO;
-  }
-}
 
 alignas(blkfront::Blkfront) unsigned char g_front_storage[sizeof(blkfront::Blkfront)];
 
@@ -111,14 +76,7 @@ void PvDisk::probe_access_cost(uint64_t khz) {
 
 bool BareMetalPlatform::init(uint64_t tsc_khz) {
   khz_ = tsc_khz ? tsc_khz : 1000000;
-  if (g_xs != nullptr) return true;
-  const XenInfo& info = xen_info();
-  if (!info.upcall_ready || info.store_pfn == 0) return false;
-  g_xs_wait.port = info.store_evtchn;
-  g_xs_wait.seen = evtchn_events(info.store_evtchn);
-  auto* page = reinterpret_cast<xs::xenstore_domain_interface*>(info.store_pfn << 12);
-  g_xs = new (g_xs_storage) XsClient(page, xs::GuestPlatform{&g_xs_wait, xs_notify, xs_block});
-  return true;
+  return xs_ring() != nullptr;
 }
 
 // The bump allocator never frees: the guest connects once per boot, so a reconnect's few ring
@@ -153,37 +111,16 @@ void BareMetalPlatform::notify(evtchn_port_t port) {
 }
 
 int BareMetalPlatform::xs_read(const char* path, char* buf, size_t cap, size_t& len) {
-  if (cap == 0) return -XEN_ENOSPC;
-  size_t n = 0;
-  const int rc = xs_errno(g_xs->read(path, buf, cap - 1, &n));
-  if (rc != 0) return rc;
-  buf[n] = '\0';
-  len = n;
-  return 0;
+  return xs_ring_read(path, buf, cap, len);
 }
 int BareMetalPlatform::xs_write(const char* path, const char* value) {
-  return xs_errno(g_xs->write(path, value, strlen(value)));
+  return xs_errno(xs_ring()->write(path, value, strlen(value)));
 }
-int BareMetalPlatform::xs_remove(const char* path) { return xs_errno(g_xs->rm(path)); }
-int BareMetalPlatform::xs_watch(const char* path) { return xs_errno(g_xs->watch(path, kWatchToken)); }
-void BareMetalPlatform::xs_unwatch(const char* path) { (void)g_xs->unwatch(path, kWatchToken); }
+int BareMetalPlatform::xs_remove(const char* path) { return xs_errno(xs_ring()->rm(path)); }
+int BareMetalPlatform::xs_watch(const char* path) { return xs_errno(xs_ring()->watch(path, kWatchToken)); }
+void BareMetalPlatform::xs_unwatch(const char* path) { (void)xs_ring()->unwatch(path, kWatchToken); }
 
-// Control path only, so a bounded spin on the ring (the guest has no timer to wake a hlt).
-int BareMetalPlatform::xs_wait(uint32_t timeout_ms) {
-  const uint64_t deadline = rdtsc() + uint64_t{timeout_ms} * khz_;
-  char path[128], token[32];
-  for (;;) {
-    bool fired = false;
-    while (g_xs->read_watch(path, sizeof(path), token, sizeof(token), false)) fired = true;
-    if (g_xs->lost_events() != g_lost_seen) {
-      g_lost_seen = g_xs->lost_events();
-      fired = true;  // dropped events: the core rereads the state anyway
-    }
-    if (fired) return 0;
-    if (rdtsc() >= deadline) return -XEN_ETIMEDOUT;
-    asm volatile("pause");
-  }
-}
+int BareMetalPlatform::xs_wait(uint32_t timeout_ms) { return xs_ring_wait(timeout_ms, khz_); }
 
 void BareMetalPlatform::log(blkfront::LogLevel level, const char* msg) {
   static const char* const kNames[] = {"debug", "info", "warn", "error"};

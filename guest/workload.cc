@@ -2,7 +2,9 @@
 // hostile-xen disk=ide|pv xfer=dma|pio rw=read|write|randread|randwrite bs=4096 qd=N
 // count=N | time=MS verify=1 seed=S size=BYTES`, PV tuning `devid= poll_us= ring_order=
 // indirect= persistent=`, and `mode=xcheck from=ide|pv to=pv|ide` (write through one disk,
-// read back and verify through the other, same boot).
+// read back and verify through the other, same boot). `mode=net net=pv op=tx|rx|echo pkt=
+// count= time= idle= wait= batch= vif= halt= go= dst=MAC` runs a network workload
+// (net_workload.cc).
 // Results are one `PVIO-RESULT {json}` line on the console; latencies come from the TSC.
 #include "workload.h"
 
@@ -16,6 +18,7 @@
 #include "cpl_probe.h"
 #include "cpu.h"
 #include "ide.h"
+#include "net_workload.h"
 #include "pci.h"
 #include "pv_disk.h"
 #include "pvio/guest/pattern.h"
@@ -52,7 +55,29 @@ struct Options {
   uint64_t cpl = 255;
   // PV doorbell: `mmio` (pvio-hv's MMIO doorbell, a store; default when offered) or `pio`.
   char doorbell[8] = "mmio";
+  // Network workloads (mode=net).
+  char net[8] = "pv";
+  NetOptions netw;
+  bool verify_given = false;
 };
+
+bool parse_mac(const char* s, uint8_t* mac) {
+  for (int i = 0; i < 6; ++i) {
+    unsigned v = 0;
+    for (int k = 0; k < 2; ++k, ++s) {
+      const char c = *s;
+      const unsigned d = c >= '0' && c <= '9' ? static_cast<unsigned>(c - '0')
+                         : c >= 'a' && c <= 'f' ? static_cast<unsigned>(c - 'a' + 10)
+                         : c >= 'A' && c <= 'F' ? static_cast<unsigned>(c - 'A' + 10)
+                                                : 16u;
+      if (d == 16) return false;
+      v = v * 16 + d;
+    }
+    mac[i] = static_cast<uint8_t>(v);
+    if (i < 5 && *s++ != ':') return false;
+  }
+  return *s == '\0';
+}
 
 bool streq(const char* a, const char* b) {
   while (*a && *a == *b) ++a, ++b;
@@ -111,7 +136,17 @@ bool parse_cmdline(const char* cmdline, Options* o) {
     else if (streq(key, "qd")) ok = parse_u64(val, &o->qd);
     else if (streq(key, "count")) ok = parse_u64(val, &o->count);
     else if (streq(key, "time")) ok = parse_u64(val, &o->time_ms);
-    else if (streq(key, "verify")) ok = parse_u64(val, &o->verify);
+    else if (streq(key, "verify")) ok = parse_u64(val, &o->verify), o->verify_given = true;
+    else if (streq(key, "net")) copy_word(o->net, sizeof(o->net), val);
+    else if (streq(key, "op")) copy_word(o->netw.op, sizeof(o->netw.op), val);
+    else if (streq(key, "pkt")) ok = parse_u64(val, &o->netw.pkt);
+    else if (streq(key, "idle")) ok = parse_u64(val, &o->netw.idle_ms);
+    else if (streq(key, "wait")) ok = parse_u64(val, &o->netw.wait_ms);
+    else if (streq(key, "batch")) ok = parse_u64(val, &o->netw.batch);
+    else if (streq(key, "vif")) ok = parse_u64(val, &o->netw.vif);
+    else if (streq(key, "halt")) ok = parse_u64(val, &o->netw.halt);
+    else if (streq(key, "go")) ok = parse_u64(val, &o->netw.go);
+    else if (streq(key, "dst")) ok = parse_mac(val, o->netw.dst);
     else if (streq(key, "seed")) ok = parse_u64(val, &o->seed);
     else if (streq(key, "size")) ok = parse_u64(val, &o->size);
     else if (streq(key, "xenstore")) ok = parse_u64(val, &o->xenstore);
@@ -133,6 +168,9 @@ bool parse_cmdline(const char* cmdline, Options* o) {
       return false;
     }
   }
+  o->netw.count = o->count;
+  o->netw.time_ms = o->time_ms;
+  if (o->verify_given) o->netw.verify = o->verify;
   if (!o->mode[0]) copy_word(o->mode, sizeof(o->mode), streq(o->disk, "none") ? "boot" : "workload");
   return true;
 }
@@ -641,7 +679,19 @@ uint64_t pv_run_phase(PvSlot* slots, uint64_t qd, bool write, bool verify, uint6
   shutdown(errors ? kExitErrors : kExitOk);
 }
 
-// The workload and xcheck modes, entered at CPL3 through run_at_cpl3 (they power off).
+[[noreturn]] void run_net(const Options& o, uint64_t khz) {
+  if (!streq(o.net, "pv")) {
+    kprintf("PVIO-GUEST no usable NIC '%s'\n", o.net);
+    shutdown(kExitNoDevice);
+  }
+  XenInfo info;
+  if (!xen_init(&info)) shutdown(kExitNoDevice);
+  if (!use_mmio_doorbell(streq(o.doorbell, "mmio")) && streq(o.doorbell, "mmio"))
+    kprintf("net: no MMIO doorbell offered, using the port\n");
+  run_net_workload(o.netw, khz);
+}
+
+// The workload, xcheck and net modes, entered at CPL3 through run_at_cpl3 (they power off).
 struct UserRun {
   const Options* o;
   uint64_t khz;
@@ -650,6 +700,7 @@ alignas(16) unsigned char g_user_stack[65536];
 
 uint64_t run_disk_mode(void* arg) {
   const auto* r = static_cast<const UserRun*>(arg);
+  if (streq(r->o->mode, "net")) run_net(*r->o, r->khz);
   if (streq(r->o->mode, "workload")) run_workload(*r->o, r->khz);
   run_xcheck(*r->o, r->khz);
 }
@@ -661,9 +712,10 @@ void run_command_line(const pvio::hv::BootInfo* info) {
   if (!parse_cmdline(info->cmdline, &o)) shutdown(kExitBadCmdline);
   const uint64_t khz = info->tsc_khz ? info->tsc_khz : 1000000;  // assume 1 GHz if unknown
   if (o.cpl == 255) o.cpl = streq(o.mode, "workload") && streq(o.disk, "ide") ? 0 : 3;
-  if (o.cpl == 3 && (streq(o.mode, "workload") || streq(o.mode, "xcheck"))) {
+  if (o.cpl == 3 &&
+      (streq(o.mode, "workload") || streq(o.mode, "xcheck") || streq(o.mode, "net"))) {
     // Xen start-up (CPUID, the hypercall MSR, upcall set-up) is kernel work, done here at CPL0.
-    const bool pv = streq(o.disk, "pv") || streq(o.mode, "xcheck");
+    const bool pv = streq(o.disk, "pv") || streq(o.mode, "xcheck") || streq(o.mode, "net");
     XenInfo xen;
     if (pv && !xen_init(&xen)) kprintf("PVIO-GUEST xen start-up failed\n");
     UserRun run{&o, khz};
@@ -681,6 +733,7 @@ void run_command_line(const pvio::hv::BootInfo* info) {
   if (streq(o.mode, "hostile-xen")) run_hostile_xen(o.count ? o.count : 1000, o.seed, info->mem_bytes);
   if (streq(o.mode, "workload")) run_workload(o, khz);
   if (streq(o.mode, "xcheck")) run_xcheck(o, khz);
+  if (streq(o.mode, "net")) run_net(o, khz);
   if (streq(o.mode, "cpl-probe")) run_cpl_probe(khz, o.count);
   if (streq(o.mode, "boot")) {
     const PciScan scan = pci_enumerate();

@@ -336,6 +336,17 @@ void evtchn_wait(uint32_t port, uint64_t seen) {
   asm volatile("sti\n hlt" ::: "memory");
 }
 
+void evtchn_wait_any(const uint32_t* ports, unsigned n, uint64_t seen_total) {
+  asm volatile("cli" ::: "memory");
+  uint64_t total = 0;
+  for (unsigned i = 0; i < n; ++i) total += evtchn_events(ports[i]);
+  if (total != seen_total) {
+    asm volatile("sti" ::: "memory");
+    return;
+  }
+  asm volatile("sti\n hlt" ::: "memory");
+}
+
 }  // namespace pvio::guest
 
 extern "C" void xen_upcall_handler() {

@@ -80,6 +80,8 @@ void count_event(uint32_t port);
 // Sleeps (sti; hlt) until an upcall arrives, or returns at once if `port` has more events
 // than `seen`.
 void evtchn_wait(uint32_t port, uint64_t seen);
+// The same over several ports: returns at once if the sum of their events is not seen_total.
+void evtchn_wait_any(const uint32_t* ports, unsigned n, uint64_t seen_total);
 
 evtchn::shared_info* shared_info();
 gnttab::GrantTable& grant_table();
