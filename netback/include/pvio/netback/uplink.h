@@ -49,6 +49,7 @@ class EthdevPort : public Port {
   std::string vdev_;
   std::uint16_t port_id_ = 0;
   std::uint64_t spin_ns_;
+  int rx_intr_fd_ = -1;  // the device's rx queue 0 interrupt eventfd (memif), or -1: polled
   std::atomic<bool> stop_{false};
   std::thread thread_;
   Counter rx_packets_, rx_bytes_, tx_packets_, tx_bytes_;
