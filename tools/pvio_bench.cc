@@ -819,7 +819,7 @@ int run(const std::vector<std::string>& args) {
   std::string bad;
   auto o = parse_options(args,
                          {"--file", "--size", "--time-ms", "--workloads", "--engines", "--out",
-                          "--mem", "--backend-engine", "--poll-us", "--guest-cmdline", "--medium"},
+                          "--mem", "--backend-engine", "--poll-us", "--backend-poll-us", "--guest-cmdline", "--medium"},
                          {"--keep-services"}, &bad);
   if (!o || !o->positional.empty())
     return fail("bench", "bad argument " + bad + " (see `pvio help`)");
@@ -905,6 +905,10 @@ int run(const std::vector<std::string>& args) {
   std::vector<std::string> up_args;
   if (want_net && !had_netback) up_args = {"--uplink", "memif:" + uplink_socket, "--vif-uplink", "none"};
   else up_args = {"--no-netback"};
+  if (o->has("--backend-poll-us")) {
+    up_args.push_back("--backend-poll-us");
+    up_args.push_back(o->get("--backend-poll-us"));
+  }
   if (quietly([&] { return verbs().at("up").run(up_args); }) != 0) {
     if (own_image) std::filesystem::remove(bo.file);
     return fail("bench", "cannot start the Dom0 services (pvio up); see " + run_dir());
@@ -1031,7 +1035,7 @@ PVIO_VERB("bench",
           "[--workloads rand4k-qd1,rand4k-qd32,seqread64k,seqwrite64k,tx64,tx1500,rx64,rx1500,pingpong] "
           "[--engines ide,pv,native] "
           "[--file IMG | --medium memory|disk] [--size 256M] [--time-ms 2000] [--out DIR (default: the run's temp dir)] [--mem 256M] "
-          "[--backend-engine uring|aio|null] [--poll-us 200] [--keep-services] "
+          "[--backend-engine uring|aio|null] [--poll-us 200] [--backend-poll-us 0] [--keep-services] "
           "[--guest-cmdline \"...\"]",
           "emulated IDE vs PV disk vs every host-native engine (and fio) on one file, and PV network vs a host "
           "DPDK loop on the same uplink vdev, in one run (the main job)", run);
