@@ -454,7 +454,7 @@ NetbackService::NetbackService(ServiceOptions options) : opts_(std::move(options
   if (!xs_) throw std::runtime_error("cannot connect to xenstore at " + opts_.xenstore_socket);
   // A restarted pvio-xenstored comes back with the same tree: ride through it (reconnect,
   // watch again, rescan on the watch's first event) and the guests keep their devices.
-  xs_->enable_reconnect();
+  xs_->enable_reconnect({.give_up_ms = opts_.xenstore_give_up_ms});
   if (xs_->watch(kVifRoot, "vif") != xs::XsError::None)
     throw std::runtime_error("cannot watch " + std::string(kVifRoot));
 }
