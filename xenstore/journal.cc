@@ -46,6 +46,8 @@ enum class RecordType : uint8_t {
   RingBoundary = 12,
   LastTxid = 13,
   End = 14,  // closes a snapshot: one without it was not written completely
+  RingOutput = 15,
+  RingOutputDone = 16,
 };
 
 uint32_t crc(std::string_view s) {
@@ -209,6 +211,7 @@ bool apply_one(std::string_view body, PersistedState& st, bool& end) {
     }
     case RecordType::DomainReleased:
     case RecordType::ConnectionReset:
+    case RecordType::RingOutputDone:
     case RecordType::RingBoundary: {
       uint16_t domid = 0;
       if (!r.get(domid) || !r.done()) return false;
@@ -219,6 +222,8 @@ bool apply_one(std::string_view body, PersistedState& st, bool& end) {
       } else if (type == RecordType::ConnectionReset) {
         it->second.watches.clear();
         it->second.transactions.clear();
+      } else if (type == RecordType::RingOutputDone) {
+        it->second.output.reset();
       } else {
         it->second.partial.reset();
       }
@@ -252,12 +257,20 @@ bool apply_one(std::string_view body, PersistedState& st, bool& end) {
     case RecordType::TransactionEnd: {
       uint16_t domid = 0;
       uint32_t txid = 0;
-      if (!r.get(domid) || !r.get(txid) || !r.done() || txid == 0) return false;
+      uint8_t result = 0;
+      if (!r.get(domid) || !r.get(txid) || txid == 0) return false;
+      if (type == RecordType::TransactionEnd &&
+          (!r.get(result) || result > static_cast<uint8_t>(XsError::Perm)))
+        return false;
+      if (!r.done()) return false;
       auto it = st.domains.find(domid);
       if (it == st.domains.end()) return false;
       auto& txs = it->second.transactions;
       if (type == RecordType::TransactionEnd) {
         txs.erase(txid);
+        auto& ended = it->second.ended;
+        ended[txid] = static_cast<XsError>(result);
+        if (ended.size() > kRememberedTransactionEnds) ended.erase(ended.begin());
         return true;
       }
       if (txs.size() >= kMaxTransactionsPerDomain) return false;
@@ -275,6 +288,18 @@ bool apply_one(std::string_view body, PersistedState& st, bool& end) {
       auto it = st.domains.find(domid);
       if (it == st.domains.end()) return false;
       it->second.partial = std::move(p);
+      return true;
+    }
+    case RecordType::RingOutput: {
+      uint16_t domid = 0;
+      PendingOutput o;
+      if (!r.get(domid) || !r.get(o.rsp_index) ||
+          !r.str(o.bytes, sizeof(xsd_sockmsg) + XENSTORE_PAYLOAD_MAX) || !r.done() ||
+          o.bytes.empty())
+        return false;
+      auto it = st.domains.find(domid);
+      if (it == st.domains.end()) return false;
+      it->second.output = std::move(o);
       return true;
     }
     case RecordType::LastTxid: {
@@ -418,10 +443,11 @@ void RecordWriter::transaction_start(domid_t domid, uint32_t txid) {
   put_int<uint32_t>(b.out(), txid);
 }
 
-void RecordWriter::transaction_end(domid_t domid, uint32_t txid) {
+void RecordWriter::transaction_end(domid_t domid, uint32_t txid, XsError result) {
   RecordBody b(*this, RecordType::TransactionEnd);
   put_int<uint16_t>(b.out(), domid);
   put_int<uint32_t>(b.out(), txid);
+  put_int<uint8_t>(b.out(), static_cast<uint8_t>(result));
 }
 
 void RecordWriter::ring_partial(domid_t domid, uint32_t end_index, std::string_view bytes) {
@@ -429,6 +455,18 @@ void RecordWriter::ring_partial(domid_t domid, uint32_t end_index, std::string_v
   put_int<uint16_t>(b.out(), domid);
   put_int<uint32_t>(b.out(), end_index);
   put_str(b.out(), bytes);
+}
+
+void RecordWriter::ring_output(domid_t domid, uint32_t rsp_index, std::string_view bytes) {
+  RecordBody b(*this, RecordType::RingOutput);
+  put_int<uint16_t>(b.out(), domid);
+  put_int<uint32_t>(b.out(), rsp_index);
+  put_str(b.out(), bytes);
+}
+
+void RecordWriter::ring_output_done(domid_t domid) {
+  RecordBody b(*this, RecordType::RingOutputDone);
+  put_int<uint16_t>(b.out(), domid);
 }
 
 void RecordWriter::ring_boundary(domid_t domid) {
@@ -443,8 +481,10 @@ void RecordWriter::state(const PersistedState& s) {
   for (const auto& [domid, d] : s.domains) {
     domain(domid, d.gfn, d.port);
     for (const auto& w : d.watches) watch(domid, w);
+    for (const auto& [tx, result] : d.ended) transaction_end(domid, tx, result);
     for (uint32_t tx : d.transactions) transaction_start(domid, tx);
     if (d.partial) ring_partial(domid, d.partial->end_index, d.partial->bytes);
+    if (d.output) ring_output(domid, d.output->rsp_index, d.output->bytes);
   }
   {
     RecordBody b(*this, RecordType::LastTxid);

@@ -52,6 +52,7 @@ void RingTransport::drop(uint32_t error) {
   out_.clear();
   out_head_ = 0;
   unpublished_.clear();
+  msg_ends_.clear();
   notify_();  // let the guest see the error field
 }
 
@@ -119,6 +120,19 @@ void RingTransport::publish(XENSTORE_RING_IDX cons) {
     notify_();
 }
 
+void RingTransport::restore_output(uint32_t rsp_index, std::string_view bytes) {
+  if (rsp_index != rsp_prod_ || pending_output() != 0) {
+    spdlog::warn("xenstore ring: the journaled rest of a reply goes at {} but rsp_prod is {}; "
+                 "discarding it", rsp_index, rsp_prod_);
+    return;
+  }
+  out_.assign(bytes);
+  out_head_ = 0;
+  out_total_ += bytes.size();
+  msg_ends_.push_back(out_total_);
+  output_partial_ = PendingOutput{rsp_index, std::string(bytes)};
+}
+
 void RingTransport::restore_partial(uint32_t end_index, std::string_view bytes) {
   if (end_index != req_cons_ || reader_.partial()) {
     spdlog::warn("xenstore ring: the journaled partial request ends at {} but req_cons is {}; "
@@ -141,28 +155,56 @@ void RingTransport::send(std::string_view message) {
   if (dropped_) return;
   out_.append(message);
   out_total_ += message.size();
+  msg_ends_.push_back(out_total_);
   flush();
 }
 
 bool RingTransport::flush() {
   bool wrote = false;
-  while (!dropped_ && pending_output() > 0) {
+  if (!dropped_ && pending_output() > 0) {
     XENSTORE_RING_IDX cons = load_acquire(&page_->rsp_cons);
     XENSTORE_RING_IDX used = rsp_prod_ - cons;
     if (used > XENSTORE_RING_SIZE) {
       drop(XENSTORE_ERROR_RINGIDX);
       return wrote;
     }
-    uint32_t space = XENSTORE_RING_SIZE - used;
-    if (space == 0) break;
-    uint32_t off = MASK_XENSTORE_IDX(rsp_prod_);
-    std::size_t n = std::min<std::size_t>({space, XENSTORE_RING_SIZE - off, pending_output()});
-    std::memcpy(page_->rsp + off, out_.data() + out_head_, n);
-    out_head_ += n;
-    out_written_ += n;
-    rsp_prod_ += static_cast<XENSTORE_RING_IDX>(n);
-    store_release(&page_->rsp_prod, rsp_prod_);
-    wrote = true;
+    const std::size_t n = std::min<std::size_t>(XENSTORE_RING_SIZE - used, pending_output());
+    if (n > 0) {
+      // Ending inside a message? Journal its rest before the guest can see its beginning.
+      const uint64_t end = out_written_ + n;
+      auto e = std::find_if(msg_ends_.begin(), msg_ends_.end(),
+                            [&](uint64_t m) { return m >= end; });
+      if (e != msg_ends_.end() && *e != end) {
+        PendingOutput rest{rsp_prod_ + static_cast<XENSTORE_RING_IDX>(n),
+                           out_.substr(out_head_ + n, static_cast<std::size_t>(*e - end))};
+        if (server_ != nullptr) server_->ring_output(conn_, rest);
+        output_partial_ = std::move(rest);
+      }
+      for (std::size_t done = 0; done < n;) {
+        const uint32_t off = MASK_XENSTORE_IDX(rsp_prod_ + static_cast<XENSTORE_RING_IDX>(done));
+        const std::size_t k = std::min<std::size_t>(n - done, XENSTORE_RING_SIZE - off);
+        std::memcpy(page_->rsp + off, out_.data() + out_head_ + done, k);
+        done += k;
+      }
+      out_head_ += n;
+      out_written_ += n;
+      rsp_prod_ += static_cast<XENSTORE_RING_IDX>(n);
+      store_release(&page_->rsp_prod, rsp_prod_);
+      wrote = true;
+    }
+  }
+  while (!msg_ends_.empty() && msg_ends_.front() <= out_written_) msg_ends_.pop_front();
+  // What is on the ring or journaled counts as delivered for publishing req_cons.
+  uint64_t delivered = out_written_;
+  if (output_partial_) {
+    if (output_partial_->rsp_index == rsp_prod_ && !msg_ends_.empty() &&
+        out_written_ < msg_ends_.front()) {
+      delivered = msg_ends_.front();  // the message in progress is journaled to its end
+    } else {
+      // The journaled rest is on the ring now.
+      output_partial_.reset();
+      if (server_ != nullptr) server_->ring_output(conn_, std::nullopt);
+    }
   }
   if (out_head_ == out_.size()) {
     out_.clear();
@@ -172,7 +214,7 @@ bool RingTransport::flush() {
     out_head_ = 0;
   }
   XENSTORE_RING_IDX to_publish = published_cons_;
-  while (!unpublished_.empty() && unpublished_.front().out_pos <= out_written_) {
+  while (!unpublished_.empty() && unpublished_.front().out_pos <= delivered) {
     to_publish = unpublished_.front().cons;
     unpublished_.pop_front();
   }

@@ -28,11 +28,16 @@ std::string with_nul(std::string s) {
 }  // namespace
 
 Server::Server(Quotas q) : store_(q) {}
-Server::~Server() = default;
+Server::~Server() {
+  // Going away is not releasing: nothing is journaled while the members are torn down
+  // (domains_ goes before conns_, and its transports detach on the way).
+  journal_ = nullptr;
+  domains_.clear();
+}
 
 ConnId Server::attach(domid_t domid, Connection* conn) {
   ConnId id = next_conn_++;
-  conns_.emplace(id, Conn{domid, conn, false, {}, {}, {}});
+  conns_.emplace(id, Conn{domid, conn, false, {}, {}, {}, {}, false});
   return id;
 }
 
@@ -125,10 +130,15 @@ Server::Reply Server::dispatch(ConnId id, Conn& c, const xsd_sockmsg& hdr,
       if (c.lost_transactions.count(hdr.tx_id) != 0) {
         if (std::holds_alternative<ReqTransactionEnd>(req)) {
           c.lost_transactions.erase(hdr.tx_id);
-          if (persisted_conn(c)) pending_.transaction_end(c.domid, hdr.tx_id);
+          transaction_ended(c, hdr.tx_id, XsError::Again);
         }
         return {XsError::Again, {}};
       }
+      // Ended, but the guest is asking again: its reply was lost with a daemon that died
+      // before writing it to the ring. Same answer as the first time.
+      if (auto e = c.ended_transactions.find(hdr.tx_id);
+          e != c.ended_transactions.end() && std::holds_alternative<ReqTransactionEnd>(req))
+        return {e->second, e->second == XsError::None ? std::string(kOk) : std::string()};
       return {XsError::NoEnt, {}};
     }
     tx = t->second.get();
@@ -199,7 +209,12 @@ Server::Reply Server::dispatch(ConnId id, Conn& c, const xsd_sockmsg& hdr,
           std::string path = resolve(r.path, true);
           if (path.empty()) return {XsError::Inval, {}};
           for (const auto& w : c.watches)
-            if (w.path == path && w.token == r.token) return {XsError::Exist, {}};
+            if (w.path == path && w.token == r.token) {
+              // A guest's WATCH handled before a restart whose OK was lost is read again: it
+              // is there, so it succeeds (and fires) as the first time did.
+              if (c.restored) return {XsError::None, std::string(kOk)};
+              return {XsError::Exist, {}};
+            }
           if (!who.privileged() && c.watches.size() >= store_.quotas().watches_per_connection)
             return {XsError::TooBig, {}};
           bool relative = r.path[0] != '/' && r.path[0] != '@';
@@ -230,9 +245,12 @@ Server::Reply Server::dispatch(ConnId id, Conn& c, const xsd_sockmsg& hdr,
           if (tx == nullptr) return {XsError::NoEnt, {}};
           std::unique_ptr<Transaction> owned = std::move(c.transactions.at(hdr.tx_id));
           c.transactions.erase(hdr.tx_id);
-          if (persisted_conn(c)) pending_.transaction_end(c.domid, hdr.tx_id);
-          if (!r.commit) return {XsError::None, std::string(kOk)};
+          if (!r.commit) {
+            transaction_ended(c, hdr.tx_id, XsError::None);
+            return {XsError::None, std::string(kOk)};
+          }
           XsError e = store_.commit(*owned, changes);
+          transaction_ended(c, hdr.tx_id, e);
           if (e != XsError::None) return {e, {}};
           fire(changes);
           return {XsError::None, std::string(kOk)};
@@ -350,6 +368,14 @@ void Server::set_journal(Journal* j, uint64_t snapshot_bytes) {
   pending_.clear();
 }
 
+void Server::transaction_ended(Conn& c, uint32_t txid, XsError result) {
+  if (!persisted_conn(c)) return;
+  pending_.transaction_end(c.domid, txid, result);
+  c.ended_transactions[txid] = result;
+  if (c.ended_transactions.size() > kRememberedTransactionEnds)
+    c.ended_transactions.erase(c.ended_transactions.begin());
+}
+
 void Server::persist() {
   if (journal_ == nullptr) return;
   for (const std::string& p : store_.take_dirty()) {
@@ -375,11 +401,13 @@ PersistedState Server::persisted_state() const {
     pd.gfn = d.gfn;
     pd.port = d.port;
     pd.partial = d.transport->partial();
+    pd.output = d.transport->pending_output_state();
     if (auto c = conns_.find(d.transport->conn_id()); c != conns_.end() && !c->second.dead) {
       for (const Watch& w : c->second.watches) pd.watches.push_back({w.path, w.token, w.relative});
       for (const auto& [txid, tx] : c->second.transactions) pd.transactions.insert(txid);
       pd.transactions.insert(c->second.lost_transactions.begin(),
                              c->second.lost_transactions.end());
+      pd.ended = c->second.ended_transactions;
     }
     s.domains.emplace(domid, std::move(pd));
   }
@@ -417,7 +445,10 @@ std::size_t Server::restore(PersistedState st) {
     Conn& c = conns_.at(id);
     for (auto& w : pd.watches) c.watches.push_back({std::move(w.path), std::move(w.token), w.relative});
     c.lost_transactions = std::move(pd.transactions);
+    c.ended_transactions = std::move(pd.ended);
+    c.restored = true;
     if (pd.partial) t->restore_partial(pd.partial->end_index, pd.partial->bytes);
+    if (pd.output) t->restore_output(pd.output->rsp_index, pd.output->bytes);
     domains_.emplace(domid, Domain{pd.gfn, pd.port, std::move(t)});
     restored.push_back(id);
     ++attached;
@@ -439,6 +470,16 @@ void Server::ring_partial(ConnId id, uint32_t end_index, std::string_view bytes)
   auto it = conns_.find(id);
   if (it == conns_.end() || !persisted_conn(it->second)) return;
   pending_.ring_partial(it->second.domid, end_index, bytes);
+  persist();
+}
+
+void Server::ring_output(ConnId id, std::optional<PendingOutput> rest) {
+  auto it = conns_.find(id);
+  if (it == conns_.end() || !persisted_conn(it->second)) return;
+  if (rest)
+    pending_.ring_output(it->second.domid, rest->rsp_index, rest->bytes);
+  else
+    pending_.ring_output_done(it->second.domid);
   persist();
 }
 

@@ -173,6 +173,7 @@ TEST_F(JournalTest, ValidChecksumInvalidContentIsRejectedRecordByRecord) {
   w.watch(5, {"@introduceDomain", "intro", false});
   w.transaction_start(5, 0);                // 0 is "no transaction"
   w.transaction_start(5, 17);
+  w.transaction_end(5, 9, static_cast<XsError>(200));  // no such error
   w.node("/good2", make_node("e"));
   const LoadReport rep = [&] {
     PersistedState st;
@@ -181,7 +182,7 @@ TEST_F(JournalTest, ValidChecksumInvalidContentIsRejectedRecordByRecord) {
   PersistedState st;
   apply_records(w.bytes(), st);
   EXPECT_FALSE(rep.truncated);
-  EXPECT_EQ(rep.rejected, 11u);
+  EXPECT_EQ(rep.rejected, 12u);
   EXPECT_EQ(rep.records, 5u);
   EXPECT_EQ(st.nodes.size(), 2u);
   ASSERT_EQ(st.domains.size(), 1u);
@@ -224,7 +225,14 @@ TEST_F(JournalTest, SnapshotThenJournalAndAStaleJournalIsIgnored) {
   snap.nodes.emplace("/", make_node(""));
   snap.nodes.emplace("/s", make_node("snap"));
   snap.nodes.at("/").children = {"s"};
-  snap.domains[3] = PersistedDomain{7, 2, {{"/local/domain/3/x", "tok", false}}, {5}, {}};
+  PersistedDomain d3;
+  d3.gfn = 7;
+  d3.port = 2;
+  d3.watches = {{"/local/domain/3/x", "tok", false}};
+  d3.transactions = {5};
+  d3.ended = {{4, XsError::Again}};
+  d3.output = PendingOutput{300, "rest"};
+  snap.domains[3] = d3;
   // The journal before the snapshot: kept aside to put back as a stale file.
   RecordWriter before;
   before.node("/old", make_node("old"));
@@ -244,6 +252,10 @@ TEST_F(JournalTest, SnapshotThenJournalAndAStaleJournalIsIgnored) {
   ASSERT_EQ(back.domains.count(3), 1u);
   EXPECT_EQ(back.domains.at(3).watches[0].token, "tok");
   EXPECT_EQ(back.domains.at(3).transactions, std::set<uint32_t>{5});
+  EXPECT_EQ(back.domains.at(3).ended, (std::map<uint32_t, XsError>{{4, XsError::Again}}));
+  ASSERT_TRUE(back.domains.at(3).output.has_value());
+  EXPECT_EQ(back.domains.at(3).output->rsp_index, 300u);
+  EXPECT_EQ(back.domains.at(3).output->bytes, "rest");
 
   // A crash between the snapshot's rename and the new journal leaves the old journal: its
   // generation is older than the snapshot's, so its records (already in it) are not replayed.
@@ -497,6 +509,78 @@ TEST_F(RestartTest, HalfReadRequestIsFinishedByTheRestartedDaemon) {
   got = ring_.take();
   ASSERT_FALSE(got.empty());
   EXPECT_EQ(got.back().payload, std::string(300, 's'));
+}
+
+// The guest reads 1 KiB of output first: a 1000-byte value fills rsp[] but for 8 bytes.
+// Then only the first 8 bytes of the next reply fit; the daemon dies. The restarted one
+// completes that message from the journal (the guest never sees half a header followed by
+// something else), and the request is not handled twice.
+TEST_F(RestartTest, ReplyWrittenInPartIsCompletedByTheRestartedDaemon) {
+  introduce();
+  ASSERT_EQ(dom0_->write("/local/domain/7/big", std::string(1000, 'b')), "OK");
+  kick();
+  ring_.take();
+  ring_.request(MsgType::XS_READ, 20, z("big"));
+  ring_.request(MsgType::XS_WRITE, 21, z("after") + "1");
+  kick();
+  // READ's reply (1016 bytes) is on the ring; 8 bytes of WRITE's "OK" reply followed it.
+  ASSERT_EQ(ring_.page.rsp_prod - ring_.page.rsp_cons, XENSTORE_RING_SIZE);
+  ASSERT_TRUE(server_->domain_transport(7)->pending_output_state().has_value());
+  EXPECT_EQ(ring_.page.req_cons, ring_.page.req_prod);  // both requests count as answered
+
+  crash_and_restart();
+  std::vector<Msg> got = ring_.take();  // the guest catches up only now
+  kick();
+  for (const Msg& m : ring_.take()) got.push_back(m);
+  ASSERT_EQ(got.size(), 2u);
+  EXPECT_EQ(got[0].req_id, 20u);
+  EXPECT_EQ(got[0].payload, std::string(1000, 'b'));
+  EXPECT_EQ(got[1].req_id, 21u);
+  EXPECT_EQ(got[1].payload, std::string("OK\0", 3));
+  EXPECT_FALSE(server_->domain_transport(7)->pending_output_state().has_value());
+  crash_and_restart();  // complete now: nothing left to resume
+  EXPECT_FALSE(server_->domain_transport(7)->pending_output_state().has_value());
+}
+
+// TRANSACTION_END and WATCH handled just before the daemon died, with their replies not on the
+// ring, are read again after the restart and get the answers they got the first time (not
+// ENOENT for a transaction that did commit, not EEXIST for the guest's own watch).
+TEST_F(RestartTest, RepeatedTransactionEndAndWatchGetTheirFirstAnswers) {
+  introduce();
+  // A READ whose reply (16 + 1008 bytes) fills rsp[] exactly: what follows it waits.
+  ASSERT_EQ(dom0_->write("/local/domain/7/fill", std::string(1008, 'f')), "OK");
+  kick();
+  ring_.take();
+  ring_.request(MsgType::XS_TRANSACTION_START, 30, z(""));
+  kick();
+  std::vector<Msg> got = ring_.take();
+  ASSERT_EQ(got.size(), 1u);
+  const uint32_t txid = static_cast<uint32_t>(std::stoul(got[0].payload));
+  ring_.request(MsgType::XS_WRITE, 31, z("txkey") + "committed", txid);
+  kick();
+  ring_.take();
+  ring_.request(MsgType::XS_READ, 32, z("fill"));
+  const XENSTORE_RING_IDX after_read = ring_.page.req_prod;
+  ring_.request(MsgType::XS_TRANSACTION_END, 33, z("T"), txid);
+  ring_.request(MsgType::XS_WATCH, 34, z("txkey") + z("tok"));
+  kick();
+  EXPECT_EQ(ring_.page.req_cons, after_read);  // END and WATCH handled, replies not out
+  EXPECT_EQ(dom0_->read("/local/domain/7/txkey"), "committed");
+
+  crash_and_restart();
+  got = ring_.take();  // the guest reads READ's reply only now
+  kick();
+  for (const Msg& m : ring_.take()) got.push_back(m);
+  std::vector<Msg> replies;
+  for (const Msg& m : got)
+    if (m.type != static_cast<uint32_t>(MsgType::XS_WATCH_EVENT)) replies.push_back(m);
+  ASSERT_EQ(replies.size(), 3u);
+  EXPECT_EQ(replies[0].req_id, 32u);
+  EXPECT_EQ(replies[1].req_id, 33u);
+  EXPECT_EQ(replies[1].payload, std::string("OK\0", 3));  // it did commit
+  EXPECT_EQ(replies[2].req_id, 34u);
+  EXPECT_EQ(replies[2].payload, std::string("OK\0", 3));
+  EXPECT_EQ(ring_.page.req_cons, ring_.page.req_prod);
 }
 
 TEST_F(RestartTest, ReleasedDomainStaysReleasedAndAnUnreachableOneIsForgotten) {

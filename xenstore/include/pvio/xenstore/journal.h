@@ -33,15 +33,30 @@ struct PartialRequest {
   std::string bytes;
 };
 
+// The rest of a message (reply or watch event) of which only the first part fits into the
+// guest's rsp[]: journaled before that part is written, so a restarted daemon completes the
+// message at ring index `rsp_index` instead of leaving the guest half a message.
+struct PendingOutput {
+  uint32_t rsp_index = 0;
+  std::string bytes;
+};
+
 struct PersistedDomain {
   uint64_t gfn = 0;
   evtchn_port_t port = 0;
   std::vector<PersistedWatch> watches;   // of the domain's ring connection, in order
   std::set<uint32_t> transactions;       // open when the daemon stopped
+  // The last few transactions it ended and how: a TRANSACTION_END whose reply was lost is
+  // read again from the ring after a restart and must get the same answer.
+  std::map<uint32_t, XsError> ended;
   std::optional<PartialRequest> partial;
+  std::optional<PendingOutput> output;
 };
 
 // Everything the daemon keeps across a restart.
+// How many ended transactions a guest connection remembers (see PersistedDomain::ended).
+inline constexpr std::size_t kRememberedTransactionEnds = 16;
+
 struct PersistedState {
   std::map<std::string, Node, std::less<>> nodes;
   std::map<std::string, std::vector<NodePerm>, std::less<>> specials;
@@ -61,9 +76,11 @@ class RecordWriter {
   void unwatch(domid_t domid, const std::string& path, const std::string& token);
   void connection_reset(domid_t domid);  // its watches and transactions are gone
   void transaction_start(domid_t domid, uint32_t txid);
-  void transaction_end(domid_t domid, uint32_t txid);
+  void transaction_end(domid_t domid, uint32_t txid, XsError result);
   void ring_partial(domid_t domid, uint32_t end_index, std::string_view bytes);
   void ring_boundary(domid_t domid);  // no partial request any more
+  void ring_output(domid_t domid, uint32_t rsp_index, std::string_view bytes);
+  void ring_output_done(domid_t domid);  // the message is complete on the ring
   // Every record that rebuilds `s`.
   void state(const PersistedState& s);
 

@@ -48,6 +48,11 @@ class RingTransport : public Connection {
   // ring's req_cons is still there they start the next message; otherwise (the record is
   // stale) they are discarded. Call after bind(), before the first on_kick().
   void restore_partial(uint32_t end_index, std::string_view bytes);
+  // The rest of a message only partly written to rsp[] (journaled), if any.
+  const std::optional<PendingOutput>& pending_output_state() const { return output_partial_; }
+  // After a restart: if rsp_prod is still `rsp_index`, `bytes` go out first, completing the
+  // message the guest has the beginning of. Call after bind(), before any send().
+  void restore_output(uint32_t rsp_index, std::string_view bytes);
 
   void send(std::string_view message) override;
   std::size_t pending_output() const override { return out_.size() - out_head_; }
@@ -84,6 +89,10 @@ class RingTransport : public Connection {
   uint64_t out_total_ = 0;    // bytes ever queued for the guest
   uint64_t out_written_ = 0;  // bytes ever written into rsp[]
   std::optional<PartialRequest> partial_;
+  // Absolute output positions where queued messages end (the first one not yet fully on
+  // the ring first), and the journaled rest of a message written only in part.
+  std::deque<uint64_t> msg_ends_;
+  std::optional<PendingOutput> output_partial_;
   bool dropped_ = false;
   bool in_kick_ = false;
   bool notify_pending_ = false;

@@ -96,6 +96,9 @@ class Server {
   // the ring index just past them.
   void ring_partial(ConnId id, uint32_t end_index, std::string_view bytes);
   void ring_boundary(ConnId id);  // the unfinished request is complete now
+  // A ring transport is about to write only the first part of a message: `bytes` is the
+  // rest, to go at rsp index `rsp_index`. nullopt: the message it had journaled is complete.
+  void ring_output(ConnId id, std::optional<PendingOutput> rest);
 
   Store& store() { return store_; }
   const ServerStats& stats() const { return stats_; }
@@ -114,6 +117,8 @@ class Server {
     std::vector<Watch> watches;
     std::map<uint32_t, std::unique_ptr<Transaction>> transactions;
     std::set<uint32_t> lost_transactions;  // open when the daemon restarted: EAGAIN
+    std::map<uint32_t, XsError> ended_transactions;  // guests only: the last few answers
+    bool restored = false;  // a guest connection brought back by restore()
   };
   struct Domain {
     uint64_t gfn;
@@ -138,6 +143,8 @@ class Server {
   // pending_); called before any reply or watch event leaves the daemon.
   void persist();
   bool persisted_conn(const Conn& c) const { return journal_ != nullptr && c.domid != 0; }
+  // Journals and remembers how a guest's transaction ended.
+  void transaction_ended(Conn& c, uint32_t txid, XsError result);
 
   Store store_;
   std::map<ConnId, Conn> conns_;
