@@ -14,6 +14,7 @@ PACKAGES=(
   build-essential g++ meson ninja-build pkg-config
   libspdlog-dev libgtest-dev libgmock-dev libbenchmark-dev
   libxen-dev xenstore-utils
+  zlib1g-dev  # CRC-32 of pvio-xenstored's journal records
   liburing-dev libaio-dev libdpdk-dev
   libfuse3-dev fuse3
   clang libclang-rt-14-dev g++-multilib g++-mingw-w64-x86-64

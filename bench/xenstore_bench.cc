@@ -1,7 +1,9 @@
 // xenstore READ/WRITE round trips: over the unix socket to a pvio-xenstored started here, over
 // a guest ring served in-process, and over a real guest's ring across two processes (this
 // process is a user-mode domain, pvio-xenstored serves its ring after INTRODUCE), each next to
-// a raw unix-socket request/response of the same sizes (the peer). Prints ratios after the run.
+// a raw unix-socket request/response of the same sizes (the peer). The socket WRITE also runs
+// against a daemon without persistence (--no-persist) and one that fdatasyncs every journal
+// append (--fsync always), so the journal's cost shows as a ratio. Prints ratios after the run.
 #include <benchmark/benchmark.h>
 #include <poll.h>
 #include <signal.h>
@@ -9,6 +11,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <cstdio>
@@ -17,6 +20,7 @@
 #include <memory>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "pvio/domain/domain.h"
 #include "pvio/event_channel/notifier.h"
@@ -43,16 +47,22 @@ const std::size_t kWriteRsp = sizeof(xsd_sockmsg) + 3;
 std::map<std::string, double> g_ns;  // ns per op of each benchmark's last run
 
 struct DaemonProcess {
-  DaemonProcess() {
+  // `extra`: one more daemon option ("--no-persist", "--fsync"), nullptr for the default.
+  explicit DaemonProcess(const char* extra = nullptr, const char* extra_value = nullptr) {
     dir = pvio::test::make_temp_dir("pvio-xsbench");
     if (dir.empty()) std::abort();
     sock = dir + "/socket";
-    // The daemon finds guest domains' control sockets here (control::domain_socket_path).
-    setenv("PVIO_RUN_DIR", dir.c_str(), 1);
+    // The default daemon finds guest domains' control sockets here
+    // (control::domain_socket_path); the others serve no guests.
+    if (extra == nullptr) setenv("PVIO_RUN_DIR", dir.c_str(), 1);
     pid = fork();
     if (pid == 0) {
-      execl(PVIO_XENSTORED, PVIO_XENSTORED, "--socket", sock.c_str(), "--foreground",
-            "--log-level", "warn", static_cast<char*>(nullptr));
+      std::vector<const char*> argv = {PVIO_XENSTORED, "--socket", sock.c_str(), "--foreground",
+                                       "--log-level", "warn"};
+      if (extra != nullptr) argv.push_back(extra);
+      if (extra_value != nullptr) argv.push_back(extra_value);
+      argv.push_back(nullptr);
+      execv(PVIO_XENSTORED, const_cast<char* const*>(argv.data()));
       _exit(127);
     }
     pvio::test::wait_until([&] { return (client = Client::connect(sock)) != nullptr; }, 5000);
@@ -69,8 +79,19 @@ struct DaemonProcess {
   std::unique_ptr<Client> client;
 };
 
+// Today's daemon: the store persisted (journal write before each reply, no fsync).
 DaemonProcess& daemon_process() {
   static DaemonProcess d;
+  return d;
+}
+// The same daemon keeping the store in memory only.
+DaemonProcess& memory_daemon() {
+  static DaemonProcess d("--no-persist");
+  return d;
+}
+// The journal fdatasynced after every append.
+DaemonProcess& fsync_daemon() {
+  static DaemonProcess d("--fsync", "always");
   return d;
 }
 
@@ -94,11 +115,51 @@ void BM_Socket_Read(benchmark::State& state) {
   });
 }
 
-void BM_Socket_Write(benchmark::State& state) {
-  Client& c = *daemon_process().client;
-  timed(state, "socket_write", [&] {
+void socket_write(benchmark::State& state, DaemonProcess& d, const char* name) {
+  Client& c = *d.client;
+  timed(state, name, [&] {
     if (c.write(kPath, kValue) != XsError::None) state.SkipWithError("write failed");
   });
+}
+void BM_Socket_Write(benchmark::State& s) { socket_write(s, daemon_process(), "socket_write"); }
+void BM_Socket_Write_InMemory(benchmark::State& s) {
+  socket_write(s, memory_daemon(), "socket_write_mem");
+}
+void BM_Socket_Write_Fsync(benchmark::State& s) {
+  socket_write(s, fsync_daemon(), "socket_write_fsync");
+}
+// The persistent and the in-memory daemon in alternation, each WRITE timed on its own: the
+// two see the same machine load at the same moments. Medians, so that a preemption on a busy
+// host (one WRITE taking milliseconds) does not decide the ratio.
+void BM_Socket_Write_Alternating(benchmark::State& state) {
+  Client& persistent = *daemon_process().client;
+  Client& memory = *memory_daemon().client;
+  std::vector<int64_t> in_p, in_m;
+  auto timed_write = [&](Client& c) {
+    auto t0 = std::chrono::steady_clock::now();
+    if (c.write(kPath, kValue) != XsError::None) state.SkipWithError("write failed");
+    return (std::chrono::steady_clock::now() - t0).count();
+  };
+  bool persistent_first = true;  // swapped every round: neither always follows the other
+  for (auto _ : state) {
+    if (persistent_first) {
+      in_p.push_back(timed_write(persistent));
+      in_m.push_back(timed_write(memory));
+    } else {
+      in_m.push_back(timed_write(memory));
+      in_p.push_back(timed_write(persistent));
+    }
+    persistent_first = !persistent_first;
+  }
+  auto median = [](std::vector<int64_t>& v) {
+    if (v.empty()) return 0.0;
+    std::nth_element(v.begin(), v.begin() + static_cast<std::ptrdiff_t>(v.size() / 2), v.end());
+    return static_cast<double>(v[v.size() / 2]);
+  };
+  g_ns["alt_write_persistent"] = median(in_p);
+  g_ns["alt_write_mem"] = median(in_m);
+  state.counters["persistent_median_ns"] = g_ns["alt_write_persistent"];
+  state.counters["in_memory_median_ns"] = g_ns["alt_write_mem"];
 }
 
 // The peer: a plain request/response over a unix socketpair with an echo thread, moving the
@@ -254,7 +315,10 @@ void BM_TwoProcessRing_Write(benchmark::State& state) {
 
 BENCHMARK(BM_Socket_Read);
 BENCHMARK(BM_RawSocket_ReadSized);
+BENCHMARK(BM_Socket_Write_InMemory);
 BENCHMARK(BM_Socket_Write);
+BENCHMARK(BM_Socket_Write_Fsync);
+BENCHMARK(BM_Socket_Write_Alternating);
 BENCHMARK(BM_RawSocket_WriteSized);
 BENCHMARK(BM_GuestRing_Read);
 BENCHMARK(BM_GuestRing_Write);
@@ -277,6 +341,12 @@ int main(int argc, char** argv) {
   std::printf("\nxenstore op vs raw unix-socket round trip of the same bytes (peer):\n");
   ratio("READ  over socket (pvio-xenstored) / raw", "socket_read", "raw_read");
   ratio("WRITE over socket (pvio-xenstored) / raw", "socket_write", "raw_write");
+  std::printf("\npersistence (journal) vs the same daemon with the store in memory only:\n");
+  ratio("WRITE over socket, persistent / in-memory", "socket_write", "socket_write_mem");
+  ratio("  the same, alternating, medians", "alt_write_persistent", "alt_write_mem");
+  ratio("WRITE over socket, fdatasync each / in-memory", "socket_write_fsync",
+        "socket_write_mem");
+  std::printf("\n");
   ratio("READ  over guest ring (in-process) / raw", "ring_read", "raw_read");
   ratio("WRITE over guest ring (in-process) / raw", "ring_write", "raw_write");
   ratio("READ  over guest ring (2 processes) / raw", "ring2p_read", "raw_read");

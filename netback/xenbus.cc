@@ -452,6 +452,9 @@ NetbackService::NetbackService(ServiceOptions options) : opts_(std::move(options
   }
   xs_ = xs::Client::connect(opts_.xenstore_socket);
   if (!xs_) throw std::runtime_error("cannot connect to xenstore at " + opts_.xenstore_socket);
+  // A restarted pvio-xenstored comes back with the same tree: ride through it (reconnect,
+  // watch again, rescan on the watch's first event) and the guests keep their devices.
+  xs_->enable_reconnect({.give_up_ms = opts_.xenstore_give_up_ms});
   if (xs_->watch(kVifRoot, "vif") != xs::XsError::None)
     throw std::runtime_error("cannot watch " + std::string(kVifRoot));
 }
@@ -525,10 +528,10 @@ int NetbackService::run() {
   while (!stop_.load(std::memory_order_relaxed)) {
     auto ev = xs_->read_watch(200);
     if (!ev && !xs_->connected()) {
-      // xenstored went away: without it no device can change state. Exit with an error
-      // rather than spin; the supervisor (systemd, `pvio up`) starts us again and the
-      // restarted service reattaches to every device it finds.
-      spdlog::error("pvio-netback: lost the connection to xenstored; exiting");
+      // No xenstored for the whole reconnect budget: without it no device can change state.
+      // Exit with an error rather than spin; the supervisor (systemd, `pvio up`) starts us
+      // again and the restarted service reattaches to every device it finds.
+      spdlog::error("pvio-netback: no xenstored to reconnect to; exiting");
       return 1;
     }
     if (ev) {

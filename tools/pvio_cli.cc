@@ -118,6 +118,9 @@ std::unique_ptr<xs::Client> connect_xenstore(const std::string& verb) {
   if (!c)
     fail(verb, "cannot reach pvio-xenstored at " + path + " (" + std::strerror(errno) +
                    "); is `pvio up` done?");
+  // A verb that waits (block-attach, destroy) outlives a restart of pvio-xenstored: it
+  // reconnects for a while, then fails as if the daemon had never been there.
+  c->enable_reconnect({.first_delay_ms = 20, .max_delay_ms = 500, .give_up_ms = 10000});
   return c;
 }
 

@@ -2,12 +2,16 @@
 #include "pvio/xenstore/client.h"
 
 #include <poll.h>
+#include <spdlog/spdlog.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cstring>
+#include <thread>
 
 namespace pvio::xs {
 namespace {
@@ -29,28 +33,83 @@ std::string z(std::string_view s) {
   return r;
 }
 
-}  // namespace
-
-std::unique_ptr<Client> Client::connect(const std::string& socket_path) {
+int connect_socket(const std::string& socket_path) {
   sockaddr_un addr{};
   if (socket_path.size() >= sizeof(addr.sun_path)) {
     errno = ENAMETOOLONG;
-    return nullptr;
+    return -1;
   }
   int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return nullptr;
+  if (fd < 0) return -1;
   addr.sun_family = AF_UNIX;
   std::memcpy(addr.sun_path, socket_path.c_str(), socket_path.size() + 1);
   if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
     int e = errno;
     ::close(fd);
     errno = e;
-    return nullptr;
+    return -1;
   }
-  return std::unique_ptr<Client>(new Client(fd));
+  return fd;
 }
 
-Client::~Client() { ::close(fd_); }
+}  // namespace
+
+std::unique_ptr<Client> Client::connect(const std::string& socket_path) {
+  const int fd = connect_socket(socket_path);
+  if (fd < 0) return nullptr;
+  return std::unique_ptr<Client>(new Client(fd, socket_path));
+}
+
+Client::~Client() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+void Client::enable_reconnect(ReconnectPolicy policy) { reconnect_ = policy; }
+
+bool Client::reconnect() {
+  if (!reconnect_) return false;
+  // Everything of the old connection goes: its fd, a half-read message, unread bytes.
+  if (fd_ >= 0) ::close(fd_);
+  fd_ = -1;
+  reader_.reset();
+  inbuf_.clear();
+  inbuf_head_ = 0;
+  spdlog::warn("xenstore: lost the connection to {}; reconnecting", path_);
+  const auto start = std::chrono::steady_clock::now();
+  int delay = reconnect_->first_delay_ms;
+  while (true) {
+    const int fd = connect_socket(path_);
+    if (fd >= 0) {
+      fd_ = fd;
+      lost_ = false;
+      // Watches live in the daemon per connection: register them again. Each fires once on
+      // registration, which tells the owner to re-read its state.
+      std::size_t ok = 0;
+      for (const auto& [path, token] : watches_) {
+        std::string payload = path + '\0' + token + '\0';
+        if (request_once(MsgType::XS_WATCH, payload, 0).ok()) ++ok;
+      }
+      if (lost_) continue;  // the daemon went again at once
+      ++reconnects_;
+      spdlog::info("xenstore: reconnected to {} after {} ms; {} of {} watches registered again",
+                   path_,
+                   std::chrono::duration_cast<std::chrono::milliseconds>(
+                       std::chrono::steady_clock::now() - start).count(),
+                   ok, watches_.size());
+      return true;
+    }
+    if (std::chrono::steady_clock::now() - start >
+        std::chrono::milliseconds(reconnect_->give_up_ms)) {
+      spdlog::error("xenstore: no daemon at {} for {} ms; giving up", path_,
+                    reconnect_->give_up_ms);
+      lost_ = true;
+      reconnect_.reset();  // lost for good: later calls fail at once
+      return false;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(delay));
+    delay = std::min(delay * 2, reconnect_->max_delay_ms);
+  }
+}
 
 bool Client::receive(int timeout_ms, xsd_sockmsg& hdr, std::string& payload) {
   while (true) {
@@ -97,13 +156,40 @@ void Client::queue_event(std::string_view payload) {
 }
 
 Result<std::string> Client::request(MsgType type, std::string_view payload, uint32_t tx) {
+  if (lost_ && !reconnect()) return {XsError::Io, {}};
+  while (true) {
+    Result<std::string> r = request_once(type, payload, tx);
+    if (!lost_ || !reconnect_) {
+      if (r.ok() && type == MsgType::XS_WATCH) {
+        // Remember it for a reconnection (path and token are the payload's two strings).
+        auto parts = split_nul(payload);
+        if (parts.size() == 2) watches_.emplace_back(parts[0], parts[1]);
+      } else if (r.ok() && type == MsgType::XS_UNWATCH) {
+        auto parts = split_nul(payload);
+        if (parts.size() == 2)
+          std::erase(watches_, std::make_pair(parts[0], parts[1]));
+      }
+      return r;
+    }
+    // The daemon went away before answering. A transaction died with the connection: its
+    // owner must start again, exactly as after a conflict. Anything else is sent again (a
+    // repeated WRITE, MKDIR or RM leaves the same tree).
+    if (!reconnect()) return {XsError::Io, {}};
+    if (tx != 0) return {XsError::Again, {}};
+  }
+}
+
+Result<std::string> Client::request_once(MsgType type, std::string_view payload, uint32_t tx) {
   uint32_t req_id = next_req_++;
   std::string msg = encode_message(type, req_id, tx, payload);
   std::size_t off = 0;
   while (off < msg.size()) {
     ssize_t n = ::send(fd_, msg.data() + off, msg.size() - off, MSG_NOSIGNAL);
     if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return {XsError::Io, {}};
+    if (n <= 0) {
+      lost_ = true;
+      return {XsError::Io, {}};
+    }
     off += static_cast<std::size_t>(n);
   }
   xsd_sockmsg hdr{};
@@ -126,7 +212,11 @@ std::optional<WatchEvent> Client::read_watch(int timeout_ms) {
     xsd_sockmsg hdr{};
     std::string payload;
     while (events_.empty()) {
-      if (!receive(timeout_ms, hdr, payload)) return std::nullopt;
+      if (lost_ && !reconnect()) return std::nullopt;
+      if (!receive(timeout_ms, hdr, payload)) {
+        if (lost_ && reconnect_) continue;  // reconnect; the watches' first events follow
+        return std::nullopt;
+      }
       if (hdr.type == static_cast<uint32_t>(MsgType::XS_WATCH_EVENT)) queue_event(payload);
     }
   }

@@ -173,6 +173,13 @@ MessageReader::Status MessageReader::feed(std::span<const char>& in) {
   return Status::NeedMore;
 }
 
+std::string MessageReader::buffered() const {
+  const std::size_t h = std::min(have_, sizeof(hdr_bytes_));
+  std::string out(hdr_bytes_, h);
+  if (have_ > h) out.append(payload_.data(), have_ - h);
+  return out;
+}
+
 std::string encode_message(MsgType type, uint32_t req_id, uint32_t tx_id,
                            std::string_view payload) {
   xsd_sockmsg h{static_cast<uint32_t>(type), req_id, tx_id,

@@ -116,6 +116,7 @@ Node& Store::modify(Transaction* tx, const std::string& path) {
   if (tx == nullptr) {
     Node& n = nodes_.at(path);
     n.generation = ++generation_;
+    touched(path);
     return n;
   }
   auto o = tx->overlay_.find(path);
@@ -130,6 +131,7 @@ void Store::put(Transaction* tx, const std::string& path, Node n) {
   if (tx == nullptr) {
     n.generation = ++generation_;
     nodes_.insert_or_assign(path, std::move(n));
+    touched(path);
   } else {
     lookup(tx, path);  // record what the transaction saw there
     tx->overlay_.insert_or_assign(path, std::move(n));
@@ -139,6 +141,7 @@ void Store::put(Transaction* tx, const std::string& path, Node n) {
 void Store::erase(Transaction* tx, const std::string& path) {
   if (tx == nullptr) {
     nodes_.erase(path);
+    touched(path);
   } else {
     lookup(tx, path);
     tx->overlay_.insert_or_assign(path, std::nullopt);
@@ -317,6 +320,7 @@ XsError Store::set_perms(const Caller& c, Transaction* tx, const std::string& pa
     if (it == special_.end()) return XsError::NoEnt;
     if (!c.privileged()) return XsError::Acces;
     it->second = perms;
+    touched(path);
     return XsError::None;
   }
   XsError err = XsError::None;
@@ -351,10 +355,69 @@ XsError Store::commit(Transaction& tx, std::vector<Change>& changes) {
     } else {
       nodes_.erase(path);
     }
+    touched(path);
   }
   for (const auto& [domid, delta] : tx.node_delta_) owned_[domid] += delta;
   changes = std::move(tx.changes_);
   return XsError::None;
+}
+
+std::vector<std::string> Store::take_dirty() {
+  std::vector<std::string> out;
+  out.swap(dirty_);
+  std::sort(out.begin(), out.end());
+  out.erase(std::unique(out.begin(), out.end()), out.end());
+  return out;
+}
+
+const Node* Store::committed(std::string_view path) const {
+  auto it = nodes_.find(path);
+  return it == nodes_.end() ? nullptr : &it->second;
+}
+
+std::size_t Store::load(std::map<std::string, Node, std::less<>> nodes,
+                        const std::map<std::string, std::vector<NodePerm>, std::less<>>& specials) {
+  std::size_t dropped = 0;
+  if (nodes.find("/") == nodes.end()) {
+    Node root;
+    root.perms = {{0, XsPerm::None}};
+    nodes.emplace("/", std::move(root));
+  }
+  // Keep only what is reachable from the root through children lists that name existing
+  // nodes; walk top-down so a dropped node takes its subtree with it.
+  std::map<std::string, Node, std::less<>> kept;
+  std::vector<std::string> todo{"/"};
+  while (!todo.empty()) {
+    std::string path = std::move(todo.back());
+    todo.pop_back();
+    auto it = nodes.find(path);
+    Node n = std::move(it->second);
+    nodes.erase(it);
+    std::vector<std::string> kids;
+    for (auto& k : n.children) {
+      std::string cp = child_path(path, k);
+      if (nodes.find(cp) == nodes.end()) {
+        ++dropped;  // listed but missing (or listed twice)
+        continue;
+      }
+      todo.push_back(cp);
+      kids.push_back(std::move(k));
+    }
+    n.children = std::move(kids);
+    if (n.perms.empty()) n.perms = {{0, XsPerm::None}};
+    kept.emplace(std::move(path), std::move(n));
+  }
+  dropped += nodes.size();  // not reachable from the root
+  nodes_ = std::move(kept);
+  owned_.clear();
+  for (auto& [path, n] : nodes_) {
+    n.generation = ++generation_;
+    owned_[n.perms[0].domid] += 1;
+  }
+  for (const auto& [name, perms] : specials)
+    if (special_.count(name) != 0 && !perms.empty()) special_[name] = perms;
+  dirty_.clear();
+  return dropped;
 }
 
 }  // namespace pvio::xs

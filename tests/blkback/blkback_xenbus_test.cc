@@ -84,10 +84,20 @@ class XenbusTest : public ::testing::Test {
     xs_thread_.join();
     daemon_.reset();
   }
+  // A new daemon on the same socket over the same store: what a restarted pvio-xenstored
+  // looks like to its clients once it has read its journal back.
+  void restart_xenstored() {
+    stop_xenstored();
+    std::uint64_t v = 0;  // consume the stop signal, or the new loop would end at once
+    [[maybe_unused]] ssize_t n = ::read(stop_fd_, &v, sizeof v);
+    daemon_ = std::make_unique<xs::Daemon>(server_, dir_ + "/xs.sock");
+    xs_thread_ = std::thread([this] { daemon_->run(stop_fd_); });
+  }
 
   void start_service() {
     ServiceOptions o;
     o.xenstore_socket = dir_ + "/xs.sock";
+    o.xenstore_give_up_ms = give_up_ms_;
     o.domain_socket = [this](domid_t) { return dir_ + "/dom.sock"; };
     service_ = std::make_unique<BlkbackService>(o);
     service_rc_ = -1;
@@ -185,15 +195,17 @@ class XenbusTest : public ::testing::Test {
   std::unique_ptr<BlkbackService> service_;
   std::thread service_thread_;
   std::atomic<int> service_rc_{-1};
+  int give_up_ms_ = 30000;
   std::uint8_t* ring_page_ = nullptr;
   blkif::FrontRing ring_;
   evtchn_port_t port_ = 0;
   int event_fd_ = -1;
 };
 
-// xenstored going away ends the service with an error instead of a busy loop on a dead socket
-// (a supervisor restarts it; the restarted service reattaches to every vbd).
-TEST_F(XenbusTest, LosingXenstoredEndsTheServiceWithAnError) {
+// xenstored gone for longer than the reconnect budget ends the service with an error instead
+// of a busy loop on a dead socket (a supervisor restarts it; it reattaches to every vbd).
+TEST_F(XenbusTest, LosingXenstoredForGoodEndsTheServiceWithAnError) {
+  give_up_ms_ = 300;
   start_service();
   create_vbd();
   ASSERT_TRUE(wait_for([&] { return be_state() == XenbusState::InitWait; }));
@@ -202,6 +214,23 @@ TEST_F(XenbusTest, LosingXenstoredEndsTheServiceWithAnError) {
   EXPECT_TRUE(wait_for([&] { return service_rc_.load() != -1; }))
       << "pvio-blkback is still running without xenstored";
   EXPECT_EQ(service_rc_.load(), 1);
+}
+
+// A restarted xenstored (same store) is ridden through: the service reconnects, watches
+// again and goes on driving the handshake from the frontend's next state change.
+TEST_F(XenbusTest, XenstoredRestartIsRiddenThrough) {
+  start_service();
+  create_vbd();
+  ASSERT_TRUE(wait_for([&] { return be_state() == XenbusState::InitWait; }));
+  xs_.reset();
+  restart_xenstored();
+  xs_ = xs::Client::connect(dir_ + "/xs.sock");
+  ASSERT_TRUE(xs_);
+  frontend_connect("x86_64-abi");
+  ASSERT_TRUE(wait_for([&] { return be_state() == XenbusState::Connected; }))
+      << "backend state " << xs::xenbus_state_name(be_state()) << " error: " << read(be() + "/error");
+  EXPECT_EQ(service_rc_.load(), -1);  // still running
+  EXPECT_EQ(service_->connected_devices(), 1u);
 }
 
 // An unknown `protocol` is fatal for the device, as in xen-blkback's connect_ring.

@@ -96,10 +96,20 @@ class XenbusTest : public ::testing::Test {
     xs_thread_.join();
     daemon_.reset();
   }
+  // A new daemon on the same socket over the same store: what a restarted pvio-xenstored
+  // looks like to its clients once it has read its journal back.
+  void restart_xenstored() {
+    stop_xenstored();
+    std::uint64_t v = 0;  // consume the stop signal, or the new loop would end at once
+    [[maybe_unused]] ssize_t n = ::read(stop_fd_, &v, sizeof v);
+    daemon_ = std::make_unique<xs::Daemon>(server_, dir_ + "/xs.sock");
+    xs_thread_ = std::thread([this] { daemon_->run(stop_fd_); });
+  }
 
   void start_service(unsigned max_queues = 4) {
     ServiceOptions o;
     o.xenstore_socket = dir_ + "/xs.sock";
+    o.xenstore_give_up_ms = give_up_ms_;
     o.domain_socket = [this](domid_t d) { return dir_ + "/domain-" + std::to_string(d) + ".sock"; };
     o.max_queues = max_queues;
     o.stats_file = dir_ + "/netback.stats";
@@ -282,6 +292,7 @@ class XenbusTest : public ::testing::Test {
   std::unique_ptr<NetbackService> service_;
   std::thread service_thread_;
   std::atomic<int> service_rc_{-1};
+  int give_up_ms_ = 30000;
   Front fronts_[2];
   netif::CtrlFrontRing ctrl_;
   std::uint64_t ctrl_page_gfn_ = 0;
@@ -534,8 +545,27 @@ TEST_F(XenbusTest, ControlRingHashSteersPacketsToQueues) {
   EXPECT_EQ(be_state(0), XenbusState::Connected);
 }
 
-// xenstored going away ends the service with an error instead of a busy loop on a dead socket.
-TEST_F(XenbusTest, LosingXenstoredEndsTheServiceWithAnError) {
+// A restarted xenstored (same store) is ridden through: the service reconnects, watches
+// again and connects the vif on the frontend's next state change.
+TEST_F(XenbusTest, XenstoredRestartIsRiddenThrough) {
+  start_service();
+  create_vif(0);
+  ASSERT_TRUE(wait_for([&] { return be_state(0) == XenbusState::InitWait; }));
+  xs_.reset();
+  restart_xenstored();
+  xs_ = xs::Client::connect(dir_ + "/xs.sock");
+  ASSERT_TRUE(xs_);
+  frontend_connect(0);
+  ASSERT_TRUE(wait_for([&] { return be_state(0) == XenbusState::Connected; }))
+      << xs::xenbus_state_name(be_state(0)) << " error: " << read(be(0) + "/error");
+  EXPECT_EQ(service_rc_.load(), -1);  // still running
+  EXPECT_EQ(service_->connected_vifs(), 1u);
+}
+
+// xenstored gone for longer than the reconnect budget ends the service with an error instead
+// of a busy loop on a dead socket.
+TEST_F(XenbusTest, LosingXenstoredForGoodEndsTheServiceWithAnError) {
+  give_up_ms_ = 300;
   start_service();
   create_vif(0);
   ASSERT_TRUE(wait_for([&] { return be_state(0) == XenbusState::InitWait; }));

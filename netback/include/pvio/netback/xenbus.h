@@ -32,6 +32,9 @@ namespace pvio::netback {
 
 struct ServiceOptions {
   std::string xenstore_socket;
+  // How long the service waits for a restarted pvio-xenstored (reconnecting with backoff)
+  // before it gives up and exits with an error.
+  int xenstore_give_up_ms = 30000;
   unsigned max_queues = 4;  // multi-queue-max-queues
   // Uplinks shared by every vif ("tap:NAME", "af_packet:IFACE", "memif:SOCKET").
   std::vector<std::string> uplinks;

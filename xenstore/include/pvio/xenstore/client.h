@@ -1,5 +1,7 @@
 // Dom0 xenstore client over the daemon's unix socket: blocking request/reply, with watch
-// events that arrive meanwhile kept in a queue for read_watch().
+// events that arrive meanwhile kept in a queue for read_watch(). With reconnection enabled it
+// rides through a restart of the daemon: it reconnects with bounded backoff and registers its
+// watches again (each then fires once, so the caller re-reads what it watches).
 #pragma once
 
 #include <cstdint>
@@ -28,11 +30,24 @@ struct WatchEvent {
   std::string token;
 };
 
+// How a client waits for a restarted daemon: the delay between attempts doubles from
+// `first_delay_ms` up to `max_delay_ms`; after `give_up_ms` without a daemon it stays lost.
+struct ReconnectPolicy {
+  int first_delay_ms = 20;
+  int max_delay_ms = 500;
+  int give_up_ms = 30000;
+};
+
 class Client {
  public:
   // nullptr (errno set) if the socket cannot be reached.
   static std::unique_ptr<Client> connect(const std::string& socket_path);
   ~Client();
+  // From now on a lost connection is re-established (see ReconnectPolicy): requests outside
+  // a transaction are sent again on the new connection, requests in a transaction (which
+  // died with the old one) answer EAGAIN, and read_watch() waits through the outage.
+  void enable_reconnect(ReconnectPolicy policy = {});
+  uint64_t reconnects() const { return reconnects_; }
   Client(const Client&) = delete;
   Client& operator=(const Client&) = delete;
 
@@ -64,13 +79,21 @@ class Client {
   std::size_t queued_watch_events() const { return events_.size(); }
 
  private:
-  explicit Client(int fd) : fd_(fd) {}
+  Client(int fd, std::string path) : fd_(fd), path_(std::move(path)) {}
+  // Sends one request and waits for its reply on the current connection.
+  Result<std::string> request_once(MsgType type, std::string_view payload, uint32_t tx);
+  // Replaces a lost connection (see ReconnectPolicy); false once it gives up.
+  bool reconnect();
   // Reads one message; false on EOF/error/timeout.
   bool receive(int timeout_ms, xsd_sockmsg& hdr, std::string& payload);
   void queue_event(std::string_view payload);
 
   int fd_;
+  std::string path_;
   bool lost_ = false;
+  std::optional<ReconnectPolicy> reconnect_;
+  uint64_t reconnects_ = 0;
+  std::vector<std::pair<std::string, std::string>> watches_;  // registered (path, token)
   uint32_t next_req_ = 1;
   MessageReader reader_;
   std::string inbuf_;

@@ -70,6 +70,9 @@ class MessageReader {
   std::span<const char> payload() const { return {payload_.data(), hdr_.len}; }
   // Call after handling a Message to start on the next one.
   void reset() { have_ = 0; }
+  // The bytes of an unfinished message received so far (header first).
+  bool partial() const { return have_ != 0; }
+  std::string buffered() const;
 
  private:
   xsd_sockmsg hdr_{};

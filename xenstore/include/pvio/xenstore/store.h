@@ -107,6 +107,22 @@ class Store {
   const Quotas& quotas() const { return quotas_; }
   std::size_t node_count() const { return nodes_.size(); }
 
+  // Persistence. With tracking on, every path whose committed node changed (written,
+  // created, removed, perms) is remembered until take_dirty(); "@name" for special perms.
+  void set_track_changes(bool on) { track_ = on; }
+  std::vector<std::string> take_dirty();
+  const Node* committed(std::string_view path) const;
+  const std::map<std::string, Node, std::less<>>& nodes() const { return nodes_; }
+  const std::map<std::string, std::vector<NodePerm>, std::less<>>& specials() const {
+    return special_;
+  }
+  // Replaces the tree with `nodes` read back from disk, which is not trusted: a child that
+  // does not exist is dropped from its parent's list, a node whose parent does not list it
+  // (or does not exist) is dropped with its subtree, a missing root is created. Quota
+  // counts are recomputed. Returns how many nodes and child entries were dropped.
+  std::size_t load(std::map<std::string, Node, std::less<>> nodes,
+                   const std::map<std::string, std::vector<NodePerm>, std::less<>>& specials);
+
  private:
   const Node* lookup(Transaction* tx, std::string_view path);
   Node& modify(Transaction* tx, const std::string& path);  // node must exist
@@ -124,6 +140,11 @@ class Store {
   std::unordered_map<domid_t, int64_t> owned_;
   std::map<std::string, std::vector<NodePerm>, std::less<>> special_;
   uint64_t generation_ = 0;
+  bool track_ = false;
+  std::vector<std::string> dirty_;
+  void touched(const std::string& path) {
+    if (track_) dirty_.push_back(path);
+  }
 };
 
 }  // namespace pvio::xs
