@@ -148,8 +148,11 @@ int run_guest(pvio::domain::Domain& d, const Devices& devs, const std::string& x
   int loop_rc = 0;
   std::thread loop([&] { loop_rc = d.run(); });
 
+  // The ring's client takes the xenstore port's handler: only when someone here uses it (a
+  // domain with a relay has neither devices nor the shutdown watch; the relay owns the port).
   std::unique_ptr<bu::SharedRingXenstore> ring;
-  if (xenstore_socket.empty()) ring = std::make_unique<bu::SharedRingXenstore>(d);
+  if (xenstore_socket.empty() && (devs.vbd != 0 || devs.vif || watch_shutdown))
+    ring = std::make_unique<bu::SharedRingXenstore>(d);
   auto open_xs = [&]() -> std::unique_ptr<bu::XenstoreAccess> {
     return ring ? ring->open() : bu::make_socket_xenstore(xenstore_socket, d.domid());
   };

@@ -15,9 +15,9 @@ done
 
 # Blocks not run, by file and first line, with the reason.
 declare -A not_run=(
-  ["README.md|./setup.sh run"]="installs packages and runs the whole suite (it is what CI runs)"
-  ["README.md|export PVIO_RUN_DIR=\$(mktemp -d)               # sockets, pid files, logs"]="run by readme_blocks.sh, which also checks what it leaves behind"
-  ["docs/bench.md|build/tools/pvio bench                              # defaults: ~40 s here"]="benchmark runs of minutes each"
+  ["README.md|./setup.sh run "]="installs packages and runs the whole suite (it is what CI runs)"
+  ["README.md|export PVIO_RUN_DIR=\$(mktemp -d)               # sockets"]="run by readme_blocks.sh, which also checks what it leaves behind"
+  ["docs/bench.md|build/tools/pvio bench "]="benchmark runs of minutes each"
   ["docs/domain-control-protocol.md|CXX=clang++ CC=clang meson setup build-fuzz -Dfuzzers=true"]="a second build tree with clang; setup.sh test builds and runs the fuzzers"
   ["docs/toolstack.md|systemctl enable --now pvio-xenstored pvio-blkback pvio-netback"]="changes the host's systemd; install_units.sh runs the units' ExecStart from a scratch root"
 )
@@ -43,48 +43,61 @@ ran=0 skipped=0 failed=0
 for b in "$blocks"/*; do
   file=$(sed -n 1p "$b") line=$(sed -n 2p "$b") first=$(sed -n 3p "$b")
   body=$(tail -n +3 "$b")
-  if [[ -n ${not_run["$file|$first"]+x} ]]; then
-    echo "=== $file:$line not run: ${not_run["$file|$first"]}"
+  why=
+  for key in "${!not_run[@]}"; do
+    # Keyed by the block's first line (its start, so a comment after it may change).
+    if [[ ${key%%|*} == "$file" && $first == "${key#*|}"* ]]; then why=${not_run[$key]}; fi
+  done
+  if [[ -n $why ]]; then
+    echo "=== $file:$line not run: $why"
     skipped=$((skipped + 1))
     continue
   fi
   echo "=== $file:$line"
   scratch=$(mktemp -d)
   ln -s "$build" "$scratch/build"
-  mkdir -m 0700 "$scratch/xdg"
+  mkdir -m 0700 "$scratch/xdg" "$scratch/tmp"
+  printf '%s\n' "$body" > "$scratch/.block"
   rc=0
+  # TMPDIR keeps what the block makes with mktemp (its run dir) in the scratch directory, so
+  # whatever it leaves is found and stopped below; each block gets three minutes.
   (
     cd "$scratch"
-    export PATH="$build/tools:$build/xenstore:$build/hypervisor:$PATH" XDG_RUNTIME_DIR=$scratch/xdg
+    export PATH="$build/tools:$build/xenstore:$build/hypervisor:$PATH"
+    export XDG_RUNTIME_DIR=$scratch/xdg TMPDIR=$scratch/tmp
     unset PVIO_RUN_DIR XENSTORED_PATH
-    trap 'echo "${PVIO_RUN_DIR:-}" > "'"$scratch"'/.run_dir"' EXIT
-    set -x
-    eval "$body"
+    exec timeout 180 bash -euxo pipefail .block
   ) || rc=$?
-  # Whatever the block left running if a line failed half-way.
-  run_dir=$(cat "$scratch/.run_dir" 2>/dev/null || true)
-  if [[ -n $run_dir && -d $run_dir ]]; then
+  leftovers=
+  for run_dir in "$scratch"/tmp/*/; do
+    run_dir=${run_dir%/}
+    [[ -e $run_dir/xenstored.log ]] || continue
     # A block that ends cleanly stops what it started.
-    [[ $rc -eq 0 ]] && leftovers=$(ls "$run_dir" | grep -E '^(domain-[0-9]+(\.monitor)?|xenstored|blkback|netback)\.pid$' || true)
-    grep -o " $run_dir/[^ ]*" /proc/self/mountinfo | sort -r | while read -r m; do umount -l "$m" || true; done
+    if [[ $rc -eq 0 ]]; then
+      leftovers+=$(ls "$run_dir" | grep -E '^(domain-[0-9]+(\.monitor)?|xenstored|blkback|netback)\.pid$' || true)
+    fi
+    { grep -o " $run_dir/[^ ]*" /proc/self/mountinfo || true; } | sort -r |
+      while read -r m; do umount -l "$m" || true; done
     for pidf in "$run_dir"/domain-*.pid; do
       [[ -e $pidf ]] || continue
       n=${pidf##*/domain-}; n=${n%%.*}
       PVIO_RUN_DIR=$run_dir "$build/tools/pvio" destroy "$n" >/dev/null 2>&1 || true
     done
     PVIO_RUN_DIR=$run_dir "$build/tools/pvio" down >/dev/null 2>&1 || true
-    rm -rf "$run_dir"
-  fi
+  done
+  { grep -o " $scratch/[^ ]*" /proc/self/mountinfo || true; } | sort -r |
+    while read -r m; do umount -l "$m" || true; done
   rm -rf "$scratch"
   if [[ $rc -ne 0 ]]; then
     echo "--- FAILED: $file:$line (exit $rc)"
     failed=$((failed + 1))
-    [[ $file == docs/netfront.md ]] && { ip netns del guest1 2>/dev/null || true; ip netns del guest2 2>/dev/null || true; }
+    if [[ $file == docs/netfront.md ]]; then
+      for ns in guest1 guest2; do { ip netns pids $ns 2>/dev/null || true; } | xargs -r kill; ip netns del $ns 2>/dev/null || true; done
+    fi
   elif [[ -n ${leftovers:-} ]]; then
     echo "--- FAILED: $file:$line left $leftovers behind"
     failed=$((failed + 1))
   fi
-  leftovers=
   ran=$((ran + 1))
 done
 rm -rf "$blocks"
