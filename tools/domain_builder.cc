@@ -262,6 +262,9 @@ bool build_domain(xs::Client& xs, DomainPlan* plan, pid_t* pid_out, std::string*
     return false;
   }
   const std::string name = p.name.empty() ? proc : p.name;
+  domid_t as_number = 0;
+  if (parse_domid(name, &as_number) || name == "Domain-0")
+    return *err = "name '" + name + "' would be taken for a domid", false;
   if (auto other = domain_named(xs, name))
     return *err = "name '" + name + "' is already used by domain " + std::to_string(*other), false;
 

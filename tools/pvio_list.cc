@@ -1,6 +1,8 @@
 // pvio list: the domains xenstore knows, like `xl list`: name, domid, kind (user, hvm, pvh),
 // state, memory, vCPUs and devices (vbd:xvda vif:0).
+#include <algorithm>
 #include <cstdio>
+#include <vector>
 
 #include "domain_builder.h"
 #include "pvio_cli.h"
@@ -31,9 +33,14 @@ int run(const std::vector<std::string>& args) {
               "-");
   auto doms = xs->directory("/local/domain");
   if (!doms.ok()) return 0;
+  std::vector<domid_t> ids;  // by domid, as xl lists them
   for (const auto& id : doms.value) {
     domid_t domid = 0;
-    if (!parse_domid(id, &domid)) continue;
+    if (parse_domid(id, &domid)) ids.push_back(domid);
+  }
+  std::sort(ids.begin(), ids.end());
+  for (const domid_t domid : ids) {
+    const std::string id = std::to_string(domid);
     const std::string home = "/local/domain/" + id;
     const auto name = xs->read(home + "/name");
     const auto mem = xs->read(home + "/memory/target");

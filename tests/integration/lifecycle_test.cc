@@ -230,6 +230,10 @@ TEST_F(Lifecycle, FailedCreatesLeaveNothingBehind) {
   EXPECT_NE(r.status, 0);
   EXPECT_NE(r.out.find("nodisk.cfg:3: disk: "), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("missing.img"), std::string::npos) << r.out;
+  // A name `destroy 7` would read as a domid.
+  r = pvio("create " + write_cfg("num.cfg", "name = \"7\"\n"));
+  EXPECT_NE(r.status, 0);
+  EXPECT_NE(r.out.find("would be taken for a domid"), std::string::npos) << r.out;
   // A syntax error names its line and key too.
   const std::string syntax = write_cfg("syntax.cfg", "name = \"s\"\nmemory = \"lots\"\n");
   r = pvio("create " + syntax);
