@@ -355,6 +355,33 @@ std::optional<domid_t> find_domain(xs::Client& xs, const std::string& what) {
   return std::nullopt;
 }
 
+namespace {
+
+struct Ending {
+  const char* what;
+  OnEvent action;
+};
+
+// How the domain's process ended, from pvio-hv's / pvio-domain's exit status, and what the
+// plan says to do about it.
+Ending classify_ending(int status, const DomainPlan& plan) {
+  if (!WIFEXITED(status)) return {"crashed", plan.on_crash};  // killed by a signal
+  switch (WEXITSTATUS(status)) {
+    case kExitPoweroff:
+    case kExitGuestFailure:
+      return {"powered off", plan.on_poweroff};
+    case kExitReboot:
+      return {"rebooted", plan.on_reboot};
+    case kExitDestroyed:
+      return {"was stopped by the host", OnEvent::Destroy};
+    case kExitCrashed:
+    default:
+      return {"crashed", plan.on_crash};
+  }
+}
+
+}  // namespace
+
 void monitor_domain(DomainPlan plan, pid_t pid) {
   const domid_t domid = plan.domid;
   const std::string d = std::to_string(domid);
@@ -375,28 +402,9 @@ void monitor_domain(DomainPlan plan, pid_t pid) {
       say("lost its process: " + std::string(std::strerror(errno)));
       return;
     }
-    const char* what = "crashed";
-    OnEvent action = plan.on_crash;
-    if (WIFEXITED(status)) {
-      switch (WEXITSTATUS(status)) {
-        case kExitPoweroff:
-        case kExitGuestFailure:
-          what = "powered off";
-          action = plan.on_poweroff;
-          break;
-        case kExitReboot:
-          what = "rebooted";
-          action = plan.on_reboot;
-          break;
-        case kExitDestroyed:
-          what = "was stopped by the host";
-          action = OnEvent::Destroy;
-          break;
-        case kExitCrashed:
-        default:
-          break;
-      }
-    }
+    const Ending end = classify_ending(status, plan);
+    const char* what = end.what;
+    const OnEvent action = end.action;
     const std::string how = WIFEXITED(status) ? "exit status " + std::to_string(WEXITSTATUS(status))
                                                : "signal " + std::to_string(WTERMSIG(status));
     say(std::string(what) + " (" + how + "); " + on_event_name(action));
