@@ -26,8 +26,8 @@ namespace pvio::cli {
 namespace {
 
 constexpr const char* kUserUsage =
-    "usage: pvio create --domid N [--name NAME] [--memory-mib M] [--vbd DEVID [--fuse "
-    "MOUNTPOINT]] [--vif MAC [--tap NAME] [--uplink NAME]] | --xenstore-relay]";
+    "usage: pvio create [--domid N] [--name NAME] [--memory-mib M] [--vbd DEVID [--fuse "
+    "MOUNTPOINT]] [--vif MAC [--tap NAME] [--uplink NAME]] [--xenstore-relay (no devices)]";
 constexpr const char* kHvmUsage =
     "usage: pvio create --kernel ELF [--domid N] [--name NAME] [--mem SIZE] [--vcpus N] "
     "[--cmdline STR] [--vbd DEVID:IMG[:r]] [--vif MAC [--uplink NAME]]";
@@ -107,7 +107,7 @@ int run_hvm(const Options& o) {
 // The flag form of a user-mode domain.
 int run_user(const Options& o) {
   DomainPlan p;
-  if (!o.positional.empty() || !parse_domid(o.get("--domid"), &p.domid) ||
+  if (!o.positional.empty() || (o.has("--domid") && !parse_domid(o.get("--domid"), &p.domid)) ||
       (o.has("--memory-mib") && !parse_uint(o.get("--memory-mib"), &p.memory_mib)) ||
       (o.has("--grant-frames") && !parse_uint(o.get("--grant-frames"), &p.grant_frames)) ||
       (o.has("--fuse") && !o.has("--vbd")) ||
@@ -230,9 +230,9 @@ int run(const std::vector<std::string>& args) {
 
 }  // namespace
 
-PVIO_VERB("create", "FILE  |  --domid N [--name NAME] [--memory-mib M] [--grant-frames G] "
-          "[--vbd DEVID [--fuse MOUNTPOINT]] [--vif MAC [--tap NAME] [--uplink NAME]] | "
-          "--xenstore-relay]  |  --kernel ELF [--domid N] [--name NAME] [--mem SIZE] "
+PVIO_VERB("create", "FILE  |  [--domid N] [--name NAME] [--memory-mib M] [--grant-frames G] "
+          "[--vbd DEVID [--fuse MOUNTPOINT]] [--vif MAC [--tap NAME] [--uplink NAME]] "
+          "[--xenstore-relay (no devices)]  |  --kernel ELF [--domid N] [--name NAME] [--mem SIZE] "
           "[--vcpus N] [--cmdline STR] [--vbd DEVID:IMG[:r]] [--vif MAC [--uplink NAME]]",
           "start a domain from an xl.cfg file (monitored), or a user-mode or HVM/PVH domain "
           "from flags", run);

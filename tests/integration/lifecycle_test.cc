@@ -327,6 +327,11 @@ TEST_F(Lifecycle, ShutdownWaitIsBoundedWhenTheGuestDoesNotAnswer) {
   EXPECT_TRUE(alive(domain_pid(3)));
   EXPECT_EQ(read("/local/domain/3/control/shutdown"), "poweroff");
   EXPECT_NE(pvio("shutdown nosuchdomain").status, 0);
+  // The flag form takes the first free domid too.
+  const CmdResult free = pvio("create --name second --xenstore-relay");
+  ASSERT_EQ(free.status, 0) << free.out;
+  domains_.insert(1);
+  EXPECT_NE(free.out.find("domain 1 (second)"), std::string::npos) << free.out;
 }
 
 }  // namespace
