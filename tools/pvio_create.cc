@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -166,6 +167,16 @@ int run_file(const std::string& path, const Options& o) {
   if (monitor == 0) {
     ::close(fds[0]);
     ::setsid();
+    // Like any daemon, it holds no one's working directory (every path in the plan is
+    // absolute: the file's own are resolved against its directory; so are the run-dir
+    // variables from here on).
+    for (const char* var : {"PVIO_RUN_DIR", "XENSTORED_PATH", "XDG_RUNTIME_DIR"}) {
+      const char* v = std::getenv(var);
+      std::error_code aec;
+      if (v != nullptr && *v != '\0' && *v != '/')
+        ::setenv(var, std::filesystem::absolute(v, aec).c_str(), 1);
+    }
+    (void)!::chdir("/");
     // Nothing of the caller's terminal or pipes stays open in the monitor.
     const int null = ::open("/dev/null", O_RDWR | O_CLOEXEC);
     for (int fd = 0; fd < 3; ++fd) ::dup2(null, fd);
