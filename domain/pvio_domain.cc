@@ -135,6 +135,42 @@ class ShutdownWatch {
   std::thread thread_;
 };
 
+// netfront for the vif, its NIC thread connecting whenever the toolstack and the backend are
+// ready (and again after a backend restart). 0 or -EIO.
+int start_nic(pvio::domain::Domain& d, const pvio::netfront::user::TapConfig& tc,
+              std::unique_ptr<bu::XenstoreAccess> xs,
+              std::unique_ptr<pvio::netfront::user::TapNic>* nic) {
+  if (!xs) {
+    spdlog::error("domain {}: cannot reach xenstore for vif {}", d.domid(), tc.devid);
+    return -EIO;
+  }
+  try {
+    *nic = std::make_unique<pvio::netfront::user::TapNic>(d, std::move(xs), tc);
+    spdlog::info("domain {}: vif {} is TAP {}", d.domid(), tc.devid, (*nic)->ifname());
+    return 0;
+  } catch (const std::exception& e) {
+    spdlog::error("domain {}: vif {}: {}", d.domid(), tc.devid, e.what());
+    return -EIO;
+  }
+}
+
+// blkfront's handshake for the vbd. The toolstack may create the device a little after the
+// domain (`pvio block-attach`): keep trying until stopped. True once Connected.
+bool connect_disk(pvio::domain::Domain& d, bu::Device& dev, std::uint32_t devid) {
+  while (!g_stop_requested) {
+    const int rc = dev.connect(5000);
+    if (rc == 0) {
+      const pvio::blkfront::DiskInfo info = dev.disk();
+      spdlog::info("domain {}: vbd {} connected, {} sectors{}", d.domid(), devid, info.sectors,
+                   info.read_only() ? " (read-only)" : "");
+      return true;
+    }
+    spdlog::info("domain {}: vbd {} not connected yet ({}), retrying", d.domid(), devid, rc);
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+  return false;
+}
+
 // The domain loop on a thread; the devices' frontends on their own threads; this thread
 // waits for a stop (or serves FUSE until one), then closes the NIC, then the disk, and only
 // then stops the loop, so the closes still get their events.
@@ -162,56 +198,24 @@ int run_guest(pvio::domain::Domain& d, const Devices& devs, const std::string& x
     std::unique_ptr<pvio::netfront::user::TapNic> nic;
     std::unique_ptr<bu::Device> dev;
     std::unique_ptr<ShutdownWatch> watch;
-    if (devs.vif) {
-      auto xs = open_xs();
-      if (!xs) {
-        spdlog::error("domain {}: cannot reach xenstore at {}", d.domid(), xenstore_socket);
-        rc = -EIO;
-      } else {
-        try {
-          nic = std::make_unique<pvio::netfront::user::TapNic>(d, std::move(xs), *devs.vif);
-          spdlog::info("domain {}: vif {} is TAP {}", d.domid(), devs.vif->devid, nic->ifname());
-        } catch (const std::exception& e) {
-          spdlog::error("domain {}: vif {}: {}", d.domid(), devs.vif->devid, e.what());
-          rc = -EIO;
-        }
-      }
-    }
+    if (devs.vif) rc = start_nic(d, *devs.vif, open_xs(), &nic);
     if (rc == 0 && devs.vbd != 0) {
-      auto xs = open_xs();
-      if (!xs) {
-        spdlog::error("domain {}: cannot reach xenstore at {}", d.domid(), xenstore_socket);
-        rc = -EIO;
-      } else {
+      if (auto xs = open_xs()) {
         bu::DeviceConfig dc;
         dc.devid = devs.vbd;
         dev = std::make_unique<bu::Device>(d, std::move(xs), dc);
+      } else {
+        spdlog::error("domain {}: cannot reach xenstore for vbd {}", d.domid(), devs.vbd);
+        rc = -EIO;
       }
     }
     if (rc == 0 && watch_shutdown) {
-      if (auto xs = open_xs()) watch = std::make_unique<ShutdownWatch>(d, std::move(xs), ring != nullptr,
-                                                pthread_self());
+      if (auto xs = open_xs())
+        watch = std::make_unique<ShutdownWatch>(d, std::move(xs), ring != nullptr, pthread_self());
     }
     pthread_sigmask(SIG_SETMASK, &old, nullptr);
 
-    bool connected = false;
-    if (rc == 0 && dev) {
-      // The toolstack may create the device a little after the domain: keep trying until
-      // stopped.
-      int crc = -1;
-      while (!g_stop_requested) {
-        crc = dev->connect(5000);
-        if (crc == 0) break;
-        spdlog::info("domain {}: vbd {} not connected yet ({}), retrying", d.domid(), devs.vbd, crc);
-        std::this_thread::sleep_for(std::chrono::milliseconds(200));
-      }
-      connected = crc == 0;
-      if (connected) {
-        const pvio::blkfront::DiskInfo info = dev->disk();
-        spdlog::info("domain {}: vbd {} connected, {} sectors{}", d.domid(), devs.vbd,
-                     info.sectors, info.read_only() ? " (read-only)" : "");
-      }
-    }
+    const bool connected = rc == 0 && dev && connect_disk(d, *dev, devs.vbd);
     if (rc == 0 && connected && !devs.fuse_mountpoint.empty() && !g_stop_requested) {
       bu::FuseOptions fo;
       fo.mountpoint = devs.fuse_mountpoint;
