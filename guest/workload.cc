@@ -1,4 +1,4 @@
-// Workload runner: `mode=boot|workload|xcheck|crash|hostile|xen-probe|hypercalls|evtchn|
+// Workload runner: `mode=boot|workload|xcheck|crash|hostile|xen-probe|hypercalls|evtchn|control|
 // hostile-xen disk=ide|pv xfer=dma|pio rw=read|write|randread|randwrite bs=4096 qd=N
 // count=N | time=MS verify=1 seed=S size=BYTES`, PV tuning `devid= poll_us= ring_order=
 // indirect= persistent=`, and `mode=xcheck from=ide|pv to=pv|ide` (write through one disk,
@@ -729,6 +729,7 @@ void run_command_line(const pvio::hv::BootInfo* info) {
   if (streq(o.mode, "hostile")) run_hostile(o, info);
   if (streq(o.mode, "xen-probe")) run_xen_probe(o.xenstore != 0);
   if (streq(o.mode, "hypercalls")) run_hypercall_checks(info->mem_bytes);
+  if (streq(o.mode, "control")) run_control();
   if (streq(o.mode, "evtchn")) run_evtchn_echo(o.count ? o.count : 16);
   if (streq(o.mode, "hostile-xen")) run_hostile_xen(o.count ? o.count : 1000, o.seed, info->mem_bytes);
   if (streq(o.mode, "workload")) run_workload(o, khz);

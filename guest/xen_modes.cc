@@ -129,6 +129,36 @@ int64_t evtchn_op(unsigned cmd, void* arg) {
   xen_poweroff(!use_xenstore || xs_roundtrip == 1);
 }
 
+[[noreturn]] void run_control() {
+  const XenInfo info = init_or_die();
+  XsWait w{info.store_evtchn, 0};
+  auto* page = reinterpret_cast<xs::xenstore_domain_interface*>(info.store_pfn << 12);
+  auto* xs = new (g_xs_storage) xs::GuestClient<4>(page, xs::GuestPlatform{&w, xs_notify, xs_wait});
+  if (xs->watch("control/shutdown", "control") != xs::XsError::None) {
+    kprintf("PVIO-GUEST control: cannot watch control/shutdown\n");
+    shutdown(kExitErrors);
+  }
+  kprintf("PVIO-GUEST control: watching control/shutdown\n");
+  char buf[32], path[64], token[16];
+  for (;;) {
+    size_t len = 0;
+    if (xs->read("control/shutdown", buf, sizeof(buf) - 1, &len) == xs::XsError::None && len > 0) {
+      buf[len] = '\0';
+      const bool reboot = len == 6 && memcmp(buf, "reboot", 6) == 0;
+      const bool off = (len == 8 && memcmp(buf, "poweroff", 8) == 0) ||
+                       (len == 4 && memcmp(buf, "halt", 4) == 0);
+      if (reboot || off) {
+        xs->write("control/shutdown", "", 0);  // acknowledged, as Linux's driver does
+        kprintf("PVIO-GUEST control: %s\n", buf);
+        xen::sched_shutdown s{reboot ? xen::SHUTDOWN_reboot : xen::SHUTDOWN_poweroff};
+        hypercall(xen::kHypercallSchedOp, xen::SCHEDOP_shutdown, reinterpret_cast<uint64_t>(&s));
+        shutdown(kExitErrors);  // not reached: the VMM ends the domain
+      }
+    }
+    xs->read_watch(path, sizeof path, token, sizeof token, true);
+  }
+}
+
 [[noreturn]] void run_hypercall_checks(uint64_t mem_bytes) {
   const XenInfo info = init_or_die();
   const uint16_t self = xen::DOMID_SELF;

@@ -21,51 +21,6 @@ namespace {
 
 using xs::XsError;
 
-// Xen's vbd numbering (docs/misc/vbd-interface): xvdX is (202 << 8) | (disk << 4) for the
-// first 16 disks, (1 << 28) | (disk << 8) beyond. A bare number is taken as the devid itself.
-bool parse_vdev(const std::string& v, uint32_t* devid) {
-  uint64_t n = 0;
-  if (parse_uint(v, &n)) {
-    if (n == 0 || n > 0xFFFFFFFFu) return false;
-    *devid = static_cast<uint32_t>(n);
-    return true;
-  }
-  if (!v.starts_with("xvd") || v.size() < 4 || v.size() > 5) return false;
-  uint32_t disk = 0;
-  for (std::size_t i = 3; i < v.size(); ++i) {
-    if (v[i] < 'a' || v[i] > 'z') return false;
-    disk = disk * 26 + static_cast<uint32_t>(v[i] - 'a') + (i + 1 < v.size() ? 1 : 0);
-  }
-  *devid = disk < 16 ? (202u << 8) | (disk << 4) : (1u << 28) | (disk << 8);
-  return true;
-}
-
-// Why FILE cannot back a disk, or "" if it can: it must exist, be a regular file or a block
-// device, and hold at least one 512-byte sector (blkfront reports a 0-sector disk as absent).
-std::string unusable_backing(const std::string& given, const std::string& path,
-                             const std::error_code& ec) {
-  if (ec) return given + ": " + ec.message();
-  struct stat st{};
-  if (::stat(path.c_str(), &st) != 0) return given + ": " + std::strerror(errno);
-  std::uint64_t bytes = 0;
-  if (S_ISREG(st.st_mode)) {
-    bytes = static_cast<std::uint64_t>(st.st_size);
-  } else if (S_ISBLK(st.st_mode)) {
-    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return given + ": " + std::strerror(errno);
-    const int rc = ::ioctl(fd, BLKGETSIZE64, &bytes);
-    const int err = errno;
-    ::close(fd);
-    if (rc != 0) return given + ": cannot read the device size: " + std::strerror(err);
-  } else {
-    return given + " is not a regular file or block device";
-  }
-  if (bytes < 512)
-    return given + " is " + std::to_string(bytes) +
-           " bytes long: a disk needs at least one 512-byte sector";
-  return "";
-}
-
 // Returns once the disk is usable: the frontend is Connected and, for a user-mode domain that
 // exposes this vbd through FUSE (`pvio create --vbd DEVID --fuse MNT`), MNT/disk exists. A
 // backend that fails (error node, Closing) fails the attach. Other guests connect when they

@@ -20,6 +20,9 @@
 #include <random>
 #include <thread>
 
+#include <linux/fs.h>
+#include <sys/ioctl.h>
+
 #include "pvio/control/run_dir.h"
 
 namespace pvio::cli {
@@ -190,20 +193,25 @@ bool write_pid_file(const std::string& name, pid_t pid) {
   return static_cast<bool>(f);
 }
 
-std::optional<pid_t> running_pid(const std::string& name) {
-  std::ifstream f(pid_file(name));
-  long v = 0;
-  if (!(f >> v) || v <= 0) return std::nullopt;
-  const pid_t pid = static_cast<pid_t>(v);
-  if (exited(pid)) return std::nullopt;
+bool process_alive(pid_t pid) {
+  if (pid <= 0 || exited(pid)) return false;
   // A zombie is not running; /proc tells (state 'Z').
   std::ifstream st("/proc/" + std::to_string(pid) + "/stat");
   std::string line;
   if (std::getline(st, line)) {
     const auto close = line.rfind(')');
     if (close != std::string::npos && close + 2 < line.size() && line[close + 2] == 'Z')
-      return std::nullopt;
+      return false;
   }
+  return true;
+}
+
+std::optional<pid_t> running_pid(const std::string& name) {
+  std::ifstream f(pid_file(name));
+  long v = 0;
+  if (!(f >> v) || v <= 0) return std::nullopt;
+  const pid_t pid = static_cast<pid_t>(v);
+  if (!process_alive(pid)) return std::nullopt;
   return pid;
 }
 
@@ -447,6 +455,51 @@ xs::XsError write_vif(xs::Client& c, domid_t domid, const VifSpec& vif) {
     xs::XsError r = dir(fe, fe_keys, fe_perms);
     return r == xs::XsError::None ? dir(be, be_keys, be_perms) : r;
   });
+}
+
+// Xen's vbd numbering (docs/misc/vbd-interface): xvdX is (202 << 8) | (disk << 4) for the
+// first 16 disks, (1 << 28) | (disk << 8) beyond. A bare number is taken as the devid itself.
+bool parse_vdev(const std::string& v, uint32_t* devid) {
+  uint64_t n = 0;
+  if (parse_uint(v, &n)) {
+    if (n == 0 || n > 0xFFFFFFFFu) return false;
+    *devid = static_cast<uint32_t>(n);
+    return true;
+  }
+  if (!v.starts_with("xvd") || v.size() < 4 || v.size() > 5) return false;
+  uint32_t disk = 0;
+  for (std::size_t i = 3; i < v.size(); ++i) {
+    if (v[i] < 'a' || v[i] > 'z') return false;
+    disk = disk * 26 + static_cast<uint32_t>(v[i] - 'a') + (i + 1 < v.size() ? 1 : 0);
+  }
+  *devid = disk < 16 ? (202u << 8) | (disk << 4) : (1u << 28) | (disk << 8);
+  return true;
+}
+
+// Why FILE cannot back a disk, or "" if it can: it must exist, be a regular file or a block
+// device, and hold at least one 512-byte sector (blkfront reports a 0-sector disk as absent).
+std::string unusable_backing(const std::string& given, const std::string& path,
+                             const std::error_code& ec) {
+  if (ec) return given + ": " + ec.message();
+  struct stat st{};
+  if (::stat(path.c_str(), &st) != 0) return given + ": " + std::strerror(errno);
+  std::uint64_t bytes = 0;
+  if (S_ISREG(st.st_mode)) {
+    bytes = static_cast<std::uint64_t>(st.st_size);
+  } else if (S_ISBLK(st.st_mode)) {
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return given + ": " + std::strerror(errno);
+    const int rc = ::ioctl(fd, BLKGETSIZE64, &bytes);
+    const int err = errno;
+    ::close(fd);
+    if (rc != 0) return given + ": cannot read the device size: " + std::strerror(err);
+  } else {
+    return given + " is not a regular file or block device";
+  }
+  if (bytes < 512)
+    return given + " is " + std::to_string(bytes) +
+           " bytes long: a disk needs at least one 512-byte sector";
+  return "";
 }
 
 bool parse_mac(const std::string& s, std::string* out) {

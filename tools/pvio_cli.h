@@ -13,6 +13,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <system_error>
 #include <vector>
 
 #include "pvio/xen/xen.h"
@@ -82,6 +83,8 @@ bool write_user_domain_vbd(domid_t domid, const UserDomainVbd& vbd);
 std::optional<UserDomainVbd> read_user_domain_vbd(domid_t domid);
 void remove_user_domain_vbd(domid_t domid);
 bool write_pid_file(const std::string& name, pid_t pid);
+// Whether `pid` runs (not exited, not a zombie); reaps it if it is our exited child.
+bool process_alive(pid_t pid);
 // The pid in the file if that process is alive, else nullopt.
 std::optional<pid_t> running_pid(const std::string& name);
 // SIGTERM, up to timeout_ms for it to exit, then SIGKILL. Removes the pid file.
@@ -131,6 +134,14 @@ struct VifSpec {
   std::string uplink;  // optional
 };
 xs::XsError write_vif(xs::Client& c, domid_t domid, const VifSpec& vif);
+// Xen's vbd numbering (docs/misc/vbd-interface): xvdX is (202 << 8) | (disk << 4) for the
+// first 16 disks, (1 << 28) | (disk << 8) beyond. A bare number is taken as the devid itself.
+bool parse_vdev(const std::string& v, uint32_t* devid);
+// Why `path` (as the user gave it: `given`) cannot back a disk, or "" if it can: it must exist,
+// be a regular file or a block device, and hold at least one 512-byte sector.
+std::string unusable_backing(const std::string& given, const std::string& path,
+                             const std::error_code& ec);
+
 // "aa:bb:cc:dd:ee:ff", hex digits, unicast; normalised to lower case.
 bool parse_mac(const std::string& s, std::string* out);
 // Xen's OUI 00:16:3e with three random bytes, as xl picks.

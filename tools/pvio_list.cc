@@ -1,22 +1,46 @@
-// pvio list: the domains xenstore knows, with their state, like `xl list`.
+// pvio list: the domains xenstore knows, like `xl list`: name, domid, kind (user, hvm, pvh),
+// state, memory, vCPUs and devices (vbd:xvda vif:0).
+#include <algorithm>
 #include <cstdio>
+#include <vector>
 
+#include "domain_builder.h"
 #include "pvio_cli.h"
 
 namespace pvio::cli {
 namespace {
 
+std::string devices(xs::Client& xs, const std::string& home) {
+  std::string s;
+  if (auto vbds = xs.directory(home + "/device/vbd"); vbds.ok())
+    for (const auto& id : vbds.value) {
+      uint64_t devid = 0;
+      s += (s.empty() ? "" : " ") + std::string("vbd:") +
+           (parse_uint(id, &devid) && devid <= 0xFFFFFFFFu ? vdev_name(static_cast<uint32_t>(devid)) : id);
+    }
+  if (auto vifs = xs.directory(home + "/device/vif"); vifs.ok())
+    for (const auto& id : vifs.value) s += (s.empty() ? "" : " ") + std::string("vif:") + id;
+  return s.empty() ? "-" : s;
+}
+
 int run(const std::vector<std::string>& args) {
   if (!args.empty()) return fail("list", "takes no arguments");
   auto xs = connect_xenstore("list");
   if (!xs) return 1;
-  std::printf("%-20s %5s %8s  %s\n", "Name", "ID", "Mem(MiB)", "State");
-  std::printf("%-20s %5d %8s  %s\n", "Domain-0", 0, "-", "running");
+  std::printf("%-20s %5s %-5s %-15s %8s %5s  %s\n", "Name", "ID", "Kind", "State", "Mem(MiB)",
+              "VCPUs", "Devices");
+  std::printf("%-20s %5d %-5s %-15s %8s %5s  %s\n", "Domain-0", 0, "host", "running", "-", "-",
+              "-");
   auto doms = xs->directory("/local/domain");
   if (!doms.ok()) return 0;
+  std::vector<domid_t> ids;  // by domid, as xl lists them
   for (const auto& id : doms.value) {
     domid_t domid = 0;
-    if (!parse_domid(id, &domid)) continue;
+    if (parse_domid(id, &domid)) ids.push_back(domid);
+  }
+  std::sort(ids.begin(), ids.end());
+  for (const domid_t domid : ids) {
+    const std::string id = std::to_string(domid);
     const std::string home = "/local/domain/" + id;
     const auto name = xs->read(home + "/name");
     const auto mem = xs->read(home + "/memory/target");
@@ -30,14 +54,16 @@ int run(const std::vector<std::string>& args) {
                         : process             ? "not-introduced"
                         : introduced          ? "dying"
                                               : "dead";
-    std::printf("%-20s %5s %8s  %s\n", name.ok() ? name.value.c_str() : "-", id.c_str(),
-                mib.c_str(), state);
+    const auto rec = read_domain_record(domid);
+    std::printf("%-20s %5s %-5s %-15s %8s %5s  %s\n", name.ok() ? name.value.c_str() : "-",
+                id.c_str(), rec ? domain_kind_name(rec->kind) : "-", state, mib.c_str(),
+                rec ? std::to_string(rec->vcpus).c_str() : "-", devices(*xs, home).c_str());
   }
   return 0;
 }
 
 }  // namespace
 
-PVIO_VERB("list", "", "list domains with their state", run);
+PVIO_VERB("list", "", "list domains: name, id, kind, state, memory, vCPUs, devices", run);
 
 }  // namespace pvio::cli

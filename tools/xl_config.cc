@@ -196,7 +196,7 @@ bool valid_mac(const std::string& m) {
   return (first & 1) == 0;
 }
 
-bool disk_entry(const std::string& spec, const std::string& base, DiskSpec* d, std::string* why) {
+bool disk_entry(const std::string& spec, const std::string& base, DiskConfig* d, std::string* why) {
   std::vector<std::pair<std::string, std::string>> kv;
   split_spec(spec, &kv);
   for (const auto& [k, v] : kv) {
@@ -219,7 +219,7 @@ bool disk_entry(const std::string& spec, const std::string& base, DiskSpec* d, s
   return true;
 }
 
-bool vif_entry(const std::string& spec, VifSpec* v, std::string* why) {
+bool vif_entry(const std::string& spec, VifConfig* v, std::string* why) {
   std::vector<std::pair<std::string, std::string>> kv;
   split_spec(spec, &kv);
   for (const auto& [k, val] : kv) {
@@ -274,6 +274,7 @@ bool parse_xl_config(std::string_view text, const std::string& base_dir, DomainC
     if (!r.value(&v, &why)) return fail(line, key, why);
     if (!r.end_of_statement()) return fail(r.line(), key, "unexpected text after the value");
     if (!seen.insert(key).second) return fail(line, key, "given twice");
+    c.key_lines[key] = line;
 
     auto want = [&](Value::Kind k, const char* what) {
       if (v.kind == k) return true;
@@ -312,14 +313,14 @@ bool parse_xl_config(std::string_view text, const std::string& base_dir, DomainC
     } else if (key == "disk") {
       if (!want(Value::Kind::List, "a [list] of disk specifications")) return false;
       for (const auto& item : v.items) {
-        DiskSpec d;
+        DiskConfig d;
         if (!disk_entry(item, base_dir, &d, &why)) return fail(line, key, why);
         c.disks.push_back(d);
       }
     } else if (key == "vif") {
       if (!want(Value::Kind::List, "a [list] of vif specifications")) return false;
       for (const auto& item : v.items) {
-        VifSpec vs;
+        VifConfig vs;
         if (!vif_entry(item, &vs, &why)) return fail(line, key, why);
         c.vifs.push_back(vs);
       }

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -12,7 +13,7 @@
 namespace pvio::cli {
 
 // One `disk = [ '...' ]` entry (xl-disk-configuration(5)): comma-separated key=value pairs.
-struct DiskSpec {
+struct DiskConfig {
   std::string target;          // the image file or block device
   std::string vdev = "xvda";   // xvdX or a device number
   std::string access = "rw";   // rw (w) or ro (r)
@@ -20,7 +21,7 @@ struct DiskSpec {
 };
 
 // One `vif = [ '...' ]` entry (xl-network-configuration(5)).
-struct VifSpec {
+struct VifConfig {
   std::string mac;     // 00:16:3e:xx:xx:xx; generated from the domain id when absent
   std::string bridge;  // the uplink the vif joins
 };
@@ -34,11 +35,12 @@ struct DomainConfigFile {
   std::string kernel;   // set: an HVM/PVH domain run by pvio-hv; empty: a user-mode domain
   std::string cmdline;  // `cmdline` (or xl's older `extra`)
   std::optional<std::uint32_t> domid;  // pvio's own key: a fixed domain id
-  std::vector<DiskSpec> disks;
-  std::vector<VifSpec> vifs;
+  std::vector<DiskConfig> disks;
+  std::vector<VifConfig> vifs;
   OnEvent on_poweroff = OnEvent::Destroy;
   OnEvent on_reboot = OnEvent::Restart;
   OnEvent on_crash = OnEvent::Destroy;
+  std::map<std::string, int> key_lines;  // the line each key was given on, for later errors
 };
 
 struct ConfigError {

@@ -27,6 +27,12 @@ XsError xenbus_switch_state(Client& c, std::string_view dir, XenbusState to) {
     } else if (cur.error != XsError::NoEnt) {
       c.transaction_end(tx.value, false);
       return cur.error;
+    } else if (c.read(std::string(dir), tx.value).error == XsError::NoEnt) {
+      // The toolstack removed the device: writing the state would bring its directory back
+      // (a write makes missing parents), a stale node nobody cleans up. Linux's
+      // xenbus_switch_state gives up when it cannot read the state, too.
+      c.transaction_end(tx.value, false);
+      return XsError::NoEnt;
     }
     if (!xenbus_transition_allowed(from, to)) {
       c.transaction_end(tx.value, false);

@@ -5,8 +5,13 @@
 #include <poll.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cstring>
+#include <functional>
+#include <mutex>
+#include <vector>
 
 #include "pvio/blkfront/platform.h"
 #include "pvio/domain/domain.h"
@@ -43,13 +48,25 @@ void drain_eventfd(int fd) {
 // The guest's xenstore ring page, as a frontend inside the guest uses it (xs_wire.h).
 class RingXenstore final : public XenstoreAccess {
  public:
-  explicit RingXenstore(domain::Domain& dom) : dom_(dom), port_(dom.xenstore_port()) {
+  // `also_kick` (optional) runs on the domain loop thread at every xenstore event.
+  explicit RingXenstore(domain::Domain& dom, std::function<void()> also_kick = nullptr)
+      : dom_(dom), port_(dom.xenstore_port()) {
     event_fd_ = evtchn::eventfd_create(true);
     const int efd = event_fd_;
-    dom_.set_handler(port_, [efd](evtchn_port_t) { evtchn::eventfd_signal(efd); });
+    dom_.set_handler(port_, [efd, also_kick](evtchn_port_t) {
+      evtchn::eventfd_signal(efd);
+      if (also_kick) also_kick();
+    });
     // Same layout as the domain's page type (both are xs_wire.h's struct).
     auto* page = reinterpret_cast<xs::xenstore_domain_interface*>(dom.xenstore_interface());
-    client_ = std::make_unique<Client>(page, xs::GuestPlatform{this, &notify_cb, &wait_cb});
+    xs::GuestPlatform pf{this, &notify_cb, &wait_cb};
+    pf.abandoned = &abandoned_cb;
+    client_ = std::make_unique<Client>(page, pf);
+  }
+  // Requests waiting for xenstored, and later ones, fail with -EIO.
+  void abandon() {
+    abandoned_.store(true, std::memory_order_release);
+    evtchn::eventfd_signal(event_fd_);
   }
   ~RingXenstore() override {
     dom_.set_handler(port_, nullptr);
@@ -105,9 +122,14 @@ class RingXenstore final : public XenstoreAccess {
     if (::poll(&p, 1, 100) > 0) drain_eventfd(self->event_fd_);
   }
 
+  static bool abandoned_cb(void* ctx) {
+    return static_cast<RingXenstore*>(ctx)->abandoned_.load(std::memory_order_acquire);
+  }
+
   domain::Domain& dom_;
   evtchn_port_t port_;
   int event_fd_ = -1;
+  std::atomic<bool> abandoned_{false};
   std::unique_ptr<Client> client_;
   unsigned lost_seen_ = 0;
   char buf_[xs::XENSTORE_PAYLOAD_MAX + 1];
@@ -156,7 +178,100 @@ class SocketXenstore final : public XenstoreAccess {
   int pending_ = 0;
 };
 
+class SharedView;
+
 }  // namespace
+
+// The one ring client, a lock serialising the users' requests on it, and the users' event fds,
+// each kicked at every xenstore event so every user rescans.
+struct SharedRingXenstore::State {
+  std::mutex mu;  // one request at a time on the ring
+  std::unique_ptr<RingXenstore> ring;
+  std::mutex views_mu;
+  std::vector<SharedView*> views;
+};
+
+namespace {
+
+class SharedView final : public XenstoreAccess {
+ public:
+  explicit SharedView(std::shared_ptr<SharedRingXenstore::State> s)
+      : s_(std::move(s)), event_fd_(evtchn::eventfd_create(true)) {
+    std::lock_guard g(s_->views_mu);
+    s_->views.push_back(this);
+  }
+  ~SharedView() override {
+    {
+      std::lock_guard g(s_->views_mu);
+      std::erase(s_->views, this);
+    }
+    ::close(event_fd_);
+  }
+
+  int read(const char* path, std::string* out) override {
+    std::lock_guard g(s_->mu);
+    return s_->ring->read(path, out);
+  }
+  int write(const char* path, const char* value) override {
+    std::lock_guard g(s_->mu);
+    return s_->ring->write(path, value);
+  }
+  int remove(const char* path) override {
+    std::lock_guard g(s_->mu);
+    return s_->ring->remove(path);
+  }
+  int watch(const char* path, const char* token) override {
+    std::lock_guard g(s_->mu);
+    return s_->ring->watch(path, token);
+  }
+  int unwatch(const char* path, const char* token) override {
+    std::lock_guard g(s_->mu);
+    return s_->ring->unwatch(path, token);
+  }
+  // The ring's events are taken by whichever user drains first and counted for all of them.
+  int drain_events() override {
+    int n = 0;
+    {
+      std::lock_guard g(s_->mu);
+      n = s_->ring->drain_events();
+    }
+    if (n > 0) {
+      std::lock_guard g(s_->views_mu);
+      for (SharedView* v : s_->views) v->pending_.fetch_add(n, std::memory_order_relaxed);
+    }
+    return pending_.exchange(0, std::memory_order_relaxed);
+  }
+  void wait(int timeout_ms) override {
+    pollfd p{event_fd_, POLLIN, 0};
+    if (::poll(&p, 1, timeout_ms) > 0) drain_eventfd(event_fd_);
+  }
+  int event_fd() const override { return event_fd_; }
+
+  void kick() { evtchn::eventfd_signal(event_fd_); }
+
+ private:
+  std::shared_ptr<SharedRingXenstore::State> s_;
+  int event_fd_;
+  std::atomic<int> pending_{0};
+};
+
+}  // namespace
+
+SharedRingXenstore::SharedRingXenstore(domain::Domain& dom) : s_(std::make_shared<State>()) {
+  State* st = s_.get();
+  s_->ring = std::make_unique<RingXenstore>(dom, [st] {
+    std::lock_guard g(st->views_mu);
+    for (SharedView* v : st->views) v->kick();
+  });
+}
+
+SharedRingXenstore::~SharedRingXenstore() = default;
+
+std::unique_ptr<XenstoreAccess> SharedRingXenstore::open() {
+  return std::make_unique<SharedView>(s_);
+}
+
+void SharedRingXenstore::abandon() { s_->ring->abandon(); }
 
 std::unique_ptr<XenstoreAccess> make_ring_xenstore(domain::Domain& dom) {
   return std::make_unique<RingXenstore>(dom);

@@ -198,6 +198,45 @@ TEST_F(MiniOsTest, BootsPvhAndPassesXenbusTest) {
   EXPECT_EQ(log(1).find("domain crashed"), std::string::npos);
 }
 
+// `pvio create FILE` for Mini-OS (PVH) and `pvio reboot -w`: Mini-OS's shutdown thread takes
+// control/shutdown = reboot to SCHEDOP_shutdown(SHUTDOWN_reboot), pvio-hv exits 4, and the
+// domain's monitor restarts it with the same domid and disk (on_reboot = "restart"); then
+// `pvio shutdown -w` powers it off and on_poweroff = "destroy" leaves nothing.
+TEST_F(MiniOsTest, RebootsFromAConfigFileAndTheMonitorRestartsIt) {
+  const std::string img = dir_ + "/disk.img";
+  {
+    std::ofstream f(img);
+  }
+  std::filesystem::resize_file(img, 4 << 20);
+  const std::string cfg = dir_ + "/mos.cfg";
+  std::ofstream(cfg) << "name = \"mos\"\nkernel = \"" << minios_ << "\"\nmemory = 64\n"
+                     << "disk = [ 'vdev=768, target=disk.img' ]\non_reboot = \"restart\"\n";
+  ASSERT_EQ(pvio_cmd({"create", cfg}), 0) << out_;
+  EXPECT_NE(out_.find("domain 1 (mos) created"), std::string::npos) << out_;
+  EXPECT_NE(out_.find("pvh"), std::string::npos) << out_;
+  ASSERT_TRUE(log_has(1, "Thread \"xenbus_tester\" exited.")) << log(1);
+  ASSERT_EQ(pvio_cmd({"reboot", "-w", "--timeout", "60", "mos"}), 0) << out_;
+  EXPECT_NE(out_.find("restarted"), std::string::npos) << out_;
+  const std::string text = log(1);
+  EXPECT_NE(text.find("pvio-hv: guest requested reboot"), std::string::npos) << text;
+  EXPECT_NE(text.find("rebooted (exit status 4); restart"), std::string::npos) << text;
+  // The new instance boots and finds its disk again.
+  ASSERT_TRUE(eventually([&] {
+    const std::string t = log(1);
+    const auto second = t.find("restarted: pid");
+    return second != std::string::npos &&
+           t.find("Thread \"xenbus_tester\" exited.", second) != std::string::npos;
+  })) << log(1);
+  auto xs = xenstore();
+  ASSERT_NE(xs, nullptr);
+  EXPECT_EQ(xs->read("/local/domain/1/name").value, "mos");
+  EXPECT_TRUE(xs->read("/local/domain/0/backend/vbd/1/768/params").ok());
+  ASSERT_EQ(pvio_cmd({"shutdown", "-w", "mos"}), 0) << out_;
+  EXPECT_NE(out_.find("destroyed"), std::string::npos) << out_;
+  EXPECT_FALSE(xs->read("/local/domain/1/name").ok());
+  EXPECT_FALSE(std::filesystem::exists(run_dir_ + "/domain-1.pid"));
+}
+
 // control/shutdown = poweroff: Mini-OS acknowledges (clears the node), shuts down and calls
 // SCHEDOP_shutdown; pvio-hv exits 0 and prints the hypercalls it served. `pvio console` is
 // attached meanwhile: it shows the guest's console ring and ends when the domain does.

@@ -96,6 +96,20 @@ INSTANTIATE_TEST_SUITE_P(
         Bad{"name = 'a' memory = 4\n", 1, "name", "unexpected text"},
         Bad{"type = 'pv'\nname='a'\n", 1, "type", "'pvh' and 'hvm'"}));
 
+// Checks made after parsing (does the disk image exist, is the kernel PVH) name the line of
+// the key they are about: the parser records where each key was given.
+TEST(XlConfig, RecordsTheLineOfEveryKey) {
+  const std::string text = "# comment\nname = \"a\"\n\ndisk = [ 'target=x.img',\n"
+                           "         'target=y.img,vdev=xvdb' ]\nkernel = \"k\"\n";
+  DomainConfigFile c;
+  ConfigError e;
+  ASSERT_TRUE(parse(text, &c, &e)) << e.to_string("f.cfg");
+  EXPECT_EQ(c.key_lines.at("name"), 2);
+  EXPECT_EQ(c.key_lines.at("disk"), 4);  // where the list starts
+  EXPECT_EQ(c.key_lines.at("kernel"), 6);
+  EXPECT_FALSE(c.key_lines.contains("memory"));
+}
+
 TEST(XlConfig, ErrorTextCarriesFileLineAndKey) {
   ConfigError e{7, "memory", "bad"};
   EXPECT_EQ(e.to_string("vm.cfg"), "vm.cfg:7: memory: bad");

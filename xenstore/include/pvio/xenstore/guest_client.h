@@ -14,6 +14,9 @@ struct GuestPlatform {
   void* ctx;
   void (*notify)(void* ctx);  // raise the xenstore event channel to the daemon
   void (*wait)(void* ctx);    // block until the daemon raised ours (spurious returns are fine)
+  // Optional: true once the caller gives up on the daemon (its process is shutting down); a
+  // request waiting for room or for its reply then fails with Io and the client stays failed.
+  bool (*abandoned)(void* ctx) = nullptr;
 };
 
 // kEventSlots: watch events that can wait while a request is in flight; further events are
@@ -163,6 +166,7 @@ class GuestClient {
       XENSTORE_RING_IDX used = req_prod_ - cons;
       if (used > XENSTORE_RING_SIZE) return fail();
       if (used == XENSTORE_RING_SIZE) {
+        if (gave_up()) return fail();
         pf_.notify(pf_.ctx);
         pf_.wait(pf_.ctx);
         continue;
@@ -193,6 +197,7 @@ class GuestClient {
       if (avail > XENSTORE_RING_SIZE) return fail();
       if (avail == 0) {
         if (check_error()) return false;
+        if (gave_up()) return fail();
         pf_.wait(pf_.ctx);
         continue;
       }
@@ -233,6 +238,8 @@ class GuestClient {
     }
     return true;
   }
+
+  bool gave_up() { return pf_.abandoned != nullptr && pf_.abandoned(pf_.ctx); }
 
   bool fail() {
     failed_ = true;

@@ -46,6 +46,27 @@ class XenstoreAccess {
 // attached to the domain and bound the port). Installs the handler of the xenstore port.
 std::unique_ptr<XenstoreAccess> make_ring_xenstore(domain::Domain& dom);
 
+// One guest ring shared by several users in one process (a user-mode domain's blkfront,
+// netfront and its control/shutdown watch, each on its own thread). Requests are serialised
+// on the single ring client; every user is woken at every xenstore event and rescans its own
+// nodes, as drain_events() asks of callers anyway. The views must not outlive this object.
+class SharedRingXenstore {
+ public:
+  explicit SharedRingXenstore(domain::Domain& dom);  // installs the xenstore port's handler
+  ~SharedRingXenstore();
+  SharedRingXenstore(const SharedRingXenstore&) = delete;
+  SharedRingXenstore& operator=(const SharedRingXenstore&) = delete;
+  std::unique_ptr<XenstoreAccess> open();  // one view per user thread
+  // The process is going away: a request still waiting for xenstored, and any later one,
+  // fails with -EIO instead of waiting for a daemon that may never answer.
+  void abandon();
+
+  struct State;
+
+ private:
+  std::shared_ptr<State> s_;
+};
+
 // pvio-xenstored's unix socket; relative paths are resolved against /local/domain/<domid>.
 // nullptr if the socket cannot be reached.
 std::unique_ptr<XenstoreAccess> make_socket_xenstore(const std::string& socket_path,
