@@ -6,6 +6,7 @@
 // pvio-netpeer alone on a memif pair (the limit): 64 B and 1500 B transmit and receive rates and
 // a ping-pong latency.
 #include <fcntl.h>
+#include <net/if.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -1028,6 +1029,9 @@ int run(const std::vector<std::string>& args) {
         r.qd = 1;
         r.why = net_unavailable;
       } else {
+        // pvio-netback creates its TAP uplinks once it runs, after `pvio up` returned.
+        for (int i = 0; e == "e1000" && i < 100 && ::if_nametoindex(e1000_if.c_str()) == 0; ++i)
+          std::this_thread::sleep_for(std::chrono::milliseconds(100));
         r = net_guest_run(bo, *xs, e, w, time_ms, uplink_socket, e1000_if);
       }
       if (!r.ok) std::fprintf(stderr, "failed: %s\n", r.why.c_str());

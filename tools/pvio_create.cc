@@ -43,7 +43,8 @@ bool learn_xenstore_ring(pid_t pid, domid_t domid, const std::string& sock, uint
 // `pvio create --kernel ELF`: pvio-hv runs the domain (PVH or pvio's own ELF kernels).
 int run_hvm(const Options& o) {
   const char* usage = "usage: pvio create --kernel ELF [--domid N] [--name NAME] [--mem SIZE] "
-                      "[--cmdline STR] [--vbd DEVID:IMG[:r]] [--vif MAC [--uplink NAME]]";
+                      "[--cmdline STR] [--vbd DEVID:IMG[:r]] [--vif MAC [--uplink NAME]] "
+                      "[--nic e1000[,ifname=IF][,mac=MAC]]";
   domid_t domid = 0;
   if (!o.positional.empty() || (o.has("--domid") && !parse_domid(o.get("--domid"), &domid)) ||
       o.has("--fuse") || o.has("--xenstore-relay") || o.has("--memory-mib") ||
@@ -108,6 +109,9 @@ int run_hvm(const Options& o) {
                                    "--console-socket", run_dir() + "/" + proc + ".console.sock",
                                    "--console-log", run_dir() + "/" + proc + ".console.log"};
   if (o.has("--cmdline")) argv.insert(argv.end(), {"--cmdline", o.get("--cmdline")});
+  // The emulated e1000 (pvio-hv checks the value): its wire is host interface IF, normally a
+  // TAP that pvio-netback serves (`pvio up --uplink tap:IF`).
+  if (o.has("--nic")) argv.insert(argv.end(), {"--nic", o.get("--nic")});
   const std::string log = run_dir() + "/" + proc + ".log";
   const pid_t pid = spawn(argv, log);
   if (pid < 0) return fail("create", std::string("cannot start pvio-hv: ") + std::strerror(-pid));
@@ -139,11 +143,11 @@ int run(const std::vector<std::string>& args) {
   std::string bad;
   auto o = parse_options(args, {"--domid", "--name", "--memory-mib", "--grant-frames", "--vbd",
                                 "--fuse", "--vif", "--tap", "--uplink", "--kernel", "--mem",
-                                "--cmdline"},
+                                "--cmdline", "--nic"},
                          {"--xenstore-relay"}, &bad);
   if (o && o->has("--kernel")) return run_hvm(*o);
-  if (o && (o->has("--mem") || o->has("--cmdline")))
-    return fail("create", "--mem and --cmdline need --kernel");
+  if (o && (o->has("--mem") || o->has("--cmdline") || o->has("--nic")))
+    return fail("create", "--mem, --cmdline and --nic need --kernel");
   domid_t domid = 0;
   uint64_t memory_mib = 16, grant_frames = 4;
   if (!o || !o->positional.empty() || !parse_domid(o->get("--domid"), &domid) ||
@@ -236,7 +240,7 @@ int run(const std::vector<std::string>& args) {
 PVIO_VERB("create", "--domid N [--name NAME] [--memory-mib M] [--grant-frames G] "
           "[--vbd DEVID [--fuse MOUNTPOINT] | --vif MAC [--tap NAME] [--uplink NAME] | "
           "--xenstore-relay]  |  --kernel ELF [--domid N] [--name NAME] [--mem SIZE] "
-          "[--cmdline STR] [--vbd DEVID:IMG[:r]] [--vif MAC [--uplink NAME]]",
+          "[--cmdline STR] [--vbd DEVID:IMG[:r]] [--vif MAC [--uplink NAME]] [--nic e1000[,ifname=IF]]",
           "start a user-mode domain, or an HVM/PVH domain on pvio-hv, and introduce it", run);
 
 }  // namespace pvio::cli

@@ -59,7 +59,10 @@ class E1000NetTest : public ::testing::Test {
               0)
         << slurp(dir_ + "/pvio.out") << slurp(dir_ + "/pvio.err");
     up_ = true;
-    ASSERT_TRUE(test::wait_until([&] { return ::if_nametoindex(host_if_.c_str()) != 0; }, 10000));
+    // pvio-netback creates its TAP uplinks after `pvio up` has seen it start.
+    ASSERT_TRUE(test::wait_until([&] {
+      return ::if_nametoindex(host_if_.c_str()) != 0 && ::if_nametoindex(nic_if_.c_str()) != 0;
+    }, 10000)) << slurp(run_dir_ + "/netback.log");
     sock_ = ::socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, htons(guest::kNetEthertype));
     ASSERT_GE(sock_, 0) << std::strerror(errno);
     sockaddr_ll sll{};
