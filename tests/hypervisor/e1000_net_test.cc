@@ -65,6 +65,8 @@ class E1000NetTest : public ::testing::Test {
     }, 10000)) << slurp(run_dir_ + "/netback.log");
     sock_ = ::socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, htons(guest::kNetEthertype));
     ASSERT_GE(sock_, 0) << std::strerror(errno);
+    const int buf = 16 << 20;  // a whole burst of the guest's frames waits here
+    ::setsockopt(sock_, SOL_SOCKET, SO_RCVBUFFORCE, &buf, sizeof(buf));
     sockaddr_ll sll{};
     sll.sll_family = AF_PACKET;
     sll.sll_protocol = htons(guest::kNetEthertype);
