@@ -29,13 +29,23 @@ class E1000Nic {
   using RxFn = void (*)(void* cookie, const uint8_t* frame, uint32_t len, bool error);
   uint32_t poll_rx(RxFn fn, void* cookie);
 
+  // Interrupts instead of a busy poll when idle: routes the NIC's INTx pin through the IOAPIC
+  // to a vector whose handler acknowledges ICR, and unmasks RXT0 (every received frame).
+  void enable_rx_interrupt();
+  // Halts until the NIC's next interrupt unless a frame is already waiting or an interrupt came
+  // since `seen` (interrupt count as returned by interrupts()).
+  void wait_rx(uint64_t seen);
+  uint64_t interrupts() const;
+
   // Register accesses so far: each one a VM exit.
   uint64_t mmio_reads = 0, mmio_writes = 0;
+  uint64_t hlts = 0;
 
  private:
   uint32_t rd(uint32_t reg);
   void wr(uint32_t reg, uint32_t value);
   uint64_t bar0_ = 0;
+  uint8_t irq_line_ = 0;
   uint8_t mac_[6] = {};
   struct Desc {
     uint64_t addr;

@@ -97,7 +97,7 @@ void usage() {
                "  Without --serial-log the guest console goes to standard output; --console\n"
                "  also copies it there when a log file is given. Exit counters are printed\n"
                "  to standard error as one 'PVIO-HV-STATS {json}' line.\n"
-               "  --nic e1000 adds an emulated Intel 82540EM (PCI slot 4, INTx on GSI 11) whose\n"
+               "  --nic e1000 adds an emulated Intel 82540EM (PCI slot 4, INTx on GSI 16) whose\n"
                "  frames go out on host interface IF through a packet socket (normally the TAP\n"
                "  that pvio-netback serves with --uplink tap:IF); without ifname it has no wire.\n");
 }

@@ -185,10 +185,11 @@ TEST_F(E1000NetTest, ReceivesEveryFrameTheHostSends) {
   EXPECT_EQ(json_number(r, "errors"), 0) << r;
 }
 
-// Ping-pong: each frame comes back once with MACs swapped and the payload intact.
-TEST_F(E1000NetTest, EchoesEveryFrameBack) {
+// Ping-pong: each frame comes back once with MACs swapped and the payload intact. The guest
+// halts between frames and is woken by the e1000's INTx through the IOAPIC.
+TEST_F(E1000NetTest, EchoesEveryFrameBackWakingOnTheInterrupt) {
   constexpr std::uint32_t kCount = 60;
-  boot("mode=net nic=e1000 op=echo pkt=60 count=60");
+  boot("mode=net nic=e1000 op=echo pkt=60 count=60 halt=1");
   ASSERT_TRUE(wait_hello()) << log();
   for (std::uint32_t i = 0; i < kCount; ++i) {
     const std::uint32_t len = 60 + (i * 97) % 1400;
@@ -201,9 +202,13 @@ TEST_F(E1000NetTest, EchoesEveryFrameBack) {
     EXPECT_TRUE(std::equal(kGuestMac.begin(), kGuestMac.end(), f.begin() + 6));
     EXPECT_TRUE(guest::net_frame_payload_ok(f.data(), f.size()));
   }
-  const std::string r = result();
+  std::string nic;
+  const std::string r = result(&nic);
   EXPECT_EQ(json_number(r, "packets"), kCount) << r;
   EXPECT_EQ(json_number(r, "errors"), 0) << r;
+  EXPECT_GT(json_number(r, "hlts"), 0) << r;
+  EXPECT_GT(json_number(r, "interrupts"), 0) << r;
+  EXPECT_GT(json_number(nic, "interrupts"), 0) << nic;
 }
 
 }  // namespace

@@ -110,7 +110,7 @@ TEST_F(E1000Test, PciIdentityAndBars) {
   out32(0xcf8, 0x80000000u | (3 << 11) | 0x10);
   out32(0xcfc, kMmio);
   EXPECT_EQ(config(0x14), kIo | 1u);
-  EXPECT_EQ((config(0x3c) >> 8) & 0xff, 1u);  // INTA#
+  EXPECT_EQ(config(0x3c) & 0xffff, 0x0110u);  // INTA#, line 16
   EXPECT_EQ(rd(kStatus) & kStatusLu, kStatusLu);
 }
 
@@ -159,7 +159,7 @@ TEST_F(E1000Test, TransmitsFrameWritesBackAndInterrupts) {
   EXPECT_TRUE(desc(kTxRing, 0)->upper & kDescDd);
   EXPECT_EQ(rd(kTdh), 1u);
   EXPECT_TRUE(level_);
-  EXPECT_EQ(gsi_, 11u);
+  EXPECT_EQ(gsi_, 16u);
   EXPECT_TRUE(rd(kIcr) & kIcrTxdw);
   EXPECT_FALSE(level_);          // read-to-clear deasserts the line
   EXPECT_EQ(rd(kIcr), 0u);

@@ -112,7 +112,9 @@ class E1000 : public PciFunction, public Device {
 
   struct Config {
     Mac mac{0x52, 0x54, 0x00, 0x12, 0x34, 0x56};
-    unsigned gsi = 11;                     // the INTx line (INTA#) routed to this GSI
+    // INTA# drives this GSI: an IOAPIC-only pin (GSIs 0-15 also reach the 8259 PIC, which an
+    // IOAPIC guest leaves unprogrammed), as PCI INTx lines sit on pins 16-23.
+    unsigned gsi = 16;
     std::uint32_t mmio_base = 0xfebc0000;  // BAR0
     std::uint16_t io_base = 0xc040;        // BAR1
   };
