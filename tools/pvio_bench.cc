@@ -627,7 +627,7 @@ void print_net_table(const std::vector<Result>& rs, const std::vector<NetWorkloa
               "guest (pvio-netpeer sends as fast as the port takes); native: pvio-netpeer on a memif pair, no guest.\n"
               "PV/nat for pingpong: PV p50 minus native p50. e1000: the emulated NIC on the same switch (a TAP\n"
               "uplink of pvio-netback); PV/e1000 for pingpong: e1000 p50 over PV p50. exits/pkt: guest exits in\n"
-              "the timed phase per packet the guest handled (e1000: every register access).\n");
+              "the timed phase per packet the guest handled (e1000: register accesses, halts, interrupts).\n");
 }
 
 struct Target {

@@ -36,7 +36,9 @@ int E1000Uplink::open(const std::string& ifname, std::string* why) {
     *why = "no interface " + ifname;
     return -ENODEV;
   }
-  fd_ = ::socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, htons(ETH_P_ALL));
+  // Protocol 0 until bind() names the interface: with ETH_P_ALL from the start the socket would
+  // queue every interface's frames until then, and the guest would receive them.
+  fd_ = ::socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, 0);
   if (fd_ < 0) {
     const int e = errno;
     *why = std::string("AF_PACKET socket: ") + std::strerror(e);

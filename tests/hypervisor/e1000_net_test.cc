@@ -63,7 +63,9 @@ class E1000NetTest : public ::testing::Test {
     ASSERT_TRUE(test::wait_until([&] {
       return ::if_nametoindex(host_if_.c_str()) != 0 && ::if_nametoindex(nic_if_.c_str()) != 0;
     }, 10000)) << slurp(run_dir_ + "/netback.log");
-    sock_ = ::socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, htons(guest::kNetEthertype));
+    // Protocol 0 until bind() names the ethertype and the interface: created with the ethertype,
+    // the socket would queue frames of every interface until then.
+    sock_ = ::socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, 0);
     ASSERT_GE(sock_, 0) << std::strerror(errno);
     const int buf = 16 << 20;  // a whole burst of the guest's frames waits here
     ::setsockopt(sock_, SOL_SOCKET, SO_RCVBUFFORCE, &buf, sizeof(buf));
