@@ -388,6 +388,12 @@ int main(int argc, char** argv) {
     signals.start([&vm] { vm.request_shutdown(ShutdownReason::kPoweroff, 0); },
                   [&] { print_stats(vm.bus(), vm.xen().stats(), vm.kvm_features(), vm.xen().op_counts()); });
     if (nic != nullptr && !nic_ifname.empty()) uplink.start(nic, &vm.device_lock());
+    // The uplink thread touches the NIC and the VM's lock: it stops before the VM goes, however
+    // this scope is left.
+    struct StopUplink {
+      E1000Uplink& u;
+      ~StopUplink() { u.stop(); }
+    } stop_uplink{uplink};
     result = vm.run();
     uplink.stop();
     signals.stop();
