@@ -115,7 +115,11 @@ class Queue {
   Queue(unsigned index, const DeviceConfig& cfg, const DiskLimits& limits);
   ~Queue();
 
-  void service();  // everything that can be done now; returns when waiting for an event
+  // Everything that can be done now; returns whether anything was. With `arm` (the default)
+  // an idle queue asks the frontend for an event on its next request
+  // (RING_FINAL_CHECK_FOR_REQUESTS); a polling caller passes false, so req_event stays behind
+  // and the frontend sends no doorbells while the backend is looking anyway.
+  bool service(bool arm = true);
   void drain();    // waits for every request in service and answers it
   int kick_fd() const { return kick_fd_; }
   int engine_fd() const { return engine_->event_fd(); }
@@ -328,22 +332,24 @@ void Queue::mark_broken() {
   if (cfg_.on_ring_error) cfg_.on_ring_error(index_);
 }
 
-void Queue::service() {
+bool Queue::service(bool arm) {
+  bool any = false;
   for (;;) {
     bool progress = reap(/*wait=*/false);
     progress |= advance_barrier();
     if (!broken() && barrier_slot_ < 0) progress |= consume();
     push_responses();
+    any |= progress;
     if (progress) continue;
     // Idle. Completions wake us while requests are in service; otherwise ask the frontend for
     // an event on the next request and look once more (RING_FINAL_CHECK_FOR_REQUESTS).
-    if (broken() || barrier_slot_ >= 0 || free_.empty()) return;
+    if (!arm || broken() || barrier_slot_ >= 0 || free_.empty()) return any;
     const ring::RingCheck c = ring_.final_check_for_requests();
     if (!c.ok()) {
       mark_broken();
-      return;
+      return any;
     }
-    if (c.count == 0) return;
+    if (c.count == 0) return any;
   }
 }
 
@@ -635,6 +641,8 @@ bool Device::any_ring_broken() const {
 DeviceStats Device::stats() const {
   DeviceStats s;
   for (const auto& q : queues_) q->add_stats(s);
+  s.wakeups = wakeups_.load(std::memory_order_relaxed);
+  s.polled = polled_.load(std::memory_order_relaxed);
   return s;
 }
 
@@ -647,10 +655,12 @@ void Device::start() {
 
 void Device::stop() {
   if (!running_) return;
+  stopping_.store(true, std::memory_order_relaxed);
   evtchn::eventfd_signal(stop_fd_);
   for (auto& t : threads_) t.join();
   threads_.clear();
   running_ = false;
+  stopping_.store(false, std::memory_order_relaxed);
   std::uint64_t v;
   [[maybe_unused]] const ssize_t r = ::read(stop_fd_, &v, sizeof v);
 }
@@ -677,6 +687,34 @@ void Device::worker(unsigned t) {
   // Requests may already be waiting (a restarted backend re-attaching to a live ring).
   for (unsigned q : mine) queues_[q]->service();
 
+  // Polling: after work, look at the rings and completions without sleeping (and without
+  // arming req_event, so the frontend sends no doorbells meanwhile) for up to poll_us; every
+  // find restarts the budget. Then arm and sleep on the event channels.
+  const std::uint64_t poll_ns = std::uint64_t{config_.poll_us} * 1000;
+  auto now_ns = [] {
+    timespec ts;
+    ::clock_gettime(CLOCK_MONOTONIC, &ts);
+    return std::uint64_t(ts.tv_sec) * 1'000'000'000u + std::uint64_t(ts.tv_nsec);
+  };
+  auto poll = [&] {
+    if (poll_ns == 0) return;
+    std::uint64_t until = now_ns() + poll_ns;
+    for (unsigned spins = 0;; ++spins) {
+      bool any = false;
+      for (unsigned q : mine) any |= queues_[q]->service(/*arm=*/false);
+      if (any) {
+        polled_.fetch_add(1, std::memory_order_relaxed);
+        until = now_ns() + poll_ns;
+      } else if ((spins & 15) == 0 &&
+                 (now_ns() >= until || stopping_.load(std::memory_order_relaxed))) {
+        break;
+      }
+      __builtin_ia32_pause();
+    }
+    for (unsigned q : mine) queues_[q]->service();  // arm, and catch what came meanwhile
+  };
+  poll();
+
   epoll_event evs[16];
   for (;;) {
     const int n = ::epoll_wait(ep, evs, 16, -1);
@@ -684,6 +722,7 @@ void Device::worker(unsigned t) {
       if (errno == EINTR) continue;
       break;
     }
+    wakeups_.fetch_add(1, std::memory_order_relaxed);
     bool stop = false;
     for (int i = 0; i < n; ++i) {
       const std::uint64_t d = evs[i].data.u64;
@@ -701,6 +740,7 @@ void Device::worker(unsigned t) {
       q.service();
     }
     if (stop) break;
+    poll();
   }
   ::close(ep);
 }

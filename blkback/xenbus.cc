@@ -239,6 +239,13 @@ bool Vbd::connect() {
   cfg.persistent = opts_.persistent && fe_persistent == 1;
   cfg.max_indirect_segments = opts_.max_indirect_segments;
   cfg.threads = opts_.threads;
+  cfg.poll_us = opts_.poll_us;
+  if (const std::string p = read(be_ + "/poll-us"); !p.empty()) {
+    char* end = nullptr;
+    const unsigned long v = std::strtoul(p.c_str(), &end, 10);
+    if (end != p.c_str() && *end == '\0' && v <= 100'000) cfg.poll_us = static_cast<unsigned>(v);
+    else spdlog::warn("vbd {}: ignoring poll-us \"{}\" (0..100000)", be_, p);
+  }
   const std::string be_path = be_;
   broken_queue_.store(-1);
   // Runs on a worker thread: only flag it; step() switches the device to Closing.

@@ -204,6 +204,10 @@ struct Switch::Batch {
 
 void Switch::flush(Batch& b) {
   if (b.n == 0) return;
+  if (b.port->send_direct(b.pkts, b.n)) {
+    b.n = 0;
+    return;
+  }
   const unsigned done =
       rte_ring_mp_enqueue_burst(b.port->inbound(b.queue), reinterpret_cast<void**>(b.pkts), b.n, nullptr);
   if (done < b.n) {

@@ -26,7 +26,9 @@ int usage(const char* argv0) {
   std::fprintf(stderr,
                "usage: %s [--xenstore PATH] [--engine uring|aio|null] [--threads N]\n"
                "          [--max-queues N] [--max-ring-page-order N] [--max-indirect-segments N]\n"
-               "          [--no-persistent] [--log-level LEVEL]\n"
+               "          [--no-persistent] [--poll-us US] [--log-level LEVEL]\n"
+               "  --poll-us: after work a worker keeps polling its rings this long before it\n"
+               "  sleeps (default 0; a vbd's poll-us node overrides it).\n"
                "  PATH defaults to $XENSTORED_PATH, else $PVIO_RUN_DIR/xenstored.sock;\n"
                "  domain sockets are found as the domains publish them ($PVIO_RUN_DIR).\n",
                argv0);
@@ -63,6 +65,8 @@ int main(int argc, char** argv) {
     } else if (a == "--max-indirect-segments" && has_value) {
       if (!to_uint(argv[++i], &opts.max_indirect_segments) || opts.max_indirect_segments > 256)
         return usage(argv[0]);
+    } else if (a == "--poll-us" && has_value) {
+      if (!to_uint(argv[++i], &opts.poll_us) || opts.poll_us > 100'000) return usage(argv[0]);
     } else if (a == "--no-persistent") {
       opts.persistent = false;
     } else if (a == "--log-level" && has_value) {

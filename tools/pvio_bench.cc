@@ -854,7 +854,7 @@ int run(const std::vector<std::string>& args) {
   std::string bad;
   auto o = parse_options(args,
                          {"--file", "--size", "--time-ms", "--workloads", "--engines", "--out",
-                          "--mem", "--backend-engine", "--poll-us", "--guest-cmdline", "--medium"},
+                          "--mem", "--backend-engine", "--poll-us", "--backend-poll-us", "--guest-cmdline", "--medium"},
                          {"--keep-services"}, &bad);
   if (!o || !o->positional.empty())
     return fail("bench", "bad argument " + bad + " (see `pvio help`)");
@@ -945,6 +945,10 @@ int run(const std::vector<std::string>& args) {
   if (want_net && !had_netback) up_args = {"--uplink", "memif:" + uplink_socket, "--vif-uplink", "none"};
   if (want_net && !had_netback && has_engine("e1000")) up_args.insert(up_args.end(), {"--uplink", "tap:" + e1000_if});
   else up_args = {"--no-netback"};
+  if (o->has("--backend-poll-us")) {
+    up_args.push_back("--backend-poll-us");
+    up_args.push_back(o->get("--backend-poll-us"));
+  }
   if (quietly([&] { return verbs().at("up").run(up_args); }) != 0) {
     if (own_image) std::filesystem::remove(bo.file);
     return fail("bench", "cannot start the Dom0 services (pvio up); see " + run_dir());
@@ -1079,7 +1083,7 @@ PVIO_VERB("bench",
           "[--workloads rand4k-qd1,rand4k-qd32,seqread64k,seqwrite64k,tx64,tx1500,rx64,rx1500,pingpong] "
           "[--engines ide,pv,e1000,native] "
           "[--file IMG | --medium memory|disk] [--size 256M] [--time-ms 2000] [--out DIR (default: the run's temp dir)] [--mem 256M] "
-          "[--backend-engine uring|aio|null] [--poll-us 200] [--keep-services] "
+          "[--backend-engine uring|aio|null] [--poll-us 200] [--backend-poll-us 0] [--keep-services] "
           "[--guest-cmdline \"...\"]",
           "emulated IDE vs PV disk vs every host-native engine (and fio) on one file, and PV network vs the "
           "emulated e1000 vs a host DPDK loop on the same uplink vdev, in one run (the main job)", run);

@@ -50,6 +50,10 @@ int start_blkback(const Options& o, const std::string& sock, const std::string& 
     argv.push_back("--engine");
     argv.push_back(o.get("--engine"));
   }
+  if (o.has("--backend-poll-us")) {
+    argv.push_back("--poll-us");
+    argv.push_back(o.get("--backend-poll-us"));
+  }
   return start("blkback", argv, stays_up("blkback"), 2000);
 }
 
@@ -76,7 +80,7 @@ int start_netback(const Options& o, const std::vector<std::string>& args, const 
 
 int run(const std::vector<std::string>& args) {
   std::string bad;
-  auto o = parse_options(args, {"--engine", "--log-level", "--uplink", "--vif-uplink"},
+  auto o = parse_options(args, {"--engine", "--log-level", "--uplink", "--vif-uplink", "--backend-poll-us"},
                          {"--no-blkback", "--no-netback"}, &bad);
   if (!o || !o->positional.empty()) return fail("up", "bad argument " + bad);
   const std::string level = o->get("--log-level", "info");
@@ -106,7 +110,7 @@ int run(const std::vector<std::string>& args) {
 }  // namespace
 
 PVIO_VERB("up",
-          "[--no-blkback] [--no-netback] [--engine uring|aio|null] [--vif-uplink tap|none]\n"
+          "[--no-blkback] [--no-netback] [--engine uring|aio|null] [--backend-poll-us US] [--vif-uplink tap|none]\n"
           "       [--uplink tap:NAME|af_packet:IFACE|memif:SOCKET]... [--log-level LEVEL]",
           "start pvio-xenstored, pvio-blkback and pvio-netback unless they are running", run);
 

@@ -85,7 +85,9 @@ class PvNetTest : public ::testing::Test {
     ASSERT_TRUE(test::wait_until([&] { return ::if_nametoindex(tap.c_str()) != 0; }, 30000))
         << "no " << tap << "; netback log:\n" << slurp(run_dir_ + "/netback.log") << log();
     ASSERT_EQ(test::run_shell("ip link set dev " + tap + " up"), 0);
-    sock_ = ::socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, htons(guest::kNetEthertype));
+    // Protocol 0 until bind() names the ethertype and the interface: created with the
+    // ethertype, the socket would queue frames of every interface until then.
+    sock_ = ::socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, 0);
     ASSERT_GE(sock_, 0) << std::strerror(errno);
     const int buf = 16 << 20;
     ::setsockopt(sock_, SOL_SOCKET, SO_RCVBUFFORCE, &buf, sizeof(buf));

@@ -10,8 +10,19 @@
 
 #include <gtest/gtest.h>
 
+#include <sys/mman.h>
+
+#include "pvio/control/client.h"
 #include "pvio/event_channel/two_level.h"
+#include "pvio/grant_table/grant_mapper.h"
+#include "pvio/test/temp_dir.h"
 #include "pvio/hypervisor/xen_hvm.h"
+
+// The mapper of the "killed" service in KilledServiceReleasesOnlyItsOwnPins: it never
+// unmaps, like a killed process; external linkage keeps it reachable for the leak checker.
+namespace pvio::hv_test {
+gnttab::GrantMapper* g_killed_mapper = nullptr;
+}  // namespace pvio::hv_test
 
 namespace pvio::hv {
 namespace {
@@ -226,6 +237,73 @@ TEST_F(XenHvmTest, VersionSubOpsAndPoll) {
   EXPECT_EQ(ops.at("xen_version.get_features"), 3u);
   EXPECT_EQ(ops.at("sched_op.poll"), 4u);
   EXPECT_EQ(ops.at("event_channel_op.bind_virq"), 1u);
+}
+
+// The same release as for a user-mode domain, in pvio-hv: two Dom0 services attached to the
+// HVM domain over its control socket (memory as a real memfd), one killed with grants mapped.
+// Its busy bits go, those the live service shares stay, and the count shows in the stats.
+TEST(XenHvmServices, KilledServiceReleasesOnlyItsOwnPins) {
+  constexpr std::uint64_t kMem = kRam + kXenPagesBytes;
+  const int memfd = ::memfd_create("pvio-hvm-test", MFD_CLOEXEC);
+  ASSERT_GE(memfd, 0);
+  ASSERT_EQ(::ftruncate(memfd, static_cast<off_t>(kMem)), 0);
+  void* m = ::mmap(nullptr, kMem, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0);
+  ASSERT_NE(m, MAP_FAILED);
+  auto* base = static_cast<std::uint8_t*>(m);
+  GuestMemory memory;
+  memory.add_region(0, kRam, base);
+  memory.add_region(kXenPagesGpa, kXenPagesBytes, base + kRam);
+  const control::RegionDesc regions[] = {{0, kRam, 0}, {kXenPagesGpa, kXenPagesBytes, kRam}};
+  const int upcall = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  RecordingHost host;
+  XenHvmConfig c;
+  c.domid = 7;
+  c.ram_bytes = kRam;
+  {
+    XenHvm xen(c, memory, base + kRam, memfd, regions, upcall, host);
+    const std::string sock = test::make_temp_dir("pvio-hvm-release") + "/domain-7.sock";
+    ASSERT_EQ(xen.serve(sock), 0);
+    // The guest grants three RAM frames to domain 0 in its first grant frame.
+    auto* frame0 = reinterpret_cast<gnttab::grant_entry_v1*>(base + kRam + kXenGrantFramePage0 * 4096);
+    const grant_ref_t dead_only = 10, shared = 11, live_only = 12;
+    for (grant_ref_t r : {dead_only, shared, live_only})
+      frame0[r] = {gnttab::GTF_permit_access, 0, static_cast<std::uint32_t>(0x40 + r)};
+
+    std::unique_ptr<control::ControlClient> killed, live;
+    ASSERT_EQ(control::ControlClient::attach(sock, 7, &killed), 0);
+    ASSERT_EQ(control::ControlClient::attach(sock, 7, &live), 0);
+    hv_test::g_killed_mapper = new gnttab::GrantMapper(7, 0, killed->memory(), killed->grant_frame_gfns(), 16);
+    gnttab::GrantMapper survivor(7, 0, live->memory(), live->grant_frame_gfns(), 16);
+    ASSERT_EQ(hv_test::g_killed_mapper->map(dead_only, false).status, gnttab::GNTST_okay);
+    ASSERT_EQ(hv_test::g_killed_mapper->map(shared, true).status, gnttab::GNTST_okay);
+    const gnttab::MapResult s = survivor.map(shared, true);
+    ASSERT_EQ(s.status, gnttab::GNTST_okay);
+    const gnttab::MapResult l = survivor.map(live_only, false);
+    ASSERT_EQ(l.status, gnttab::GNTST_okay);
+    auto busy = [&](grant_ref_t r) {
+      return std::atomic_ref<std::uint16_t>(frame0[r].flags).load() &
+             (gnttab::GTF_reading | gnttab::GTF_writing);
+    };
+    ASSERT_NE(busy(dead_only), 0);
+
+    killed.reset();  // the connection closes without DETACH
+    for (int i = 0; i < 5000 && xen.stats().released_grants == 0; ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    EXPECT_EQ(xen.stats().released_grants, 1u);
+    EXPECT_EQ(busy(dead_only), 0);
+    EXPECT_EQ(busy(shared), gnttab::GTF_reading);
+    EXPECT_EQ(busy(live_only), gnttab::GTF_reading | gnttab::GTF_writing);
+    ASSERT_EQ(survivor.unmap(s.handle), gnttab::GNTST_okay);
+    ASSERT_EQ(survivor.unmap(l.handle), gnttab::GNTST_okay);
+    EXPECT_EQ(busy(shared), 0);
+    EXPECT_EQ(busy(live_only), 0);
+    ASSERT_EQ(live->detach(), 0);
+    live.reset();
+    xen.stop_serving();
+  }
+  ::munmap(m, kMem);
+  ::close(upcall);
+  ::close(memfd);
 }
 
 }  // namespace

@@ -55,6 +55,10 @@ struct DeviceConfig {
 
   std::vector<QueueConfig> queues;  // at least one
   unsigned threads = 1;             // worker threads serving the queues (round robin)
+  // After work, a worker keeps looking at its rings and completions for this long before it
+  // sleeps on the event channels (0: sleep at once). While it polls, the frontend is not asked
+  // for doorbells.
+  unsigned poll_us = 0;
 
   // Called once, from a worker thread, when a queue's ring turned out broken (the frontend
   // published an impossible producer index). The device stops serving that ring.
@@ -73,6 +77,8 @@ struct DeviceStats {
   std::uint64_t notifications = 0; // events sent to the frontend
   std::uint64_t ring_errors = 0;   // rings stopped for a bad producer index
   std::uint64_t persistent_hits = 0, persistent_misses = 0;
+  std::uint64_t wakeups = 0;       // times a worker woke from its event channels
+  std::uint64_t polled = 0;        // times a polling worker found work without an event
   std::uint64_t invalid_total() const {
     std::uint64_t n = 0;
     for (std::uint64_t v : invalid) n += v;
@@ -112,6 +118,8 @@ class Device {
   DiskLimits limits_;
   std::vector<std::unique_ptr<Queue>> queues_;
   std::vector<std::thread> threads_;
+  std::atomic<std::uint64_t> wakeups_{0}, polled_{0};
+  std::atomic<bool> stopping_{false};
   int stop_fd_ = -1;
   bool running_ = false;
 };

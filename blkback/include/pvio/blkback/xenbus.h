@@ -32,6 +32,7 @@ struct ServiceOptions {
   std::string xenstore_socket;          // pvio-xenstored's socket
   std::string engine = "uring";         // default engine; a vbd's "engine" node overrides it
   unsigned threads = 1;                 // worker threads per device
+  unsigned poll_us = 0;                 // DeviceConfig::poll_us; a vbd's "poll-us" node overrides it
   unsigned max_queues = 4;              // multi-queue-max-queues
   unsigned max_ring_page_order = 4;     // max-ring-page-order
   unsigned max_indirect_segments = 32;  // feature-max-indirect-segments (Linux's default)

@@ -75,6 +75,10 @@ class Port {
   virtual unsigned select_queue(const rte_mbuf* m) const;
   // Whether a flooded multicast frame to `dst` is wanted (vifs with multicast control filter).
   virtual bool wants_multicast(const MacAddr& dst) const { (void)dst; return true; }
+  // Run to completion: a port that can transmit from the forwarding thread itself (an uplink
+  // device, under its own lock) takes the batch here and returns true; false means the switch
+  // queues it on inbound(q) for the port's thread (vifs: only their thread owns their rings).
+  virtual bool send_direct(rte_mbuf** pkts, unsigned n) { (void)pkts; (void)n; return false; }
   // The switch port id while attached, else -1.
   int id() const { return id_; }
 
