@@ -218,5 +218,37 @@ TEST_F(E1000NetTest, EchoesEveryFrameBackWakingOnTheInterrupt) {
   EXPECT_GT(json_number(nic, "interrupts"), 0) << nic;
 }
 
+// `pvio bench` with the e1000 engine: its row has figures and the guest's exits per packet, and
+// the PV/e1000 target is reported (not checked without pv rows). Its own run dir: the bench
+// starts pvio-netback with the memif uplink and the e1000's TAP itself.
+TEST(E1000NetBench, WritesE1000Rows) {
+  std::string why;
+  if (!Vm::kvm_available(&why)) GTEST_SKIP() << "KVM is not usable here (" << why << ")";
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root (TAP and memif uplinks, DPDK)";
+  const char* pvio = std::getenv("PVIO");
+  ASSERT_NE(pvio, nullptr) << "PVIO not set (run via meson test)";
+  const std::string dir = test::make_temp_dir("pvio-e1000-bench-test");
+  ASSERT_FALSE(dir.empty());
+  std::filesystem::create_directories(dir + "/run");
+  const std::string out = dir + "/bench";
+  const pid_t pid = test::spawn({pvio, "bench", "--workloads", "tx64,rx1500", "--engines", "e1000", "--size", "8M",
+                                 "--time-ms", "300", "--out", out},
+                                dir + "/table.txt", dir + "/bench.err", {{"PVIO_RUN_DIR", dir + "/run"}, {"TMPDIR", dir}});
+  EXPECT_EQ(test::wait_exit(pid, 300000), 0) << slurp(dir + "/bench.err");
+  const std::string j = slurp(out + "/pvio-bench.json");
+  for (const char* w : {"tx64", "rx1500"}) {
+    const std::string key = std::string("{\"engine\":\"e1000\",\"workload\":\"") + w + "\"";
+    const auto at = j.find(key);
+    ASSERT_NE(at, std::string::npos) << key << "\n" << j;
+    const std::string row = j.substr(at, j.find('\n', at) - at);
+    EXPECT_NE(row.find("\"ok\":true"), std::string::npos) << row;
+    EXPECT_GT(json_number(row, "ops"), 1) << row;
+    EXPECT_EQ(row.find("\"exits_per_io\":null"), std::string::npos) << row;
+    EXPECT_GT(json_number(row, "hv_mmio_exits"), 0) << row;
+  }
+  EXPECT_NE(j.find("\"target\":\"PV >= 10x emulated e1000 packets/s, tx64\",\"checked\":false"), std::string::npos) << j;
+  test::remove_temp_dir(dir);
+}
+
 }  // namespace
 }  // namespace pvio::hv
