@@ -942,9 +942,12 @@ int run(const std::vector<std::string>& args) {
     net_unavailable = "pvio-netback already runs in " + run_dir() +
                       " with its own uplinks; stop it (pvio down) or set PVIO_RUN_DIR to a fresh directory";
   std::vector<std::string> up_args;
-  if (want_net && !had_netback) up_args = {"--uplink", "memif:" + uplink_socket, "--vif-uplink", "none"};
-  if (want_net && !had_netback && has_engine("e1000")) up_args.insert(up_args.end(), {"--uplink", "tap:" + e1000_if});
-  else up_args = {"--no-netback"};
+  if (want_net && !had_netback) {
+    up_args = {"--uplink", "memif:" + uplink_socket, "--vif-uplink", "none"};
+    if (has_engine("e1000")) up_args.insert(up_args.end(), {"--uplink", "tap:" + e1000_if});
+  } else {
+    up_args = {"--no-netback"};
+  }
   if (o->has("--backend-poll-us")) {
     up_args.push_back("--backend-poll-us");
     up_args.push_back(o->get("--backend-poll-us"));
