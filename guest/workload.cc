@@ -2,9 +2,9 @@
 // hostile-xen disk=ide|pv xfer=dma|pio rw=read|write|randread|randwrite bs=4096 qd=N
 // count=N | time=MS verify=1 seed=S size=BYTES`, PV tuning `devid= poll_us= ring_order=
 // indirect= persistent=`, and `mode=xcheck from=ide|pv to=pv|ide` (write through one disk,
-// read back and verify through the other, same boot). `mode=net net=pv op=tx|rx|echo pkt=
-// count= time= idle= wait= batch= vif= halt= go= dst=MAC` runs a network workload
-// (net_workload.cc).
+// read back and verify through the other, same boot). `mode=net net=pv|e1000 op=tx|rx|echo
+// pkt= count= time= idle= wait= batch= vif= halt= go= dst=MAC` runs a network workload on the PV
+// NIC (net_workload.cc) or the emulated e1000 (e1000.cc; `nic=` is the same key as `net=`).
 // Results are one `PVIO-RESULT {json}` line on the console; latencies come from the TSC.
 #include "workload.h"
 
@@ -18,6 +18,7 @@
 #include "cpl_probe.h"
 #include "cpu.h"
 #include "ide.h"
+#include "e1000.h"
 #include "net_workload.h"
 #include "pci.h"
 #include "pv_disk.h"
@@ -137,7 +138,7 @@ bool parse_cmdline(const char* cmdline, Options* o) {
     else if (streq(key, "count")) ok = parse_u64(val, &o->count);
     else if (streq(key, "time")) ok = parse_u64(val, &o->time_ms);
     else if (streq(key, "verify")) ok = parse_u64(val, &o->verify), o->verify_given = true;
-    else if (streq(key, "net")) copy_word(o->net, sizeof(o->net), val);
+    else if (streq(key, "net") || streq(key, "nic")) copy_word(o->net, sizeof(o->net), val);
     else if (streq(key, "op")) copy_word(o->netw.op, sizeof(o->netw.op), val);
     else if (streq(key, "pkt")) ok = parse_u64(val, &o->netw.pkt);
     else if (streq(key, "idle")) ok = parse_u64(val, &o->netw.idle_ms);
@@ -680,6 +681,7 @@ uint64_t pv_run_phase(PvSlot* slots, uint64_t qd, bool write, bool verify, uint6
 }
 
 [[noreturn]] void run_net(const Options& o, uint64_t khz) {
+  if (streq(o.net, "e1000")) run_e1000_workload(o.netw, khz);
   if (!streq(o.net, "pv")) {
     kprintf("PVIO-GUEST no usable NIC '%s'\n", o.net);
     shutdown(kExitNoDevice);

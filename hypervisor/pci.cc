@@ -42,6 +42,16 @@ void PciFunction::add_io_bar(unsigned index, std::uint16_t size, std::uint16_t p
   std::memcpy(&write_mask_[off], &mask, 4);
 }
 
+void PciFunction::add_mmio_bar(unsigned index, std::uint32_t size, std::uint32_t base) {
+  if (index >= 6 || size < 16 || (size & (size - 1))) return;
+  bar_size_[index] = size;
+  bar_is_mmio_[index] = true;
+  const unsigned off = pci_reg::kBar0 + 4 * index;
+  set32(off, base & ~(size - 1u));  // type bits 0: 32-bit, anywhere, not prefetchable
+  const std::uint32_t mask = ~(size - 1u);
+  std::memcpy(&write_mask_[off], &mask, 4);
+}
+
 void PciFunction::set_interrupt(std::uint8_t line, std::uint8_t pin) {
   set8(pci_reg::kInterruptLine, line);
   set8(pci_reg::kInterruptPin, pin);
@@ -70,9 +80,15 @@ void PciFunction::config_write(unsigned offset, unsigned size, std::uint32_t val
 }
 
 std::uint16_t PciFunction::io_bar_base(unsigned index) const {
-  if (index >= 6 || bar_size_[index] == 0) return 0;
+  if (index >= 6 || bar_size_[index] == 0 || bar_is_mmio_[index]) return 0;
   if (!(get16(pci_reg::kCommand) & pci_reg::kCommandIo)) return 0;
   return static_cast<std::uint16_t>(get32(pci_reg::kBar0 + 4 * index) & 0xfffc);
+}
+
+std::uint32_t PciFunction::mmio_bar_base(unsigned index) const {
+  if (index >= 6 || bar_size_[index] == 0 || !bar_is_mmio_[index]) return 0;
+  if (!(get16(pci_reg::kCommand) & pci_reg::kCommandMemory)) return 0;
+  return get32(pci_reg::kBar0 + 4 * index) & ~std::uint32_t{0xf};
 }
 
 void PciFunction::update_bars() {
@@ -80,14 +96,21 @@ void PciFunction::update_bars() {
   if (bus_ == nullptr || device == nullptr) return;
   for (unsigned i = 0; i < 6; ++i) {
     if (bar_size_[i] == 0) continue;
-    const std::uint16_t want = io_bar_base(i);
+    const int tag = 100 + static_cast<int>(i);
+    const std::uint32_t want = bar_is_mmio_[i] ? mmio_bar_base(i) : io_bar_base(i);
     if (want == bar_mapped_[i]) continue;
     // Region tags 100+i are reserved for BARs; devices map their fixed ports with small tags.
-    bus_->unmap_pio(device, 100 + static_cast<int>(i));
+    if (bar_is_mmio_[i]) {
+      bus_->unmap_mmio(device, tag);
+    } else {
+      bus_->unmap_pio(device, tag);
+    }
     bar_mapped_[i] = 0;
-    // A BAR at 0 or overlapping another device's ports stays undecoded.
-    if (want != 0 && bus_->map_pio(want, bar_size_[i], device, 100 + static_cast<int>(i)))
-      bar_mapped_[i] = want;
+    // A BAR at 0 or overlapping another device's range stays undecoded.
+    const bool mapped = want != 0 && (bar_is_mmio_[i]
+        ? bus_->map_mmio(want, bar_size_[i], device, tag)
+        : bus_->map_pio(static_cast<std::uint16_t>(want), bar_size_[i], device, tag));
+    if (mapped) bar_mapped_[i] = want;
   }
 }
 

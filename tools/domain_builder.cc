@@ -142,6 +142,7 @@ std::vector<std::string> domain_argv(const DomainPlan& p, const std::string& soc
                                      "--console-socket", dom_file(p.domid, ".console.sock"),
                                      "--console-log", dom_file(p.domid, ".console.log")};
     if (!p.cmdline.empty()) argv.insert(argv.end(), {"--cmdline", p.cmdline});
+    if (!p.nic.empty()) argv.insert(argv.end(), {"--nic", p.nic});
     return argv;
   }
   std::vector<std::string> argv = {find_program("pvio-domain"), "--domid", d,

@@ -29,6 +29,9 @@ struct DomainPlan {
   std::uint64_t grant_frames = 4;  // user-mode domains
   std::string kernel;              // HVM/PVH: the ELF pvio-hv boots
   std::string cmdline;
+  // HVM: pvio-hv's emulated NIC (`e1000[,ifname=IF][,mac=MAC]`, checked by pvio-hv); its wire
+  // is host interface IF, normally a TAP that pvio-netback serves (`pvio up --uplink tap:IF`).
+  std::string nic;
   std::vector<VbdSpec> vbds;  // disks with their images, written as block-attach writes them
   std::vector<VifSpec> vifs;  // written as network-attach writes them
   // User-mode only: the vbd devid pvio-domain serves (with or without an image above: without

@@ -27,6 +27,8 @@
 
 #include "pvio/control/run_dir.h"
 #include "pvio/hypervisor/devices/debug_exit.h"
+#include "pvio/hypervisor/devices/e1000.h"
+#include "pvio/hypervisor/devices/e1000_uplink.h"
 #include "pvio/hypervisor/devices/ide.h"
 #include "pvio/hypervisor/devices/serial.h"
 #include "pvio/hypervisor/devices/xen_console.h"
@@ -84,7 +86,8 @@ class ToolstackSignals {
 void usage() {
   std::fprintf(stderr,
                "usage: pvio-hv --kernel guest.elf [--mem 256M] [--vcpus N] [--cmdline \"...\"]\n"
-               "               [--disk ide=FILE] [--serial-log FILE] [--console]\n"
+               "               [--disk ide=FILE] [--nic e1000[,ifname=IF][,mac=MAC]]\n"
+               "               [--serial-log FILE] [--console]\n"
                "               [--domid N] [--control-socket PATH]\n"
                "               [--console-socket PATH] [--console-log FILE]\n"
                "  --domid serves the domain control protocol on the pvio-domain socket path\n"
@@ -93,7 +96,55 @@ void usage() {
                "  goes to --console-log and to a client on --console-socket (`pvio console`).\n"
                "  Without --serial-log the guest console goes to standard output; --console\n"
                "  also copies it there when a log file is given. Exit counters are printed\n"
-               "  to standard error as one 'PVIO-HV-STATS {json}' line.\n");
+               "  to standard error as one 'PVIO-HV-STATS {json}' line.\n"
+               "  --nic e1000 adds an emulated Intel 82540EM (PCI slot 4, INTx on GSI 16) whose\n"
+               "  frames go out on host interface IF through a packet socket (normally the TAP\n"
+               "  that pvio-netback serves with --uplink tap:IF); without ifname it has no wire.\n");
+}
+
+void print_nic_stats(const E1000& nic, const E1000Uplink& uplink) {
+  const E1000Stats& s = nic.stats();
+  std::string errors;
+  for (std::size_t i = 0; i < s.errors.size(); ++i) {
+    if (s.errors[i] == 0) continue;
+    errors += (errors.empty() ? "\"" : ",\"") +
+              std::string(to_string(static_cast<E1000Error>(i))) + "\":" + std::to_string(s.errors[i]);
+  }
+  std::fprintf(stderr,
+               "PVIO-HV-E1000 {\"tx_packets\":%" PRIu64 ",\"tx_bytes\":%" PRIu64
+               ",\"rx_packets\":%" PRIu64 ",\"rx_bytes\":%" PRIu64 ",\"rx_no_buffer\":%" PRIu64
+               ",\"rx_filtered\":%" PRIu64 ",\"interrupts\":%" PRIu64 ",\"uplink_tx_dropped\":%" PRIu64
+               ",\"mmio_exits\":%" PRIu64 ",\"pio_exits\":%" PRIu64 ",\"errors\":{%s}}\n",
+               s.tx_packets, s.tx_bytes, s.rx_packets, s.rx_bytes, s.rx_no_buffer, s.rx_filtered,
+               s.interrupts, uplink.tx_dropped(), nic.counters().mmio_exits,
+               nic.counters().pio_exits, errors.c_str());
+}
+
+// "e1000[,ifname=IF][,mac=aa:bb:cc:dd:ee:ff]"
+bool parse_nic(const std::string& v, std::string* ifname, E1000::Mac* mac) {
+  std::size_t at = 0;
+  bool first = true;
+  while (at <= v.size()) {
+    const std::size_t comma = std::min(v.find(',', at), v.size());
+    const std::string item = v.substr(at, comma - at);
+    at = comma + 1;
+    if (first) {
+      if (item != "e1000") return false;
+      first = false;
+    } else if (item.rfind("ifname=", 0) == 0 && item.size() > 7) {
+      *ifname = item.substr(7);
+    } else if (item.rfind("mac=", 0) == 0) {
+      unsigned b[6];
+      if (std::sscanf(item.c_str() + 4, "%x:%x:%x:%x:%x:%x", &b[0], &b[1], &b[2], &b[3], &b[4],
+                      &b[5]) != 6)
+        return false;
+      for (int i = 0; i < 6; ++i) (*mac)[i] = static_cast<std::uint8_t>(b[i]);
+      if ((*mac)[0] & 1) return false;  // a multicast address cannot be a NIC's
+    } else {
+      return false;
+    }
+  }
+  return !first;
 }
 
 bool parse_size(const std::string& s, std::uint64_t* out) {
@@ -179,6 +230,9 @@ int main(int argc, char** argv) {
   bool serve = false;
   VmConfig config;
   bool console = false;
+  bool want_nic = false;
+  std::string nic_ifname;
+  E1000::Config nic_config;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
     auto value = [&](std::string* out) {
@@ -207,6 +261,10 @@ int main(int argc, char** argv) {
     if (arg == "--mem" && value(&v) && parse_size(v, &config.mem_bytes)) continue;
     if (arg == "--vcpus" && value(&v)) { config.vcpus = static_cast<unsigned>(std::atoi(v.c_str())); continue; }
     if (arg == "--disk" && value(&v) && v.rfind("ide=", 0) == 0) { disk_path = v.substr(4); continue; }
+    if (arg == "--nic" && value(&v) && parse_nic(v, &nic_ifname, &nic_config.mac)) {
+      want_nic = true;
+      continue;
+    }
     if (arg == "-h" || arg == "--help") { usage(); return kExitOk; }
     std::fprintf(stderr, "pvio-hv: bad argument '%s'\n", arg.c_str());
     usage();
@@ -256,6 +314,15 @@ int main(int argc, char** argv) {
     }
   }
 
+  E1000Uplink uplink;
+  if (want_nic && !nic_ifname.empty()) {
+    std::string why_not;
+    if (uplink.open(nic_ifname, &why_not) != 0) {
+      std::fprintf(stderr, "pvio-hv: --nic: %s\n", why_not.c_str());
+      return kExitHostError;
+    }
+  }
+
   DomainResult result;
   Serial16550* serial = nullptr;
   ToolstackSignals signals;
@@ -275,6 +342,19 @@ int main(int argc, char** argv) {
       pci->add(1, 1, std::move(ide), &vm.bus());
     }
     pci->add(2, 0, make_xen_platform_device(), &vm.bus());
+    E1000* nic = nullptr;
+    if (want_nic) {
+      auto e1000 = std::make_unique<E1000>(
+          vm.memory(), nic_config, vm.irq_fn(),
+          [&uplink](std::span<const std::uint8_t> f) { uplink.send(f); },
+          [] {
+            timespec ts{};
+            ::clock_gettime(CLOCK_MONOTONIC, &ts);
+            return std::uint64_t(ts.tv_sec) * 1000000000u + std::uint64_t(ts.tv_nsec);
+          });
+      nic = e1000.get();
+      pci->add(4, 0, std::move(e1000), &vm.bus());
+    }
     vm.set_console([serial](const char* p, std::size_t n) { serial->write_console(p, n); });
     if (serve) {
       if (control_path.empty()) control_path = pvio::control::domain_socket_path(config.domid);
@@ -307,12 +387,21 @@ int main(int argc, char** argv) {
     }
     signals.start([&vm] { vm.request_shutdown(ShutdownReason::kPoweroff, 0); },
                   [&] { print_stats(vm.bus(), vm.xen().stats(), vm.kvm_features(), vm.xen().op_counts()); });
+    if (nic != nullptr && !nic_ifname.empty()) uplink.start(nic, &vm.device_lock());
+    // The uplink thread touches the NIC and the VM's lock: it stops before the VM goes, however
+    // this scope is left.
+    struct StopUplink {
+      E1000Uplink& u;
+      ~StopUplink() { u.stop(); }
+    } stop_uplink{uplink};
     result = vm.run();
+    uplink.stop();
     signals.stop();
     vm.xen().stop_serving();
     pv_console.stop();
     serial->flush();
     print_stats(vm.bus(), vm.xen().stats(), vm.kvm_features(), vm.xen().op_counts());
+    if (nic != nullptr) print_nic_stats(*nic, uplink);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "pvio-hv: %s\n", e.what());
     return kExitHostError;

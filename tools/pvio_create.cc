@@ -31,7 +31,8 @@ constexpr const char* kUserUsage =
     "MOUNTPOINT]] [--vif MAC [--tap NAME] [--uplink NAME]] [--xenstore-relay (no devices)]";
 constexpr const char* kHvmUsage =
     "usage: pvio create --kernel ELF [--domid N] [--name NAME] [--mem SIZE] [--vcpus N] "
-    "[--cmdline STR] [--vbd DEVID:IMG[:r]] [--vif MAC [--uplink NAME]]";
+    "[--cmdline STR] [--vbd DEVID:IMG[:r]] [--vif MAC [--uplink NAME]] "
+    "[--nic e1000[,ifname=IF][,mac=MAC]]";
 
 int report(const DomainPlan& p, pid_t pid) {
   std::printf("domain %u (%s) created: %s, %s pid %d\n", p.domid, p.name.c_str(),
@@ -102,6 +103,7 @@ int run_hvm(const Options& o) {
   p.kind = *kind;
   p.name = o.get("--name");
   p.cmdline = o.get("--cmdline");
+  p.nic = o.get("--nic");
   return build_and_report(p);
 }
 
@@ -229,13 +231,13 @@ int run(const std::vector<std::string>& args) {
   std::string bad;
   auto o = parse_options(args, {"--domid", "--name", "--memory-mib", "--grant-frames", "--vbd",
                                 "--fuse", "--vif", "--tap", "--uplink", "--kernel", "--mem",
-                                "--cmdline", "--vcpus"},
+                                "--cmdline", "--vcpus", "--nic"},
                          {"--xenstore-relay"}, &bad);
   if (!o) return fail("create", "unknown option " + bad);
   if (!o->positional.empty()) return run_file(o->positional[0], *o);
   if (o->has("--kernel")) return run_hvm(*o);
-  if (o->has("--mem") || o->has("--cmdline"))
-    return fail("create", "--mem and --cmdline need --kernel");
+  if (o->has("--mem") || o->has("--cmdline") || o->has("--nic"))
+    return fail("create", "--mem, --cmdline and --nic need --kernel");
   return run_user(*o);
 }
 
@@ -244,7 +246,8 @@ int run(const std::vector<std::string>& args) {
 PVIO_VERB("create", "FILE  |  [--domid N] [--name NAME] [--memory-mib M] [--grant-frames G] "
           "[--vbd DEVID [--fuse MOUNTPOINT]] [--vif MAC [--tap NAME] [--uplink NAME]] "
           "[--xenstore-relay (no devices)]  |  --kernel ELF [--domid N] [--name NAME] [--mem SIZE] "
-          "[--vcpus N] [--cmdline STR] [--vbd DEVID:IMG[:r]] [--vif MAC [--uplink NAME]]",
+          "[--vcpus N] [--cmdline STR] [--vbd DEVID:IMG[:r]] [--vif MAC [--uplink NAME]] "
+          "[--nic e1000[,ifname=IF][,mac=MAC]]",
           "start a domain from an xl.cfg file (monitored), or a user-mode or HVM/PVH domain "
           "from flags", run);
 

@@ -58,8 +58,9 @@ int start_blkback(const Options& o, const std::string& sock, const std::string& 
 }
 
 // pvio-netback: vifs get a TAP interface named after them unless --vif-uplink none; --uplink
-// adds one shared uplink (tap:NAME, af_packet:IFACE or memif:SOCKET).
-int start_netback(const Options& o, const std::string& sock, const std::string& level) {
+// adds a shared uplink (tap:NAME, af_packet:IFACE or memif:SOCKET), repeatable.
+int start_netback(const Options& o, const std::vector<std::string>& args, const std::string& sock,
+                  const std::string& level) {
   if (auto pid = running_pid("netback")) {
     std::printf("netback already running (pid %d)\n", static_cast<int>(*pid));
     return 0;
@@ -68,9 +69,11 @@ int start_netback(const Options& o, const std::string& sock, const std::string& 
                                    "--log-level", level, "--stats-file",
                                    run_dir() + "/netback.stats", "--vif-uplink",
                                    o.get("--vif-uplink", "tap")};
-  if (o.has("--uplink")) {
+  // The option parser keeps one value per option; every --uplink is passed on.
+  for (std::size_t i = 0; i + 1 < args.size(); ++i) {
+    if (args[i] != "--uplink") continue;
     argv.push_back("--uplink");
-    argv.push_back(o.get("--uplink"));
+    argv.push_back(args[++i]);
   }
   return start("netback", argv, stays_up("netback"), 3000);
 }
@@ -99,7 +102,7 @@ int run(const std::vector<std::string>& args) {
     if (int rc = start_blkback(*o, sock, level); rc != 0) return rc;
   }
   if (!o->has("--no-netback")) {
-    if (int rc = start_netback(*o, sock, level); rc != 0) return rc;
+    if (int rc = start_netback(*o, args, sock, level); rc != 0) return rc;
   }
   return 0;
 }
@@ -108,7 +111,7 @@ int run(const std::vector<std::string>& args) {
 
 PVIO_VERB("up",
           "[--no-blkback] [--no-netback] [--engine uring|aio|null] [--backend-poll-us US] [--vif-uplink tap|none]\n"
-          "       [--uplink tap:NAME|af_packet:IFACE|memif:SOCKET] [--log-level LEVEL]",
+          "       [--uplink tap:NAME|af_packet:IFACE|memif:SOCKET]... [--log-level LEVEL]",
           "start pvio-xenstored, pvio-blkback and pvio-netback unless they are running", run);
 
 }  // namespace pvio::cli

@@ -236,7 +236,7 @@ TEST(PvNetBench, WritesNetworkRowsTableJsonAndSvg) {
   ASSERT_FALSE(dir.empty());
   std::filesystem::create_directories(dir + "/run");
   const std::string out = dir + "/bench";
-  const pid_t pid = test::spawn({pvio, "bench", "--workloads", "tx64,rx1500,pingpong", "--size", "8M",
+  const pid_t pid = test::spawn({pvio, "bench", "--workloads", "tx64,rx1500,pingpong", "--engines", "pv,native", "--size", "8M",
                                  "--time-ms", "300", "--out", out},
                                 dir + "/table.txt", dir + "/bench.err", {{"PVIO_RUN_DIR", dir + "/run"}, {"TMPDIR", dir}});
   EXPECT_EQ(test::wait_exit(pid, 300000), 0) << slurp(dir + "/bench.err");

@@ -1,7 +1,7 @@
 // Emulated PCI: configuration mechanism #1 (ports 0xCF8 address, 0xCFC-0xCFF data) over a
 // small bus-0 model. Each function has a 256-byte type-0 configuration space with write masks;
-// I/O BARs are sized the standard way (write ~0, read back the size mask) and remapped on the
-// I/O bus when the guest moves them.
+// I/O and 32-bit memory BARs are sized the standard way (write ~0, read back the size mask) and
+// remapped on the I/O bus when the guest moves them.
 #pragma once
 
 #include <array>
@@ -38,6 +38,9 @@ class PciFunction {
   // Declares BAR `index` as an I/O BAR of `size` bytes (power of two >= 4) at `port`, decoded
   // while the command register's I/O bit is set.
   void add_io_bar(unsigned index, std::uint16_t size, std::uint16_t port);
+  // Declares BAR `index` as a 32-bit non-prefetchable memory BAR of `size` bytes (power of two
+  // >= 16) at `base`, decoded while the command register's memory bit is set.
+  void add_mmio_bar(unsigned index, std::uint32_t size, std::uint32_t base);
   void set_interrupt(std::uint8_t line, std::uint8_t pin);
   void set_subsystem(std::uint16_t vendor, std::uint16_t device);
 
@@ -46,6 +49,8 @@ class PciFunction {
 
   // Current I/O base of BAR `index` if it is decoded, else 0.
   std::uint16_t io_bar_base(unsigned index) const;
+  // Current memory base of BAR `index` if it is decoded, else 0.
+  std::uint32_t mmio_bar_base(unsigned index) const;
 
   void attach(IoBus* bus) { bus_ = bus; update_bars(); }
 
@@ -63,8 +68,9 @@ class PciFunction {
 
   std::array<std::uint8_t, 256> config_{};
   std::array<std::uint8_t, 256> write_mask_{};
-  std::array<std::uint16_t, 6> bar_size_{};     // 0: not implemented
-  std::array<std::uint16_t, 6> bar_mapped_{};   // base currently on the bus, 0 if none
+  std::array<std::uint32_t, 6> bar_size_{};     // 0: not implemented
+  std::array<bool, 6> bar_is_mmio_{};
+  std::array<std::uint32_t, 6> bar_mapped_{};   // base currently on the bus, 0 if none
   IoBus* bus_ = nullptr;
 };
 

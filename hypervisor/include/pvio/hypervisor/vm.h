@@ -95,6 +95,9 @@ class Vm final : private XenHost {
   }
 
   IoBus& bus() { return bus_; }
+  // The lock every exit handler runs under: a device thread outside the vCPUs (the e1000's
+  // receive thread) takes it before touching the device.
+  std::mutex& device_lock() { return io_mutex_; }
   // Devices are owned by the VM; returns the raw pointer for mapping.
   template <typename D>
   D* add_device(std::unique_ptr<D> device) {
