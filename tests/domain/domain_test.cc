@@ -25,6 +25,7 @@
 // linkage, so the store that keeps it reachable for the leak checker cannot be dropped).
 namespace pvio::domain_test {
 gnttab::GrantMapper* g_killed_mapper = nullptr;
+gnttab::GrantMapper* g_killed_mapper_of_two = nullptr;  // KilledServiceReleasesOnlyItsOwnPins
 }  // namespace pvio::domain_test
 
 namespace {
@@ -210,7 +211,7 @@ TEST_F(RunningDomain, KilledServiceReleasesOnlyItsOwnPins) {
   ASSERT_EQ(control::ControlClient::attach(d->socket_path(), 9, &killed), 0);
   ASSERT_EQ(control::ControlClient::attach(d->socket_path(), 9, &live), 0);
   auto* doomed = new gnttab::GrantMapper(9, 0, killed->memory(), killed->grant_frame_gfns(), 16);
-  domain_test::g_killed_mapper = doomed;  // never unmaps, like a killed process
+  domain_test::g_killed_mapper_of_two = doomed;  // never unmaps, like a killed process
   gnttab::GrantMapper survivor(9, 0, live->memory(), live->grant_frame_gfns(), 16);
   ASSERT_EQ(doomed->map(dead_only, false).status, gnttab::GNTST_okay);
   ASSERT_EQ(doomed->map(shared, false).status, gnttab::GNTST_okay);
