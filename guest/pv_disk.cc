@@ -79,16 +79,17 @@ bool BareMetalPlatform::init(uint64_t tsc_khz) {
   return xs_ring() != nullptr;
 }
 
-// The bump allocator never frees: the guest connects once per boot, so a reconnect's few ring
-// pages are the only memory lost.
+// Ring pages come from the page pool: a reconnect frees the old ring and takes it back.
 bool BareMetalPlatform::alloc_pages(unsigned order, blkfront::GuestPages& out) {
-  void* p = alloc(uint64_t{4096} << order, 4096);
+  void* p = page_alloc(order);
   if (p == nullptr) return false;
   out.addr = p;
   out.gfn = reinterpret_cast<uint64_t>(p) >> 12;  // identity mapped
   return true;
 }
-void BareMetalPlatform::free_pages(unsigned, const blkfront::GuestPages&) {}
+void BareMetalPlatform::free_pages(unsigned order, const blkfront::GuestPages& pages) {
+  page_free(pages.addr, order);
+}
 
 grant_ref_t BareMetalPlatform::grant_access(domid_t domid, uint64_t gfn, bool readonly) {
   return grant_table().grant_access(domid, gfn, readonly);
@@ -173,14 +174,38 @@ bool PvDisk::open(uint64_t tsc_khz, uint32_t devid, const blkfront::Limits& limi
   return true;
 }
 
+bool PvDisk::follow_backend() {
+  if (xs_ring_wait(0, platform_.khz()) == 0) backend_pending_ = true;
+  if (!backend_pending_ && retry_at_ == 0) return false;
+  if (retry_at_ != 0 && rdtsc() < retry_at_) return false;
+  backend_pending_ = false;
+  retry_at_ = 0;
+  (void)front_->backend_changed();
+  // A failed step is retried after 1 ms doubling to 1 s (the core counts the failures); the
+  // guest has no timer, so the wait for it spins instead of halting.
+  if (const uint32_t failed = front_->failures_in_a_row(); failed != 0)
+    retry_at_ = rdtsc() + (uint64_t{1} << (failed < 10 ? failed : 10)) * platform_.khz();
+  if (front_->connected()) port_ = front_->queue_port(0);
+  return true;
+}
+
 void PvDisk::process(bool wait, uint64_t poll_cycles) {
   // Progress is counted in responses: a completion callback may resubmit at once, so the
   // number of active I/Os says nothing.
   const uint64_t before = front_->stats().responses;
   const uint64_t seen = evtchn_events(port_);
+  // Watch events come on the store port: counted before the watch is looked at, so one that
+  // arrives after the look still ends the halt below.
+  const uint32_t store_port = xen_info().store_evtchn;
+  const uint64_t store_seen = evtchn_events(store_port);
   front_->handle_all_events();
   ++platform_.counters.polls;
-  if (!wait || front_->stats().responses != before || front_->active_ios() == 0) return;
+  if (front_->stats().responses != before) return;
+  if (follow_backend() || !wait || front_->active_ios() == 0) return;
+  if (retry_at_ != 0) {
+    asm volatile("pause");
+    return;
+  }
   const uint64_t until = rdtsc() + poll_cycles;
   // While spinning, the backend's notifications must not interrupt us: at CPL0 with cli; at
   // CPL3, where cli/sti would each trap into this kernel (#GP, emulated), by masking the port in
@@ -209,8 +234,9 @@ void PvDisk::process(bool wait, uint64_t poll_cycles) {
   // Nothing yet: halt until the backend's notification (handle_event re-armed rsp_event in
   // final_check_for_responses, so one is due with the next response). evtchn_wait returns at
   // once if an event arrived since `seen`.
+  const uint32_t ports[2] = {port_, store_port};
   if (evtchn_events(port_) == seen) ++platform_.counters.hlts;
-  evtchn_wait(port_, seen);
+  evtchn_wait_any(ports, 2, seen + store_seen);
   front_->handle_all_events();
 }
 

@@ -57,7 +57,9 @@ class PvDisk {
 
   void submit(blkfront::BlockIo* io) { front_->submit(io); }
   // Consumes responses (completion callbacks run here). With `wait`, when nothing completed,
-  // spins for up to poll_cycles TSC cycles and then halts until the next upcall.
+  // spins for up to poll_cycles TSC cycles and then halts until the next upcall. When nothing
+  // completed it also follows the backend's state (a restarted backend closes the device and
+  // offers it again): I/Os in flight are kept and resubmitted on the new connection.
   void process(bool wait, uint64_t poll_cycles);
   // Synchronous single I/O on `pages` (for the cross-check modes). Returns the I/O's status.
   blkfront::IoStatus rw_sync(bool write, uint64_t sector, uint32_t nr_sectors, void* buf);
@@ -65,10 +67,15 @@ class PvDisk {
 
  private:
   void probe_access_cost(uint64_t khz);
+  // A watch fired (or a failed handshake step is due again): advance the handshake. True when
+  // it ran backend_changed().
+  bool follow_backend();
 
   BareMetalPlatform platform_;
   blkfront::Blkfront* front_ = nullptr;
   evtchn_port_t port_ = 0;
+  bool backend_pending_ = false;  // a watch fired during a backoff
+  uint64_t retry_at_ = 0;         // TSC of the next try after a failed step; 0: none due
 };
 
 }  // namespace pvio::guest

@@ -44,15 +44,15 @@ bool NetPlatform::init(uint64_t tsc_khz) {
   return xs_ring() != nullptr;
 }
 
-// The bump allocator never frees: the guest connects once per boot.
+// Ring pages come from the page pool: a reconnect frees the old rings and takes them back.
 bool NetPlatform::alloc_page(netfront::GuestPage& out) {
-  void* p = alloc(4096, 4096);
+  void* p = page_alloc(0);
   if (p == nullptr) return false;
   out.addr = p;
   out.gfn = reinterpret_cast<uint64_t>(p) >> 12;  // identity mapped
   return true;
 }
-void NetPlatform::free_page(const netfront::GuestPage&) {}
+void NetPlatform::free_page(const netfront::GuestPage& page) { page_free(page.addr, 0); }
 
 grant_ref_t NetPlatform::grant_access(domid_t domid, uint64_t gfn, bool readonly) {
   return grant_table().grant_access(domid, gfn, readonly);

@@ -463,6 +463,7 @@ uint64_t pv_run_phase(PvSlot* slots, uint64_t qd, bool write, bool verify, uint6
 
   const PvCounters c0 = pv.platform().counters;
   const blkfront::Stats s0 = pv.front().stats();
+  const uint64_t heap0 = alloc_free_bytes();  // reconnects must not move the bump pointer
   const uint64_t up0 = upcalls();
   const DoorbellCounts d0 = doorbell_counts();
   const Cpl3TrapCounts t0 = cpl3_trap_counts();
@@ -492,6 +493,8 @@ uint64_t pv_run_phase(PvSlot* slots, uint64_t qd, bool write, bool verify, uint6
   const uint64_t elapsed_ns = to_ns(elapsed, khz);
   const uint64_t iops = elapsed_ns ? ops * 1000000000ull / elapsed_ns : 0;
   const auto& n = pv.front().negotiated();
+  const uint64_t reconnects = pv.front().stats().reconnects - s0.reconnects;
+  const uint64_t heap_growth = heap0 - alloc_free_bytes();
   const uint64_t doorbells = c1.doorbells - c0.doorbells, hlts = c1.hlts - c0.hlts;
   kprintf("PVIO-RESULT {\"mode\":\"workload\",\"disk\":\"pv\",\"rw\":\"%s\",\"bs\":%lu,"
           "\"qd\":%lu,\"ops\":%lu,\"bytes\":%lu,\"elapsed_ns\":%lu,\"iops\":%lu,\"p50_ns\":%lu,"
@@ -501,7 +504,8 @@ uint64_t pv_run_phase(PvSlot* slots, uint64_t qd, bool write, bool verify, uint6
           "\"ring_slots\":%u,\"ring_order\":%u,\"indirect\":%u,\"persistent\":%u,\"poll_us\":%lu,"
           "\"polls\":%lu,\"doorbell_ns\":%lu,\"loop_ns\":%lu,\"cpl\":%u,\"doorbell\":\"%s\","
           "\"mmio_doorbells\":%lu,\"pio_doorbells\":%lu,\"cpl3_traps\":%lu,"
-          "\"cpl3_doorbell_traps\":%lu}\n",
+          "\"cpl3_doorbell_traps\":%lu,\"reconnects\":%lu,\"heap_growth\":%lu,"
+          "\"pooled_pages\":%lu}\n",
           o.rw, o.bs, o.qd, ops, ops * o.bs, elapsed_ns, iops, p50, p99, errors, verify_failures,
           verified, khz, s1.requests - s0.requests, s1.indirect_requests - s0.indirect_requests,
           s1.notifications - s0.notifications, doorbells, hlts, up1 - up0, doorbells + hlts,
@@ -510,7 +514,7 @@ uint64_t pv_run_phase(PvSlot* slots, uint64_t qd, bool write, bool verify, uint6
           doorbells ? to_ns(c1.doorbell_cycles - c0.doorbell_cycles, khz) / doorbells : 0,
           loop_ns_per_1000(khz), current_cpl(), doorbell_mmio_gpa() ? "mmio" : "pio",
           d1.mmio - d0.mmio, d1.pio - d0.pio, t1.emulated - t0.emulated,
-          t1.doorbell_outs - t0.doorbell_outs);
+          t1.doorbell_outs - t0.doorbell_outs, reconnects, heap_growth, page_pool_pages());
   shutdown(errors || verify_failures ? kExitErrors : kExitOk);
 }
 

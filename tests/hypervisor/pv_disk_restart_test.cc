@@ -1,0 +1,120 @@
+// The HVM test guest's PV disk outlives its backend: `pvio up` (pvio-xenstored, pvio-blkback)
+// in a private run dir, the guest booted by `pvio create --kernel --vbd` running a verified
+// random-write workload, and pvio-blkback killed with SIGKILL and started again while the
+// guest's I/Os are in flight. The guest's blkfront follows the backend's state (Closing, then
+// InitWait from the new process), reconnects, resubmits what was in flight and frees its old
+// ring: after every restart its heap is where it was before the first. Needs /dev/kvm.
+#include <signal.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "pvio/guest/result_line.h"
+#include "pvio/hypervisor/vm.h"
+#include "pvio/test/child_process.h"
+#include "pvio/test/temp_dir.h"
+#include "pvio/test/wait_until.h"
+
+namespace pvio::hv {
+namespace {
+
+using guest::json_number;
+using guest::report_line;
+using guest::slurp;
+
+class PvDiskRestartTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::string why;
+    if (!Vm::kvm_available(&why)) GTEST_SKIP() << "KVM is not usable here (" << why << ")";
+    const char* pvio = std::getenv("PVIO");
+    ASSERT_NE(pvio, nullptr) << "PVIO not set (run via meson test)";
+    const char* kernel = std::getenv("PVIO_GUEST");
+    ASSERT_NE(kernel, nullptr) << "PVIO_GUEST not set (run via meson test)";
+    pvio_ = pvio;
+    kernel_ = kernel;
+    dir_ = test::make_temp_dir("pvio-pv-disk-restart-test");
+    ASSERT_FALSE(dir_.empty());
+    run_dir_ = dir_ + "/run";
+    std::filesystem::create_directories(run_dir_);
+    image_ = dir_ + "/disk.img";
+    std::ofstream(image_).close();
+    std::filesystem::resize_file(image_, 32u << 20);
+    ASSERT_EQ(pvio_cmd({"up", "--no-netback"}), 0) << slurp(dir_ + "/pvio.err");
+    domid_ = 600 + ::getpid() % 300;
+  }
+  void TearDown() override {
+    if (dir_.empty()) return;
+    if (booted_) pvio_cmd({"destroy", std::to_string(domid_)});
+    pvio_cmd({"down"});
+    test::remove_temp_dir(dir_);
+  }
+
+  int pvio_cmd(const std::vector<std::string>& args) {
+    std::vector<std::string> argv = {pvio_};
+    argv.insert(argv.end(), args.begin(), args.end());
+    return test::wait_exit(test::spawn(argv, dir_ + "/pvio.out", dir_ + "/pvio.err",
+                                       {{"PVIO_RUN_DIR", run_dir_}}),
+                           60000);
+  }
+  std::string log() const { return slurp(run_dir_ + "/domain-" + std::to_string(domid_) + ".log"); }
+  static std::size_t count(const std::string& text, const std::string& what) {
+    std::size_t n = 0;
+    for (auto at = text.find(what); at != std::string::npos; at = text.find(what, at + 1)) ++n;
+    return n;
+  }
+  pid_t blkback_pid() const {
+    const std::string text = slurp(run_dir_ + "/blkback.pid");
+    return static_cast<pid_t>(std::atol(text.c_str()));
+  }
+
+  std::string pvio_, kernel_, dir_, run_dir_, image_;
+  int domid_ = 0;
+  bool booted_ = false;
+};
+
+TEST_F(PvDiskRestartTest, GuestRidesThroughBlkbackKillsWithoutLosingDataOrPages) {
+  constexpr int kKills = 3;
+  // Long enough for every restart on a loaded machine; the guest stops on its own clock.
+  ASSERT_EQ(pvio_cmd({"create", "--kernel", kernel_, "--domid", std::to_string(domid_), "--mem", "64M",
+                      "--vbd", "51712:" + image_, "--cmdline",
+                      "mode=workload disk=pv rw=randwrite bs=4096 qd=8 time=20000 verify=1 seed=11"}),
+            0)
+      << slurp(dir_ + "/pvio.err");
+  booted_ = true;
+  ASSERT_TRUE(test::wait_until([&] { return log().find("pv: vbd 51712 connected") != std::string::npos; },
+                               60000))
+      << log();
+  for (int k = 1; k <= kKills; ++k) {
+    const pid_t pid = blkback_pid();
+    ASSERT_GT(pid, 0);
+    ASSERT_EQ(::kill(pid, SIGKILL), 0);
+    ASSERT_TRUE(test::wait_until([&] { return ::kill(pid, 0) != 0; }, 10000));
+    ASSERT_EQ(pvio_cmd({"up", "--no-netback"}), 0) << slurp(dir_ + "/pvio.err");
+    ASSERT_TRUE(test::wait_until(
+        [&] { return count(log(), "reconnected, resubmitting") >= static_cast<std::size_t>(k); }, 60000))
+        << "restart " << k << " not followed by a reconnect:\n"
+        << log() << "\nblkback:\n"
+        << slurp(run_dir_ + "/blkback.log");
+  }
+  ASSERT_TRUE(test::wait_until([&] { return log().find("guest powered off") != std::string::npos; }, 120000))
+      << log();
+  const std::string result = report_line(log(), "PVIO-RESULT");
+  ASSERT_FALSE(result.empty()) << log();
+  EXPECT_EQ(json_number(result, "errors"), 0u) << result;
+  EXPECT_EQ(json_number(result, "verify_failures"), 0u) << result;
+  EXPECT_GT(json_number(result, "verified_blocks"), 0u) << result;
+  EXPECT_GE(json_number(result, "reconnects"), static_cast<std::uint64_t>(kKills)) << result;
+  // Each reconnect freed its old ring and took the same pages back.
+  EXPECT_EQ(json_number(result, "heap_growth"), 0u) << result;
+  EXPECT_EQ(json_number(result, "pooled_pages"), 0u) << result;
+}
+
+}  // namespace
+}  // namespace pvio::hv
