@@ -347,6 +347,7 @@ void on_rx(void* cookie, const uint8_t* f, uint32_t len, bool error) {
   auto* hello = static_cast<uint8_t*>(alloc(2048, 64));
   const Counts a = counts(nic);
   const uint64_t hello_every = 100 * khz, wait = o.wait_ms * khz, idle_limit = o.idle_ms * khz;
+  const uint64_t spin = o.spin_us * khz / 1000;
   const uint64_t start = rdtsc();
   uint64_t last_hello = 0, hellos = 0, last_count = 0, last_progress = start;
   bool timed_out = false;
@@ -375,7 +376,8 @@ void on_rx(void* cookie, const uint8_t* f, uint32_t len, bool error) {
       nic.reclaim_tx();
     }
     // Before the first frame the hellos must go on (the guest has no timer): no halt.
-    if (o.halt == 1 && s.packets != 0 && s.packets == last_count) nic.wait_rx(irqs);
+    if (o.halt == 1 && s.packets != 0 && s.packets == last_count && rdtsc() - last_progress >= spin)
+      nic.wait_rx(irqs);
   }
   nic.push_tx();
   for (int i = 0; i < 100000 && !nic.tx_idle(); ++i) {

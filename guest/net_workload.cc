@@ -212,6 +212,7 @@ bool wait_for_go(PvNic& nic, const NetOptions& o, uint64_t khz, uint8_t* frame) 
   auto* hello = static_cast<uint8_t*>(alloc(2048, 64));
   const Snapshot a = snap(nic);
   const uint64_t hello_every = 100 * khz, wait = o.wait_ms * khz, idle_limit = o.idle_ms * khz;
+  const uint64_t spin = o.spin_us * khz / 1000;
   const uint64_t start = rdtsc();
   uint64_t last_hello = 0, hellos = 0, last_count = 0, last_progress = start;
   bool timed_out = false;
@@ -237,7 +238,7 @@ bool wait_for_go(PvNic& nic, const NetOptions& o, uint64_t khz, uint8_t* frame) 
     if (s.echo) nic.front().push_tx();
     if (!nic.front().carrier()) break;
     // Before the first frame the hellos must go on (the host may not listen yet): no halt.
-    if (s.packets != 0 && s.packets == last_count) idle(nic, o);
+    if (s.packets != 0 && s.packets == last_count && rdtsc() - last_progress >= spin) idle(nic, o);
   }
   // Echoes still on the ring go out before the result.
   nic.front().push_tx();

@@ -18,6 +18,9 @@ struct NetOptions {
   // tx response always comes; the spin would take the CPU the backend needs), rx and echo poll
   // (the guest has no timer: a halt after the sender stopped would never end).
   uint64_t halt = 255;
+  // rx/echo with halt=1: keep polling this long after the last frame before halting (a reply
+  // that comes within it costs no halt and no upcall; 0 halts at the first empty poll).
+  uint64_t spin_us = 0;
   uint64_t go = 0;           // tx: send hellos and start only when a frame of ours arrives
   uint64_t verify = 1;       // rx/echo: check every frame's payload
   uint8_t dst[6] = {0x02, 0x00, 0x00, 0x00, 0x00, 0x01};  // tx and hello destination

@@ -3,7 +3,7 @@
 // count=N | time=MS verify=1 seed=S size=BYTES`, PV tuning `devid= poll_us= ring_order=
 // indirect= persistent=`, and `mode=xcheck from=ide|pv to=pv|ide` (write through one disk,
 // read back and verify through the other, same boot). `mode=net net=pv|e1000 op=tx|rx|echo
-// pkt= count= time= idle= wait= batch= vif= halt= go= dst=MAC` runs a network workload on the PV
+// pkt= count= time= idle= wait= batch= vif= halt= spin_us= go= dst=MAC` runs a network workload on the PV
 // NIC (net_workload.cc) or the emulated e1000 (e1000.cc; `nic=` is the same key as `net=`).
 // Results are one `PVIO-RESULT {json}` line on the console; latencies come from the TSC.
 #include "workload.h"
@@ -146,6 +146,7 @@ bool parse_cmdline(const char* cmdline, Options* o) {
     else if (streq(key, "batch")) ok = parse_u64(val, &o->netw.batch);
     else if (streq(key, "vif")) ok = parse_u64(val, &o->netw.vif);
     else if (streq(key, "halt")) ok = parse_u64(val, &o->netw.halt);
+    else if (streq(key, "spin_us")) ok = parse_u64(val, &o->netw.spin_us);
     else if (streq(key, "go")) ok = parse_u64(val, &o->netw.go);
     else if (streq(key, "dst")) ok = parse_mac(val, o->netw.dst);
     else if (streq(key, "seed")) ok = parse_u64(val, &o->seed);

@@ -426,7 +426,8 @@ Result net_native_run(const BootOptions& bo, const NetWorkload& w, std::uint64_t
 // frames arrive (pvio-netpeer), rx counted by the guest, ping-pong timed by pvio-netpeer
 // against the guest's echo. Both cross the same switch to the same memif uplink.
 Result net_guest_run(const BootOptions& bo, xs::Client& xs, const std::string& engine, const NetWorkload& w,
-                     std::uint64_t time_ms, const std::string& uplink_socket, const std::string& e1000_if) {
+                     std::uint64_t time_ms, const std::string& uplink_socket, const std::string& e1000_if,
+                     std::uint64_t poll_us) {
   Result r;
   r.engine = engine;
   const bool e1000 = engine == "e1000";
@@ -441,7 +442,9 @@ Result net_guest_run(const BootOptions& bo, xs::Client& xs, const std::string& e
   std::string cmd = "mode=net net=" + engine + " op=" + w.op + " pkt=" + std::to_string(w.pkt);
   if (w.op == "tx") cmd += " go=1 time=" + std::to_string(time_ms);
   if (w.op == "rx") cmd += " time=" + std::to_string(time_ms) + " idle=1000";
-  if (w.op == "echo") cmd += " count=" + std::to_string(kPingCount) + " idle=3000 halt=1";
+  // Ping-pong: both NICs' guests poll --poll-us after each frame before halting for the next.
+  if (w.op == "echo")
+    cmd += " count=" + std::to_string(kPingCount) + " idle=3000 halt=1 spin_us=" + std::to_string(poll_us);
   BootOptions nbo = bo;
   if (e1000) {
     nbo.nic = "e1000,ifname=" + e1000_if + ",mac=" + kGuestMac;
@@ -1039,7 +1042,7 @@ int run(const std::vector<std::string>& args) {
         // pvio-netback creates its TAP uplinks once it runs, after `pvio up` returned.
         for (int i = 0; e == "e1000" && i < 100 && ::if_nametoindex(e1000_if.c_str()) == 0; ++i)
           std::this_thread::sleep_for(std::chrono::milliseconds(100));
-        r = net_guest_run(bo, *xs, e, w, time_ms, uplink_socket, e1000_if);
+        r = net_guest_run(bo, *xs, e, w, time_ms, uplink_socket, e1000_if, poll_us);
       }
       if (!r.ok) std::fprintf(stderr, "failed: %s\n", r.why.c_str());
       else if (w.op == "echo") std::fprintf(stderr, "p50 %.1f us, p99 %.1f us\n", r.p50_ns / 1e3, r.p99_ns / 1e3);
