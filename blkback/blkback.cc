@@ -643,6 +643,7 @@ DeviceStats Device::stats() const {
   for (const auto& q : queues_) q->add_stats(s);
   s.wakeups = wakeups_.load(std::memory_order_relaxed);
   s.polled = polled_.load(std::memory_order_relaxed);
+  s.poll_budget_ns = poll_budget_ns_.load(std::memory_order_relaxed);
   return s;
 }
 
@@ -688,13 +689,24 @@ void Device::worker(unsigned t) {
   for (unsigned q : mine) queues_[q]->service();
 
   // Polling: after work, look at the rings and completions without sleeping (and without
-  // arming req_event, so the frontend sends no doorbells meanwhile) for up to poll_us; every
-  // find restarts the budget. Then arm and sleep on the event channels.
-  const std::uint64_t poll_ns = std::uint64_t{config_.poll_us} * 1000;
+  // arming req_event, so the frontend sends no doorbells meanwhile) for up to a budget; every
+  // find restarts it. Then arm and sleep on the event channels. The budget adapts as KVM's
+  // halt polling does, between 0 and poll_us: a sleep that ended within poll_us would have been
+  // caught by a longer poll (double it, from 10 us), a longer one would not (halve it), so an
+  // idle or slow vbd stops burning a core and a busy, fast one keeps polling.
+  const std::uint64_t max_poll_ns = std::uint64_t{config_.poll_us} * 1000;
+  constexpr std::uint64_t kPollGrowStartNs = 10'000;
+  std::uint64_t poll_ns = max_poll_ns;
   auto now_ns = [] {
     timespec ts;
     ::clock_gettime(CLOCK_MONOTONIC, &ts);
     return std::uint64_t(ts.tv_sec) * 1'000'000'000u + std::uint64_t(ts.tv_nsec);
+  };
+  auto adapt = [&](std::uint64_t slept_ns) {
+    if (max_poll_ns == 0) return;
+    if (slept_ns <= max_poll_ns) poll_ns = std::min(max_poll_ns, std::max(poll_ns * 2, kPollGrowStartNs));
+    else poll_ns = poll_ns / 2 < kPollGrowStartNs ? 0 : poll_ns / 2;
+    poll_budget_ns_.store(poll_ns, std::memory_order_relaxed);
   };
   auto poll = [&] {
     if (poll_ns == 0) return;
@@ -717,11 +729,13 @@ void Device::worker(unsigned t) {
 
   epoll_event evs[16];
   for (;;) {
+    const std::uint64_t slept_from = max_poll_ns != 0 ? now_ns() : 0;
     const int n = ::epoll_wait(ep, evs, 16, -1);
     if (n < 0) {
       if (errno == EINTR) continue;
       break;
     }
+    if (max_poll_ns != 0) adapt(now_ns() - slept_from);
     wakeups_.fetch_add(1, std::memory_order_relaxed);
     bool stop = false;
     for (int i = 0; i < n; ++i) {

@@ -4,6 +4,9 @@
 // wraps, direct and indirect segments, persistent grants on and off, several queues and threads;
 // flush ordering and durability (also with the backend killed right after the flush response).
 #include <fcntl.h>
+#include <chrono>
+#include <thread>
+
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/wait.h>
@@ -280,6 +283,17 @@ TEST_P(DatapathIntegrity, RandomWritesAndReadsVerifyAcrossRingWraps) {
     // Each wave follows the last one's responses at once: well inside a 100 ms budget, so the
     // polling worker finds waves without being woken.
     EXPECT_GT(st.polled, 0u);
+    // Then idle for five budgets (the worker may poll twice more first: once after the last
+    // wave, once after a wake-up for a completion it had already reaped): its sleep outlasts
+    // poll_us, so the wave that wakes it finds the budget halved (an idle vbd stops burning a
+    // core).
+    std::this_thread::sleep_for(std::chrono::microseconds(5 * c.poll_us));
+    qs[0]->post_io(false, 0, 8, blkif::kMaxSegmentsPerRequest, false, shadow, rng);
+    qs[0]->q.push();
+    qs[0]->complete_all(shadow);
+    if (HasFatalFailure()) return;
+    EXPECT_LT(dev.stats().poll_budget_ns, std::uint64_t{c.poll_us} * 1000);
+    EXPECT_GT(dev.stats().poll_budget_ns, 0u);
   }
   if (c.persistent) {
     // Persistent grants stay mapped by the backend between requests: the guest sees them busy.

@@ -79,6 +79,7 @@ struct DeviceStats {
   std::uint64_t persistent_hits = 0, persistent_misses = 0;
   std::uint64_t wakeups = 0;       // times a worker woke from its event channels
   std::uint64_t polled = 0;        // times a polling worker found work without an event
+  std::uint64_t poll_budget_ns = 0;  // the adaptive polling budget after the last sleep
   std::uint64_t invalid_total() const {
     std::uint64_t n = 0;
     for (std::uint64_t v : invalid) n += v;
@@ -118,7 +119,7 @@ class Device {
   DiskLimits limits_;
   std::vector<std::unique_ptr<Queue>> queues_;
   std::vector<std::thread> threads_;
-  std::atomic<std::uint64_t> wakeups_{0}, polled_{0};
+  std::atomic<std::uint64_t> wakeups_{0}, polled_{0}, poll_budget_ns_{0};
   std::atomic<bool> stopping_{false};
   int stop_fd_ = -1;
   bool running_ = false;
