@@ -8,6 +8,8 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <chrono>
 #include <cstdint>
 #include <cstring>
 #include <memory>
@@ -283,8 +285,16 @@ class GuestVif {
   std::uint32_t rx_pending() { return rx_.unconsumed_responses().count; }
 
   bool wait_event(int timeout_ms) {
+    // A signal is not an event: DPDK's TAP PMD raises SIGIO when its fd becomes readable, and
+    // that ended this wait at once (a frame sent to the TAP was then "not received").
     pollfd p{event_fd_, POLLIN, 0};
-    if (::poll(&p, 1, timeout_ms) <= 0) return false;
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+    for (;;) {
+      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+      const int r = ::poll(&p, 1, static_cast<int>(std::max<std::int64_t>(left.count(), 0)));
+      if (r > 0) break;
+      if (r == 0 || errno != EINTR) return false;
+    }
     std::uint64_t v;
     [[maybe_unused]] const ssize_t r = ::read(event_fd_, &v, sizeof v);
     return true;

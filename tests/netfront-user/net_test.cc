@@ -302,7 +302,7 @@ TEST_F(NetbackTest, KilledDuringTcpStreamAndRestarted) {
   const std::string json = dom0_->dir + "/iperf3-client.json";
   std::this_thread::sleep_for(std::chrono::milliseconds(300));
   ASSERT_EQ(run_shell("(" + in(g_[0], "iperf3 -J -c " + g_[1].ip + " -t 8 > " + json) +
-               "; echo $? > " + json + ".rc) >/dev/null 2>&1 &"), 0);
+               "; echo $? > " + json + ".rc.tmp; mv " + json + ".rc.tmp " + json + ".rc) >/dev/null 2>&1 &"), 0);
   std::this_thread::sleep_for(std::chrono::seconds(2));
   const pid_t pid = netback_pid();
   ASSERT_GT(pid, 0);
