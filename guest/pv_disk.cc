@@ -206,7 +206,9 @@ void PvDisk::process(bool wait, uint64_t poll_cycles) {
     asm volatile("pause");
     return;
   }
-  const uint64_t until = rdtsc() + poll_cycles;
+  if (!adaptive_ || budget_ > poll_cycles) budget_ = poll_cycles;
+  const uint64_t spin = budget_;
+  const uint64_t until = rdtsc() + spin;
   // While spinning, the backend's notifications must not interrupt us: at CPL0 with cli; at
   // CPL3, where cli/sti would each trap into this kernel (#GP, emulated), by masking the port in
   // shared_info, which is a locked store. Unmasking scans what arrived meanwhile without an
@@ -214,7 +216,7 @@ void PvDisk::process(bool wait, uint64_t poll_cycles) {
   // No PAUSE in this loop: KVM's pause-loop exiting turns a run of PAUSEs into an exit that
   // yields the vCPU thread, which on a loaded host costs a scheduler slice per I/O.
   const bool user = current_cpl() == 3;
-  if (poll_cycles != 0) {
+  if (spin != 0) {
     if (user) mask_port(port_);
     else asm volatile("cli" ::: "memory");
     while (rdtsc() < until) {
@@ -236,8 +238,14 @@ void PvDisk::process(bool wait, uint64_t poll_cycles) {
   // once if an event arrived since `seen`.
   const uint32_t ports[2] = {port_, store_port};
   if (evtchn_events(port_) == seen) ++platform_.counters.hlts;
+  const uint64_t halted_from = rdtsc();
   evtchn_wait_any(ports, 2, seen + store_seen);
   front_->handle_all_events();
+  if (adaptive_ && poll_cycles != 0) {
+    const uint64_t waited = spin + (rdtsc() - halted_from), start = 10 * platform_.khz() / 1000;
+    if (waited <= poll_cycles) budget_ = budget_ * 2 > start ? (budget_ * 2 < poll_cycles ? budget_ * 2 : poll_cycles) : start;
+    else budget_ = budget_ / 2 < start ? 0 : budget_ / 2;
+  }
 }
 
 blkfront::IoStatus PvDisk::rw_sync(bool write, uint64_t sector, uint32_t nr_sectors, void* buf) {

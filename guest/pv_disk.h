@@ -60,7 +60,12 @@ class PvDisk {
   // spins for up to poll_cycles TSC cycles and then halts until the next upcall. When nothing
   // completed it also follows the backend's state (a restarted backend closes the device and
   // offers it again): I/Os in flight are kept and resubmitted on the new connection.
+  // The spin adapts between 0 and poll_cycles as KVM's halt polling does (set_adaptive(false):
+  // always poll_cycles): a halt that ended within poll_cycles would have been caught by a
+  // longer spin, so the budget doubles (from 10 us); a longer one halves it.
   void process(bool wait, uint64_t poll_cycles);
+  void set_adaptive(bool on) { adaptive_ = on; }
+  uint64_t spin_budget_cycles() const { return budget_; }
   // Synchronous single I/O on `pages` (for the cross-check modes). Returns the I/O's status.
   blkfront::IoStatus rw_sync(bool write, uint64_t sector, uint32_t nr_sectors, void* buf);
   blkfront::IoStatus flush_sync();
@@ -74,6 +79,8 @@ class PvDisk {
   BareMetalPlatform platform_;
   blkfront::Blkfront* front_ = nullptr;
   evtchn_port_t port_ = 0;
+  bool adaptive_ = true;
+  uint64_t budget_ = ~uint64_t{0};  // the spin budget in TSC cycles (starts at the maximum)
   bool backend_pending_ = false;  // a watch fired during a backoff
   uint64_t retry_at_ = 0;         // TSC of the next try after a failed step; 0: none due
 };

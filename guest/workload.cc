@@ -1,6 +1,6 @@
 // Workload runner: `mode=boot|workload|xcheck|crash|hostile|xen-probe|hypercalls|evtchn|control|
 // hostile-xen disk=ide|pv xfer=dma|pio rw=read|write|randread|randwrite bs=4096 qd=N
-// count=N | time=MS verify=1 seed=S size=BYTES`, PV tuning `devid= poll_us= ring_order=
+// count=N | time=MS verify=1 seed=S size=BYTES`, PV tuning `devid= poll_us= poll_adapt= ring_order=
 // indirect= persistent=`, and `mode=xcheck from=ide|pv to=pv|ide` (write through one disk,
 // read back and verify through the other, same boot). `mode=net net=pv|e1000 op=tx|rx|echo
 // pkt= count= time= idle= wait= batch= vif= halt= spin_us= go= dst=MAC` runs a network workload on the PV
@@ -43,6 +43,7 @@ struct Options {
   uint64_t xenstore = 0;
   // PV disk: virtual-device number (xvda), spin before halting, limits offered to blkfront.
   uint64_t devid = 51712, poll_us = 20, ring_order = 2, indirect = 32, persistent = 0;
+  uint64_t poll_adapt = 1;  // the spin adapts between 0 and poll_us (0: always poll_us)
   // fill=0: writes send the buffer as filled once at set-up instead of the pattern of each
   // block (benchmarks, where filling 64 KiB per write would dominate); the data on disk then
   // does not follow pattern_word.
@@ -154,6 +155,7 @@ bool parse_cmdline(const char* cmdline, Options* o) {
     else if (streq(key, "xenstore")) ok = parse_u64(val, &o->xenstore);
     else if (streq(key, "devid")) ok = parse_u64(val, &o->devid);
     else if (streq(key, "poll_us")) ok = parse_u64(val, &o->poll_us);
+    else if (streq(key, "poll_adapt")) ok = parse_u64(val, &o->poll_adapt);
     else if (streq(key, "ring_order")) ok = parse_u64(val, &o->ring_order);
     else if (streq(key, "indirect")) ok = parse_u64(val, &o->indirect);
     else if (streq(key, "persistent")) ok = parse_u64(val, &o->persistent);
@@ -331,6 +333,7 @@ bool open_pv(PvDisk* pv, const Options& o, uint64_t khz) {
   limits.max_indirect_segments = static_cast<uint32_t>(o.indirect > 256 ? 256 : o.indirect);
   limits.use_persistent = o.persistent != 0;
   limits.pool_pages = o.persistent ? 512 : 32;
+  pv->set_adaptive(o.poll_adapt != 0);
   return pv->open(khz, static_cast<uint32_t>(o.devid), limits, 20000);
 }
 
@@ -506,7 +509,7 @@ uint64_t pv_run_phase(PvSlot* slots, uint64_t qd, bool write, bool verify, uint6
           "\"polls\":%lu,\"doorbell_ns\":%lu,\"loop_ns\":%lu,\"cpl\":%u,\"doorbell\":\"%s\","
           "\"mmio_doorbells\":%lu,\"pio_doorbells\":%lu,\"cpl3_traps\":%lu,"
           "\"cpl3_doorbell_traps\":%lu,\"reconnects\":%lu,\"heap_growth\":%lu,"
-          "\"pooled_pages\":%lu}\n",
+          "\"pooled_pages\":%lu,\"poll_adapt\":%lu,\"spin_budget_ns\":%lu}\n",
           o.rw, o.bs, o.qd, ops, ops * o.bs, elapsed_ns, iops, p50, p99, errors, verify_failures,
           verified, khz, s1.requests - s0.requests, s1.indirect_requests - s0.indirect_requests,
           s1.notifications - s0.notifications, doorbells, hlts, up1 - up0, doorbells + hlts,
@@ -515,7 +518,8 @@ uint64_t pv_run_phase(PvSlot* slots, uint64_t qd, bool write, bool verify, uint6
           doorbells ? to_ns(c1.doorbell_cycles - c0.doorbell_cycles, khz) / doorbells : 0,
           loop_ns_per_1000(khz), current_cpl(), doorbell_mmio_gpa() ? "mmio" : "pio",
           d1.mmio - d0.mmio, d1.pio - d0.pio, t1.emulated - t0.emulated,
-          t1.doorbell_outs - t0.doorbell_outs, reconnects, heap_growth, page_pool_pages());
+          t1.doorbell_outs - t0.doorbell_outs, reconnects, heap_growth, page_pool_pages(),
+          o.poll_adapt, to_ns(pv.spin_budget_cycles() < poll_cycles ? pv.spin_budget_cycles() : poll_cycles, khz));
   shutdown(errors || verify_failures ? kExitErrors : kExitOk);
 }
 

@@ -239,7 +239,8 @@ Boot boot_guest(const BootOptions& bo, xs::Client& xs, const std::string& cmdlin
 }
 
 Result guest_run(const BootOptions& bo, xs::Client& xs, const std::string& engine,
-                 const Workload& w, std::uint64_t time_ms, std::uint64_t size, std::uint64_t poll_us) {
+                 const Workload& w, std::uint64_t time_ms, std::uint64_t size, std::uint64_t poll_us,
+                 bool poll_adapt) {
   Result r;
   r.engine = engine;
   r.workload = w.name;
@@ -248,7 +249,7 @@ Result guest_run(const BootOptions& bo, xs::Client& xs, const std::string& engin
   std::string cmd = "mode=workload disk=" + std::string(engine == "ide" ? "ide xfer=dma" : "pv") +
                     " rw=" + w.rw + " bs=" + std::to_string(w.bs) + " qd=" + std::to_string(qd) +
                     " time=" + std::to_string(time_ms) + " size=" + std::to_string(size) +
-                    " seed=7 poll_us=" + std::to_string(poll_us);
+                    " seed=7 poll_us=" + std::to_string(poll_us) + " poll_adapt=" + (poll_adapt ? "1" : "0");
   // Writes send a buffer filled once: filling 64 KiB per write is guest CPU work that would
   // hide the I/O path being compared (both disks alike).
   if (w.rw == "write" || w.rw == "randwrite") cmd += " fill=0";
@@ -889,17 +890,19 @@ int run(const std::vector<std::string>& args) {
   std::string bad;
   auto o = parse_options(args,
                          {"--file", "--size", "--time-ms", "--workloads", "--engines", "--out",
-                          "--mem", "--backend-engine", "--poll-us", "--backend-poll-us", "--guest-cmdline", "--medium"},
+                          "--mem", "--backend-engine", "--poll-us", "--poll-adapt", "--backend-poll-us", "--guest-cmdline",
+                          "--medium"},
                          {"--keep-services"}, &bad);
   if (!o || !o->positional.empty())
     return fail("bench", "bad argument " + bad + " (see `pvio help`)");
-  std::uint64_t size = 256ull << 20, time_ms = 2000, poll_us = 200;
+  std::uint64_t size = 256ull << 20, time_ms = 2000, poll_us = 200, poll_adapt = 1;
   BootOptions bo;
   if ((o->has("--size") && !parse_bytes(o->get("--size"), &size)) ||
       (o->has("--time-ms") && !parse_uint(o->get("--time-ms"), &time_ms)) ||
       (o->has("--mem") && !parse_bytes(o->get("--mem"), &bo.mem_bytes)) ||
-      (o->has("--poll-us") && !parse_uint(o->get("--poll-us"), &poll_us)))
-    return fail("bench", "bad number in --size, --time-ms, --mem or --poll-us");
+      (o->has("--poll-us") && !parse_uint(o->get("--poll-us"), &poll_us)) ||
+      (o->has("--poll-adapt") && (!parse_uint(o->get("--poll-adapt"), &poll_adapt) || poll_adapt > 1)))
+    return fail("bench", "bad number in --size, --time-ms, --mem, --poll-us or --poll-adapt");
   std::vector<Workload> ws;
   std::vector<NetWorkload> nws;
   for (const auto& name : split(o->get("--workloads", "rand4k-qd1,rand4k-qd32,seqread64k,seqwrite64k,"
@@ -1046,7 +1049,7 @@ int run(const std::vector<std::string>& args) {
         for (auto& r : nrs) rs.push_back(std::move(r));
         continue;
       }
-      Result r = guest_run(bo, *xs, e, w, time_ms, size, poll_us);
+      Result r = guest_run(bo, *xs, e, w, time_ms, size, poll_us, poll_adapt != 0);
       if (r.ok) std::fprintf(stderr, "%.0f IOPS, p50 %.1f us\n", r.iops(), r.p50_ns / 1e3);
       else std::fprintf(stderr, "failed: %s\n", r.why.c_str());
       rs.push_back(std::move(r));
@@ -1121,7 +1124,7 @@ PVIO_VERB("bench",
           "[--workloads rand4k-qd1,rand4k-qd32,seqread64k,seqwrite64k,tx64,tx1500,rx64,rx1500,pingpong] "
           "[--engines ide,pv,e1000,native] "
           "[--file IMG | --medium memory|disk] [--size 256M] [--time-ms 2000] [--out DIR (default: the run's temp dir)] [--mem 256M] "
-          "[--backend-engine uring|aio|null] [--poll-us 200] [--backend-poll-us 0] [--keep-services] "
+          "[--backend-engine uring|aio|null] [--poll-us 200] [--poll-adapt 1] [--backend-poll-us 0] [--keep-services] "
           "[--guest-cmdline \"...\"]",
           "emulated IDE vs PV disk vs every host-native engine (and fio) on one file, and PV network vs the "
           "emulated e1000 vs a host DPDK loop on the same uplink vdev, in one run (the main job)", run);
