@@ -9,6 +9,8 @@
 #   -t SECONDS  time per target (default 3600); -n RUNS: stop after RUNS executions (first wins)
 #   --merge     fold the new inputs, minimised, back into tests/fuzz/corpus/<target>/
 #   TARGET      e.g. xenstore_fuzz; default: every *_fuzz target
+# FUZZ_TIMEOUT: seconds one input may take before it counts as a hang (default 10; raise it
+# on a loaded machine, where a starved process trips it).
 # The work directory is $FUZZ_WORK_DIR (default: a new temporary directory); its <target>.log
 # files hold libFuzzer's own output.
 set -euo pipefail
@@ -20,7 +22,7 @@ while [[ $# -gt 0 ]]; do
     -t) seconds=$2; shift 2 ;;
     -n) runs=$2; shift 2 ;;
     --merge) merge=1; shift ;;
-    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
     -*) echo "unknown option $1" >&2; exit 2 ;;
     *) targets+=("$1"); shift ;;
   esac
@@ -43,7 +45,7 @@ failed=0
 for t in "${targets[@]}"; do
   seeds=$src/tests/fuzz/corpus/$t
   mkdir -p "$work/$t.corpus" "$work/$t.findings"
-  args=(-print_final_stats=1 -artifact_prefix="$work/$t.findings/" -timeout=10 -rss_limit_mb=4096)
+  args=(-print_final_stats=1 -artifact_prefix="$work/$t.findings/" -timeout="${FUZZ_TIMEOUT:-10}" -rss_limit_mb=4096)
   [[ $seconds -gt 0 ]] && args+=(-max_total_time="$seconds")
   [[ $runs -ge 0 ]] && args+=(-runs="$runs")
   dirs=("$work/$t.corpus")
