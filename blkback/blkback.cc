@@ -627,6 +627,7 @@ Device::~Device() {
 }
 
 const BackingInfo& Device::backing() const { return queues_[0]->engine().backing(); }
+std::string_view Device::engine_name() const { return queues_[0]->engine().name(); }
 
 bool Device::ring_broken(unsigned queue) const {
   return queue < queues_.size() && queues_[queue]->broken();

@@ -313,7 +313,7 @@ bool Vbd::connect() {
   write("info", std::to_string(read_only ? blkif::kVdiskReadonly : 0u));
   dev_->start();
   spdlog::info("vbd {}: connected ({} queue(s), ring order {}, engine {}, persistent {}, {} sectors)",
-               be_, nr_queues, order, engine, fe_persistent == 1 && opts_.persistent,
+               be_, nr_queues, order, dev_->engine_name(), fe_persistent == 1 && opts_.persistent,
                dev_->nr_sectors());
   return true;
 }

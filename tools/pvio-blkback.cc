@@ -1,6 +1,6 @@
 // pvio-blkback: the Dom0 block backend service. Watches xenstore for backend/vbd devices and
 // serves each through the blkback datapath.
-//   pvio-blkback [--xenstore PATH] [--engine uring|aio|null] [--threads N] [--max-queues N]
+//   pvio-blkback [--xenstore PATH] [--engine auto|uring|aio|sync|null] [--threads N] [--max-queues N]
 //                [--max-ring-page-order N] [--max-indirect-segments N] [--no-persistent]
 //                [--log-level trace|debug|info|warn|error]
 #include <signal.h>
@@ -24,7 +24,7 @@ void on_signal(int) {
 
 int usage(const char* argv0) {
   std::fprintf(stderr,
-               "usage: %s [--xenstore PATH] [--engine uring|aio|null] [--threads N]\n"
+               "usage: %s [--xenstore PATH] [--engine auto|uring|aio|sync|null] [--threads N]\n"
                "          [--max-queues N] [--max-ring-page-order N] [--max-indirect-segments N]\n"
                "          [--no-persistent] [--poll-us US] [--log-level LEVEL]\n"
                "  --poll-us: after work a worker keeps polling its rings this long before it\n"
@@ -75,7 +75,9 @@ int main(int argc, char** argv) {
       return usage(argv[0]);
     }
   }
-  if (opts.engine != "uring" && opts.engine != "aio" && opts.engine != "null") return usage(argv[0]);
+  if (opts.engine != "auto" && opts.engine != "uring" && opts.engine != "aio" && opts.engine != "sync" &&
+      opts.engine != "null")
+    return usage(argv[0]);
   if (opts.xenstore_socket.empty()) opts.xenstore_socket = pvio::control::xenstored_socket_path();
   spdlog::set_level(spdlog::level::from_str(level));
 

@@ -119,7 +119,7 @@ int quietly(const std::function<int()>& fn) {
 // ---- the HVM domain: pvio-hv plus the toolstack's part (home, vbd, introduce) ----
 
 struct BootOptions {
-  std::string hv, kernel, file, workdir, backend_engine = "uring";
+  std::string hv, kernel, file, workdir, backend_engine = "auto";
   std::string nic;  // pvio-hv --nic value (the emulated e1000), empty for none
   std::uint64_t mem_bytes = 256ull << 20;
   int timeout_s = 120;
@@ -926,7 +926,7 @@ int run(const std::vector<std::string>& args) {
       return fail("bench", "engines are ide, pv, e1000, native");
     engines.push_back(e);
   }
-  bo.backend_engine = o->get("--backend-engine", "uring");
+  bo.backend_engine = o->get("--backend-engine", "auto");
   bo.hv = find_program("pvio-hv");
   bo.kernel = guest_kernel();
   bo.timeout_s = static_cast<int>(time_ms / 1000) * 2 + 60;
@@ -1124,7 +1124,7 @@ PVIO_VERB("bench",
           "[--workloads rand4k-qd1,rand4k-qd32,seqread64k,seqwrite64k,tx64,tx1500,rx64,rx1500,pingpong] "
           "[--engines ide,pv,e1000,native] "
           "[--file IMG | --medium memory|disk] [--size 256M] [--time-ms 2000] [--out DIR (default: the run's temp dir)] [--mem 256M] "
-          "[--backend-engine uring|aio|null] [--poll-us 200] [--poll-adapt 1] [--backend-poll-us 0] [--keep-services] "
+          "[--backend-engine auto|uring|aio|sync|null] [--poll-us 200] [--poll-adapt 1] [--backend-poll-us 0] [--keep-services] "
           "[--guest-cmdline \"...\"]",
           "emulated IDE vs PV disk vs every host-native engine (and fio) on one file, and PV network vs the "
           "emulated e1000 vs a host DPDK loop on the same uplink vdev, in one run (the main job)", run);

@@ -57,12 +57,13 @@ int run(const std::vector<std::string>& args) {
   domid_t domid = 0;
   if (!o || o->positional.size() != 2 || !parse_domid(o->positional[0], &domid))
     return fail("block-attach", "usage: pvio block-attach N FILE [--vdev xvda|DEVID] "
-                                "[--mode r|w] [--engine uring|aio|null] [--wait SECONDS]");
+                                "[--mode r|w] [--engine auto|uring|aio|sync|null] [--wait SECONDS]");
   const std::string mode = o->get("--mode", "w");
   if (mode != "r" && mode != "w") return fail("block-attach", "--mode is r or w");
   const std::string engine = o->get("--engine");
-  if (!engine.empty() && engine != "uring" && engine != "aio" && engine != "null")
-    return fail("block-attach", "--engine is uring, aio or null");
+  if (!engine.empty() && engine != "auto" && engine != "uring" && engine != "aio" && engine != "sync" &&
+      engine != "null")
+    return fail("block-attach", "--engine is auto, uring, aio, sync or null");
   std::error_code ec;
   const std::string params = std::filesystem::absolute(o->positional[1], ec).lexically_normal();
   if (const std::string why = unusable_backing(o->positional[1], params, ec); !why.empty())
@@ -109,7 +110,7 @@ int run(const std::vector<std::string>& args) {
 
 }  // namespace
 
-PVIO_VERB("block-attach", "N FILE [--vdev xvda|DEVID] [--mode r|w] [--engine uring|aio|null]",
+PVIO_VERB("block-attach", "N FILE [--vdev xvda|DEVID] [--mode r|w] [--engine auto|uring|aio|sync|null]",
           "give domain N a virtual block device backed by FILE", run);
 
 }  // namespace pvio::cli

@@ -110,7 +110,7 @@ int run(const std::vector<std::string>& args) {
 }  // namespace
 
 PVIO_VERB("up",
-          "[--no-blkback] [--no-netback] [--engine uring|aio|null] [--backend-poll-us US] [--vif-uplink tap|none]\n"
+          "[--no-blkback] [--no-netback] [--engine auto|uring|aio|sync|null] [--backend-poll-us US] [--vif-uplink tap|none]\n"
           "       [--uplink tap:NAME|af_packet:IFACE|memif:SOCKET]... [--log-level LEVEL]",
           "start pvio-xenstored, pvio-blkback and pvio-netback unless they are running", run);
 

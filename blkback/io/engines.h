@@ -13,5 +13,7 @@ std::unique_ptr<IoEngine> make_aio_engine(const BackingOptions& options,
                                           const EngineConfig& config);
 std::unique_ptr<IoEngine> make_null_engine(const BackingOptions& options,
                                            const EngineConfig& config);
+std::unique_ptr<IoEngine> make_sync_engine(const BackingOptions& options,
+                                           const EngineConfig& config);
 
 }  // namespace pvio::blkback

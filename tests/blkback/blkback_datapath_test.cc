@@ -315,7 +315,8 @@ INSTANTIATE_TEST_SUITE_P(
                       Case{"aio", false, true, 1, 0, 1}, Case{"aio", true, true, 1, 0, 1},
                       Case{"uring", true, true, 3, 2, 2}, Case{"aio", true, false, 3, 1, 1},
                       Case{"uring", false, false, 2, 4, 2},
-                      Case{"uring", true, true, 2, 1, 1, 100'000}, Case{"aio", false, false, 1, 0, 1, 100'000}),
+                      Case{"uring", true, true, 2, 1, 1, 100'000}, Case{"aio", false, false, 1, 0, 1, 100'000},
+                      Case{"sync", true, false, 1, 0, 1}, Case{"sync", false, true, 2, 1, 1, 100'000}),
     case_name);
 
 // A device with one queue over a fresh file, for the flush tests.
@@ -412,7 +413,7 @@ TEST_P(DatapathFlush, DataSurvivesBackendKilledRightAfterFlushResponse) {
   EXPECT_EQ(rig.file.contents(), rig.shadow);
 }
 
-INSTANTIATE_TEST_SUITE_P(Engines, DatapathFlush, ::testing::Values("uring", "aio"));
+INSTANTIATE_TEST_SUITE_P(Engines, DatapathFlush, ::testing::Values("uring", "aio", "sync"));
 
 TEST(DatapathDiscard, DiscardedRangeReadsAsZeros) {
   FlushRig rig;

@@ -4,9 +4,12 @@
 #include "engine_test.h"
 
 #include <poll.h>
+#include <sys/statfs.h>
 
 #include <algorithm>
 #include <climits>
+#include <filesystem>
+#include <fstream>
 #include <numeric>
 #include <random>
 #include <stdexcept>
@@ -404,8 +407,33 @@ TEST_P(EngineTest, BackingInfoOfAFile) {
   EXPECT_EQ(e->in_flight(), 0u);
 }
 
-INSTANTIATE_TEST_SUITE_P(Engines, EngineTest, ::testing::Values("uring", "aio", "null"),
+INSTANTIATE_TEST_SUITE_P(Engines, EngineTest, ::testing::Values("uring", "aio", "sync", "null"),
                          [](const auto& info) { return std::string(info.param); });
+
+// `auto` takes the synchronous engine for a regular file in memory (tmpfs, where io_uring
+// would punt every request to a worker) and io_uring for a file on a disk file system or a
+// block device (whose /dev node statfs reports as devtmpfs, the same magic as tmpfs).
+TEST(EngineFactory, AutoPicksSyncOnTmpfsAndUringElsewhere) {
+  struct statfs sf{};
+  if (::statfs("/dev/shm", &sf) != 0 || sf.f_type != 0x01021994) GTEST_SKIP() << "/dev/shm is not tmpfs here";
+  const std::string shm = "/dev/shm/pvio-auto-engine-" + std::to_string(::getpid());
+  {
+    std::ofstream(shm).close();
+    std::filesystem::resize_file(shm, 1 << 20);
+  }
+  EXPECT_EQ(auto_engine(shm), "sync");
+  auto e = make_engine("auto", BackingOptions{shm, false, DirectIo::Auto});
+  EXPECT_EQ(e->name(), "sync");
+  e.reset();
+  std::filesystem::remove(shm);
+  EXPECT_EQ(auto_engine("/dev/null"), "uring");  // a character device in devtmpfs
+  const std::string dir = std::filesystem::temp_directory_path().string();
+  if (::statfs(dir.c_str(), &sf) == 0 && sf.f_type != 0x01021994 && sf.f_type != 0x858458f6) {
+    TempFile f(1 << 20);  // in the temp directory, on a disk file system here
+    EXPECT_EQ(auto_engine(f.path()), "uring");
+    EXPECT_EQ(make_engine("auto", BackingOptions{f.path(), false, DirectIo::Auto})->name(), "uring");
+  }
+}
 
 TEST(EngineFactory, RefusesBadConfigAndBackings) {
   TempFile f(1 << 20);

@@ -140,7 +140,7 @@ TEST_P(LoopDeviceTest, FourKSectorDeviceRejectsSubSectorDirectIo) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Engines, LoopDeviceTest, ::testing::Values("uring", "aio", "null"),
+INSTANTIATE_TEST_SUITE_P(Engines, LoopDeviceTest, ::testing::Values("uring", "aio", "sync", "null"),
                          [](const auto& info) { return std::string(info.param); });
 
 }  // namespace

@@ -38,7 +38,7 @@ struct DeviceConfig {
   const GuestMemory* memory = nullptr;          // the frontend domain's memory, outlives the device
   std::vector<std::uint64_t> grant_table_gfns;  // the frontend's grant-table frames
 
-  std::string engine = "uring";  // uring, aio, null
+  std::string engine = "auto";  // auto, uring, aio, sync, null (make_engine)
   BackingOptions backing;
   unsigned max_in_flight = 64;  // ring requests in service per queue (and engine queue depth)
 
@@ -105,6 +105,8 @@ class Device {
   void stop();
 
   const BackingInfo& backing() const;
+  // The engine serving the queues (what `auto` resolved to).
+  std::string_view engine_name() const;
   std::uint64_t nr_sectors() const { return limits_.nr_sectors; }
   const DiskLimits& limits() const { return limits_; }
   unsigned nr_queues() const { return static_cast<unsigned>(queues_.size()); }

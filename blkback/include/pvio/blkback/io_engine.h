@@ -124,10 +124,14 @@ class IoEngine {
   IoEngine() = default;
 };
 
-// Opens `backing` and creates an engine: "uring" (default), "aio" or "null". Throws
-// std::system_error when the backing cannot be opened or the kernel refuses the engine's set-up,
-// std::invalid_argument for an unknown engine name or a bad config.
+// Opens `backing` and creates an engine: "auto" (default: auto_engine() of the path), "uring",
+// "aio", "sync" (preadv/pwritev on the calling thread) or "null". Throws std::system_error when
+// the backing cannot be opened or the kernel refuses the engine's set-up, std::invalid_argument
+// for an unknown engine name or a bad config.
 std::unique_ptr<IoEngine> make_engine(std::string_view engine, const BackingOptions& backing,
                                       const EngineConfig& config = {});
+// The engine `auto` picks for a backing path: "sync" for a regular file on tmpfs or ramfs
+// (the copy is all the I/O there is), "uring" for everything else.
+std::string_view auto_engine(const std::string& path);
 
 }  // namespace pvio::blkback

@@ -33,7 +33,7 @@ struct ServiceOptions {
   // How long the service waits for a restarted pvio-xenstored (reconnecting with backoff)
   // before it gives up and exits with an error.
   int xenstore_give_up_ms = 30000;
-  std::string engine = "uring";         // default engine; a vbd's "engine" node overrides it
+  std::string engine = "auto";          // default engine; a vbd's "engine" node overrides it
   unsigned threads = 1;                 // worker threads per device
   unsigned poll_us = 0;                 // DeviceConfig::poll_us; a vbd's "poll-us" node overrides it
   unsigned max_queues = 4;              // multi-queue-max-queues
