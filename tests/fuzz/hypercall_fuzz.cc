@@ -31,7 +31,7 @@ struct NullHost final : XenHost {
   bool restore_ram_page(std::uint64_t) override { return true; }
   int set_doorbell(evtchn_port_t, int, bool) override { return 0; }
   std::uint64_t doorbell_mmio_gpa() const override { return 0; }
-  int route_upcall(std::uint8_t) override { return 0; }
+  int route_upcall(const UpcallRoute&) override { return 0; }
   void shutdown(ShutdownReason, std::uint32_t) override {}
 };
 
