@@ -472,8 +472,7 @@ int Vm::route_upcall_ioapic(std::uint8_t vector) {
 // Moves the upcall irqfd to `gsi`; with a resample eventfd it becomes a level-triggered
 // source (KVM_IRQFD_FLAG_RESAMPLE). Called under io_mutex_.
 int Vm::move_upcall_irqfd(unsigned gsi, int resample_fd) {
-  const bool level = resample_fd >= 0;
-  if (gsi == upcall_gsi_ && level == upcall_level_) return 0;
+  if (gsi == upcall_gsi_ && resample_fd == upcall_resample_fd_) return 0;
   kvm_irqfd irqfd{};
   irqfd.fd = static_cast<std::uint32_t>(upcall_fd_);
   irqfd.gsi = upcall_gsi_;
@@ -481,22 +480,20 @@ int Vm::move_upcall_irqfd(unsigned gsi, int resample_fd) {
   if (::ioctl(vm_fd_, KVM_IRQFD, &irqfd) < 0) return -errno;
   irqfd = {};
   irqfd.fd = static_cast<std::uint32_t>(upcall_fd_);
-  irqfd.gsi = gsi;
-  if (level) {
-    irqfd.flags = KVM_IRQFD_FLAG_RESAMPLE;
-    irqfd.resamplefd = static_cast<std::uint32_t>(resample_fd);
-  }
-  if (::ioctl(vm_fd_, KVM_IRQFD, &irqfd) < 0) {
+  auto assign = [&](unsigned at, int resample) {
+    irqfd.gsi = at;
+    irqfd.flags = resample >= 0 ? KVM_IRQFD_FLAG_RESAMPLE : 0;
+    irqfd.resamplefd = resample >= 0 ? static_cast<std::uint32_t>(resample) : 0;
+    return ::ioctl(vm_fd_, KVM_IRQFD, &irqfd) == 0;
+  };
+  if (!assign(gsi, resample_fd)) {
     const int err = -errno;
-    // Put it back where it was, so the guest keeps the delivery it had.
-    irqfd.gsi = upcall_gsi_;
-    irqfd.flags = 0;
-    (void)::ioctl(vm_fd_, KVM_IRQFD, &irqfd);
-    upcall_level_ = false;
+    // Put it back as it was, so the guest keeps the delivery it had.
+    (void)assign(upcall_gsi_, upcall_resample_fd_);
     return err;
   }
   upcall_gsi_ = gsi;
-  upcall_level_ = level;
+  upcall_resample_fd_ = resample_fd;
   return 0;
 }
 

@@ -182,7 +182,7 @@ class Vm final : private XenHost {
   BootKind boot_kind_ = BootKind::kPvioElf;
   std::map<std::uint64_t, std::uint64_t> high_slots_;  // gfn above RAM -> Xen page shown there
   unsigned upcall_gsi_ = kUpcallGsi;  // the GSI the upcall irqfd drives
-  bool upcall_level_ = false;         // ... as a level source (irqfd resample)
+  int upcall_resample_fd_ = -1;       // ... as a level source: its resample eventfd, else -1
 
   IoBus bus_;
   std::mutex io_mutex_;  // serialises device emulation across vCPU threads
