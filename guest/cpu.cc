@@ -215,6 +215,15 @@ unsigned current_cpl() {
   __builtin_unreachable();
 }
 
+void ioapic_route_level(unsigned pin, uint8_t vector) {
+  constexpr uint64_t kIoapicBase = 0xFEC00000;  // IOREGSEL; IOWIN at +0x10
+  const uint32_t index = 0x10 + 2u * pin;       // redirection entry `pin`, low dword
+  mmio_write32(kIoapicBase, index + 1);
+  mmio_write32(kIoapicBase + 0x10, 0);          // destination APIC 0
+  mmio_write32(kIoapicBase, index);
+  mmio_write32(kIoapicBase + 0x10, vector | (1u << 15));  // level, active high, unmasked
+}
+
 [[noreturn]] void shutdown(uint32_t code) {
   for (;;) outl(pvio::hv::kDebugExitPort, code);
 }

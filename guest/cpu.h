@@ -21,6 +21,9 @@ unsigned current_cpl();
 // Installs an interrupt gate (interrupts off on entry) for `vector`.
 void set_interrupt_gate(uint8_t vector, uint64_t handler);
 [[noreturn]] void triple_fault();
+// Routes IOAPIC input `pin` to `vector` on APIC 0: fixed delivery, active high, level
+// triggered (a PCI INTx line or a level GSI), unmasked.
+void ioapic_route_level(unsigned pin, uint8_t vector);
 
 }  // namespace pvio::guest
 

@@ -55,7 +55,7 @@ constexpr uint8_t kDd = 0x01, kEop = 0x02;
 
 constexpr uint32_t kIms = 0xd0, kIcrRxt0 = 1u << 7;
 constexpr uint8_t kIrqVector = 0xe0;
-constexpr uint64_t kIoapicBase = 0xFEC00000, kLapicEoi = 0xFEE000B0;
+constexpr uint64_t kLapicEoi = 0xFEE000B0;
 
 // What the handler touches (it runs at CPL0 on any stack).
 volatile uint64_t g_irq_count = 0;
@@ -153,13 +153,7 @@ bool E1000Nic::open() {
 void E1000Nic::enable_rx_interrupt() {
   g_irq_bar0 = bar0_;
   set_interrupt_gate(kIrqVector, reinterpret_cast<uint64_t>(e1000_irq_entry));
-  // IOAPIC redirection entry of the INTx pin: fixed delivery to APIC 0, active high, level
-  // triggered (PCI INTx), unmasked.
-  const uint32_t index = 0x10 + 2u * irq_line_;
-  mmio_write32(kIoapicBase, index + 1);
-  mmio_write32(kIoapicBase + 0x10, 0);
-  mmio_write32(kIoapicBase, index);
-  mmio_write32(kIoapicBase + 0x10, kIrqVector | (1u << 15));
+  ioapic_route_level(irq_line_, kIrqVector);
   wr(kIms, kIcrRxt0);
 }
 

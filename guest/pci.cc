@@ -46,6 +46,7 @@ PciScan pci_enumerate() {
       ++scan.functions;
       if ((cls >> 16) == 0x0101 && !scan.ide.found) scan.ide = {slot, fn, true};
       if (id == 0x00015853u) scan.xen_platform = {slot, fn, true};
+      if ((cls >> 16) == 0x0200) ++scan.nics;
       // Functions 1-7 exist only behind a multi-function header.
       if (fn == 0 && !((pci_read32(slot, 0, 0x0c) >> 16) & 0x80)) break;
     }

@@ -18,6 +18,7 @@ void pci_write16(uint8_t slot, uint8_t function, uint8_t reg, uint16_t value);
 struct PciScan {
   PciAddress ide;           // class 01:01
   PciAddress xen_platform;  // 5853:0001
+  unsigned nics = 0;        // class 02:00 (Ethernet)
   unsigned functions = 0;
 };
 

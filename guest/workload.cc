@@ -1,5 +1,5 @@
-// Workload runner: `mode=boot|workload|xcheck|crash|hostile|xen-probe|hypercalls|evtchn|control|
-// hostile-xen disk=ide|pv xfer=dma|pio rw=read|write|randread|randwrite bs=4096 qd=N
+// Workload runner: `mode=boot|workload|xcheck|unplug|crash|hostile|xen-probe|hypercalls|evtchn|
+// control|hostile-xen disk=ide|pv xfer=dma|pio rw=read|write|randread|randwrite bs=4096 qd=N
 // count=N | time=MS verify=1 seed=S size=BYTES`, PV tuning `devid= poll_us= poll_adapt= ring_order=
 // indirect= persistent=`, and `mode=xcheck from=ide|pv to=pv|ide` (write through one disk,
 // read back and verify through the other, same boot). `mode=net net=pv|e1000 op=tx|rx|echo
@@ -26,6 +26,7 @@
 #include "pvio/guest/rng.h"
 #include "xen.h"
 #include "xen_modes.h"
+#include "xen_platform.h"
 
 extern "C" size_t strlen(const char*);
 extern "C" void* memset(void*, int, size_t);
@@ -50,6 +51,12 @@ struct Options {
   uint64_t fill = 1;
   char from[8] = "ide";
   char to[8] = "pv";
+  // How Xen calls the guest back (xen.h, UpcallDelivery).
+  UpcallDelivery callback = UpcallDelivery::kCallbackVector;
+  // mode=unplug: whether the guest has a PV disk driver (and so unplugs the IDE disk), and
+  // what it tells the unplug protocol about itself (pvdrivers.h: 0xffff is "experimental").
+  // `unplug` is the mask it writes (Xen's bits: 1 IDE disks, 2 NICs); pvdisk=0 writes none.
+  uint64_t pvdisk = 1, product = 0xffff, build = 1, unplug = 1;
   // Privilege level the workload and xcheck modes run at. On a PVM host guest CPL0 code is
   // interpreted and CPL3 code runs natively, but port I/O at CPL3 traps to the #GP emulator
   // (docs/bench.md): so the PV disk and xcheck default to 3, the port-bound IDE workload to 0.
@@ -164,7 +171,12 @@ bool parse_cmdline(const char* cmdline, Options* o) {
     else if (streq(key, "doorbell")) {
       copy_word(o->doorbell, sizeof(o->doorbell), val);
       ok = streq(o->doorbell, "mmio") || streq(o->doorbell, "pio");
-    } else if (streq(key, "from")) copy_word(o->from, sizeof(o->from), val);
+    } else if (streq(key, "callback")) ok = parse_upcall_delivery(val, &o->callback);
+    else if (streq(key, "pvdisk")) ok = parse_u64(val, &o->pvdisk);
+    else if (streq(key, "unplug")) ok = parse_u64(val, &o->unplug) && o->unplug <= 0xffff;
+    else if (streq(key, "product")) ok = parse_u64(val, &o->product) && o->product <= 0xffff;
+    else if (streq(key, "build")) ok = parse_u64(val, &o->build) && o->build <= 0xffffffffu;
+    else if (streq(key, "from")) copy_word(o->from, sizeof(o->from), val);
     else if (streq(key, "to")) copy_word(o->to, sizeof(o->to), val);
     else kprintf("cmdline: ignoring unknown key '%s'\n", key);
     if (!ok) {
@@ -578,6 +590,84 @@ uint64_t pv_run_phase(PvSlot* slots, uint64_t qd, bool write, bool verify, uint6
   shutdown(errors || verify_failures || verified != blocks ? kExitErrors : kExitOk);
 }
 
+// mode=unplug: what a PV driver set does at boot before it takes over from the emulated disk
+// (Xen's unplug protocol). The pattern goes onto the IDE disk by DMA without a flush (the
+// unplug has to flush it), the driver announces itself on the platform device's ports (magic,
+// version, product, build, one log line), unplugs the IDE disks and reads the pattern back
+// through the PV disk; the IDE channel must be empty by then. pvdisk=0 is a guest without a
+// PV disk driver: the same announcement, no unplug, and the IDE disk goes on working (the
+// pattern is read back through it). A blacklisted driver (magic 0xd249) does not unplug.
+// unplug=MASK picks what goes (2: the NICs only; the pattern is then read back through IDE).
+[[noreturn]] void run_unplug(const Options& o, uint64_t khz) {
+  IdeDisk ide;
+  if (!find_ide(&ide)) {
+    kprintf("PVIO-GUEST unplug: no IDE disk\n");
+    shutdown(kExitNoDevice);
+  }
+  const uint64_t span = o.size ? o.size : 65536;
+  const uint64_t bs = o.bs, blocks = span / bs;
+  const uint32_t sectors = static_cast<uint32_t>(bs / 512);
+  auto* buf = static_cast<uint64_t*>(alloc(bs, 0x10000));
+  if (!buf || blocks == 0 || bs % 4096 || bs > 0x10000 || span > ide.sectors * 512) {
+    kprintf("PVIO-GUEST unplug needs bs a multiple of 4K <= 64K and size within the disk\n");
+    shutdown(kExitBadCmdline);
+  }
+  uint64_t errors = 0, verify_failures = 0, verified = 0;
+  for (uint64_t b = 0; b < blocks; ++b) {
+    fill_pattern(buf, bs, o.seed, b * bs);
+    if (ide_dma(ide, true, b * sectors, sectors, buf) != IdeStatus::kOk) ++errors;
+  }
+
+  const uint16_t magic = unplug_read_magic();
+  const bool protocol = magic == kUnplugMagic;
+  const uint8_t version = protocol ? unplug_read_version() : 0;
+  if (protocol && version >= 1) {
+    unplug_write_product(static_cast<uint16_t>(o.product));
+    unplug_write_build(static_cast<uint32_t>(o.build));
+  }
+  const uint16_t magic_after = protocol ? unplug_read_magic() : magic;
+  // Logging is allowed once the magic was seen, blacklisted or not (the protocol's rule).
+  if (magic_after == kUnplugMagic || magic_after == kUnplugMagicBlacklisted)
+    unplug_log(o.pvdisk ? "pvio test guest: PV disk driver loaded, unplugging the IDE disks"
+                        : "pvio test guest: no PV disk driver, keeping the IDE disk");
+  const unsigned nics_before = pci_enumerate().nics;
+  const bool unplug = o.pvdisk != 0 && magic_after == kUnplugMagic;
+  if (unplug) unplug_write_mask(static_cast<uint16_t>(o.unplug));
+
+  // What the emulated channel shows now: an empty one after an unplug of the IDE disks; and
+  // the NICs left on the bus.
+  const uint8_t status_after = inb(static_cast<uint16_t>(ide.cmd + 7));
+  uint16_t words[256];
+  const IdeStatus identify_after = ide_identify(ide, words);
+  const unsigned nics_after = pci_enumerate().nics;
+
+  static PvDisk pv;
+  const bool through_pv = unplug && (o.unplug & kUnplugAllIdeDisks);
+  if (through_pv && !open_pv(&pv, o, khz)) shutdown(kExitNoDevice);
+  for (uint64_t b = 0; b < blocks; ++b) {
+    memset(buf, 0, bs);
+    const bool ok = through_pv
+                        ? pv.rw_sync(false, b * sectors, sectors, buf) == blkfront::IoStatus::Ok
+                        : ide_dma(ide, false, b * sectors, sectors, buf) == IdeStatus::kOk;
+    if (!ok) {
+      if (errors++ < 4) kprintf("PVIO-GUEST unplug: read of block %lu failed\n", b);
+      continue;
+    }
+    ++verified;
+    if (!check_pattern(buf, bs, o.seed, b * bs) && verify_failures++ < 4)
+      kprintf("PVIO-GUEST unplug: block %lu differs\n", b);
+  }
+  kprintf("PVIO-RESULT {\"mode\":\"unplug\",\"magic\":%u,\"version\":%u,\"magic_after\":%u,"
+          "\"unplugged\":%u,\"ide_status_after\":%u,\"ide_identify_after\":\"%s\","
+          "\"read_through\":\"%s\",\"blocks\":%lu,\"errors\":%lu,\"verify_failures\":%lu,"
+          "\"verified_blocks\":%lu,\"nics_before\":%u,\"nics_after\":%u,\"upcalls\":%lu,"
+          "\"callback\":\"%s\"}\n",
+          magic, version, magic_after, unplug ? 1u : 0u, status_after, to_string(identify_after),
+          through_pv ? "pv" : "ide", blocks, errors, verify_failures, verified, nics_before,
+          nics_after, upcalls(), to_string(o.callback));
+  shutdown(errors || verify_failures || verified != blocks ? kExitErrors : kExitOk);
+}
+
 // Random port and MMIO accesses and malformed PRD tables, for a fixed count. The VMM must
 // survive all of it and keep the IDE device usable; every bad PRD table must be refused.
 [[noreturn]] void run_hostile(const Options& o, const pvio::hv::BootInfo* info) {
@@ -605,8 +695,11 @@ uint64_t pv_run_phase(PvSlot* slots, uint64_t qd, bool write, bool verify, uint6
       // hypercall and CPUID ports answer in the guest's registers, which the compiler keeps
       // live across an `out` (the RNG state among them): an `outl` there zeroed the state and
       // every later op was outb(0, 0). Those ports have their own hostile-xen mode.
+      // The unplug protocol's ports (0x10-0x1f) are skipped too: a write there may take the
+      // IDE disk away, which is the protocol working, not an attack; hv_unit_test drives them.
       if ((port >= 0x3f8 && port <= 0x3ff) || port == pvio::hv::kDebugExitPort ||
-          port == pvio::hv::kHypercallPort || port == pvio::hv::kCpuidPort)
+          port == pvio::hv::kHypercallPort || port == pvio::hv::kCpuidPort ||
+          (port >= 0x10 && port <= 0x1f))
         continue;
       const auto value = static_cast<uint32_t>(r >> 24);
       switch ((r >> 40) % 6) {
@@ -721,6 +814,7 @@ uint64_t run_disk_mode(void* arg) {
 void run_command_line(const pvio::hv::BootInfo* info) {
   Options o;
   if (!parse_cmdline(info->cmdline, &o)) shutdown(kExitBadCmdline);
+  set_upcall_delivery(o.callback);
   const uint64_t khz = info->tsc_khz ? info->tsc_khz : 1000000;  // assume 1 GHz if unknown
   if (o.cpl == 255) o.cpl = streq(o.mode, "workload") && streq(o.disk, "ide") ? 0 : 3;
   if (o.cpl == 3 &&
@@ -738,6 +832,7 @@ void run_command_line(const pvio::hv::BootInfo* info) {
     triple_fault();
   }
   if (streq(o.mode, "hostile")) run_hostile(o, info);
+  if (streq(o.mode, "unplug")) run_unplug(o, khz);
   if (streq(o.mode, "xen-probe")) run_xen_probe(o.xenstore != 0);
   if (streq(o.mode, "hypercalls")) run_hypercall_checks(info->mem_bytes);
   if (streq(o.mode, "control")) run_control();

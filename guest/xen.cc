@@ -7,6 +7,7 @@
 #include "arch.h"
 #include "console.h"
 #include "cpu.h"
+#include "pci.h"
 #include "pvio/event_channel/two_level.h"
 
 // Upcall entry: save the caller-saved registers (the CPU pushed 40 bytes and aligned RSP, so
@@ -52,6 +53,7 @@ constexpr uint64_t kLapicTpr = 0x80, kLapicEoi = 0xB0, kLapicSvr = 0xF0;
 constexpr uint8_t kSpuriousVector = 0xff;
 
 XenInfo g_info;
+UpcallDelivery g_delivery = UpcallDelivery::kCallbackVector;
 evtchn::shared_info* g_shared_info = nullptr;
 gnttab::grant_entry_v1* g_frames[kGuestGrantFrames];
 alignas(gnttab::FixedGrantTable<kGuestGrantFrames>) unsigned char
@@ -115,7 +117,77 @@ int64_t get_param(uint32_t index, uint64_t* value) {
   return rc;
 }
 
+// HVM_PARAM_CALLBACK_IRQ as params.h encodes it, or the per-vCPU upcall vector. For the GSI
+// and PCI INTx types the IOAPIC pin is the guest's to route (level: the line stays up while
+// an upcall is pending); the handler's LAPIC EOI ends each interrupt.
+int64_t set_upcall(XenInfo* info) {
+  uint64_t value = 0;
+  switch (g_delivery) {
+    case UpcallDelivery::kUpcallVector: {
+      xen::xen_hvm_evtchn_upcall_vector v{};
+      v.vcpu = 0;
+      v.vector = kUpcallVector;
+      return hypercall(xen::kHypercallHvmOp, xen::HVMOP_set_evtchn_upcall_vector,
+                       reinterpret_cast<uint64_t>(&v));
+    }
+    case UpcallDelivery::kCallbackVector:
+      value = (xen::HVM_PARAM_CALLBACK_TYPE_VECTOR << xen::HVM_PARAM_CALLBACK_IRQ_TYPE_SHIFT) |
+              kUpcallVector;
+      break;
+    case UpcallDelivery::kGsi:
+      ioapic_route_level(kCallbackGsi, kUpcallVector);
+      value = (xen::HVM_PARAM_CALLBACK_TYPE_GSI << xen::HVM_PARAM_CALLBACK_IRQ_TYPE_SHIFT) |
+              kCallbackGsi;
+      break;
+    case UpcallDelivery::kPciIntx: {
+      const PciScan scan = pci_enumerate();
+      if (!scan.xen_platform.found) return -xen::XEN_ENOENT;
+      const uint8_t slot = scan.xen_platform.slot, fn = scan.xen_platform.function;
+      const uint32_t irq = pci_read32(slot, fn, 0x3c);  // line 7:0, pin 15:8 (1 = INTA#)
+      const uint32_t line = irq & 0xff, pin = (irq >> 8) & 0xff;
+      if (pin == 0 || pin > 4) return -xen::XEN_ENOENT;
+      ioapic_route_level(line, kUpcallVector);
+      value = (xen::HVM_PARAM_CALLBACK_TYPE_PCI_INTX << xen::HVM_PARAM_CALLBACK_IRQ_TYPE_SHIFT) |
+              (static_cast<uint64_t>((slot << 3) | fn) << 8) | (pin - 1);
+      kprintf("xen: upcall on the platform device's INT%c# (00:%u.%u, GSI %u)\n",
+              static_cast<char>('A' + pin - 1), slot, fn, line);
+      break;
+    }
+  }
+  xen::xen_hvm_param p{};
+  p.domid = xen::DOMID_SELF;
+  p.index = xen::HVM_PARAM_CALLBACK_IRQ;
+  p.value = value;
+  info->callback_irq = value;
+  return hypercall(xen::kHypercallHvmOp, xen::HVMOP_set_param, reinterpret_cast<uint64_t>(&p));
+}
+
 }  // namespace
+
+bool parse_upcall_delivery(const char* s, UpcallDelivery* out) {
+  auto eq = [](const char* a, const char* b) {
+    while (*a && *a == *b) ++a, ++b;
+    return *a == *b;
+  };
+  if (eq(s, "vector")) *out = UpcallDelivery::kCallbackVector;
+  else if (eq(s, "intx")) *out = UpcallDelivery::kPciIntx;
+  else if (eq(s, "gsi")) *out = UpcallDelivery::kGsi;
+  else if (eq(s, "upcall-vector")) *out = UpcallDelivery::kUpcallVector;
+  else return false;
+  return true;
+}
+
+const char* to_string(UpcallDelivery d) {
+  switch (d) {
+    case UpcallDelivery::kCallbackVector: return "vector";
+    case UpcallDelivery::kPciIntx: return "intx";
+    case UpcallDelivery::kGsi: return "gsi";
+    case UpcallDelivery::kUpcallVector: return "upcall-vector";
+  }
+  return "?";
+}
+
+void set_upcall_delivery(UpcallDelivery d) { g_delivery = d; }
 
 int64_t hypercall(unsigned nr, uint64_t a1, uint64_t a2, uint64_t a3, uint64_t a4, uint64_t a5) {
   if (g_info.hypercall_page == 0 || nr >= hv::kHypercallEntries) return -xen::XEN_ENOSYS;
@@ -228,19 +300,14 @@ bool xen_init(XenInfo* info) {
   if (get_param(hv::kHvmParamPvioDoorbellGpa, &v) == 0) info->doorbell_mmio_gpa = v;
   g_doorbell_mmio = info->doorbell_mmio_gpa;
 
-  // Upcall: IDT gate, LAPIC on (software enable, TPR 0), then the callback vector.
+  // Upcall: IDT gate, LAPIC on (software enable, TPR 0), then the chosen delivery.
   set_interrupt_gate(kUpcallVector, reinterpret_cast<uint64_t>(xen_upcall_entry));
   set_interrupt_gate(kSpuriousVector, reinterpret_cast<uint64_t>(xen_spurious_entry));
   mmio_write32(kLapicBase + kLapicTpr, 0);
   mmio_write32(kLapicBase + kLapicSvr, 0x100 | kSpuriousVector);
-  xen::xen_hvm_param p{};
-  p.domid = xen::DOMID_SELF;
-  p.index = xen::HVM_PARAM_CALLBACK_IRQ;
-  p.value = (xen::HVM_PARAM_CALLBACK_TYPE_VECTOR << xen::HVM_PARAM_CALLBACK_IRQ_TYPE_SHIFT) | kUpcallVector;
-  if (int64_t rc = hypercall(xen::kHypercallHvmOp, xen::HVMOP_set_param,
-                             reinterpret_cast<uint64_t>(&p));
-      rc != 0) {
-    kprintf("xen: HVM_PARAM_CALLBACK_IRQ = %ld\n", rc);
+  info->delivery = g_delivery;
+  if (int64_t rc = set_upcall(info); rc != 0) {
+    kprintf("xen: upcall delivery %s = %ld\n", to_string(g_delivery), rc);
     return false;
   }
   info->upcall_ready = true;

@@ -24,6 +24,21 @@ namespace pvio::guest {
 inline constexpr unsigned kGuestGrantFrames = 4;
 inline constexpr uint8_t kUpcallVector = 0xf3;
 
+// How xen_init asks Xen to call it back (command line `callback=`). Each ends in the same
+// handler on kUpcallVector, which EOIs the LAPIC.
+enum class UpcallDelivery : uint8_t {
+  kCallbackVector,  // `vector`: HVM_PARAM_CALLBACK_IRQ, vector type
+  kPciIntx,         // `intx`: HVM_PARAM_CALLBACK_IRQ, PCI INTx of the Xen platform device,
+                    // its IOAPIC pin routed level-triggered to the vector
+  kGsi,             // `gsi`: HVM_PARAM_CALLBACK_IRQ, GSI type on kCallbackGsi, likewise
+  kUpcallVector,    // `upcall-vector`: HVMOP_set_evtchn_upcall_vector for vCPU 0
+};
+inline constexpr unsigned kCallbackGsi = 22;
+bool parse_upcall_delivery(const char* s, UpcallDelivery* out);
+const char* to_string(UpcallDelivery d);
+// Chooses the delivery for the coming xen_init (default: the callback vector).
+void set_upcall_delivery(UpcallDelivery d);
+
 struct XenInfo {
   bool found = false;
   bool via_port = false;          // leaves came from pvio-hv's CPUID port, not CPUID
@@ -37,6 +52,8 @@ struct XenInfo {
   uint64_t store_pfn = 0, console_pfn = 0;
   uint32_t store_evtchn = 0, console_evtchn = 0;
   uint64_t doorbell_mmio_gpa = 0;  // pvio-hv's MMIO doorbell (kHvmParamPvioDoorbellGpa), or 0
+  UpcallDelivery delivery = UpcallDelivery::kCallbackVector;
+  uint64_t callback_irq = 0;       // the HVM_PARAM_CALLBACK_IRQ value set (0 for upcall-vector)
   bool upcall_ready = false;
 };
 

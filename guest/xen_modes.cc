@@ -297,8 +297,22 @@ int64_t evtchn_op(unsigned cmd, void* arg) {
   check("get param 39", hvm_param(xen::HVMOP_get_param, self, 39, &v), kEinval);
   v = 5;
   check("set STORE_PFN", hvm_param(xen::HVMOP_set_param, self, xen::HVM_PARAM_STORE_PFN, &v), kEperm);
-  v = 5;  // GSI type
-  check("set CALLBACK_IRQ gsi", hvm_param(xen::HVMOP_set_param, self, xen::HVM_PARAM_CALLBACK_IRQ, &v), kEinval);
+  // GSI and PCI INTx callbacks exist (mode=workload callback=gsi|intx uses them); values that
+  // name no line are refused and leave the vector in place.
+  v = 24;  // GSI type, beyond the IOAPIC's pins
+  check("set CALLBACK_IRQ gsi 24", hvm_param(xen::HVMOP_set_param, self, xen::HVM_PARAM_CALLBACK_IRQ, &v), kEinval);
+  v = (xen::HVM_PARAM_CALLBACK_TYPE_PCI_INTX << 56) | (uint64_t{4 << 3} << 8);  // 00:04.0, not the platform device
+  check("set CALLBACK_IRQ intx other device", hvm_param(xen::HVMOP_set_param, self, xen::HVM_PARAM_CALLBACK_IRQ, &v), kEinval);
+  v = uint64_t{3} << 56;  // no such type on x86
+  check("set CALLBACK_IRQ type 3", hvm_param(xen::HVMOP_set_param, self, xen::HVM_PARAM_CALLBACK_IRQ, &v), kEinval);
+  xen::xen_hvm_evtchn_upcall_vector uv{};
+  uv.vcpu = 0;
+  uv.vector = 0x0f;
+  check("upcall vector 0x0f", hypercall(xen::kHypercallHvmOp, xen::HVMOP_set_evtchn_upcall_vector, reinterpret_cast<uint64_t>(&uv)), kEinval);
+  uv.vcpu = 99;
+  uv.vector = kUpcallVector;
+  check("upcall vector vcpu 99", hypercall(xen::kHypercallHvmOp, xen::HVMOP_set_evtchn_upcall_vector, reinterpret_cast<uint64_t>(&uv)), -xen::XEN_ENOENT);
+  check("upcall vector bad pointer", hypercall(xen::kHypercallHvmOp, xen::HVMOP_set_evtchn_upcall_vector, kBadPointer), kEfault);
   v = (xen::HVM_PARAM_CALLBACK_TYPE_VECTOR << 56) | 0x10;
   check("set CALLBACK_IRQ low vector", hvm_param(xen::HVMOP_set_param, self, xen::HVM_PARAM_CALLBACK_IRQ, &v), kEinval);
   check("get param dom0", hvm_param(xen::HVMOP_get_param, 0, xen::HVM_PARAM_STORE_PFN, &v), kEperm);

@@ -91,6 +91,19 @@ std::uint32_t PciFunction::mmio_bar_base(unsigned index) const {
   return get32(pci_reg::kBar0 + 4 * index) & ~std::uint32_t{0xf};
 }
 
+void PciFunction::detach() {
+  Device* device = bar_device();
+  if (bus_ != nullptr && device != nullptr) {
+    for (unsigned i = 0; i < 6; ++i) {
+      if (bar_mapped_[i] == 0) continue;
+      if (bar_is_mmio_[i]) bus_->unmap_mmio(device, 100 + static_cast<int>(i));
+      else bus_->unmap_pio(device, 100 + static_cast<int>(i));
+      bar_mapped_[i] = 0;
+    }
+  }
+  bus_ = nullptr;
+}
+
 void PciFunction::update_bars() {
   Device* device = bar_device();
   if (bus_ == nullptr || device == nullptr) return;
@@ -122,8 +135,17 @@ bool PciBus::add(unsigned slot, unsigned function, std::unique_ptr<PciFunction> 
 }
 
 PciFunction* PciBus::find(unsigned slot, unsigned function) const {
-  if (slot >= 32 || function >= 8) return nullptr;
+  if (slot >= 32 || function >= 8 || unplugged_[slot * 8 + function]) return nullptr;
   return functions_[slot * 8 + function].get();
+}
+
+bool PciBus::unplug(unsigned slot, unsigned function) {
+  PciFunction* fn = find(slot, function);
+  if (fn == nullptr) return false;
+  unplugged_[slot * 8 + function] = true;
+  fn->detach();
+  fn->unplugged();
+  return true;
 }
 
 // CONFIG_ADDRESS: bit 31 enable, 23:16 bus, 15:11 device, 10:8 function, 7:2 register.

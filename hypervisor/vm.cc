@@ -359,6 +359,7 @@ void Vm::setup_xen_interface() {
                                           {kXenPagesGpa, kXenPagesBytes, mem_bytes_}};
   XenHvmConfig xc;
   xc.domid = config_.domid;
+  xc.vcpus = config_.vcpus;
   xc.ram_bytes = mem_bytes_;
   xen_ = std::make_unique<XenHvm>(xc, memory_, ram_ + mem_bytes_, memfd_, regions, upcall_fd_,
                                   static_cast<XenHost&>(*this));
@@ -427,10 +428,33 @@ std::uint64_t Vm::doorbell_mmio_gpa() const {
   return features_.mmio_ioeventfd ? hv::kDoorbellMmioGpa : 0;
 }
 
-int Vm::route_upcall(std::uint8_t vector) {
+// Where each delivery goes (docs/hypervisor.md, "Upcall deliveries"): the callback vector and
+// the per-vCPU upcall vector through IOAPIC pin 23 (edge, fixed, to vCPU 0's APIC; the guest
+// EOIs), a PVH guest's callback vector through the 8259 instead (no EOI, route_upcall_pic),
+// GSI and PCI INTx callbacks as a level-triggered line on their GSI with an irqfd resample, so
+// KVM lowers the line at the guest's EOI and XenHvm raises it again while an upcall is pending.
+int Vm::route_upcall(const UpcallRoute& route) {
   if (!features_.irqfd || !features_.ioapic_route) return -ENOSYS;
   std::lock_guard lock(io_mutex_);
-  if (boot_kind_ == BootKind::kPvh) return route_upcall_pic(vector);
+  switch (route.kind) {
+    case UpcallRoute::Kind::kLevelGsi:
+      if (route.gsi == 0 || route.gsi >= KVM_IOAPIC_NUM_PINS) return -EINVAL;
+      return move_upcall_irqfd(route.gsi, route.resample_fd);
+    case UpcallRoute::Kind::kCallbackVector:
+      if (boot_kind_ == BootKind::kPvh) return route_upcall_pic(route.vector);
+      return route_upcall_ioapic(route.vector);
+    case UpcallRoute::Kind::kLapicVector:
+      return route_upcall_ioapic(route.vector);
+    case UpcallRoute::Kind::kNone:
+      if (boot_kind_ == BootKind::kPvh) return route_upcall_pic(0);
+      return route_upcall_ioapic(0);
+  }
+  return -EINVAL;
+}
+
+// IOAPIC pin 23 with `vector` (0: masked), edge: each eventfd signal is one interrupt.
+int Vm::route_upcall_ioapic(std::uint8_t vector) {
+  if (const int rc = move_upcall_irqfd(kUpcallGsi, -1); rc != 0) return rc;
   kvm_irqchip chip{};
   chip.chip_id = KVM_IRQCHIP_IOAPIC;
   if (::ioctl(vm_fd_, KVM_GET_IRQCHIP, &chip) < 0) return -errno;
@@ -443,6 +467,34 @@ int Vm::route_upcall(std::uint8_t vector) {
   e.fields.mask = vector == 0 ? 1 : 0;
   e.fields.dest_id = 0;        // vCPU 0's APIC
   return ::ioctl(vm_fd_, KVM_SET_IRQCHIP, &chip) == 0 ? 0 : -errno;
+}
+
+// Moves the upcall irqfd to `gsi`; with a resample eventfd it becomes a level-triggered
+// source (KVM_IRQFD_FLAG_RESAMPLE). Called under io_mutex_.
+int Vm::move_upcall_irqfd(unsigned gsi, int resample_fd) {
+  if (gsi == upcall_gsi_ && resample_fd == upcall_resample_fd_) return 0;
+  kvm_irqfd irqfd{};
+  irqfd.fd = static_cast<std::uint32_t>(upcall_fd_);
+  irqfd.gsi = upcall_gsi_;
+  irqfd.flags = KVM_IRQFD_FLAG_DEASSIGN;  // a level source's line is lowered with it
+  if (::ioctl(vm_fd_, KVM_IRQFD, &irqfd) < 0) return -errno;
+  irqfd = {};
+  irqfd.fd = static_cast<std::uint32_t>(upcall_fd_);
+  auto assign = [&](unsigned at, int resample) {
+    irqfd.gsi = at;
+    irqfd.flags = resample >= 0 ? KVM_IRQFD_FLAG_RESAMPLE : 0;
+    irqfd.resamplefd = resample >= 0 ? static_cast<std::uint32_t>(resample) : 0;
+    return ::ioctl(vm_fd_, KVM_IRQFD, &irqfd) == 0;
+  };
+  if (!assign(gsi, resample_fd)) {
+    const int err = -errno;
+    // Put it back as it was, so the guest keeps the delivery it had.
+    (void)assign(upcall_gsi_, upcall_resample_fd_);
+    return err;
+  }
+  upcall_gsi_ = gsi;
+  upcall_resample_fd_ = resample_fd;
+  return 0;
 }
 
 // Xen's callback vector is not a LAPIC interrupt: the guest never EOIs it (Mini-OS does not).
@@ -479,18 +531,7 @@ int Vm::route_upcall_pic(std::uint8_t vector) {
   }
   if (::ioctl(vm_fd_, KVM_SET_IRQCHIP, &master) < 0 || ::ioctl(vm_fd_, KVM_SET_IRQCHIP, &slave) < 0)
     return -errno;
-  if (gsi != upcall_gsi_) {
-    kvm_irqfd irqfd{};
-    irqfd.fd = static_cast<std::uint32_t>(upcall_fd_);
-    irqfd.gsi = upcall_gsi_;
-    irqfd.flags = KVM_IRQFD_FLAG_DEASSIGN;
-    if (::ioctl(vm_fd_, KVM_IRQFD, &irqfd) < 0) return -errno;
-    irqfd.gsi = gsi;
-    irqfd.flags = 0;
-    if (::ioctl(vm_fd_, KVM_IRQFD, &irqfd) < 0) return -errno;
-    upcall_gsi_ = gsi;
-  }
-  return 0;
+  return move_upcall_irqfd(gsi, -1);
 }
 
 bool Vm::translate(const Vcpu& vcpu, PagingState* paging, bool* have_paging, std::uint64_t gva,

@@ -14,6 +14,7 @@
 
 #include "pvio/event_channel/two_level.h"
 #include "pvio/grant_table/grant_table.h"
+#include "pvio/hypervisor/devices/xen_platform.h"
 #include "pvio/xen/grant_table.h"
 
 namespace pvio::hv {
@@ -28,6 +29,8 @@ constexpr std::uint64_t kConsoleMaxWrite = 1u << 20;
 constexpr unsigned kBlockMaxPolls = 200;
 
 constexpr std::uint32_t kMaxPollPorts = 128;
+// GSIs a callback may name: the in-kernel IOAPIC's pins (GSI 0 means "no callback").
+constexpr std::uint64_t kIoapicPins = 24;
 // Above-RAM frames a guest may put a Xen page at: up to the 32-bit PCI hole (vm.cc).
 constexpr std::uint64_t kHighXenPageLimitGfn = 0xC0000000 >> 12;
 
@@ -96,7 +99,9 @@ std::string sub_op_name(unsigned nr, std::uint64_t cmd) {
     case xen::kHypercallConsoleIo: return pick(console, std::size(console));
     case xen::kHypercallHvmOp:
       return cmd == xen::HVMOP_set_param ? "set_param"
-             : cmd == xen::HVMOP_get_param ? "get_param" : std::to_string(cmd);
+             : cmd == xen::HVMOP_get_param ? "get_param"
+             : cmd == xen::HVMOP_set_evtchn_upcall_vector ? "set_evtchn_upcall_vector"
+                                                          : std::to_string(cmd);
     default: return "";
   }
 }
@@ -127,6 +132,9 @@ XenHvm::XenHvm(const XenHvmConfig& config, const GuestMemory& memory, std::uint8
       host_(host),
       shared_info_(reinterpret_cast<evtchn::shared_info*>(xen_pages)),
       upcall_(reinterpret_cast<evtchn::shared_info*>(xen_pages), upcall_fd) {
+  vcpus_ = config.vcpus == 0 ? 1 : config.vcpus;
+  upcall_vector_.assign(vcpus_, 0);
+  resample_fd_.reset(evtchn::eventfd_create(true));
   for (std::uint64_t p = 0; p < kXenPageCount; ++p) xen_page_gfn_[p] = xen_gfn(p);
   ports_ = std::make_unique<evtchn::PortTable>(domid_, shared_info_, &upcall_);
   // The guest's doorbell write with a bound port signals the kick eventfd inside KVM. If KVM
@@ -545,6 +553,7 @@ std::int64_t XenHvm::event_channel_op(const HypercallArgs& call) {
 
 std::int64_t XenHvm::hvm_op(const HypercallArgs& call) {
   const std::uint64_t cmd = call.arg[0], arg = call.arg[1];
+  if (cmd == xen::HVMOP_set_evtchn_upcall_vector) return set_upcall_vector(call);
   if (cmd != xen::HVMOP_set_param && cmd != xen::HVMOP_get_param) return -xen::XEN_ENOSYS;
   xen::xen_hvm_param p;
   const std::string op = cmd == xen::HVMOP_set_param ? "hvm_op.set_param" : "hvm_op.get_param";
@@ -569,21 +578,7 @@ std::int64_t XenHvm::hvm_op(const HypercallArgs& call) {
   if (cmd == xen::HVMOP_set_param) {
     // A guest may only choose how it is called back; the rest is the toolstack's.
     if (p.index != xen::HVM_PARAM_CALLBACK_IRQ) return -xen::XEN_EPERM;
-    const std::uint64_t type = p.value >> xen::HVM_PARAM_CALLBACK_IRQ_TYPE_SHIFT;
-    std::uint8_t vector = 0;
-    if (p.value != 0) {
-      // Only the per-vCPU vector method; GSI and PCI INTx callbacks are not offered.
-      if (type != xen::HVM_PARAM_CALLBACK_TYPE_VECTOR) return -xen::XEN_EINVAL;
-      if ((p.value & ~(xen::HVM_PARAM_CALLBACK_TYPE_VECTOR << xen::HVM_PARAM_CALLBACK_IRQ_TYPE_SHIFT)) > 0xff)
-        return -xen::XEN_EINVAL;
-      vector = static_cast<std::uint8_t>(p.value);
-      if (vector < 0x20) return -xen::XEN_EINVAL;
-    }
-    if (const int rc = host_.route_upcall(vector); rc != 0) return rc;
-    callback_irq_ = p.value;
-    // Events that arrived before the callback existed are delivered now.
-    if (vector != 0) raise_upcall_if_pending();
-    return 0;
+    return set_callback_irq(p.value);
   }
   switch (p.index) {
     case xen::HVM_PARAM_CALLBACK_IRQ: p.value = callback_irq_; break;
@@ -594,6 +589,97 @@ std::int64_t XenHvm::hvm_op(const HypercallArgs& call) {
     default: p.value = 0; break;  // parameters the toolstack never set read as 0
   }
   return copy_to_guest(call, arg, &p, sizeof(p)) ? 0 : -xen::XEN_EFAULT;
+}
+
+// HVM_PARAM_CALLBACK_IRQ (params.h): 0 turns the callback off; else bits 63:56 are the type.
+//   GSI (0):      bits 55:0 the GSI; 1..23, the in-kernel IOAPIC's pins (GSI 0 would alias
+//                 "off", as Xen notes).
+//   PCI_INTX (1): domain bits 47:32, bus 31:16, devfn 15:8, INTx 1:0 (0 = INTA#); pvio-hv
+//                 offers the Xen platform device's INTA# (00:02.0), the line PV drivers name.
+//   VECTOR (2):   bits 7:0 the vector, >= 0x20.
+// Anything else -> -EINVAL and the previous callback stays. GSI and INTx deliveries are a
+// level-triggered line asserted while vcpu_info[0].evtchn_upcall_pending is set (see
+// timer_loop for the EOI rule). A per-vCPU upcall vector, once set, is used instead (Xen's
+// order: hvm_assert_evtchn_irq prefers it).
+std::int64_t XenHvm::set_callback_irq(std::uint64_t value) {
+  const std::uint64_t type = value >> xen::HVM_PARAM_CALLBACK_IRQ_TYPE_SHIFT;
+  const std::uint64_t via = value & ((std::uint64_t{1} << xen::HVM_PARAM_CALLBACK_IRQ_TYPE_SHIFT) - 1);
+  if (value != 0) {
+    switch (type) {
+      case xen::HVM_PARAM_CALLBACK_TYPE_GSI:
+        if (via == 0 || via >= kIoapicPins) return -xen::XEN_EINVAL;
+        break;
+      case xen::HVM_PARAM_CALLBACK_TYPE_PCI_INTX: {
+        const std::uint64_t domain = (via >> 32) & 0xffff, bus = (via >> 16) & 0xffff,
+                            devfn = (via >> 8) & 0xff, intx = via & 3;
+        const std::uint64_t reserved = via & ~((std::uint64_t{0xffff} << 32) |
+                                               (std::uint64_t{0xffff} << 16) | 0xff03);
+        if (domain != 0 || bus != 0 || devfn != (kXenPlatformSlot << 3) || intx != 0 || reserved)
+          return -xen::XEN_EINVAL;
+        break;
+      }
+      case xen::HVM_PARAM_CALLBACK_TYPE_VECTOR:
+        if (via > 0xff || via < 0x20) return -xen::XEN_EINVAL;
+        break;
+      default:
+        return -xen::XEN_EINVAL;
+    }
+  }
+  const std::uint64_t old = callback_irq_;
+  callback_irq_ = value;
+  if (const int rc = apply_upcall_route(); rc != 0) {
+    callback_irq_ = old;
+    apply_upcall_route();
+    return rc;
+  }
+  return 0;
+}
+
+// HVMOP_set_evtchn_upcall_vector: a LAPIC vector per vCPU, which the guest EOIs (unlike the
+// callback vector). Xen refuses vectors below 0x10 and vCPUs that do not exist. Every event
+// channel is bound to vCPU 0 here (no EVTCHNOP_bind_vcpu), so only vCPU 0's vector is used;
+// the others are recorded.
+std::int64_t XenHvm::set_upcall_vector(const HypercallArgs& call) {
+  xen::xen_hvm_evtchn_upcall_vector v;
+  if (!copy_from_guest(call, call.arg[1], &v, sizeof(v))) return -xen::XEN_EFAULT;
+  std::lock_guard lk(mu_);
+  if (v.vector < 0x10) return -xen::XEN_EINVAL;
+  if (v.vcpu >= vcpus_) return -xen::XEN_ENOENT;
+  const std::uint8_t old = upcall_vector_[v.vcpu];
+  upcall_vector_[v.vcpu] = v.vector;
+  if (v.vcpu != 0) return 0;
+  if (const int rc = apply_upcall_route(); rc != 0) {
+    upcall_vector_[0] = old;
+    apply_upcall_route();
+    return rc;
+  }
+  return 0;
+}
+
+// Points the upcall eventfd where the guest asked, then delivers what is already pending
+// (events that arrived before there was a way to call the guest back).
+int XenHvm::apply_upcall_route() {
+  UpcallRoute r;
+  const std::uint64_t type = callback_irq_ >> xen::HVM_PARAM_CALLBACK_IRQ_TYPE_SHIFT;
+  if (upcall_vector_[0] != 0) {
+    r.kind = UpcallRoute::Kind::kLapicVector;
+    r.vector = upcall_vector_[0];
+  } else if (callback_irq_ == 0) {
+    r.kind = UpcallRoute::Kind::kNone;
+  } else if (type == xen::HVM_PARAM_CALLBACK_TYPE_VECTOR) {
+    r.kind = UpcallRoute::Kind::kCallbackVector;
+    r.vector = static_cast<std::uint8_t>(callback_irq_);
+  } else {
+    r.kind = UpcallRoute::Kind::kLevelGsi;
+    r.gsi = type == xen::HVM_PARAM_CALLBACK_TYPE_GSI ? static_cast<unsigned>(callback_irq_ & 0xff)
+                                                     : kXenPlatformGsi;
+    r.resample_fd = resample_fd_.get();
+    if (r.resample_fd < 0) return -xen::XEN_ENOSYS;
+  }
+  if (const int rc = host_.route_upcall(r); rc != 0) return rc;
+  route_ = r;
+  if (r.kind != UpcallRoute::Kind::kNone) raise_upcall_if_pending();
+  return 0;
 }
 
 // ---- sched_op ----
@@ -698,14 +784,30 @@ std::int64_t XenHvm::set_timer_op(const HypercallArgs& call) {
   return 0;
 }
 
+// The timer thread also takes the level callback's resamples: the guest EOIed the line, KVM
+// lowered it, and it goes up again at once if vCPU 0 still has an upcall pending (Xen
+// re-evaluates the callback line at the guest's EOI the same way).
 void XenHvm::timer_loop() {
-  pollfd fds[2] = {{timer_fd_.get(), POLLIN, 0}, {timer_stop_fd_.get(), POLLIN, 0}};
+  pollfd fds[3] = {{timer_fd_.get(), POLLIN, 0}, {timer_stop_fd_.get(), POLLIN, 0},
+                   {resample_fd_.get(), POLLIN, 0}};
   for (;;) {
-    if (::poll(fds, 2, -1) < 0) {
+    if (::poll(fds, resample_fd_ ? 3 : 2, -1) < 0) {
       if (errno == EINTR) continue;
       return;
     }
     if (fds[1].revents) return;
+    if (fds[2].revents & POLLIN) {
+      std::uint64_t n;
+      if (::read(resample_fd_.get(), &n, sizeof(n)) == sizeof(n)) {
+        std::lock_guard lk(mu_);
+        ++stats_.upcall_resamples;
+        if (route_.kind == UpcallRoute::Kind::kLevelGsi &&
+            std::atomic_ref<std::uint8_t>(shared_info_->vcpu_info[0].evtchn_upcall_pending).load() != 0) {
+          evtchn::eventfd_signal(upcall_fd_);
+          ++stats_.upcall_reasserts;
+        }
+      }
+    }
     if (fds[0].revents & POLLIN) {
       std::uint64_t expirations;
       if (::read(timer_fd_.get(), &expirations, sizeof(expirations)) != sizeof(expirations))

@@ -22,7 +22,9 @@
 #include <thread>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "pvio/control/run_dir.h"
@@ -90,6 +92,7 @@ void usage() {
                "               [--serial-log FILE] [--console]\n"
                "               [--domid N] [--control-socket PATH]\n"
                "               [--console-socket PATH] [--console-log FILE]\n"
+               "               [--pv-driver-blacklist PRODUCT[/BUILD]]...\n"
                "  --domid serves the domain control protocol on the pvio-domain socket path\n"
                "  ($PVIO_RUN_DIR/domain-N.sock, else $XDG_RUNTIME_DIR/pvio/..., else /run/pvio/...);\n"
                "  --control-socket picks the path. The PV console ring (HVM_PARAM_CONSOLE_PFN)\n"
@@ -99,7 +102,10 @@ void usage() {
                "  to standard error as one 'PVIO-HV-STATS {json}' line.\n"
                "  --nic e1000 adds an emulated Intel 82540EM (PCI slot 4, INTx on GSI 16) whose\n"
                "  frames go out on host interface IF through a packet socket (normally the TAP\n"
-               "  that pvio-netback serves with --uplink tap:IF); without ifname it has no wire.\n");
+               "  that pvio-netback serves with --uplink tap:IF); without ifname it has no wire.\n"
+               "  --pv-driver-blacklist refuses PV drivers of a product (pvdrivers.h name) and\n"
+               "  build in Xen's unplug protocol: they read the blacklisted magic and their unplug\n"
+               "  request is ignored, so the guest keeps its emulated devices.\n");
 }
 
 void print_nic_stats(const E1000& nic, const E1000Uplink& uplink) {
@@ -147,6 +153,29 @@ bool parse_nic(const std::string& v, std::string* ifname, E1000::Mac* mac) {
   return !first;
 }
 
+std::uint64_t monotonic_ns() {
+  timespec ts{};
+  ::clock_gettime(CLOCK_MONOTONIC, &ts);
+  return std::uint64_t(ts.tv_sec) * 1000000000u + std::uint64_t(ts.tv_nsec);
+}
+
+// "PRODUCT[/BUILD]": Xen's /mh/driver-blacklist/<product>/<build> as a command-line option.
+bool parse_blacklist(const std::string& v, std::vector<PvDriverBlacklistEntry>* out) {
+  PvDriverBlacklistEntry e;
+  const std::size_t slash = v.find('/');
+  e.product = v.substr(0, slash);
+  if (e.product.empty()) return false;
+  if (slash != std::string::npos) {
+    char* end = nullptr;
+    errno = 0;
+    const unsigned long long b = std::strtoull(v.c_str() + slash + 1, &end, 10);
+    if (errno != 0 || end == v.c_str() + slash + 1 || *end != 0 || b > 0xffffffffull) return false;
+    e.build = static_cast<std::uint32_t>(b);
+  }
+  out->push_back(std::move(e));
+  return true;
+}
+
 bool parse_size(const std::string& s, std::uint64_t* out) {
   char* end = nullptr;
   errno = 0;
@@ -176,7 +205,7 @@ bool read_file(const std::string& path, std::vector<std::uint8_t>* out) {
 }
 
 void print_stats(const IoBus& bus, const XenStats& x, const KvmFeatures& f,
-                 const std::map<std::string, std::uint64_t>& ops) {
+                 const std::map<std::string, std::uint64_t>& ops, const XenPlatformStats& p) {
   std::string json = "{\"devices\":{";
   bool first = true;
   for (const Device* d : bus.devices()) {
@@ -202,9 +231,11 @@ void print_stats(const IoBus& bus, const XenStats& x, const KvmFeatures& f,
                 ",\"xen\":{\"hypercalls\":%" PRIu64 ",\"hypercall_errors\":%" PRIu64
                 ",\"unknown_hypercalls\":%" PRIu64 ",\"faults\":%" PRIu64
                 ",\"doorbell_exits\":%" PRIu64 ",\"msr_writes\":%" PRIu64
-                ",\"upcalls_raised\":%" PRIu64 ",\"released_grants\":%" PRIu64 ",\"ops\":{",
+                ",\"upcalls_raised\":%" PRIu64 ",\"upcall_resamples\":%" PRIu64
+                ",\"upcall_reasserts\":%" PRIu64 ",\"released_grants\":%" PRIu64 ",\"ops\":{",
                 x.hypercalls, x.hypercall_errors, x.unknown_hypercalls, x.faults, x.doorbell_exits,
-                x.msr_writes, x.upcalls_raised, x.released_grants);
+                x.msr_writes, x.upcalls_raised, x.upcall_resamples, x.upcall_reasserts,
+                x.released_grants);
   json += xen;
   // Hypercalls per op and sub-op (hvm_op params by name), e.g. "memory_op.add_to_physmap".
   bool first_op = true;
@@ -220,6 +251,17 @@ void print_stats(const IoBus& bus, const XenStats& x, const KvmFeatures& f,
                 f.ioeventfd, f.irqfd, f.irq_routing, f.gsi_routing_msi, f.ioapic_route,
                 f.user_space_msr, f.msr_filter, f.set_cpuid, f.translate);
   json += xen;
+  json.pop_back();  // the closing brace: the platform device's unplug protocol follows
+  std::snprintf(xen, sizeof(xen),
+                ",\"xen_platform\":{\"unplug_requests\":%" PRIu64 ",\"unplug_refused\":%" PRIu64
+                ",\"ide_unplugs\":%" PRIu64 ",\"ide_flush_failures\":%" PRIu64
+                ",\"nic_unplugs\":%" PRIu64 ",\"protocol_errors\":%" PRIu64
+                ",\"log_lines\":%" PRIu64 ",\"log_dropped\":%" PRIu64
+                ",\"product\":%u,\"build\":%u,\"blacklisted\":%d}}",
+                p.unplug_requests, p.unplug_refused, p.ide_unplugs, p.ide_flush_failures,
+                p.nic_unplugs, p.protocol_errors, p.log_lines, p.log_dropped, p.product, p.build,
+                p.blacklisted ? 1 : 0);
+  json += xen;
   std::fprintf(stderr, "PVIO-HV-STATS %s\n", json.c_str());
 }
 
@@ -233,6 +275,7 @@ int main(int argc, char** argv) {
   bool want_nic = false;
   std::string nic_ifname;
   E1000::Config nic_config;
+  std::vector<PvDriverBlacklistEntry> pv_blacklist;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
     auto value = [&](std::string* out) {
@@ -265,6 +308,7 @@ int main(int argc, char** argv) {
       want_nic = true;
       continue;
     }
+    if (arg == "--pv-driver-blacklist" && value(&v) && parse_blacklist(v, &pv_blacklist)) continue;
     if (arg == "-h" || arg == "--help") { usage(); return kExitOk; }
     std::fprintf(stderr, "pvio-hv: bad argument '%s'\n", arg.c_str());
     usage();
@@ -336,22 +380,31 @@ int main(int argc, char** argv) {
     vm.bus().map_pio(kPciConfigAddressPort, 8, pci, 0);
     pci->add(0, 0, make_host_bridge(), &vm.bus());
     pci->add(1, 0, make_isa_bridge(), &vm.bus());
+    PiixIde* ide_disk = nullptr;
     if (disk_fd >= 0) {
       auto ide = std::make_unique<PiixIde>(vm.memory(), disk_fd, disk_bytes, vm.irq_fn());
       ide->attach_legacy(&vm.bus());
+      ide_disk = ide.get();
       pci->add(1, 1, std::move(ide), &vm.bus());
     }
-    pci->add(2, 0, make_xen_platform_device(), &vm.bus());
+    // The unplug protocol's log: the drivers' lines and what the device did, per domain.
+    const unsigned domid = config.domid;
+    auto platform = std::make_unique<XenPlatform>(
+        XenPlatform::Targets{ide_disk, pci, [&uplink] { uplink.detach(); }},
+        [domid](std::string_view line) {
+          std::fprintf(stderr, "pvio-hv: domain %u: xen-platform: %.*s\n", domid,
+                       static_cast<int>(line.size()), line.data());
+        },
+        monotonic_ns, pv_blacklist);
+    platform->attach_fixed_ports(&vm.bus());
+    XenPlatform* xen_platform = platform.get();
+    pci->add(kXenPlatformSlot, 0, std::move(platform), &vm.bus());
     E1000* nic = nullptr;
     if (want_nic) {
       auto e1000 = std::make_unique<E1000>(
           vm.memory(), nic_config, vm.irq_fn(),
           [&uplink](std::span<const std::uint8_t> f) { uplink.send(f); },
-          [] {
-            timespec ts{};
-            ::clock_gettime(CLOCK_MONOTONIC, &ts);
-            return std::uint64_t(ts.tv_sec) * 1000000000u + std::uint64_t(ts.tv_nsec);
-          });
+monotonic_ns);
       nic = e1000.get();
       pci->add(4, 0, std::move(e1000), &vm.bus());
     }
@@ -386,7 +439,14 @@ int main(int argc, char** argv) {
       return kExitHostError;
     }
     signals.start([&vm] { vm.request_shutdown(ShutdownReason::kPoweroff, 0); },
-                  [&] { print_stats(vm.bus(), vm.xen().stats(), vm.kvm_features(), vm.xen().op_counts()); });
+                  [&] {
+                    XenPlatformStats p;
+                    {
+                      std::lock_guard lock(vm.device_lock());
+                      p = xen_platform->stats();
+                    }
+                    print_stats(vm.bus(), vm.xen().stats(), vm.kvm_features(), vm.xen().op_counts(), p);
+                  });
     if (nic != nullptr && !nic_ifname.empty()) uplink.start(nic, &vm.device_lock());
     // The uplink thread touches the NIC and the VM's lock: it stops before the VM goes, however
     // this scope is left.
@@ -400,7 +460,8 @@ int main(int argc, char** argv) {
     vm.xen().stop_serving();
     pv_console.stop();
     serial->flush();
-    print_stats(vm.bus(), vm.xen().stats(), vm.kvm_features(), vm.xen().op_counts());
+    print_stats(vm.bus(), vm.xen().stats(), vm.kvm_features(), vm.xen().op_counts(),
+                xen_platform->stats());
     if (nic != nullptr) print_nic_stats(*nic, uplink);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "pvio-hv: %s\n", e.what());

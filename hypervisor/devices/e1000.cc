@@ -329,7 +329,15 @@ void E1000::tx_interrupt(bool delayed) {
   if (tadv != 0 && tx_absolute_ == 0) tx_absolute_ = t + tadv * kUsPerUnit;
 }
 
+void E1000::unplugged() {
+  unplugged_ = true;
+  itr_wait_ = rx_delay_ = rx_absolute_ = tx_delay_ = tx_absolute_ = 0;
+  if (irq_level_ && irq_) irq_(gsi_, false);
+  irq_level_ = false;
+}
+
 std::uint64_t E1000::service(std::uint64_t now_ns) {
+  if (unplugged_) return 0;
   if ((rx_delay_ && now_ns >= rx_delay_) || (rx_absolute_ && now_ns >= rx_absolute_)) {
     rx_delay_ = rx_absolute_ = 0;
     r(kIcr) |= kIcrRxt0;
@@ -410,6 +418,7 @@ bool E1000::accept(std::span<const std::uint8_t> frame) const {
 }
 
 bool E1000::receive(std::span<const std::uint8_t> in) {
+  if (unplugged_) return false;  // no NIC on the bus any more
   const std::uint32_t rctl = r(kRctl);
   if (!(rctl & kRctlEn) || in.size() < 14 || in.size() > kMaxFrame || !accept(in)) {
     ++stats_.rx_filtered;

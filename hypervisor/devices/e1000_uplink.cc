@@ -71,7 +71,7 @@ int E1000Uplink::open(const std::string& ifname, std::string* why) {
 }
 
 void E1000Uplink::send(std::span<const std::uint8_t> frame) {
-  if (fd_ < 0 || ::send(fd_, frame.data(), frame.size(), MSG_DONTWAIT) < 0)
+  if (fd_ < 0 || detached_.load(std::memory_order_relaxed) || ::send(fd_, frame.data(), frame.size(), MSG_DONTWAIT) < 0)
     tx_dropped_.fetch_add(1, std::memory_order_relaxed);
 }
 
@@ -89,6 +89,13 @@ void E1000Uplink::stop() {
   thread_.join();
   ::close(stop_fd_);
   stop_fd_ = -1;
+}
+
+void E1000Uplink::detach() {
+  detached_.store(true);
+  if (stop_fd_ < 0) return;  // no receive thread
+  const std::uint64_t one = 1;
+  (void)!::write(stop_fd_, &one, sizeof(one));
 }
 
 void E1000Uplink::run() {

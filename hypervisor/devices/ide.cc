@@ -110,7 +110,27 @@ void PiixIde::reset() {
   set_irq(false);
 }
 
+bool PiixIde::unplug_disk() {
+  if (!present_) return true;
+  // Drain: every command runs to completion inside the exit that starts it (PIO sectors are
+  // written as each one fills, DMA in one go), so what is left is at most a PIO write whose
+  // last sector has not arrived and an armed DMA not yet started: neither was acknowledged.
+  pio_ = Pio::kNone;
+  dma_ = Dma::kNone;
+  bm_status_ &= static_cast<std::uint8_t>(~bmide::kStatusActive);
+  // Flush: every write the guest saw complete reaches the file's storage before the disk goes
+  // (what a PV backend reads next is the same file).
+  const bool flushed = ::fdatasync(fd_) == 0;
+  present_ = false;
+  status_ = 0;
+  error_ = 0;
+  set_irq(false);
+  return flushed;
+}
+
 std::uint32_t PiixIde::pio_read(int region, std::uint16_t offset, unsigned size) {
+  // An unplugged drive leaves an empty channel: its registers read 0 (as QEMU's empty bus).
+  if (!present_ && region != kRegionBar4) return 0;
   switch (region) {
     case kRegionCommand: return command_read(offset, size);
     case kRegionControl:  // alternate status: does not acknowledge the interrupt
@@ -121,6 +141,7 @@ std::uint32_t PiixIde::pio_read(int region, std::uint16_t offset, unsigned size)
 }
 
 void PiixIde::pio_write(int region, std::uint16_t offset, unsigned size, std::uint32_t value) {
+  if (!present_ && region != kRegionBar4) return;  // no drive to take a command
   switch (region) {
     case kRegionCommand: command_write(offset, size, value); break;
     case kRegionControl: control_write(static_cast<std::uint8_t>(value)); break;

@@ -243,7 +243,7 @@ TEST(PciBus, XenPlatformDeviceIsVisibleAtItsSlot) {
   IoBus bus;
   PciBus pci;
   bus.map_pio(0xcf8, 8, &pci, 0);
-  pci.add(2, 0, make_xen_platform_device(), &bus);
+  pci.add(2, 0, std::make_unique<XenPlatform>(XenPlatform::Targets{}, nullptr, nullptr), &bus);
   std::uint8_t d[4];
   auto rd = [&](std::uint32_t addr) {
     std::memcpy(d, &addr, 4);

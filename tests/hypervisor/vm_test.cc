@@ -117,7 +117,7 @@ TEST_F(VmTest, PvhEntryBootsTheTestGuestAndItsHypercallChecksPass) {
   EXPECT_EQ(result_field(r.log, "xen_platform"), 1);
   r = boot("mode=hypercalls", {}, /*with_disk=*/false);
   EXPECT_EQ(r.exit_code, 0) << r.log << r.err;
-  EXPECT_EQ(result_field(r.log, "checks"), 80) << r.log;
+  EXPECT_EQ(result_field(r.log, "checks"), 85) << r.log;
   EXPECT_EQ(result_field(r.log, "failed"), 0) << r.log;
   EXPECT_GE(result_field(r.log, "upcalls"), 1) << r.log;
   EXPECT_EQ(r.log.find("PVIO-CHECK FAIL"), std::string::npos) << r.log;

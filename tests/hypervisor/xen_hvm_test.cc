@@ -16,6 +16,7 @@
 #include "pvio/event_channel/two_level.h"
 #include "pvio/grant_table/grant_mapper.h"
 #include "pvio/test/temp_dir.h"
+#include "pvio/hypervisor/devices/xen_platform.h"
 #include "pvio/hypervisor/xen_hvm.h"
 
 // The mapper of the "killed" service in KilledServiceReleasesOnlyItsOwnPins: it never
@@ -44,7 +45,11 @@ struct RecordingHost final : XenHost {
   }
   int set_doorbell(evtchn_port_t, int, bool) override { return 0; }
   std::uint64_t doorbell_mmio_gpa() const override { return 0; }
-  int route_upcall(std::uint8_t) override { return 0; }
+  std::vector<UpcallRoute> routes;  // every route asked for, in order
+  int route_upcall(const UpcallRoute& r) override {
+    routes.push_back(r);
+    return 0;
+  }
   void shutdown(ShutdownReason, std::uint32_t) override {}
 };
 
@@ -202,6 +207,114 @@ TEST_F(XenHvmTest, TimerRaisesVirqTimerAndPvclockRuns) {
   EXPECT_TRUE(fired);
   EXPECT_EQ(call(xen::kHypercallSetTimerOp, ~std::uint64_t{0}), 0);
   EXPECT_EQ(call(xen::kHypercallSetTimerOp, 0), 0);
+}
+
+// HVM_PARAM_CALLBACK_IRQ with every type params.h defines for x86, good and bad values.
+TEST_F(XenHvmTest, CallbackTypesRouteTheUpcallAndBadValuesAreRefused) {
+  auto set = [&](std::uint64_t value) {
+    put(xen::xen_hvm_param{xen::DOMID_SELF, xen::HVM_PARAM_CALLBACK_IRQ, value});
+    return call(xen::kHypercallHvmOp, xen::HVMOP_set_param, kArg);
+  };
+  auto current = [&] {
+    put(xen::xen_hvm_param{xen::DOMID_SELF, xen::HVM_PARAM_CALLBACK_IRQ, 0});
+    EXPECT_EQ(call(xen::kHypercallHvmOp, xen::HVMOP_get_param, kArg), 0);
+    return get<xen::xen_hvm_param>().value;
+  };
+  using Kind = UpcallRoute::Kind;
+  constexpr std::uint64_t kGsi = std::uint64_t{xen::HVM_PARAM_CALLBACK_TYPE_GSI} << 56;
+  constexpr std::uint64_t kIntx = std::uint64_t{xen::HVM_PARAM_CALLBACK_TYPE_PCI_INTX} << 56;
+  constexpr std::uint64_t kVector = std::uint64_t{xen::HVM_PARAM_CALLBACK_TYPE_VECTOR} << 56;
+
+  ASSERT_EQ(set(kGsi | 9), 0);
+  ASSERT_EQ(host_.routes.size(), 1u);
+  EXPECT_EQ(host_.routes.back().kind, Kind::kLevelGsi);
+  EXPECT_EQ(host_.routes.back().gsi, 9u);
+  EXPECT_GE(host_.routes.back().resample_fd, 0);
+  EXPECT_EQ(current(), kGsi | 9);
+
+  // The platform device 00:02.0 INTA#: its GSI, level-triggered.
+  const std::uint64_t platform_intx = kIntx | (std::uint64_t{kXenPlatformSlot << 3} << 8);
+  ASSERT_EQ(set(platform_intx), 0);
+  EXPECT_EQ(host_.routes.back().kind, Kind::kLevelGsi);
+  EXPECT_EQ(host_.routes.back().gsi, kXenPlatformGsi);
+  EXPECT_EQ(current(), platform_intx);
+
+  const std::size_t routes = host_.routes.size();
+  for (std::uint64_t bad : {kGsi | 24, kGsi | 0xffffffff,
+                            kIntx | (std::uint64_t{4 << 3} << 8),        // 00:04.0
+                            platform_intx | 1,                           // INTB#
+                            platform_intx | (std::uint64_t{1} << 16),    // bus 1
+                            platform_intx | (std::uint64_t{1} << 32),    // PCI domain 1
+                            platform_intx | 0x40,                        // reserved bits
+                            kVector | 0x1f, kVector | 0x100, std::uint64_t{3} << 56,
+                            ~std::uint64_t{0}}) {
+    EXPECT_EQ(set(bad), kEinval) << std::hex << bad;
+  }
+  EXPECT_EQ(host_.routes.size(), routes);  // refused values leave the route alone
+  EXPECT_EQ(current(), platform_intx);
+
+  ASSERT_EQ(set(kVector | 0xf3), 0);
+  EXPECT_EQ(host_.routes.back().kind, Kind::kCallbackVector);
+  EXPECT_EQ(host_.routes.back().vector, 0xf3);
+  ASSERT_EQ(set(0), 0);
+  EXPECT_EQ(host_.routes.back().kind, Kind::kNone);
+}
+
+// HVMOP_set_evtchn_upcall_vector: vCPU 0's vector is a LAPIC interrupt and wins over the
+// callback parameter (Xen's order); bad vCPUs, low vectors and bad pointers are refused.
+TEST_F(XenHvmTest, PerVcpuUpcallVectorTakesPrecedenceOverTheCallback) {
+  using Kind = UpcallRoute::Kind;
+  auto upcall_vector = [&](std::uint32_t vcpu, std::uint8_t vector) {
+    xen::xen_hvm_evtchn_upcall_vector v{};
+    v.vcpu = vcpu;
+    v.vector = vector;
+    put(v);
+    return call(xen::kHypercallHvmOp, xen::HVMOP_set_evtchn_upcall_vector, kArg);
+  };
+  EXPECT_EQ(upcall_vector(0, 0x0f), kEinval);
+  EXPECT_EQ(upcall_vector(1, 0xf0), -xen::XEN_ENOENT);  // one vCPU here
+  EXPECT_EQ(call(xen::kHypercallHvmOp, xen::HVMOP_set_evtchn_upcall_vector, kRam), kEfault);
+  EXPECT_TRUE(host_.routes.empty());
+  ASSERT_EQ(upcall_vector(0, 0xf0), 0);
+  ASSERT_EQ(host_.routes.size(), 1u);
+  EXPECT_EQ(host_.routes.back().kind, Kind::kLapicVector);
+  EXPECT_EQ(host_.routes.back().vector, 0xf0);
+  put(xen::xen_hvm_param{xen::DOMID_SELF, xen::HVM_PARAM_CALLBACK_IRQ, 9});  // GSI 9
+  ASSERT_EQ(call(xen::kHypercallHvmOp, xen::HVMOP_set_param, kArg), 0);
+  EXPECT_EQ(host_.routes.back().kind, Kind::kLapicVector);
+  EXPECT_EQ(xen_->op_counts().at("hvm_op.set_evtchn_upcall_vector"), 4u);
+}
+
+// The level callback's EOI rule: when KVM reports the guest's EOI (the resample eventfd), the
+// line goes up again if vCPU 0 still has an upcall pending, and stays down otherwise.
+TEST_F(XenHvmTest, LevelCallbackIsReassertedAtEoiOnlyWhileAnUpcallIsPending) {
+  put(xen::xen_hvm_param{xen::DOMID_SELF, xen::HVM_PARAM_CALLBACK_IRQ, 9});
+  ASSERT_EQ(call(xen::kHypercallHvmOp, xen::HVMOP_set_param, kArg), 0);
+  const int resample = host_.routes.back().resample_fd;
+  ASSERT_GE(resample, 0);
+  std::uint64_t n;
+  while (::read(upcall_fd_, &n, sizeof(n)) == sizeof(n)) {
+  }
+  auto eoi = [&] {
+    const std::uint64_t one = 1;
+    ASSERT_EQ(::write(resample, &one, sizeof(one)), static_cast<ssize_t>(sizeof(one)));
+  };
+  auto wait_resamples = [&](std::uint64_t want) {
+    for (int i = 0; i < 500 && xen_->stats().upcall_resamples < want; ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    return xen_->stats().upcall_resamples;
+  };
+  si().vcpu_info[0].evtchn_upcall_pending = 1;
+  eoi();
+  ASSERT_EQ(wait_resamples(1), 1u);
+  EXPECT_EQ(::read(upcall_fd_, &n, sizeof(n)), static_cast<ssize_t>(sizeof(n)));  // raised again
+  EXPECT_EQ(xen_->stats().upcall_reasserts, 1u);
+
+  si().vcpu_info[0].evtchn_upcall_pending = 0;  // the guest took its events
+  eoi();
+  ASSERT_EQ(wait_resamples(2), 2u);
+  EXPECT_LT(::read(upcall_fd_, &n, sizeof(n)), 0);  // the line stays down
+  EXPECT_EQ(xen_->stats().upcall_reasserts, 1u);
 }
 
 TEST_F(XenHvmTest, VersionSubOpsAndPoll) {

@@ -53,6 +53,11 @@ class PciFunction {
   std::uint32_t mmio_bar_base(unsigned index) const;
 
   void attach(IoBus* bus) { bus_ = bus; update_bars(); }
+  // Takes every BAR off the I/O bus for good: later command or BAR writes decode nothing.
+  void detach();
+  // The function was unplugged from its bus (PciBus::unplug): it stops its own activity
+  // (interrupt line, timers, wire). Called once, under the device lock.
+  virtual void unplugged() {}
 
  protected:
   // A device maps its BAR ranges here; called when the BAR or the command register changes.
@@ -80,7 +85,13 @@ class PciBus : public Device {
   PciBus() : Device("pci") {}
   // Takes ownership; `slot` 0..31, `function` 0..7. Returns false if occupied.
   bool add(unsigned slot, unsigned function, std::unique_ptr<PciFunction> fn, IoBus* bus);
+  // The function at slot.function, or nullptr if the slot is empty or it was unplugged.
   PciFunction* find(unsigned slot, unsigned function) const;
+  // Emulated-device unplug: the function leaves the bus as if its slot were empty (config reads
+  // answer all ones, writes go nowhere), its BARs stop decoding and it is told so. The object
+  // stays alive, owned by the bus, so a thread that holds a pointer to it (a NIC's receive
+  // thread) keeps a valid one. False if there is no such function (or no longer one).
+  bool unplug(unsigned slot, unsigned function);
 
   std::uint32_t pio_read(int region, std::uint16_t offset, unsigned size) override;
   void pio_write(int region, std::uint16_t offset, unsigned size, std::uint32_t value) override;
@@ -90,6 +101,7 @@ class PciBus : public Device {
 
   std::uint32_t address_ = 0;
   std::array<std::unique_ptr<PciFunction>, 32 * 8> functions_{};
+  std::array<bool, 32 * 8> unplugged_{};
 };
 
 }  // namespace pvio::hv

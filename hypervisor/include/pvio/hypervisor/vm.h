@@ -145,13 +145,15 @@ class Vm final : private XenHost {
   bool translate(const Vcpu& vcpu, PagingState* paging, bool* have_paging, std::uint64_t gva,
                  std::uint64_t* gpa) const;
   int route_upcall_pic(std::uint8_t vector);
+  int route_upcall_ioapic(std::uint8_t vector);
+  int move_upcall_irqfd(unsigned gsi, int resample_fd);
 
   // XenHost
   bool map_xen_page(std::uint64_t gfn, std::uint64_t page) override;
   bool restore_ram_page(std::uint64_t gfn) override;
   int set_doorbell(evtchn_port_t port, int eventfd, bool assign) override;
   std::uint64_t doorbell_mmio_gpa() const override;
-  int route_upcall(std::uint8_t vector) override;
+  int route_upcall(const UpcallRoute& route) override;
   void shutdown(ShutdownReason reason, std::uint32_t code) override {
     request_shutdown(reason, code);
   }
@@ -180,6 +182,7 @@ class Vm final : private XenHost {
   BootKind boot_kind_ = BootKind::kPvioElf;
   std::map<std::uint64_t, std::uint64_t> high_slots_;  // gfn above RAM -> Xen page shown there
   unsigned upcall_gsi_ = kUpcallGsi;  // the GSI the upcall irqfd drives
+  int upcall_resample_fd_ = -1;       // ... as a level source: its resample eventfd, else -1
 
   IoBus bus_;
   std::mutex io_mutex_;  // serialises device emulation across vCPU threads

@@ -60,6 +60,24 @@ inline constexpr std::uint64_t kXenPagesBytes = kXenPageCount * 4096;
 // The IOAPIC pin the upcall irqfd drives (unused by the PC devices pvio-hv models).
 inline constexpr unsigned kUpcallGsi = 23;
 
+// How event-channel upcalls reach vCPU 0 (HVM_PARAM_CALLBACK_IRQ, HVMOP_set_evtchn_upcall_vector).
+// The upcall eventfd (what Dom0 services and pvio-hv signal after setting a pending bit) is a
+// KVM irqfd; the route says where it points.
+struct UpcallRoute {
+  enum class Kind {
+    kNone,            // nothing delivered
+    kCallbackVector,  // Xen's callback vector: `vector`, no EOI expected from the guest
+    kLapicVector,     // per-vCPU upcall vector: a LAPIC interrupt the guest EOIs
+    kLevelGsi,        // GSI or PCI INTx callback: `gsi` asserted, level-triggered
+  };
+  Kind kind = Kind::kNone;
+  std::uint8_t vector = 0;
+  unsigned gsi = 0;
+  // kLevelGsi: KVM signals this eventfd when the guest EOIs the line (irqfd resample); the
+  // line is then low until the upcall eventfd is signalled again.
+  int resample_fd = -1;
+};
+
 // What the Xen interface needs from the VM it serves. Implemented by Vm over KVM.
 class XenHost {
  public:
@@ -71,8 +89,8 @@ class XenHost {
   virtual int set_doorbell(evtchn_port_t port, int eventfd, bool assign) = 0;
   // Guest-physical address of the MMIO doorbell (xen_abi.h), 0 when there is none.
   virtual std::uint64_t doorbell_mmio_gpa() const = 0;
-  // Deliver the upcall eventfd's interrupts as `vector` on vCPU 0. 0 or -errno.
-  virtual int route_upcall(std::uint8_t vector) = 0;
+  // Points the upcall eventfd's interrupts at `route` (vCPU 0). 0 or -errno.
+  virtual int route_upcall(const UpcallRoute& route) = 0;
   virtual void shutdown(ShutdownReason reason, std::uint32_t code) = 0;
 
  protected:
@@ -96,11 +114,14 @@ struct XenStats {
   std::uint64_t mmio_doorbell_exits = 0;  // MMIO doorbell stores that did not match one
   std::uint64_t msr_writes = 0;
   std::uint64_t upcalls_raised = 0;   // from the VMM side (hypercall sends, unmask)
+  std::uint64_t upcall_resamples = 0;  // level callback EOIed (irqfd resample)
+  std::uint64_t upcall_reasserts = 0;  // ... with vcpu_info[0].evtchn_upcall_pending still set
   std::uint64_t released_grants = 0;  // busy bits cleared for Dom0 services that died
 };
 
 struct XenHvmConfig {
   domid_t domid = 1;
+  unsigned vcpus = 1;
   std::uint64_t ram_bytes = 0;  // guest RAM at gpa 0 (the Xen pages follow it in the memfd)
 };
 
@@ -161,6 +182,9 @@ class XenHvm final {
   std::int64_t grant_table_op(const HypercallArgs& call);
   std::int64_t event_channel_op(const HypercallArgs& call);
   std::int64_t hvm_op(const HypercallArgs& call);
+  std::int64_t set_callback_irq(std::uint64_t value);  // under mu_
+  std::int64_t set_upcall_vector(const HypercallArgs& call);
+  int apply_upcall_route();  // under mu_
   std::int64_t sched_op(const HypercallArgs& call);
   std::int64_t console_io(const HypercallArgs& call);
   std::int64_t xen_version(const HypercallArgs& call);
@@ -197,6 +221,10 @@ class XenHvm final {
   std::uint64_t xen_page_gfn_[kXenPageCount];    // guest frame each Xen page is mapped at
   std::map<std::uint64_t, std::uint64_t> remapped_;  // RAM gfn -> Xen page shown there
   std::uint64_t callback_irq_ = 0;
+  unsigned vcpus_ = 1;
+  std::vector<std::uint8_t> upcall_vector_;  // HVMOP_set_evtchn_upcall_vector, per vCPU
+  UpcallRoute route_;                        // where the upcall eventfd points now
+  control::UniqueFd resample_fd_;            // irqfd resample of a level route
   std::vector<xen::hvm_memmap_table_entry> memmap_;
   std::uint64_t vmm_pages_ = 0;
   std::map<std::string, std::uint64_t> op_counts_;

@@ -139,6 +139,11 @@ class E1000 : public PciFunction, public Device {
   // nanoseconds, or 0 if none is armed. Called by the backend thread (under the device lock).
   std::uint64_t service(std::uint64_t now_ns);
 
+  // Unplugged (Xen's unplug protocol, PciBus::unplug): INTx goes low, the moderation timers
+  // stop, and frames from the wire are dropped from now on; the BARs are already off the bus.
+  void unplugged() override;
+  bool is_unplugged() const { return unplugged_; }
+
   const E1000Stats& stats() const { return stats_; }
   const Mac& mac() const { return mac_; }
   // The EEPROM image (64 words): MAC in words 0-2, checksum word 0x3f.
@@ -206,6 +211,7 @@ class E1000 : public PciFunction, public Device {
   std::array<std::uint16_t, 32> phy_{};
   std::uint32_t ioaddr_ = 0;
   bool irq_level_ = false;
+  bool unplugged_ = false;
   // Moderation deadlines in ns (0: not armed).
   std::uint64_t itr_next_ = 0;       // earliest next assertion allowed by ITR
   std::uint64_t itr_wait_ = 0;       // an assertion held back by ITR fires at this time

@@ -31,6 +31,9 @@ class E1000Uplink {
   // Starts the receive/timer thread for `nic`, taking `lock` around every device call.
   void start(E1000* nic, std::mutex* lock);
   void stop();
+  // The NIC was unplugged: the receive thread ends at its next wake-up and nothing more is
+  // sent. Does not wait (the caller may hold the device lock the thread needs); stop() joins.
+  void detach();
 
   std::uint64_t tx_dropped() const { return tx_dropped_.load(std::memory_order_relaxed); }
 
@@ -42,6 +45,7 @@ class E1000Uplink {
   std::mutex* lock_ = nullptr;
   std::thread thread_;
   std::atomic<std::uint64_t> tx_dropped_{0};
+  std::atomic<bool> detached_{false};
 };
 
 }  // namespace pvio::hv

@@ -79,6 +79,15 @@ class PiixIde : public PciFunction, public Device {
 
   std::uint64_t sectors() const { return sectors_; }
 
+  // Emulated-device unplug of the disk (Xen's unplug protocol, devices/xen_platform.cc): the
+  // drive is drained and its file flushed (fdatasync), then it is gone: the channel reads as
+  // an empty one (every task-file register and the alternate status read 0, commands are
+  // ignored, INTRQ is low) and the file is never touched again. The controller function stays
+  // on the bus, as on a PC whose channel has no drive. Returns whether the flush succeeded
+  // (the drive goes either way). A second call does nothing and returns true.
+  bool unplug_disk();
+  bool disk_present() const { return present_; }
+
  protected:
   Device* bar_device() override { return this; }
 
@@ -110,6 +119,7 @@ class PiixIde : public PciFunction, public Device {
   int fd_;
   std::uint64_t sectors_;
   IrqFn irq_;
+  bool present_ = true;  // false once the disk was unplugged
 
   // Task file; hob_* hold the previous write of each register for LBA48 (the two-deep FIFO).
   std::uint8_t feature_ = 0, nsector_ = 0, lbal_ = 0, lbam_ = 0, lbah_ = 0;
