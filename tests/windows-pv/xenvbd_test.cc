@@ -225,6 +225,7 @@ TEST_P(XenvbdTest, ReportsTheDiskThroughInquiryCapacityAndLuns) {
 
 TEST_P(XenvbdTest, WritesReachTheBackingFileAndReadsReturnIt) {
   // WRITE(16) at a few places and sizes, checked in the file itself.
+  const std::size_t allocations = allocation_calls();
   const std::uint64_t lba = 3 * 4096 / block_size_;
   for (std::uint32_t blocks : {1u, 8u, 1024u * 1024 / block_size_}) {
     auto w = write_blocks(lba + blocks, blocks, blocks);
@@ -251,11 +252,13 @@ TEST_P(XenvbdTest, WritesReachTheBackingFileAndReadsReturnIt) {
   auto r16 = run(rw16(false, (5u << 20) / block_size_, blocks), expect.size(), SRB_FLAGS_DATA_IN);
   ASSERT_EQ(r16->status(), SRB_STATUS_SUCCESS);
   EXPECT_EQ(r16->data, expect);
+  EXPECT_EQ(allocation_calls(), allocations) << "the I/O path allocated memory";
 }
 
 TEST_P(XenvbdTest, ServesAFullQueueOfConcurrentRequests) {
   const std::uint32_t depth = host().config().MaxIOsPerLun;
   const std::uint32_t per = 16 * 1024 / block_size_;
+  const std::size_t allocations = allocation_calls();
   std::vector<std::unique_ptr<ScsiRequest>> reqs;
   for (std::uint32_t i = 0; i < depth; ++i) {
     auto r = request(rw16(true, std::uint64_t{i} * per, per), per * block_size_, SRB_FLAGS_DATA_OUT);
@@ -267,6 +270,7 @@ TEST_P(XenvbdTest, ServesAFullQueueOfConcurrentRequests) {
     ASSERT_TRUE(host().wait(*r, 20000));
     ASSERT_EQ(r->status(), SRB_STATUS_SUCCESS);
   }
+  EXPECT_EQ(allocation_calls(), allocations) << "the I/O path allocated memory";
   for (std::uint32_t i = 0; i < depth; ++i)
     EXPECT_EQ(backing(std::uint64_t{i} * per * block_size_, reqs[i]->data.size()), reqs[i]->data);
 }

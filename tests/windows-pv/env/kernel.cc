@@ -5,6 +5,7 @@
 #include <sched.h>
 
 #include <chrono>
+#include <atomic>
 #include <condition_variable>
 #include <cstdarg>
 #include <cstdio>
@@ -33,6 +34,7 @@ std::mutex g_mem_mu;
 domain::Domain* g_dom = nullptr;
 std::map<std::uint64_t, std::vector<std::uint64_t>> g_free_runs;  // pages -> gfns
 std::map<void*, std::uint64_t> g_contiguous;                       // va -> pages
+std::atomic<std::size_t> g_allocation_calls{0};
 
 std::mutex g_dev_mu;
 struct Device {
@@ -74,6 +76,7 @@ void set_guest_memory(domain::Domain* dom) {
   g_free_runs.clear();
   g_contiguous.clear();
 }
+std::size_t allocation_calls() { return g_allocation_calls.load(); }
 std::size_t contiguous_allocations() {
   std::lock_guard lk(g_mem_mu);
   return g_contiguous.size();
@@ -191,6 +194,7 @@ PVOID ExAllocatePoolWithTag(POOL_TYPE type, SIZE_T bytes, ULONG) {
     return nullptr;
   }
   require_irql(DISPATCH_LEVEL, "ExAllocatePoolWithTag(NonPagedPool)");
+  ++pvio::windows::test::g_allocation_calls;
   return std::aligned_alloc(16, (bytes + 15) & ~SIZE_T{15});
 }
 
@@ -202,6 +206,7 @@ VOID ExFreePoolWithTag(PVOID p, ULONG) {
 PVOID MmAllocateContiguousMemorySpecifyCache(SIZE_T bytes, PHYSICAL_ADDRESS, PHYSICAL_ADDRESS,
                                              PHYSICAL_ADDRESS, MEMORY_CACHING_TYPE) {
   require_irql(PASSIVE_LEVEL, "MmAllocateContiguousMemorySpecifyCache");
+  ++pvio::windows::test::g_allocation_calls;
   std::lock_guard lk(g_mem_mu);
   if (g_dom == nullptr || bytes == 0) return nullptr;
   const std::uint64_t pages = (bytes + kPage - 1) / kPage;

@@ -50,6 +50,9 @@ void set_irql(KIRQL level);
 // fail).
 void set_guest_memory(domain::Domain* dom);
 std::size_t contiguous_allocations();  // not yet freed
+// Calls of the allocating routines (pool and contiguous memory) so far: a driver whose I/O
+// path allocates shows up as a change across its I/O.
+std::size_t allocation_calls();
 
 // ---- device objects and IRPs ----
 using IrpDispatch = std::function<NTSTATUS(PDEVICE_OBJECT, PIRP)>;
