@@ -237,14 +237,26 @@ void PvDisk::process(bool wait, uint64_t poll_cycles) {
   // final_check_for_responses, so one is due with the next response). evtchn_wait returns at
   // once if an event arrived since `seen`.
   const uint32_t ports[2] = {port_, store_port};
-  if (evtchn_events(port_) == seen) ++platform_.counters.hlts;
+  const bool halting = evtchn_events(port_) + evtchn_events(store_port) == seen + store_seen;
+  if (halting) ++platform_.counters.hlts;
   const uint64_t halted_from = rdtsc();
   evtchn_wait_any(ports, 2, seen + store_seen);
   front_->handle_all_events();
-  if (adaptive_ && poll_cycles != 0) {
-    const uint64_t waited = spin + (rdtsc() - halted_from), start = 10 * platform_.khz() / 1000;
-    if (waited <= poll_cycles) budget_ = budget_ * 2 > start ? (budget_ * 2 < poll_cycles ? budget_ * 2 : poll_cycles) : start;
-    else budget_ = budget_ / 2 < start ? 0 : budget_ / 2;
+  if (adaptive_ && poll_cycles != 0 && halting) {
+    // How long the response took is the halt minus what a halt costs by itself (the exit, the
+    // upcall, the way back: here hundreds of microseconds of emulated kernel code, so the raw
+    // halt says nothing about the backend). The cost is the shortest halt seen, let drift up
+    // slowly so a changed host is followed.
+    const uint64_t halted = rdtsc() - halted_from;
+    halt_floor_ = halted < halt_floor_ ? halted : halt_floor_ + halt_floor_ / 64;
+    const uint64_t waited = spin + (halted - (halted < halt_floor_ ? halted : halt_floor_));
+    const uint64_t start = 10 * platform_.khz() / 1000;
+    if (waited <= poll_cycles) {
+      const uint64_t grown = budget_ * 2 > start ? budget_ * 2 : start;
+      budget_ = grown < poll_cycles ? grown : poll_cycles;
+    } else {
+      budget_ = budget_ / 2 < start ? 0 : budget_ / 2;
+    }
   }
 }
 

@@ -81,6 +81,7 @@ class PvDisk {
   evtchn_port_t port_ = 0;
   bool adaptive_ = true;
   uint64_t budget_ = ~uint64_t{0};  // the spin budget in TSC cycles (starts at the maximum)
+  uint64_t halt_floor_ = ~uint64_t{0};  // the shortest halt seen: what a halt costs by itself
   bool backend_pending_ = false;  // a watch fired during a backoff
   uint64_t retry_at_ = 0;         // TSC of the next try after a failed step; 0: none due
 };
