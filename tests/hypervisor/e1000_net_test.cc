@@ -20,6 +20,7 @@
 
 #include <gtest/gtest.h>
 
+#include "hv_test_util.h"
 #include "pvio/guest/net_frame.h"
 #include "pvio/guest/result_line.h"
 #include "pvio/hypervisor/vm.h"
@@ -87,13 +88,7 @@ class E1000NetTest : public ::testing::Test {
     if (!dir_.empty()) test::remove_temp_dir(dir_);
   }
 
-  int pvio_cmd(const std::vector<std::string>& args) {
-    std::vector<std::string> argv = {pvio_};
-    argv.insert(argv.end(), args.begin(), args.end());
-    return test::wait_exit(test::spawn(argv, dir_ + "/pvio.out", dir_ + "/pvio.err",
-                                       {{"PVIO_RUN_DIR", run_dir_}}),
-                           60000);
-  }
+  int pvio_cmd(const std::vector<std::string>& args) { return run_pvio(pvio_, dir_, run_dir_, args); }
 
   void boot(const std::string& cmdline) {
     hv_pid_ = test::spawn({std::getenv("PVIO_HV"), "--kernel", std::getenv("PVIO_GUEST"), "--nic",

@@ -4,10 +4,12 @@
 
 #include <cstdlib>
 #include <string>
+#include <vector>
 
 #include <gtest/gtest.h>
 
 #include "pvio/hypervisor/vm.h"
+#include "pvio/test/child_process.h"
 #include "pvio/test/temp_dir.h"
 
 namespace pvio::hv {
@@ -34,5 +36,15 @@ class HvTest : public ::testing::Test {
  private:
   std::string tag_;
 };
+
+// Runs the pvio CLI `pvio` with `args` against the run dir `run_dir` (PVIO_RUN_DIR), its
+// output in `dir`/pvio.out and pvio.err; its exit status, or what wait_exit says after 60 s.
+inline int run_pvio(const std::string& pvio, const std::string& dir, const std::string& run_dir,
+                    const std::vector<std::string>& args) {
+  std::vector<std::string> argv = {pvio};
+  argv.insert(argv.end(), args.begin(), args.end());
+  return test::wait_exit(test::spawn(argv, dir + "/pvio.out", dir + "/pvio.err", {{"PVIO_RUN_DIR", run_dir}}),
+                         60000);
+}
 
 }  // namespace pvio::hv

@@ -15,6 +15,7 @@
 
 #include <gtest/gtest.h>
 
+#include "hv_test_util.h"
 #include "pvio/guest/result_line.h"
 #include "pvio/hypervisor/vm.h"
 #include "pvio/test/child_process.h"
@@ -56,13 +57,7 @@ class PvDiskRestartTest : public ::testing::Test {
     test::remove_temp_dir(dir_);
   }
 
-  int pvio_cmd(const std::vector<std::string>& args) {
-    std::vector<std::string> argv = {pvio_};
-    argv.insert(argv.end(), args.begin(), args.end());
-    return test::wait_exit(test::spawn(argv, dir_ + "/pvio.out", dir_ + "/pvio.err",
-                                       {{"PVIO_RUN_DIR", run_dir_}}),
-                           60000);
-  }
+  int pvio_cmd(const std::vector<std::string>& args) { return run_pvio(pvio_, dir_, run_dir_, args); }
   std::string log() const { return slurp(run_dir_ + "/domain-" + std::to_string(domid_) + ".log"); }
   static std::size_t count(const std::string& text, const std::string& what) {
     std::size_t n = 0;

@@ -20,6 +20,7 @@
 
 #include <gtest/gtest.h>
 
+#include "hv_test_util.h"
 #include "pvio/guest/net_frame.h"
 #include "pvio/guest/result_line.h"
 #include "pvio/hypervisor/vm.h"
@@ -65,13 +66,7 @@ class PvNetTest : public ::testing::Test {
     }
   }
 
-  int pvio_cmd(const std::vector<std::string>& args) {
-    std::vector<std::string> argv = {pvio_};
-    argv.insert(argv.end(), args.begin(), args.end());
-    return test::wait_exit(test::spawn(argv, dir_ + "/pvio.out", dir_ + "/pvio.err",
-                                       {{"PVIO_RUN_DIR", run_dir_}}),
-                           60000);
-  }
+  int pvio_cmd(const std::vector<std::string>& args) { return run_pvio(pvio_, dir_, run_dir_, args); }
 
   // Creates the domain with a vif and `cmdline`, then opens a packet socket on its TAP uplink
   // (which pvio-netback creates when the vif connects).
