@@ -29,6 +29,8 @@ NTSTATUS xenbus_add_device(PDRIVER_OBJECT driver, PDEVICE_OBJECT pdo) {
   auto* fdo = new (dev->DeviceExtension) Fdo();
   fdo->self = dev;
   fdo->pdo = pdo;
+  KeInitializeSpinLock(&fdo->port_lock);
+  fdo->child_lock.init();  // REMOVE may come without a START
   fdo->lower = IoAttachDeviceToDeviceStack(dev, pdo);
   if (fdo->lower == nullptr) {
     fdo->~Fdo();

@@ -315,8 +315,6 @@ void stop_bus(Fdo* fdo) {
 }
 
 NTSTATUS start_bus(Fdo* fdo, PIRP irp) {
-  KeInitializeSpinLock(&fdo->port_lock);
-  fdo->child_lock.init();
   NTSTATUS st = hv_connect(&fdo->pages);
   if (!NT_SUCCESS(st)) {
     log(DPFLTR_ERROR_LEVEL, "Xen not found or its pages could not be mapped");
