@@ -206,9 +206,23 @@ int Domain::run_once(int timeout_ms) {
   return stop_requested ? 1 : 0;
 }
 
+void Domain::set_upcall_hook(std::function<void()> hook) {
+  std::lock_guard lk(mu_);
+  upcall_hook_ = std::move(hook);
+}
+
 void Domain::handle_upcall() {
   std::uint64_t v;
   if (::read(upcall_fd_.get(), &v, sizeof(v)) < 0) return;  // spurious (EAGAIN)
+  std::function<void()> hook;
+  {
+    std::lock_guard lk(mu_);
+    hook = upcall_hook_;
+  }
+  if (hook) {
+    hook();
+    return;
+  }
   evtchn::two_level::do_upcall(*shared_info_, [this](evtchn_port_t port) {
     Handler h;
     {

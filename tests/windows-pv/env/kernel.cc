@@ -13,7 +13,12 @@
 #include <cstring>
 #include <map>
 #include <memory>
+#include <algorithm>
 #include <set>
+#include <deque>
+#include <thread>
+
+#include <pthread.h>
 
 #include "pvio/domain/domain.h"
 
@@ -38,10 +43,70 @@ std::atomic<std::size_t> g_allocation_calls{0};
 
 std::mutex g_dev_mu;
 struct Device {
-  IrpDispatch dispatch;
+  IrpDispatch dispatch;  // for create_device(); IoCreateDevice's go through their driver
+  bool driver_owned = false;
+  bool deleted = false;
+  long refs = 0;
+  unsigned bus_invalidations = 0;
+  std::map<int, ULONG> properties;
 };
 std::map<PDEVICE_OBJECT, std::shared_ptr<Device>> g_devices;
 std::set<PIRP> g_live_irps;
+
+void free_driver_device(PDEVICE_OBJECT dev) {  // g_dev_mu held
+  g_devices.erase(dev);
+  std::free(dev);
+}
+
+// Interrupts: one record per IoConnectInterrupt; `mu` is the interrupt's spin lock, held
+// while its service routine runs (so IoDisconnectInterrupt waits for a running ISR).
+struct Interrupt {
+  KSERVICE_ROUTINE* isr;
+  PVOID ctx;
+  ULONG vector;
+  KIRQL irql;
+  std::mutex mu;
+};
+std::mutex g_irq_mu;
+std::vector<Interrupt*> g_interrupts;
+
+// DPCs: one queue, drained by one thread at DISPATCH_LEVEL (a one-CPU DPC queue).
+struct DpcQueue {
+  std::mutex mu;
+  std::condition_variable cv;
+  std::deque<PRKDPC> queue;
+  bool running = false;
+  bool started = false;
+};
+DpcQueue& dpcs() {
+  static auto* q = new DpcQueue;  // lives as long as the process (its thread does)
+  return *q;
+}
+void dpc_thread() {
+  DpcQueue& q = dpcs();
+  std::unique_lock lk(q.mu);
+  for (;;) {
+    q.cv.wait(lk, [&] { return !q.queue.empty(); });
+    PRKDPC d = q.queue.front();
+    q.queue.pop_front();
+    d->DpcData = nullptr;  // dequeued: may be inserted again
+    q.running = true;
+    lk.unlock();
+    {
+      AtIrql at(DISPATCH_LEVEL);
+      d->DeferredRoutine(d, d->DeferredContext, d->SystemArgument1, d->SystemArgument2);
+      if (current_irql() != DISPATCH_LEVEL) violation("a DPC returned at an IRQL other than DISPATCH_LEVEL");
+    }
+    lk.lock();
+    q.running = false;
+    q.cv.notify_all();
+  }
+}
+
+std::atomic<std::size_t> g_system_threads{0};
+std::mutex g_thread_mu;
+std::set<void*> g_thread_handles;
+thread_local char t_thread_identity;
 
 constexpr std::uint64_t kPage = 4096;
 }  // namespace
@@ -86,7 +151,8 @@ PDEVICE_OBJECT create_device(IrpDispatch dispatch) {
   // An opaque object: drivers only pass device objects back to the kernel.
   auto* dev = reinterpret_cast<PDEVICE_OBJECT>(new std::uint8_t[0x150]());
   std::lock_guard lk(g_dev_mu);
-  g_devices[dev] = std::make_shared<Device>(Device{std::move(dispatch)});
+  g_devices[dev] = std::make_shared<Device>();
+  g_devices[dev]->dispatch = std::move(dispatch);
   return dev;
 }
 void delete_device(PDEVICE_OBJECT dev) {
@@ -98,21 +164,82 @@ void delete_device(PDEVICE_OBJECT dev) {
 }
 
 void complete_irp(PIRP irp, NTSTATUS status, ULONG_PTR information) {
-  require_irql(DISPATCH_LEVEL, "IoCompleteRequest");
-  {
-    std::lock_guard lk(g_dev_mu);
-    if (g_live_irps.erase(irp) == 0) {
-      violation("IoCompleteRequest on an IRP that is not outstanding (completed twice?)");
-      return;
-    }
-  }
   irp->IoStatus.Status = status;
   irp->IoStatus.Information = information;
-  if (irp->UserIosb != nullptr) *irp->UserIosb = irp->IoStatus;
-  PKEVENT ev = irp->UserEvent;
-  std::free(irp);
-  if (ev != nullptr) KeSetEvent(ev, 0, FALSE);
+  IofCompleteRequest(irp, 0);
 }
+
+PDEVICE_OBJECT attached_top(PDEVICE_OBJECT dev) {
+  while (dev->AttachedDevice != nullptr) dev = dev->AttachedDevice;
+  return dev;
+}
+
+PnpResult send_pnp(PDEVICE_OBJECT dev, UCHAR minor,
+                   const std::function<void(PIO_STACK_LOCATION)>& setup) {
+  AtIrql passive(PASSIVE_LEVEL);
+  PDEVICE_OBJECT top = attached_top(dev);
+  KEVENT done;
+  KeInitializeEvent(&done, NotificationEvent, FALSE);
+  IO_STATUS_BLOCK iosb{};
+  PIRP irp = IoBuildSynchronousFsdRequest(IRP_MJ_PNP, top, nullptr, 0, nullptr, &done, &iosb);
+  irp->IoStatus.Status = STATUS_NOT_SUPPORTED;  // the PnP manager's initial status
+  PIO_STACK_LOCATION sl = IoGetNextIrpStackLocation(irp);
+  sl->MinorFunction = minor;
+  if (setup) setup(sl);
+  if (IofCallDriver(top, irp) == STATUS_PENDING)
+    KeWaitForSingleObject(&done, Executive, KernelMode, FALSE, nullptr);
+  return PnpResult{iosb.Status, iosb.Information};
+}
+
+void set_device_property(PDEVICE_OBJECT dev, DEVICE_REGISTRY_PROPERTY prop, ULONG value) {
+  std::lock_guard lk(g_dev_mu);
+  auto it = g_devices.find(dev);
+  if (it != g_devices.end()) it->second->properties[prop] = value;
+}
+
+unsigned bus_invalidations(PDEVICE_OBJECT dev) {
+  std::lock_guard lk(g_dev_mu);
+  auto it = g_devices.find(dev);
+  return it == g_devices.end() ? 0 : it->second->bus_invalidations;
+}
+
+std::size_t live_driver_devices() {
+  std::lock_guard lk(g_dev_mu);
+  std::size_t n = 0;
+  for (const auto& [d, rec] : g_devices) n += rec->driver_owned;
+  return n;
+}
+
+long object_references(PDEVICE_OBJECT dev) {
+  std::lock_guard lk(g_dev_mu);
+  auto it = g_devices.find(dev);
+  return it == g_devices.end() ? 0 : it->second->refs;
+}
+
+bool raise_interrupt(ULONG vector) {
+  std::vector<Interrupt*> on_line;
+  {
+    std::lock_guard lk(g_irq_mu);
+    for (Interrupt* i : g_interrupts)
+      if (i->vector == vector) on_line.push_back(i);
+  }
+  bool claimed = false;
+  for (Interrupt* i : on_line) {
+    std::lock_guard lk(i->mu);
+    AtIrql dirql(i->irql);
+    claimed |= i->isr(reinterpret_cast<PKINTERRUPT>(i), i->ctx) != 0;
+    if (current_irql() != i->irql) violation("an ISR returned at another IRQL");
+    if (claimed) break;
+  }
+  return claimed;
+}
+
+std::size_t connected_interrupts() {
+  std::lock_guard lk(g_irq_mu);
+  return g_interrupts.size();
+}
+
+std::size_t system_threads() { return g_system_threads.load(); }
 
 }  // namespace pvio::windows::test
 
@@ -258,7 +385,8 @@ PHYSICAL_ADDRESS MmGetPhysicalAddress(PVOID va) {
 PIRP IoBuildSynchronousFsdRequest(ULONG major, PDEVICE_OBJECT dev, PVOID, ULONG, PLARGE_INTEGER,
                                   PKEVENT event, PIO_STATUS_BLOCK iosb) {
   require_irql(PASSIVE_LEVEL, "IoBuildSynchronousFsdRequest");
-  constexpr int kStack = 2;
+  // One location per device in the target's stack (StackSize), at least two as before.
+  const int kStack = dev != nullptr && dev->StackSize > 2 ? dev->StackSize : 2;
   const std::size_t bytes = sizeof(IRP) + kStack * sizeof(IO_STACK_LOCATION);
   auto* irp = static_cast<PIRP>(std::calloc(1, bytes));
   irp->Size = static_cast<USHORT>(bytes);
@@ -299,7 +427,284 @@ NTSTATUS IofCallDriver(PDEVICE_OBJECT dev, PIRP irp) {
     complete_irp(irp, STATUS_NO_SUCH_DEVICE);
     return STATUS_NO_SUCH_DEVICE;
   }
+  if (d->deleted) violation("IofCallDriver to a deleted device object");
+  if (d->driver_owned) {
+    PDRIVER_DISPATCH fn = dev->DriverObject->MajorFunction[next->MajorFunction];
+    if (fn == nullptr) {
+      violation("IofCallDriver: the driver has no dispatch routine for this major function");
+      complete_irp(irp, STATUS_INVALID_PARAMETER);
+      return STATUS_INVALID_PARAMETER;
+    }
+    return fn(dev, irp);
+  }
   return d->dispatch(dev, irp);
+}
+
+// The I/O manager's completion (IopfCompleteRequest): each stack location's completion routine,
+// from the completing driver's up, with the device object of the driver that set it; one that
+// returns STATUS_MORE_PROCESSING_REQUIRED takes the IRP back (it completes it again later).
+VOID IofCompleteRequest(PIRP irp, CCHAR) {
+  using namespace pvio::windows::test;
+  require_irql(DISPATCH_LEVEL, "IoCompleteRequest");
+  {
+    std::lock_guard lk(g_dev_mu);
+    if (g_live_irps.count(irp) == 0) {
+      violation("IoCompleteRequest on an IRP that is not outstanding (completed twice?)");
+      return;
+    }
+  }
+  if (irp->IoStatus.Status == STATUS_PENDING) violation("IoCompleteRequest with STATUS_PENDING");
+  while (irp->CurrentLocation <= irp->StackCount) {
+    PIO_STACK_LOCATION sl = IoGetCurrentIrpStackLocation(irp);
+    PIO_COMPLETION_ROUTINE routine = sl->CompletionRoutine;
+    const UCHAR control = sl->Control;
+    PVOID ctx = sl->Context;
+    ++irp->CurrentLocation;
+    ++irp->Tail.Overlay.CurrentStackLocation;
+    const bool ok = NT_SUCCESS(irp->IoStatus.Status);
+    if (routine == nullptr || !(control & (ok ? SL_INVOKE_ON_SUCCESS : SL_INVOKE_ON_ERROR))) continue;
+    PDEVICE_OBJECT upper = irp->CurrentLocation <= irp->StackCount
+                               ? IoGetCurrentIrpStackLocation(irp)->DeviceObject
+                               : nullptr;
+    if (routine(upper, irp, ctx) == STATUS_MORE_PROCESSING_REQUIRED) return;
+  }
+  {
+    std::lock_guard lk(g_dev_mu);
+    g_live_irps.erase(irp);
+  }
+  if (irp->UserIosb != nullptr) *irp->UserIosb = irp->IoStatus;
+  PKEVENT ev = irp->UserEvent;
+  std::free(irp);
+  if (ev != nullptr) KeSetEvent(ev, 0, FALSE);
+}
+
+NTSTATUS IoCreateDevice(PDRIVER_OBJECT driver, ULONG ext_size, PUNICODE_STRING, ULONG type,
+                        ULONG characteristics, BOOLEAN, PDEVICE_OBJECT* out) {
+  using namespace pvio::windows::test;
+  require_irql(PASSIVE_LEVEL, "IoCreateDevice");
+  if (driver == nullptr) {
+    violation("IoCreateDevice without a driver object");
+    return STATUS_INVALID_PARAMETER;
+  }
+  auto* dev = static_cast<PDEVICE_OBJECT>(std::calloc(1, sizeof(DEVICE_OBJECT) + ext_size + 16));
+  dev->Type = 3;  // IO_TYPE_DEVICE
+  dev->Size = sizeof(DEVICE_OBJECT);
+  dev->DriverObject = driver;
+  dev->DeviceExtension = ext_size != 0 ? reinterpret_cast<std::uint8_t*>(dev + 1) : nullptr;
+  dev->DeviceType = type;
+  dev->Characteristics = characteristics;
+  dev->StackSize = 1;
+  dev->Flags = DO_DEVICE_INITIALIZING;
+  auto rec = std::make_shared<Device>();
+  rec->driver_owned = true;
+  std::lock_guard lk(g_dev_mu);
+  g_devices[dev] = rec;
+  *out = dev;
+  return STATUS_SUCCESS;
+}
+
+// The object stays until its last reference is dropped (ObfDereferenceObject).
+VOID IoDeleteDevice(PDEVICE_OBJECT dev) {
+  using namespace pvio::windows::test;
+  require_irql(PASSIVE_LEVEL, "IoDeleteDevice");
+  std::lock_guard lk(g_dev_mu);
+  auto it = g_devices.find(dev);
+  if (it == g_devices.end() || !it->second->driver_owned || it->second->deleted) {
+    violation("IoDeleteDevice of a device object that is not live");
+    return;
+  }
+  if (dev->AttachedDevice != nullptr) violation("IoDeleteDevice of a device with a device attached");
+  it->second->deleted = true;
+  if (it->second->refs == 0) free_driver_device(dev);
+}
+
+PDEVICE_OBJECT IoAttachDeviceToDeviceStack(PDEVICE_OBJECT src, PDEVICE_OBJECT target) {
+  using namespace pvio::windows::test;
+  require_irql(PASSIVE_LEVEL, "IoAttachDeviceToDeviceStack");
+  PDEVICE_OBJECT top = attached_top(target);
+  top->AttachedDevice = src;
+  src->StackSize = static_cast<CHAR>(top->StackSize + 1);
+  return top;
+}
+
+VOID IoDetachDevice(PDEVICE_OBJECT target) {
+  using namespace pvio::windows::test;
+  require_irql(PASSIVE_LEVEL, "IoDetachDevice");
+  if (target->AttachedDevice == nullptr) violation("IoDetachDevice of a device nothing is attached to");
+  target->AttachedDevice = nullptr;
+}
+
+NTSTATUS IoGetDeviceProperty(PDEVICE_OBJECT dev, DEVICE_REGISTRY_PROPERTY prop, ULONG len,
+                             PVOID buf, PULONG result) {
+  using namespace pvio::windows::test;
+  require_irql(PASSIVE_LEVEL, "IoGetDeviceProperty");
+  std::lock_guard lk(g_dev_mu);
+  auto it = g_devices.find(dev);
+  if (it == g_devices.end() || it->second->driver_owned) {
+    violation("IoGetDeviceProperty of something that is not a PDO");
+    return STATUS_INVALID_PARAMETER;
+  }
+  auto p = it->second->properties.find(prop);
+  if (p == it->second->properties.end()) return STATUS_INVALID_PARAMETER;
+  *result = sizeof(ULONG);
+  if (len < sizeof(ULONG)) return static_cast<NTSTATUS>(0xC0000023u);  // STATUS_BUFFER_TOO_SMALL
+  std::memcpy(buf, &p->second, sizeof(ULONG));
+  return STATUS_SUCCESS;
+}
+
+VOID IoInvalidateDeviceRelations(PDEVICE_OBJECT dev, DEVICE_RELATION_TYPE type) {
+  using namespace pvio::windows::test;
+  require_irql(DISPATCH_LEVEL, "IoInvalidateDeviceRelations");
+  std::lock_guard lk(g_dev_mu);
+  auto it = g_devices.find(dev);
+  if (it == g_devices.end()) {
+    violation("IoInvalidateDeviceRelations of an unknown device");
+    return;
+  }
+  if (type == BusRelations) ++it->second->bus_invalidations;
+}
+
+VOID ObfReferenceObject(PVOID obj) {
+  using namespace pvio::windows::test;
+  require_irql(DISPATCH_LEVEL, "ObfReferenceObject");
+  std::lock_guard lk(g_dev_mu);
+  auto it = g_devices.find(static_cast<PDEVICE_OBJECT>(obj));
+  if (it == g_devices.end() || it->second->deleted) {
+    violation("ObfReferenceObject of an object that is not live");
+    return;
+  }
+  ++it->second->refs;
+}
+
+VOID ObfDereferenceObject(PVOID obj) {
+  using namespace pvio::windows::test;
+  require_irql(DISPATCH_LEVEL, "ObfDereferenceObject");
+  std::lock_guard lk(g_dev_mu);
+  auto it = g_devices.find(static_cast<PDEVICE_OBJECT>(obj));
+  if (it == g_devices.end() || it->second->refs == 0) {
+    violation("ObfDereferenceObject without a reference");
+    return;
+  }
+  if (--it->second->refs == 0 && it->second->deleted) free_driver_device(it->first);
+}
+
+NTSTATUS IoConnectInterrupt(PKINTERRUPT* out, KSERVICE_ROUTINE* isr, PVOID ctx, PKSPIN_LOCK,
+                            ULONG vector, KIRQL irql, KIRQL sync_irql, KINTERRUPT_MODE, BOOLEAN,
+                            KAFFINITY, BOOLEAN) {
+  using namespace pvio::windows::test;
+  require_irql(PASSIVE_LEVEL, "IoConnectInterrupt");
+  if (irql <= DISPATCH_LEVEL || sync_irql < irql) {
+    violation("IoConnectInterrupt with an IRQL that is not a device IRQL");
+    return STATUS_INVALID_PARAMETER;
+  }
+  auto* i = new Interrupt{isr, ctx, vector, sync_irql, {}};
+  std::lock_guard lk(g_irq_mu);
+  g_interrupts.push_back(i);
+  *out = reinterpret_cast<PKINTERRUPT>(i);
+  return STATUS_SUCCESS;
+}
+
+VOID IoDisconnectInterrupt(PKINTERRUPT obj) {
+  using namespace pvio::windows::test;
+  require_irql(PASSIVE_LEVEL, "IoDisconnectInterrupt");
+  auto* i = reinterpret_cast<Interrupt*>(obj);
+  {
+    std::lock_guard lk(g_irq_mu);
+    auto it = std::find(g_interrupts.begin(), g_interrupts.end(), i);
+    if (it == g_interrupts.end()) {
+      violation("IoDisconnectInterrupt of an interrupt that is not connected");
+      return;
+    }
+    g_interrupts.erase(it);
+  }
+  { std::lock_guard wait_for_isr(i->mu); }
+  delete i;
+}
+
+VOID KeInitializeDpc(PRKDPC dpc, PKDEFERRED_ROUTINE routine, PVOID ctx) {
+  std::memset(dpc, 0, sizeof *dpc);
+  dpc->Type = 19;  // DpcObject
+  dpc->DeferredRoutine = routine;
+  dpc->DeferredContext = ctx;
+}
+
+BOOLEAN KeInsertQueueDpc(PRKDPC dpc, PVOID a1, PVOID a2) {
+  using namespace pvio::windows::test;
+  if (dpc->DeferredRoutine == nullptr) violation("KeInsertQueueDpc of an uninitialised DPC");
+  DpcQueue& q = dpcs();
+  std::lock_guard lk(q.mu);
+  if (!q.started) {
+    q.started = true;
+    std::thread(dpc_thread).detach();
+  }
+  if (dpc->DpcData != nullptr) return FALSE;  // already queued
+  dpc->DpcData = &q;
+  dpc->SystemArgument1 = a1;
+  dpc->SystemArgument2 = a2;
+  q.queue.push_back(dpc);
+  q.cv.notify_all();
+  return TRUE;
+}
+
+BOOLEAN KeRemoveQueueDpc(PRKDPC dpc) {
+  using namespace pvio::windows::test;
+  DpcQueue& q = dpcs();
+  std::lock_guard lk(q.mu);
+  auto it = std::find(q.queue.begin(), q.queue.end(), dpc);
+  if (it == q.queue.end()) return FALSE;
+  q.queue.erase(it);
+  dpc->DpcData = nullptr;
+  return TRUE;
+}
+
+VOID KeFlushQueuedDpcs() {
+  using namespace pvio::windows::test;
+  require_irql(PASSIVE_LEVEL, "KeFlushQueuedDpcs");
+  DpcQueue& q = dpcs();
+  std::unique_lock lk(q.mu);
+  q.cv.wait(lk, [&] { return q.queue.empty() && !q.running; });
+}
+
+NTSTATUS PsCreateSystemThread(PHANDLE handle, ULONG, PVOID, HANDLE, PVOID, KSTART_ROUTINE* routine,
+                              PVOID ctx) {
+  using namespace pvio::windows::test;
+  require_irql(PASSIVE_LEVEL, "PsCreateSystemThread");
+  auto* h = new char;
+  {
+    std::lock_guard lk(g_thread_mu);
+    g_thread_handles.insert(h);
+  }
+  ++g_system_threads;
+  std::thread([routine, ctx] {
+    routine(ctx);
+    violation("a system thread returned instead of calling PsTerminateSystemThread");
+    --g_system_threads;
+  }).detach();
+  *handle = h;
+  return STATUS_SUCCESS;
+}
+
+NTSTATUS PsTerminateSystemThread(NTSTATUS) {
+  using namespace pvio::windows::test;
+  require_irql(PASSIVE_LEVEL, "PsTerminateSystemThread");
+  --g_system_threads;
+  pthread_exit(nullptr);
+}
+
+PETHREAD PsGetCurrentThread() {
+  return reinterpret_cast<PETHREAD>(&pvio::windows::test::t_thread_identity);
+}
+
+NTSTATUS ZwClose(HANDLE h) {
+  using namespace pvio::windows::test;
+  require_irql(PASSIVE_LEVEL, "ZwClose");
+  std::lock_guard lk(g_thread_mu);
+  if (g_thread_handles.erase(h) == 0) {
+    violation("ZwClose of a handle that is not open");
+    return STATUS_INVALID_PARAMETER;
+  }
+  delete static_cast<char*>(h);
+  return STATUS_SUCCESS;
 }
 
 ULONG DbgPrintEx(ULONG, ULONG level, PCSTR format, ...) {

@@ -60,8 +60,36 @@ using IrpDispatch = std::function<NTSTATUS(PDEVICE_OBJECT, PIRP)>;
 // routine completes the IRP with complete_irp() before returning its status.
 PDEVICE_OBJECT create_device(IrpDispatch dispatch);
 void delete_device(PDEVICE_OBJECT dev);
-// IoCompleteRequest for IRPs built by IoBuildSynchronousFsdRequest: copies IoStatus to the
-// caller's block, signals its event, frees the IRP. Completing an IRP twice is a violation.
+// IoCompleteRequest with a status: see IofCompleteRequest (completion routines up the stack,
+// then the caller's status block and event; completing an IRP twice is a violation).
 void complete_irp(PIRP irp, NTSTATUS status, ULONG_PTR information = 0);
+
+// ---- the PnP manager's side ----
+// An IRP_MJ_PNP request sent to the top of `dev`'s stack at PASSIVE_LEVEL, as the PnP manager
+// sends them: IoStatus starts as STATUS_NOT_SUPPORTED; `setup` fills the stack location.
+struct PnpResult {
+  NTSTATUS status;
+  ULONG_PTR information;
+};
+PnpResult send_pnp(PDEVICE_OBJECT dev, UCHAR minor,
+                   const std::function<void(PIO_STACK_LOCATION)>& setup = nullptr);
+// The top of the stack `dev` is in (what IoGetAttachedDevice returns).
+PDEVICE_OBJECT attached_top(PDEVICE_OBJECT dev);
+// A device property IoGetDeviceProperty answers (the bus driver's PDO properties).
+void set_device_property(PDEVICE_OBJECT dev, DEVICE_REGISTRY_PROPERTY prop, ULONG value);
+// IoInvalidateDeviceRelations(dev, BusRelations) calls so far.
+unsigned bus_invalidations(PDEVICE_OBJECT dev);
+// Device objects made by IoCreateDevice and not yet freed (deleted and unreferenced).
+std::size_t live_driver_devices();
+// Object references taken with ObfReferenceObject and not yet dropped, on `dev`.
+long object_references(PDEVICE_OBJECT dev);
+
+// ---- interrupts, DPCs, system threads ----
+// Runs the service routines connected to `vector` at their IRQL on the calling thread (the
+// line was raised). Returns whether one claimed the interrupt.
+bool raise_interrupt(ULONG vector);
+std::size_t connected_interrupts();
+// System threads created and not yet terminated.
+std::size_t system_threads();
 
 }  // namespace pvio::windows::test

@@ -74,6 +74,10 @@ class Domain final {
   // loop thread whenever the port fires.
   evtchn::PortResult alloc_unbound(domid_t remote_dom, Handler handler);
   int set_handler(evtchn_port_t port, Handler handler);
+  // Replaces the loop's own upcall scan: the hook is called on the loop thread for every
+  // upcall and scans shared_info itself (a guest kernel's interrupt handler, as the Windows
+  // test environment runs xenbus's ISR). nullptr restores the scan.
+  void set_upcall_hook(std::function<void()> hook);
   int send(evtchn_port_t port);  // EVTCHNOP_send
   int close(evtchn_port_t port);  // EVTCHNOP_close
   void mask(evtchn_port_t port);
@@ -111,6 +115,7 @@ class Domain final {
   std::atomic<std::uint64_t> released_grants_{0};
   control::RegionDesc region_{};
   std::uint64_t next_free_gfn_ = 0;
+  std::function<void()> upcall_hook_;  // under mu_
   evtchn_port_t xenstore_port_ = 0;
 
   control::UniqueFd upcall_fd_;

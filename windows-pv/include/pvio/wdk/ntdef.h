@@ -19,7 +19,7 @@ typedef void VOID;
 typedef void* PVOID;
 typedef std::uint8_t UCHAR, *PUCHAR;
 typedef std::uint8_t BOOLEAN, *PBOOLEAN;
-typedef char CHAR, *PCHAR;
+typedef char CHAR, *PCHAR, CCHAR;
 typedef const char* PCSTR;
 typedef std::uint16_t USHORT, *PUSHORT;
 typedef std::int16_t SHORT;
@@ -76,6 +76,7 @@ inline bool operator==(const GUID& a, const GUID& b) {
 inline constexpr NTSTATUS STATUS_SUCCESS = 0;
 inline constexpr NTSTATUS STATUS_PENDING = 0x00000103;
 inline constexpr NTSTATUS STATUS_TIMEOUT = 0x00000102;
+inline constexpr NTSTATUS STATUS_MORE_PROCESSING_REQUIRED = static_cast<NTSTATUS>(0xC0000016u);
 inline constexpr NTSTATUS STATUS_UNSUCCESSFUL = static_cast<NTSTATUS>(0xC0000001u);
 inline constexpr NTSTATUS STATUS_NOT_IMPLEMENTED = static_cast<NTSTATUS>(0xC0000002u);
 inline constexpr NTSTATUS STATUS_INVALID_PARAMETER = static_cast<NTSTATUS>(0xC000000Du);

@@ -76,7 +76,6 @@ inline constexpr ULONG SRB_FLAGS_DATA_OUT = 0x00000080;
 
 // ---- miniport entry points and registration ----
 typedef enum _INTERFACE_TYPE { Internal = 0, PCIBus = 5 } INTERFACE_TYPE;
-typedef enum _KINTERRUPT_MODE { LevelSensitive = 0, Latched = 1 } KINTERRUPT_MODE;
 typedef enum _DMA_WIDTH { Width8Bits = 0 } DMA_WIDTH;
 typedef enum _DMA_SPEED { Compatible = 0 } DMA_SPEED;
 typedef enum _STOR_SYNCHRONIZATION_MODEL {

@@ -12,6 +12,9 @@
 
 typedef struct _DEVICE_OBJECT DEVICE_OBJECT, *PDEVICE_OBJECT;
 typedef struct _DRIVER_OBJECT DRIVER_OBJECT, *PDRIVER_OBJECT;
+typedef struct _KINTERRUPT* PKINTERRUPT;
+typedef PVOID HANDLE, *PHANDLE;
+typedef ULONG ACCESS_MASK;
 typedef struct _FILE_OBJECT* PFILE_OBJECT;
 typedef struct _MDL* PMDL;
 typedef struct _ETHREAD* PETHREAD;
@@ -109,6 +112,13 @@ typedef struct _IO_STACK_LOCATION {
       DEVICE_RELATION_TYPE Type;
     } QueryDeviceRelations;
     struct {
+      struct _DEVICE_CAPABILITIES* Capabilities;
+    } DeviceCapabilities;
+    struct {
+      struct _CM_RESOURCE_LIST* AllocatedResources;
+      struct _CM_RESOURCE_LIST* AllocatedResourcesTranslated;
+    } StartDevice;
+    struct {
       BUS_QUERY_ID_TYPE IdType;
     } QueryId;
     struct {
@@ -179,11 +189,21 @@ static_assert(offsetof(IRP, Tail.Overlay.CurrentStackLocation) == 0xB8);
 static_assert(sizeof(IRP) == 0xD0);
 
 inline constexpr UCHAR IRP_MJ_PNP = 0x1B;
+inline constexpr UCHAR IRP_MJ_MAXIMUM_FUNCTION = 0x1B;
 inline constexpr UCHAR IRP_MN_START_DEVICE = 0x00;
+inline constexpr UCHAR IRP_MN_QUERY_REMOVE_DEVICE = 0x01;
 inline constexpr UCHAR IRP_MN_REMOVE_DEVICE = 0x02;
+inline constexpr UCHAR IRP_MN_CANCEL_REMOVE_DEVICE = 0x03;
+inline constexpr UCHAR IRP_MN_STOP_DEVICE = 0x04;
 inline constexpr UCHAR IRP_MN_QUERY_DEVICE_RELATIONS = 0x07;
 inline constexpr UCHAR IRP_MN_QUERY_INTERFACE = 0x08;
+inline constexpr UCHAR IRP_MN_QUERY_CAPABILITIES = 0x09;
 inline constexpr UCHAR IRP_MN_QUERY_ID = 0x13;
+inline constexpr UCHAR IRP_MN_SURPRISE_REMOVAL = 0x17;
+
+inline constexpr UCHAR SL_INVOKE_ON_CANCEL = 0x20;
+inline constexpr UCHAR SL_INVOKE_ON_SUCCESS = 0x40;
+inline constexpr UCHAR SL_INVOKE_ON_ERROR = 0x80;
 
 inline PIO_STACK_LOCATION IoGetNextIrpStackLocation(PIRP irp) {
   return irp->Tail.Overlay.CurrentStackLocation - 1;
@@ -191,6 +211,173 @@ inline PIO_STACK_LOCATION IoGetNextIrpStackLocation(PIRP irp) {
 inline PIO_STACK_LOCATION IoGetCurrentIrpStackLocation(PIRP irp) {
   return irp->Tail.Overlay.CurrentStackLocation;
 }
+// The next driver gets this driver's stack location as it is (wdm.h macros, as functions).
+inline VOID IoSkipCurrentIrpStackLocation(PIRP irp) {
+  ++irp->CurrentLocation;
+  ++irp->Tail.Overlay.CurrentStackLocation;
+}
+inline VOID IoCopyCurrentIrpStackLocationToNext(PIRP irp) {
+  PIO_STACK_LOCATION cur = IoGetCurrentIrpStackLocation(irp);
+  PIO_STACK_LOCATION next = IoGetNextIrpStackLocation(irp);
+  // Everything up to CompletionRoutine; the completion routine is this driver's own.
+  __builtin_memcpy(next, cur, offsetof(IO_STACK_LOCATION, CompletionRoutine));
+  next->Control = 0;
+}
+inline VOID IoSetCompletionRoutine(PIRP irp, PIO_COMPLETION_ROUTINE routine, PVOID context,
+                                   BOOLEAN on_success, BOOLEAN on_error, BOOLEAN on_cancel) {
+  PIO_STACK_LOCATION next = IoGetNextIrpStackLocation(irp);
+  next->CompletionRoutine = routine;
+  next->Context = context;
+  next->Control = 0;
+  if (on_success) next->Control |= SL_INVOKE_ON_SUCCESS;
+  if (on_error) next->Control |= SL_INVOKE_ON_ERROR;
+  if (on_cancel) next->Control |= SL_INVOKE_ON_CANCEL;
+}
+
+// ---- driver and device objects ----
+typedef NTSTATUS DRIVER_DISPATCH(PDEVICE_OBJECT DeviceObject, PIRP Irp);
+typedef DRIVER_DISPATCH* PDRIVER_DISPATCH;
+typedef NTSTATUS DRIVER_ADD_DEVICE(PDRIVER_OBJECT DriverObject, PDEVICE_OBJECT PhysicalDeviceObject);
+typedef VOID DRIVER_UNLOAD(PDRIVER_OBJECT DriverObject);
+
+typedef struct _DRIVER_EXTENSION {
+  PDRIVER_OBJECT DriverObject;
+  DRIVER_ADD_DEVICE* AddDevice;
+  ULONG Count;
+  UNICODE_STRING ServiceKeyName;
+} DRIVER_EXTENSION, *PDRIVER_EXTENSION;
+
+struct _DRIVER_OBJECT {
+  SHORT Type;
+  SHORT Size;
+  PDEVICE_OBJECT DeviceObject;
+  ULONG Flags;
+  PVOID DriverStart;
+  ULONG DriverSize;
+  PVOID DriverSection;
+  PDRIVER_EXTENSION DriverExtension;
+  UNICODE_STRING DriverName;
+  PUNICODE_STRING HardwareDatabase;
+  PVOID FastIoDispatch;
+  PVOID DriverInit;
+  PVOID DriverStartIo;
+  DRIVER_UNLOAD* DriverUnload;
+  PDRIVER_DISPATCH MajorFunction[IRP_MJ_MAXIMUM_FUNCTION + 1];
+};
+static_assert(offsetof(DRIVER_OBJECT, DriverExtension) == 0x30);
+static_assert(offsetof(DRIVER_OBJECT, DriverUnload) == 0x68);
+static_assert(offsetof(DRIVER_OBJECT, MajorFunction) == 0x70);
+static_assert(sizeof(DRIVER_OBJECT) == 0x150);
+
+// Only the fields drivers touch are named; the rest keeps Microsoft's x64 layout as padding.
+struct _DEVICE_OBJECT {
+  SHORT Type;
+  USHORT Size;
+  LONG ReferenceCount;
+  PDRIVER_OBJECT DriverObject;
+  PDEVICE_OBJECT NextDevice;
+  PDEVICE_OBJECT AttachedDevice;
+  PIRP CurrentIrp;
+  PVOID Timer;
+  ULONG Flags;
+  ULONG Characteristics;
+  PVOID Vpb;
+  PVOID DeviceExtension;
+  ULONG DeviceType;
+  CHAR StackSize;
+  UCHAR Opaque[0x150 - 0x4D];
+};
+static_assert(offsetof(DEVICE_OBJECT, Flags) == 0x30);
+static_assert(offsetof(DEVICE_OBJECT, DeviceExtension) == 0x40);
+static_assert(offsetof(DEVICE_OBJECT, StackSize) == 0x4C);
+static_assert(sizeof(DEVICE_OBJECT) == 0x150);
+
+inline constexpr ULONG DO_BUFFERED_IO = 0x00000004;
+inline constexpr ULONG DO_DEVICE_INITIALIZING = 0x00000080;
+inline constexpr ULONG DO_BUS_ENUMERATED_DEVICE = 0x00001000;
+inline constexpr ULONG DO_POWER_PAGABLE = 0x00002000;
+inline constexpr ULONG FILE_DEVICE_BUS_EXTENDER = 0x0000002A;
+inline constexpr ULONG FILE_DEVICE_UNKNOWN = 0x00000022;
+inline constexpr ULONG FILE_DEVICE_SECURE_OPEN = 0x00000100;
+inline constexpr ULONG FILE_AUTOGENERATED_DEVICE_NAME = 0x00000080;
+
+typedef struct _DEVICE_RELATIONS {
+  ULONG Count;
+  PDEVICE_OBJECT Objects[1];
+} DEVICE_RELATIONS, *PDEVICE_RELATIONS;
+static_assert(offsetof(DEVICE_RELATIONS, Objects) == 8);
+
+typedef struct _DEVICE_CAPABILITIES {
+  USHORT Size;
+  USHORT Version;
+  ULONG Flags;  // DeviceD1:1 DeviceD2:1 LockSupported:1 EjectSupported:1 Removable:1 ...
+  ULONG Address;
+  ULONG UINumber;
+  ULONG DeviceState[7];  // DEVICE_POWER_STATE per system power state
+  ULONG SystemWake;
+  ULONG DeviceWake;
+  ULONG D1Latency;
+  ULONG D2Latency;
+  ULONG D3Latency;
+} DEVICE_CAPABILITIES, *PDEVICE_CAPABILITIES;
+static_assert(sizeof(DEVICE_CAPABILITIES) == 64);
+// Bit positions in DEVICE_CAPABILITIES' bit-field word (wdm.h order).
+inline constexpr ULONG DEVCAP_REMOVABLE = 1u << 4;
+inline constexpr ULONG DEVCAP_UNIQUE_ID = 1u << 6;
+inline constexpr ULONG DEVCAP_SILENT_INSTALL = 1u << 7;
+inline constexpr ULONG DEVCAP_SURPRISE_REMOVAL_OK = 1u << 11;
+
+// ---- hardware resources (START_DEVICE) ----
+inline constexpr UCHAR CmResourceTypeInterrupt = 2;
+inline constexpr USHORT CM_RESOURCE_INTERRUPT_LATCHED = 1;
+inline constexpr UCHAR CmResourceShareShared = 3;
+#pragma pack(push, 4)
+typedef struct _CM_PARTIAL_RESOURCE_DESCRIPTOR {
+  UCHAR Type;
+  UCHAR ShareDisposition;
+  USHORT Flags;
+  union {
+    struct {
+      USHORT Level;
+      USHORT Group;
+      ULONG Vector;
+      KAFFINITY Affinity;
+    } Interrupt;
+    struct {
+      PHYSICAL_ADDRESS Start;
+      ULONG Length;
+    } Generic;
+  } u;
+} CM_PARTIAL_RESOURCE_DESCRIPTOR, *PCM_PARTIAL_RESOURCE_DESCRIPTOR;
+#pragma pack(pop)
+static_assert(sizeof(CM_PARTIAL_RESOURCE_DESCRIPTOR) == 20);
+typedef struct _CM_PARTIAL_RESOURCE_LIST {
+  USHORT Version;
+  USHORT Revision;
+  ULONG Count;
+  CM_PARTIAL_RESOURCE_DESCRIPTOR PartialDescriptors[1];
+} CM_PARTIAL_RESOURCE_LIST;
+typedef struct _CM_FULL_RESOURCE_DESCRIPTOR {
+  LONG InterfaceType;
+  ULONG BusNumber;
+  CM_PARTIAL_RESOURCE_LIST PartialResourceList;
+} CM_FULL_RESOURCE_DESCRIPTOR;
+typedef struct _CM_RESOURCE_LIST {
+  ULONG Count;
+  CM_FULL_RESOURCE_DESCRIPTOR List[1];
+} CM_RESOURCE_LIST, *PCM_RESOURCE_LIST;
+static_assert(sizeof(CM_FULL_RESOURCE_DESCRIPTOR) == 36);
+
+typedef enum _KINTERRUPT_MODE { LevelSensitive = 0, Latched = 1 } KINTERRUPT_MODE;
+typedef BOOLEAN KSERVICE_ROUTINE(PKINTERRUPT Interrupt, PVOID ServiceContext);
+
+typedef enum _DEVICE_REGISTRY_PROPERTY {
+  DevicePropertyBusNumber = 14,
+  DevicePropertyAddress = 16,
+} DEVICE_REGISTRY_PROPERTY;
+
+typedef VOID KSTART_ROUTINE(PVOID StartContext);
+inline constexpr ULONG THREAD_ALL_ACCESS = 0x001FFFFF;
 
 extern "C" {
 
@@ -239,6 +426,85 @@ PVIO_KERNEL_IMPORT PIRP IoBuildSynchronousFsdRequest(ULONG MajorFunction, PDEVIC
                                                      PLARGE_INTEGER StartingOffset, PKEVENT Event,
                                                      PIO_STATUS_BLOCK IoStatusBlock);
 PVIO_KERNEL_IMPORT NTSTATUS IofCallDriver(PDEVICE_OBJECT DeviceObject, PIRP Irp);
+PVIO_KERNEL_IMPORT VOID IofCompleteRequest(PIRP Irp, CCHAR PriorityBoost);
+inline VOID IoCompleteRequest(PIRP Irp, CCHAR PriorityBoost) { IofCompleteRequest(Irp, PriorityBoost); }
+inline constexpr CCHAR IO_NO_INCREMENT = 0;
+
+// ---- devices (PASSIVE_LEVEL) ----
+PVIO_KERNEL_IMPORT NTSTATUS IoCreateDevice(PDRIVER_OBJECT DriverObject, ULONG DeviceExtensionSize,
+                                           PUNICODE_STRING DeviceName, ULONG DeviceType,
+                                           ULONG DeviceCharacteristics, BOOLEAN Exclusive,
+                                           PDEVICE_OBJECT* DeviceObject);
+PVIO_KERNEL_IMPORT VOID IoDeleteDevice(PDEVICE_OBJECT DeviceObject);
+PVIO_KERNEL_IMPORT PDEVICE_OBJECT IoAttachDeviceToDeviceStack(PDEVICE_OBJECT SourceDevice,
+                                                              PDEVICE_OBJECT TargetDevice);
+PVIO_KERNEL_IMPORT VOID IoDetachDevice(PDEVICE_OBJECT TargetDevice);
+PVIO_KERNEL_IMPORT NTSTATUS IoGetDeviceProperty(PDEVICE_OBJECT DeviceObject,
+                                                DEVICE_REGISTRY_PROPERTY DeviceProperty,
+                                                ULONG BufferLength, PVOID PropertyBuffer,
+                                                PULONG ResultLength);
+// <= DISPATCH_LEVEL.
+PVIO_KERNEL_IMPORT VOID IoInvalidateDeviceRelations(PDEVICE_OBJECT DeviceObject,
+                                                    DEVICE_RELATION_TYPE Type);
+PVIO_KERNEL_IMPORT VOID ObfReferenceObject(PVOID Object);
+PVIO_KERNEL_IMPORT VOID ObfDereferenceObject(PVOID Object);
+
+// ---- interrupts and DPCs ----
+PVIO_KERNEL_IMPORT NTSTATUS IoConnectInterrupt(PKINTERRUPT* InterruptObject,
+                                               KSERVICE_ROUTINE* ServiceRoutine,
+                                               PVOID ServiceContext, PKSPIN_LOCK SpinLock,
+                                               ULONG Vector, KIRQL Irql, KIRQL SynchronizeIrql,
+                                               KINTERRUPT_MODE InterruptMode, BOOLEAN ShareVector,
+                                               KAFFINITY ProcessorEnableMask, BOOLEAN FloatingSave);
+PVIO_KERNEL_IMPORT VOID IoDisconnectInterrupt(PKINTERRUPT InterruptObject);
+PVIO_KERNEL_IMPORT VOID KeInitializeDpc(PRKDPC Dpc, PKDEFERRED_ROUTINE DeferredRoutine,
+                                        PVOID DeferredContext);
+PVIO_KERNEL_IMPORT BOOLEAN KeInsertQueueDpc(PRKDPC Dpc, PVOID SystemArgument1, PVOID SystemArgument2);
+PVIO_KERNEL_IMPORT BOOLEAN KeRemoveQueueDpc(PRKDPC Dpc);
+PVIO_KERNEL_IMPORT VOID KeFlushQueuedDpcs();
+
+// ---- system threads (PASSIVE_LEVEL) ----
+PVIO_KERNEL_IMPORT NTSTATUS PsCreateSystemThread(PHANDLE ThreadHandle, ULONG DesiredAccess,
+                                                 PVOID ObjectAttributes, HANDLE ProcessHandle,
+                                                 PVOID ClientId, KSTART_ROUTINE* StartRoutine,
+                                                 PVOID StartContext);
+PVIO_KERNEL_IMPORT NTSTATUS PsTerminateSystemThread(NTSTATUS ExitStatus);
+PVIO_KERNEL_IMPORT PETHREAD PsGetCurrentThread();
+PVIO_KERNEL_IMPORT NTSTATUS ObReferenceObjectByHandle(HANDLE Handle, ACCESS_MASK DesiredAccess,
+                                                      PVOID ObjectType, KPROCESSOR_MODE AccessMode,
+                                                      PVOID* Object, PVOID HandleInformation);
+PVIO_KERNEL_IMPORT NTSTATUS ZwClose(HANDLE Handle);
+
+// ---- I/O space and the registry (used by xenbus's Windows-only hardware side) ----
+PVIO_KERNEL_IMPORT PVOID MmMapIoSpace(PHYSICAL_ADDRESS PhysicalAddress, SIZE_T NumberOfBytes,
+                                      MEMORY_CACHING_TYPE CacheType);
+PVIO_KERNEL_IMPORT VOID MmUnmapIoSpace(PVOID BaseAddress, SIZE_T NumberOfBytes);
+typedef struct _OBJECT_ATTRIBUTES {
+  ULONG Length;
+  HANDLE RootDirectory;
+  PUNICODE_STRING ObjectName;
+  ULONG Attributes;
+  PVOID SecurityDescriptor;
+  PVOID SecurityQualityOfService;
+} OBJECT_ATTRIBUTES, *POBJECT_ATTRIBUTES;
+static_assert(sizeof(OBJECT_ATTRIBUTES) == 48);
+inline constexpr ULONG OBJ_CASE_INSENSITIVE = 0x40;
+inline constexpr ULONG OBJ_KERNEL_HANDLE = 0x200;
+inline constexpr ACCESS_MASK KEY_READ = 0x20019;
+typedef struct _KEY_VALUE_PARTIAL_INFORMATION {
+  ULONG TitleIndex;
+  ULONG Type;
+  ULONG DataLength;
+  UCHAR Data[1];
+} KEY_VALUE_PARTIAL_INFORMATION;
+inline constexpr ULONG KeyValuePartialInformation = 2;
+inline constexpr ULONG REG_DWORD = 4;
+PVIO_KERNEL_IMPORT NTSTATUS ZwOpenKey(PHANDLE KeyHandle, ACCESS_MASK DesiredAccess,
+                                      POBJECT_ATTRIBUTES ObjectAttributes);
+PVIO_KERNEL_IMPORT NTSTATUS ZwQueryValueKey(HANDLE KeyHandle, PUNICODE_STRING ValueName,
+                                            ULONG KeyValueInformationClass,
+                                            PVOID KeyValueInformation, ULONG Length,
+                                            PULONG ResultLength);
 
 // ---- debug output ----
 PVIO_KERNEL_IMPORT ULONG DbgPrintEx(ULONG ComponentId, ULONG Level, PCSTR Format, ...);
