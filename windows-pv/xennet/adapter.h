@@ -28,7 +28,11 @@
 
 namespace pvio::windows::xennet {
 
-inline constexpr std::uint32_t kRxNbls = 256;          // receive NBLs (one ring's worth)
+// Receive NBLs: two rings' worth. Once half of them are up the stack, the rest are indicated
+// with NDIS_RECEIVE_FLAGS_RESOURCES (the protocol copies, they come back at once), so a slow
+// protocol costs a copy, not a dropped frame.
+inline constexpr std::uint32_t kRxNbls = 512;
+inline constexpr std::uint32_t kRxLowWater = kRxNbls / 2;
 inline constexpr std::uint32_t kRxBufferBytes = 2048;  // one Ethernet frame (with VLAN tag)
 inline constexpr std::uint32_t kMtu = 1500;
 inline constexpr std::uint32_t kMaxFrame = kMtu + 14;
@@ -67,6 +71,9 @@ class Adapter {
     PNET_BUFFER_LIST rx_head = nullptr;    // receives to indicate
     PNET_BUFFER_LIST rx_tail = nullptr;
     ULONG rx_count = 0;
+    PNET_BUFFER_LIST res_head = nullptr;   // receives to indicate with the RESOURCES flag
+    PNET_BUFFER_LIST res_tail = nullptr;
+    ULONG res_count = 0;
     bool pause_complete = false;
   };
 
@@ -121,6 +128,7 @@ class Adapter {
   std::uint32_t tx_outstanding_ = 0;     // send NBLs not yet completed
   std::uint32_t rx_outstanding_ = 0;     // receive NBLs indicated, not yet returned
   PNET_BUFFER_LIST rx_free_ = nullptr;   // receive NBLs owned by us
+  std::uint32_t rx_free_count_ = 0;
   // Sends the core finished (tx-done handler): owned by whoever owns the core.
   PNET_BUFFER_LIST core_done_head_ = nullptr;
   PNET_BUFFER_LIST core_done_tail_ = nullptr;

@@ -285,6 +285,7 @@ bool Adapter::alloc_rx_pool() {
     rx_nbls_[i]->SourceHandle = handle_;
     rx_nbls_[i]->Next = rx_free_;
     rx_free_ = rx_nbls_[i];
+    ++rx_free_count_;
   }
   return true;
 }
@@ -297,6 +298,7 @@ void Adapter::free_rx_pool() {
     rx_mdls_[i] = nullptr;
   }
   rx_free_ = nullptr;
+  rx_free_count_ = 0;
   if (rx_buffers_ != nullptr) ExFreePoolWithTag(rx_buffers_, kPoolTag);
   rx_buffers_ = nullptr;
   if (rx_pool_ != nullptr) NdisFreeNetBufferListPool(rx_pool_);

@@ -255,6 +255,7 @@ void Adapter::on_rx(void* ctx, const netfront::RxPacket& pkt) {
     return;
   }
   a->rx_free_ = nbl->Next;
+  --a->rx_free_count_;
   PNET_BUFFER nb = nbl->FirstNetBuffer;
   auto* buf = static_cast<std::uint8_t*>(nb->CurrentMdl->MappedSystemVa);
   std::uint32_t at = 0;
@@ -287,12 +288,20 @@ void Adapter::on_rx(void* ctx, const netfront::RxPacket& pkt) {
   nbl->Status = NDIS_STATUS_SUCCESS;
 
   nbl->Next = nullptr;
+  ++a->rcv_ok_;
+  if (a->rx_free_count_ < kRxLowWater) {
+    // Low on NBLs: this one comes back when the indication returns.
+    if (d->res_tail != nullptr) d->res_tail->Next = nbl;
+    else d->res_head = nbl;
+    d->res_tail = nbl;
+    ++d->res_count;
+    return;
+  }
   if (d->rx_tail != nullptr) d->rx_tail->Next = nbl;
   else d->rx_head = nbl;
   d->rx_tail = nbl;
   ++d->rx_count;
   ++a->rx_outstanding_;
-  ++a->rcv_ok_;
 }
 
 void Adapter::return_nbls(PNET_BUFFER_LIST nbls, ULONG) {
@@ -303,6 +312,7 @@ void Adapter::return_nbls(PNET_BUFFER_LIST nbls, ULONG) {
     next = nbl->Next;
     nbl->Next = rx_free_;
     rx_free_ = nbl;
+    ++rx_free_count_;
     --rx_outstanding_;
   }
   check_pause(d);
@@ -352,6 +362,20 @@ void Adapter::flush(Deferred& d) {
   if (d.rx_head != nullptr)
     NdisMIndicateReceiveNetBufferLists(handle_, d.rx_head, NDIS_DEFAULT_PORT_NUMBER, d.rx_count,
                                        dispatch ? NDIS_RECEIVE_FLAGS_DISPATCH_LEVEL : 0);
+  if (d.res_head != nullptr) {
+    NdisMIndicateReceiveNetBufferLists(
+        handle_, d.res_head, NDIS_DEFAULT_PORT_NUMBER, d.res_count,
+        NDIS_RECEIVE_FLAGS_RESOURCES | (dispatch ? NDIS_RECEIVE_FLAGS_DISPATCH_LEVEL : 0));
+    KIRQL irql;
+    lock(irql);
+    for (PNET_BUFFER_LIST nbl = d.res_head, next; nbl != nullptr; nbl = next) {
+      next = nbl->Next;
+      nbl->Next = rx_free_;
+      rx_free_ = nbl;
+      ++rx_free_count_;
+    }
+    unlock(irql);
+  }
   if (d.pause_complete) NdisMPauseComplete(handle_);
 }
 

@@ -352,6 +352,9 @@ inline constexpr ULONG NDIS_SEND_FLAGS_DISPATCH_LEVEL = 0x00000001;
 inline constexpr ULONG NDIS_SEND_COMPLETE_FLAGS_DISPATCH_LEVEL = 0x00000001;
 inline constexpr ULONG NDIS_RETURN_FLAGS_DISPATCH_LEVEL = 0x00000001;
 inline constexpr ULONG NDIS_RECEIVE_FLAGS_DISPATCH_LEVEL = 0x00000001;
+// The miniport is low on receive NBLs: the protocol copies what it needs and the NBLs are the
+// miniport's again when NdisMIndicateReceiveNetBufferLists returns (no return call follows).
+inline constexpr ULONG NDIS_RECEIVE_FLAGS_RESOURCES = 0x00000002;
 inline constexpr NDIS_PORT_NUMBER NDIS_DEFAULT_PORT_NUMBER = 0;
 
 // ---- driver registration ----
