@@ -17,6 +17,7 @@ struct Netfront::TxSlot {
   GuestPage page;
   grant_ref_t gref = kInvalidGrantRef;  // valid while the request is in flight
   bool in_use = false;
+  void* cookie = nullptr;  // on a packet's first slot: TxPacket::cookie
 };
 
 // One rx buffer. Requests carry id == ring index & (kRingSize-1) (as Linux's xennet_rxidx),

@@ -111,6 +111,7 @@ TxStatus Netfront::send(const TxPacket& pkt) {
       req.flags |= first_flags;
       if (gso) req.flags |= netif::kTxfExtraInfo;
     }
+    q.txs[ids[s]].cookie = s == 0 ? pkt.cookie : nullptr;
     q.tx.produce_request(req);
     if (s == 0 && gso) {
       netif::netif_extra_info extra{};
@@ -161,6 +162,8 @@ void Netfront::tx_reclaim(Queue& q) {
       if (rsp.id >= kRingSize || !q.txs[rsp.id].in_use)
         return datapath_broken("tx: response with bad id", rsp.id);
       TxSlot& t = q.txs[rsp.id];
+      void* const cookie = t.cookie;
+      t.cookie = nullptr;
       // The backend must be done with the page when it answers (netif.h; Linux's
       // xennet_tx_buf_gc calls it "grant still in use by backend domain").
       if (!pf_.end_access(t.gref)) {
@@ -168,12 +171,15 @@ void Netfront::tx_reclaim(Queue& q) {
         t.in_use = false;
         t.page = GuestPage{};  // given up: never reused while the backend may map it
         ++stats_.grants_leaked;
+        if (cookie != nullptr && tx_done_ != nullptr) tx_done_(tx_done_cookie_, cookie, false);
         return datapath_broken("tx: grant still in use by the backend, id", rsp.id);
       }
       t.gref = kInvalidGrantRef;
       t.in_use = false;
       q.tx_free[q.tx_free_count++] = rsp.id;
       if (rsp.status != netif::kRspOkay) ++stats_.tx_errors;
+      if (cookie != nullptr && tx_done_ != nullptr)
+        tx_done_(tx_done_cookie_, cookie, rsp.status == netif::kRspOkay);
     }
     // RING_FINAL_CHECK_FOR_RESPONSES: re-arm rsp_event, then look once more.
     c = q.tx.final_check_for_responses();
@@ -185,6 +191,8 @@ void Netfront::tx_reclaim(Queue& q) {
 // Teardown: end every grant; a page the backend still maps is given up, not freed.
 void Netfront::tx_release_all(Queue& q) {
   for (TxSlot& t : q.txs) {
+    if (t.cookie != nullptr && tx_done_ != nullptr) tx_done_(tx_done_cookie_, t.cookie, false);
+    t.cookie = nullptr;
     bool lost = false;
     if (t.gref != kInvalidGrantRef && !pf_.end_access(t.gref)) {
       lost = true;

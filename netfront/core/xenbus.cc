@@ -382,8 +382,8 @@ int Netfront::write_keys() {
       {"request-rx-copy", "1"},
       {"feature-rx-notify", "1"},  // we post rx buffers and expect the backend to wait for them
       {"feature-sg", limits_.sg ? "1" : "0"},
-      {"feature-gso-tcpv4", limits_.sg && limits_.gso ? "1" : "0"},
-      {"feature-gso-tcpv6", limits_.sg && limits_.gso ? "1" : "0"},
+      {"feature-gso-tcpv4", limits_.sg && limits_.gso && limits_.rx_gso ? "1" : "0"},
+      {"feature-gso-tcpv6", limits_.sg && limits_.gso && limits_.rx_gso ? "1" : "0"},
       {"feature-ipv6-csum-offload", "1"},
   };
   for (const Kv& e : kv)

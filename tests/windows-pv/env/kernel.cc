@@ -142,6 +142,7 @@ void set_guest_memory(domain::Domain* dom) {
   g_contiguous.clear();
 }
 std::size_t allocation_calls() { return g_allocation_calls.load(); }
+void count_allocation() { ++g_allocation_calls; }
 std::size_t contiguous_allocations() {
   std::lock_guard lk(g_mem_mu);
   return g_contiguous.size();

@@ -53,6 +53,8 @@ std::size_t contiguous_allocations();  // not yet freed
 // Calls of the allocating routines (pool and contiguous memory) so far: a driver whose I/O
 // path allocates shows up as a change across its I/O.
 std::size_t allocation_calls();
+// Counts one call of an allocating routine (the NDIS allocators of ndis.cc).
+void count_allocation();
 
 // ---- device objects and IRPs ----
 using IrpDispatch = std::function<NTSTATUS(PDEVICE_OBJECT, PIRP)>;

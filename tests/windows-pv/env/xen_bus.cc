@@ -17,9 +17,14 @@ void interface_dereference(PVOID ctx) {
 }
 }  // namespace
 
-XenBusChild::XenBusChild(domain::Domain& dom, PVIO_XEN_DEVICE_KIND kind, ULONG devid)
+XenBusChild::XenBusChild(domain::Domain& dom, PVIO_XEN_DEVICE_KIND kind, ULONG devid,
+                         blkfront::user::SharedRingXenstore* shared)
     : dom_(dom), kind_(kind), devid_(devid) {
-  shared_ = std::make_unique<blkfront::user::SharedRingXenstore>(dom);
+  if (shared == nullptr) {
+    own_shared_ = std::make_unique<blkfront::user::SharedRingXenstore>(dom);
+    shared = own_shared_.get();
+  }
+  shared_ = shared;
   xs_ = shared_->open();
   pdo_ = create_device([this](PDEVICE_OBJECT, PIRP irp) { return dispatch(irp); });
   watch_thread_ = std::thread([this] { watch_loop(); });
@@ -30,9 +35,9 @@ XenBusChild::~XenBusChild() {
   watch_thread_.join();
   if (refs_.load() != 0) violation("xenbus child removed while its interface is referenced");
   delete_device(pdo_);
-  shared_->abandon();
+  if (own_shared_) own_shared_->abandon();
   xs_.reset();
-  shared_.reset();
+  own_shared_.reset();
 }
 
 std::size_t XenBusChild::watches() {
@@ -158,7 +163,9 @@ LONG XenBusChild::xs_watch(PVOID ctx, PCSTR path, PVIO_WATCH_CALLBACK* cb, PVOID
   auto* self = static_cast<XenBusChild*>(ctx);
   auto w = std::make_unique<Watch>();
   w->path = path;
-  w->token = "xenbus-" + std::to_string(self->next_token_++);
+  // Unique per child: children of one domain share its xenstore ring.
+  w->token = "xenbus-" + std::to_string(self->kind_) + "-" + std::to_string(self->devid_) + "-" +
+             std::to_string(self->next_token_++);
   w->callback = cb;
   w->context = cb_ctx;
   Watch* raw = w.get();

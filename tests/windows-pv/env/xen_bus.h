@@ -28,7 +28,10 @@ namespace pvio::windows::test {
 
 class XenBusChild {
  public:
-  XenBusChild(domain::Domain& dom, PVIO_XEN_DEVICE_KIND kind, ULONG devid);
+  // `shared`: the domain's xenstore ring when several children of one domain exist (one ring,
+  // one port handler); nullptr: the child opens the ring itself.
+  XenBusChild(domain::Domain& dom, PVIO_XEN_DEVICE_KIND kind, ULONG devid,
+              blkfront::user::SharedRingXenstore* shared = nullptr);
   ~XenBusChild();
   XenBusChild(const XenBusChild&) = delete;
   XenBusChild& operator=(const XenBusChild&) = delete;
@@ -65,7 +68,8 @@ class XenBusChild {
   ULONG devid_;
   PDEVICE_OBJECT pdo_ = nullptr;
   std::atomic<int> refs_{0};
-  std::unique_ptr<blkfront::user::SharedRingXenstore> shared_;
+  std::unique_ptr<blkfront::user::SharedRingXenstore> own_shared_;
+  blkfront::user::SharedRingXenstore* shared_ = nullptr;
   std::unique_ptr<blkfront::user::XenstoreAccess> xs_;
   std::mutex grant_mu_;  // the domain's grant table is not synchronised
   std::mutex watch_mu_;

@@ -60,6 +60,10 @@ struct TxPacket {
   // More packets follow at once: leave the request unpublished (no req_prod update, no
   // notification) until a send without `more` or push_tx() — Linux's xmit_more.
   bool more = false;
+  // Handed to the tx-done handler once the backend has answered this packet (or the
+  // connection is torn down with it in flight): a binding that must hold on to its packet
+  // until then (NDIS completes a send only then) keys it by this.
+  void* cookie = nullptr;
 };
 
 enum class TxStatus : std::uint8_t {
@@ -84,12 +88,20 @@ struct RxPacket {
   std::uint16_t queue = 0;
 };
 using RxHandler = void (*)(void* cookie, const RxPacket& pkt);
+// A sent packet with a cookie is done: `ok` is false when the backend answered with an error
+// or the packet was still in flight when the connection was torn down. Runs inside
+// handle_event() or the control-plane call that tore the rings down; it must not call back
+// into the core.
+using TxDoneHandler = void (*)(void* cookie, void* pkt_cookie, bool ok);
 
 // What the caller lets the core use at most; fixed at construction, with the storage.
 struct Limits {
   std::uint32_t max_queues = 4;  // multi-queue-num-queues at most
   bool sg = true;                // offer feature-sg (multi-slot packets)
-  bool gso = true;               // offer feature-gso-tcpv4/v6
+  bool gso = true;               // use the backend's GSO offer for sending (with sg)
+  // Offer feature-gso-tcpv4/v6: take GSO packets (up to 64 KiB) from the backend. A binding
+  // whose receive buffers are frame-sized turns this off.
+  bool rx_gso = true;
 };
 
 // Features in force for the current connection (backend offer AND our limits).
@@ -137,6 +149,10 @@ class Netfront {
   void set_rx_handler(RxHandler fn, void* cookie) {
     rx_handler_ = fn;
     rx_cookie_ = cookie;
+  }
+  void set_tx_done_handler(TxDoneHandler fn, void* cookie) {
+    tx_done_ = fn;
+    tx_done_cookie_ = cookie;
   }
 
   // ---- control plane (core/xenbus.cc) ----
@@ -237,6 +253,8 @@ class Netfront {
   Stats stats_;
   RxHandler rx_handler_ = nullptr;
   void* rx_cookie_ = nullptr;
+  TxDoneHandler tx_done_ = nullptr;
+  void* tx_done_cookie_ = nullptr;
 
   Queue* queues_ = nullptr;
   std::uint32_t nr_queues_ = 0;

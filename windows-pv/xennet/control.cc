@@ -1,0 +1,525 @@
+// xennet's control plane: the netfront Platform seam over xenbus's interface and the Windows
+// memory manager, MiniportInitializeEx / MiniportHaltEx, the PASSIVE_LEVEL handshake steps
+// that share the core with the datapath, link-state indications and the OIDs.
+#include <cstring>
+#include <new>
+
+#include "adapter.h"
+
+namespace pvio::windows::xennet {
+
+namespace {
+constexpr ULONG kPoolTag = 0x74656E58;  // 'Xnet'
+constexpr std::uint32_t kConnectTimeoutMs = 30000;
+constexpr std::uint32_t kCloseTimeoutMs = 5000;
+constexpr std::uint32_t kMaxWatches = 2;
+constexpr std::uint32_t kPathMax = 128;
+
+LARGE_INTEGER relative_ms(std::uint32_t ms) {
+  LARGE_INTEGER t;
+  t.QuadPart = -static_cast<LONGLONG>(ms) * 10000;  // 100 ns units, negative = relative
+  return t;
+}
+
+netfront::Limits limits() {
+  netfront::Limits l;
+  l.max_queues = 1;    // one send path, one receive indication path
+  l.sg = true;
+  l.gso = true;        // LSO sends map to netif GSO
+  l.rx_gso = false;    // receive buffers are frame-sized (no RSC/LRO indication)
+  return l;
+}
+
+const NDIS_OID kSupportedOids[] = {
+    OID_GEN_SUPPORTED_LIST,        OID_GEN_MAXIMUM_LOOKAHEAD,   OID_GEN_MAXIMUM_FRAME_SIZE,
+    OID_GEN_LINK_SPEED,            OID_GEN_CURRENT_PACKET_FILTER, OID_GEN_CURRENT_LOOKAHEAD,
+    OID_GEN_MAXIMUM_TOTAL_SIZE,    OID_GEN_MEDIA_CONNECT_STATUS, OID_GEN_XMIT_OK,
+    OID_GEN_RCV_OK,                OID_GEN_XMIT_ERROR,          OID_GEN_RCV_ERROR,
+    OID_802_3_PERMANENT_ADDRESS,   OID_802_3_CURRENT_ADDRESS,   OID_802_3_MULTICAST_LIST,
+    OID_802_3_MAXIMUM_LIST_SIZE,
+};
+constexpr ULONG kSupportedFilters = NDIS_PACKET_TYPE_DIRECTED | NDIS_PACKET_TYPE_MULTICAST |
+                                    NDIS_PACKET_TYPE_ALL_MULTICAST | NDIS_PACKET_TYPE_BROADCAST |
+                                    NDIS_PACKET_TYPE_PROMISCUOUS;
+}  // namespace
+
+// The seam: pages from MmAllocateContiguousMemorySpecifyCache (guest frames = physical
+// pages), everything Xen through xenbus's interface.
+class Adapter::XenPlatform final : public netfront::Platform {
+ public:
+  explicit XenPlatform(Adapter& a) : a_(a) {}
+
+  bool alloc_page(netfront::GuestPage& out) override {
+    PHYSICAL_ADDRESS low, high, boundary;
+    low.QuadPart = 0;
+    high.QuadPart = -1;
+    boundary.QuadPart = 0;
+    void* va = MmAllocateContiguousMemorySpecifyCache(4096, low, high, boundary, MmCached);
+    if (va == nullptr) return false;
+    std::memset(va, 0, 4096);
+    out.addr = va;
+    out.gfn = static_cast<std::uint64_t>(MmGetPhysicalAddress(va).QuadPart) >> 12;
+    return true;
+  }
+  void free_page(const netfront::GuestPage& page) override { MmFreeContiguousMemory(page.addr); }
+  grant_ref_t grant_access(domid_t domid, std::uint64_t gfn, bool readonly) override {
+    ULONG ref = 0;
+    if (x().GrantAccess(x().Header.Context, domid, gfn, readonly, &ref) != 0)
+      return kInvalidGrantRef;
+    return ref;
+  }
+  bool end_access(grant_ref_t ref) override { return x().EndAccess(x().Header.Context, ref) != 0; }
+  int evtchn_alloc_unbound(domid_t remote, evtchn_port_t& port) override {
+    ULONG p = 0;
+    const LONG rc =
+        x().EvtchnAllocUnbound(x().Header.Context, remote, &Adapter::on_event, &a_, &p);
+    if (rc == 0) port = p;
+    return rc;
+  }
+  void evtchn_close(evtchn_port_t port) override { x().EvtchnClose(x().Header.Context, port); }
+  void notify(evtchn_port_t port) override { x().EvtchnNotify(x().Header.Context, port); }
+  int xs_read(const char* path, char* buf, std::size_t cap, std::size_t& len) override {
+    ULONG n = 0;
+    const LONG rc = x().XsRead(x().Header.Context, path, buf, static_cast<ULONG>(cap), &n);
+    len = n;
+    return rc;
+  }
+  int xs_write(const char* path, const char* value) override {
+    return x().XsWrite(x().Header.Context, path, value);
+  }
+  int xs_remove(const char* path) override { return x().XsRemove(x().Header.Context, path); }
+  int xs_watch(const char* path) override {
+    for (Watch& w : watches_) {
+      if (w.handle != nullptr) continue;
+      const std::size_t n = std::strlen(path);
+      if (n >= kPathMax) return -netfront::XEN_ENAMETOOLONG;
+      std::memcpy(w.path, path, n + 1);
+      return x().XsWatch(x().Header.Context, path, &Adapter::on_watch, &a_, &w.handle);
+    }
+    return -netfront::XEN_ENOSPC;
+  }
+  void xs_unwatch(const char* path) override {
+    for (Watch& w : watches_) {
+      if (w.handle == nullptr || std::strcmp(w.path, path) != 0) continue;
+      x().XsUnwatch(x().Header.Context, w.handle);
+      w.handle = nullptr;
+    }
+  }
+  int xs_wait(std::uint32_t timeout_ms) override {
+    LARGE_INTEGER t = relative_ms(timeout_ms);
+    const NTSTATUS st = KeWaitForSingleObject(&a_.watch_event_, Executive, KernelMode, FALSE, &t);
+    return st == STATUS_TIMEOUT ? -netfront::XEN_ETIMEDOUT : 0;
+  }
+  void log(netfront::LogLevel level, const char* msg) override {
+    const ULONG l = level == netfront::LogLevel::Error  ? DPFLTR_ERROR_LEVEL
+                    : level == netfront::LogLevel::Warn ? DPFLTR_WARNING_LEVEL
+                                                        : DPFLTR_INFO_LEVEL;
+    a_.logf(l, msg);
+  }
+
+ private:
+  struct Watch {
+    PVOID handle = nullptr;
+    char path[kPathMax] = {};
+  };
+  PVIO_XEN_INTERFACE& x() { return a_.xen_; }
+  Adapter& a_;
+  Watch watches_[kMaxWatches];
+};
+
+void Adapter::logf(ULONG level, const char* msg) {
+  DbgPrintEx(DPFLTR_IHVDRIVER_ID, level, "xennet %u: %s\n", static_cast<unsigned>(xen_.DeviceId),
+             msg);
+}
+
+// IRP_MN_QUERY_INTERFACE down our stack: xenbus's PDO for this NIC answers it.
+NTSTATUS Adapter::query_xen_interface(PDEVICE_OBJECT lower) {
+  KEVENT done;
+  KeInitializeEvent(&done, NotificationEvent, FALSE);
+  IO_STATUS_BLOCK iosb{};
+  PIRP irp = IoBuildSynchronousFsdRequest(IRP_MJ_PNP, lower, nullptr, 0, nullptr, &done, &iosb);
+  if (irp == nullptr) return STATUS_INSUFFICIENT_RESOURCES;
+  irp->IoStatus.Status = STATUS_NOT_SUPPORTED;  // a PnP IRP starts out "not supported"
+  PIO_STACK_LOCATION sl = IoGetNextIrpStackLocation(irp);
+  sl->MajorFunction = IRP_MJ_PNP;
+  sl->MinorFunction = IRP_MN_QUERY_INTERFACE;
+  sl->Parameters.QueryInterface.InterfaceType = &GUID_PVIO_XEN_INTERFACE;
+  sl->Parameters.QueryInterface.Size = sizeof(xen_);
+  sl->Parameters.QueryInterface.Version = PVIO_XEN_INTERFACE_VERSION;
+  sl->Parameters.QueryInterface.Interface = &xen_.Header;
+  sl->Parameters.QueryInterface.InterfaceSpecificData = nullptr;
+  NTSTATUS st = IofCallDriver(lower, irp);
+  if (st == STATUS_PENDING) {
+    KeWaitForSingleObject(&done, Executive, KernelMode, FALSE, nullptr);
+    st = iosb.Status;
+  }
+  return st;
+}
+
+// NDIS does not halt an adapter whose initialisation failed: undo what was done.
+NDIS_STATUS Adapter::initialize(NDIS_HANDLE handle) {
+  const NDIS_STATUS st = initialize_steps(handle);
+  if (st != NDIS_STATUS_SUCCESS) halt();
+  return st;
+}
+
+NDIS_STATUS Adapter::initialize_steps(NDIS_HANDLE handle) {
+  handle_ = handle;
+  KeInitializeSpinLock(&lock_);
+  KeInitializeEvent(&watch_event_, SynchronizationEvent, FALSE);
+  KeInitializeEvent(&control_mutex_, SynchronizationEvent, TRUE);
+
+  // The registration attributes first: NDIS needs the adapter context before anything else.
+  NDIS_MINIPORT_ADAPTER_ATTRIBUTES attrs;
+  std::memset(&attrs, 0, sizeof attrs);
+  auto& reg = attrs.RegistrationAttributes;
+  reg.Header.Type = NDIS_OBJECT_TYPE_MINIPORT_ADAPTER_REGISTRATION_ATTRIBUTES;
+  reg.Header.Revision = NDIS_MINIPORT_ADAPTER_REGISTRATION_ATTRIBUTES_REVISION_1;
+  reg.Header.Size = NDIS_SIZEOF_MINIPORT_ADAPTER_REGISTRATION_ATTRIBUTES_REVISION_1;
+  reg.MiniportAdapterContext = this;
+  reg.AttributeFlags = 0;
+  reg.CheckForHangTimeInSeconds = 0;
+  reg.InterfaceType = NdisInterfaceInternal;
+  NDIS_STATUS st = NdisMSetMiniportAttributes(handle_, &attrs);
+  if (st != NDIS_STATUS_SUCCESS) return st;
+
+  PDEVICE_OBJECT pdo = nullptr, fdo = nullptr, next = nullptr;
+  NdisMGetDeviceProperty(handle_, &pdo, &fdo, &next, nullptr, nullptr);
+  if (next == nullptr || !NT_SUCCESS(query_xen_interface(next)))
+    return NDIS_STATUS_ADAPTER_NOT_FOUND;
+  have_interface_ = true;
+  if (xen_.Kind != PvioXenVif) return NDIS_STATUS_ADAPTER_NOT_FOUND;
+
+  static_assert(sizeof(XenPlatform) <= sizeof(platform_mem_));
+  platform_ = new (platform_mem_) XenPlatform(*this);
+  const netfront::Limits l = limits();
+  const std::size_t bytes = netfront::Netfront::storage_bytes(l);
+  core_storage_ = ExAllocatePoolWithTag(NonPagedPoolNx, bytes + 16, kPoolTag);
+  if (core_storage_ == nullptr) return NDIS_STATUS_RESOURCES;
+  auto* aligned = reinterpret_cast<void*>(
+      (reinterpret_cast<std::uintptr_t>(core_storage_) + 15) & ~std::uintptr_t{15});
+  core_ = new (core_mem_) netfront::Netfront(*platform_, xen_.DeviceId, l, aligned, bytes);
+  core_->set_rx_handler(&Adapter::on_rx, this);
+  core_->set_tx_done_handler(&Adapter::on_tx_done, this);
+  if (!alloc_rx_pool()) return NDIS_STATUS_RESOURCES;
+
+  // The handshake now, at PASSIVE_LEVEL: the MAC is part of the general attributes. Events
+  // that come meanwhile are replayed by the next control step.
+  KeWaitForSingleObject(&control_mutex_, Executive, KernelMode, FALSE, nullptr);
+  KIRQL irql;
+  lock(irql);
+  control_busy_ = true;
+  unlock(irql);
+  const int rc = core_->connect(kConnectTimeoutMs);
+  KeSetEvent(&control_mutex_, 0, FALSE);
+  if (rc != 0) {
+    logf(DPFLTR_ERROR_LEVEL, "backend did not connect");
+    return NDIS_STATUS_ADAPTER_NOT_FOUND;
+  }
+  std::memcpy(mac_, core_->mac(), sizeof mac_);
+  st = set_attributes();
+  if (st != NDIS_STATUS_SUCCESS) return st;
+  steady_ = true;
+  control_step();  // catch up with the backend and with deferred events
+  return NDIS_STATUS_SUCCESS;
+}
+
+NDIS_STATUS Adapter::set_attributes() {
+  NDIS_MINIPORT_ADAPTER_ATTRIBUTES attrs;
+  std::memset(&attrs, 0, sizeof attrs);
+  auto& g = attrs.GeneralAttributes;
+  g.Header.Type = NDIS_OBJECT_TYPE_MINIPORT_ADAPTER_GENERAL_ATTRIBUTES;
+  g.Header.Revision = NDIS_MINIPORT_ADAPTER_GENERAL_ATTRIBUTES_REVISION_1;
+  g.Header.Size = NDIS_SIZEOF_MINIPORT_ADAPTER_GENERAL_ATTRIBUTES_REVISION_1;
+  g.MediaType = NdisMedium802_3;
+  g.PhysicalMediumType = NdisPhysicalMediumUnspecified;
+  g.MtuSize = kMtu;
+  g.MaxXmitLinkSpeed = g.XmitLinkSpeed = g.MaxRcvLinkSpeed = g.RcvLinkSpeed = kLinkSpeedBps;
+  const bool up = core_->carrier();
+  g.MediaConnectState = up ? MediaConnectStateConnected : MediaConnectStateDisconnected;
+  g.MediaDuplexState = MediaDuplexStateFull;
+  link_up_indicated_ = up;
+  g.LookaheadSize = kMtu;
+  g.MacOptions = NDIS_MAC_OPTION_COPY_LOOKAHEAD_DATA | NDIS_MAC_OPTION_TRANSFERS_NOT_PEND |
+                 NDIS_MAC_OPTION_NO_LOOPBACK;
+  g.SupportedPacketFilters = kSupportedFilters;
+  g.MaxMulticastListSize = kMaxMulticast;
+  g.MacAddressLength = 6;
+  std::memcpy(g.PermanentMacAddress, mac_, 6);
+  std::memcpy(g.CurrentMacAddress, mac_, 6);
+  g.AccessType = NET_IF_ACCESS_BROADCAST;
+  g.DirectionType = NET_IF_DIRECTION_SENDRECEIVE;
+  g.ConnectionType = NET_IF_CONNECTION_DEDICATED;
+  g.IfType = IF_TYPE_ETHERNET_CSMACD;
+  g.IfConnectorPresent = TRUE;
+  g.SupportedStatistics = NDIS_STATISTICS_XMIT_OK_SUPPORTED | NDIS_STATISTICS_RCV_OK_SUPPORTED |
+                          NDIS_STATISTICS_XMIT_ERROR_SUPPORTED |
+                          NDIS_STATISTICS_RCV_ERROR_SUPPORTED;
+  g.SupportedOidList = const_cast<PNDIS_OID>(kSupportedOids);
+  g.SupportedOidListLength = sizeof kSupportedOids;
+  return NdisMSetMiniportAttributes(handle_, &attrs);
+}
+
+// One NBL per receive buffer, built once: the I/O path only moves them between the free list
+// and NDIS.
+bool Adapter::alloc_rx_pool() {
+  NET_BUFFER_LIST_POOL_PARAMETERS p;
+  std::memset(&p, 0, sizeof p);
+  p.Header.Type = NDIS_OBJECT_TYPE_DEFAULT;
+  p.Header.Revision = NET_BUFFER_LIST_POOL_PARAMETERS_REVISION_1;
+  p.Header.Size = NDIS_SIZEOF_NET_BUFFER_LIST_POOL_PARAMETERS_REVISION_1;
+  p.ProtocolId = NDIS_PROTOCOL_ID_DEFAULT;
+  p.fAllocateNetBuffer = TRUE;
+  p.PoolTag = kPoolTag;
+  rx_pool_ = NdisAllocateNetBufferListPool(handle_, &p);
+  if (rx_pool_ == nullptr) return false;
+  rx_buffers_ = static_cast<std::uint8_t*>(
+      ExAllocatePoolWithTag(NonPagedPoolNx, SIZE_T{kRxNbls} * kRxBufferBytes, kPoolTag));
+  if (rx_buffers_ == nullptr) return false;
+  for (std::uint32_t i = 0; i < kRxNbls; ++i) {
+    rx_mdls_[i] = NdisAllocateMdl(handle_, rx_buffers_ + SIZE_T{i} * kRxBufferBytes, kRxBufferBytes);
+    if (rx_mdls_[i] == nullptr) return false;
+    rx_nbls_[i] = NdisAllocateNetBufferAndNetBufferList(rx_pool_, 0, 0, rx_mdls_[i], 0,
+                                                        kRxBufferBytes);
+    if (rx_nbls_[i] == nullptr) return false;
+    rx_nbls_[i]->SourceHandle = handle_;
+    rx_nbls_[i]->Next = rx_free_;
+    rx_free_ = rx_nbls_[i];
+    ++rx_free_count_;
+  }
+  return true;
+}
+
+void Adapter::free_rx_pool() {
+  for (std::uint32_t i = 0; i < kRxNbls; ++i) {
+    if (rx_nbls_[i] != nullptr) NdisFreeNetBufferList(rx_nbls_[i]);
+    if (rx_mdls_[i] != nullptr) NdisFreeMdl(rx_mdls_[i]);
+    rx_nbls_[i] = nullptr;
+    rx_mdls_[i] = nullptr;
+  }
+  rx_free_ = nullptr;
+  rx_free_count_ = 0;
+  if (rx_buffers_ != nullptr) ExFreePoolWithTag(rx_buffers_, kPoolTag);
+  rx_buffers_ = nullptr;
+  if (rx_pool_ != nullptr) NdisFreeNetBufferListPool(rx_pool_);
+  rx_pool_ = nullptr;
+}
+
+// NDIS halts a paused adapter: no send is outstanding and every receive NBL is back.
+void Adapter::halt() {
+  steady_ = false;
+  if (core_ != nullptr) {
+    KeWaitForSingleObject(&control_mutex_, Executive, KernelMode, FALSE, nullptr);
+    KIRQL irql;
+    lock(irql);
+    control_busy_ = true;
+    unlock(irql);
+    core_->close(kCloseTimeoutMs);
+    core_->~Netfront();
+    core_ = nullptr;
+    KeSetEvent(&control_mutex_, 0, FALSE);
+  }
+  free_rx_pool();
+  if (core_storage_ != nullptr) ExFreePoolWithTag(core_storage_, kPoolTag);
+  core_storage_ = nullptr;
+  if (have_interface_ && xen_.Header.InterfaceDereference != nullptr)
+    xen_.Header.InterfaceDereference(xen_.Header.Context);
+  have_interface_ = false;
+}
+
+VOID Adapter::on_watch(PVOID ctx, PCSTR) {
+  auto* a = static_cast<Adapter*>(ctx);
+  KeSetEvent(&a->watch_event_, 0, FALSE);
+  if (a->steady_) a->control_step();
+}
+
+// One step of the handshake state machine at PASSIVE_LEVEL, with the datapath held off the
+// core. A failed step is retried after a backoff (10 ms doubling) a few times; after that
+// the next watch event tries again, so a broken backend never makes a tight loop.
+void Adapter::control_step() {
+  KeWaitForSingleObject(&control_mutex_, Executive, KernelMode, FALSE, nullptr);
+  if (core_ == nullptr) {  // a watch that raced with halt
+    KeSetEvent(&control_mutex_, 0, FALSE);
+    return;
+  }
+  KIRQL irql;
+  lock(irql);
+  control_busy_ = true;
+  unlock(irql);
+
+  for (std::uint32_t attempt = 0, ms = 10; attempt < 4; ++attempt, ms *= 2) {
+    if (core_->backend_changed() == 0) break;
+    KEVENT never;
+    KeInitializeEvent(&never, NotificationEvent, FALSE);
+    LARGE_INTEGER t = relative_ms(ms);
+    KeWaitForSingleObject(&never, Executive, KernelMode, FALSE, &t);
+  }
+
+  Deferred d;
+  lock(irql);
+  control_busy_ = false;
+  take_core_done(d);  // sends the core finished while tearing a connection down
+  if (events_pending_) {
+    events_pending_ = false;
+    datapath_events(d);
+  } else {
+    drain_tx(d);
+  }
+  check_pause(d);
+  unlock(irql);
+  flush(d);
+  indicate_link_if_changed();
+  KeSetEvent(&control_mutex_, 0, FALSE);
+}
+
+// The carrier is the connection (both ends Connected, no protocol error).
+void Adapter::indicate_link_if_changed() {
+  const bool up = core_ != nullptr && core_->carrier();
+  if (up == link_up_indicated_) return;
+  link_up_indicated_ = up;
+  NDIS_LINK_STATE ls;
+  std::memset(&ls, 0, sizeof ls);
+  ls.Header.Type = NDIS_OBJECT_TYPE_DEFAULT;
+  ls.Header.Revision = NDIS_LINK_STATE_REVISION_1;
+  ls.Header.Size = sizeof ls;
+  ls.MediaConnectState = up ? MediaConnectStateConnected : MediaConnectStateDisconnected;
+  ls.MediaDuplexState = MediaDuplexStateFull;
+  ls.XmitLinkSpeed = ls.RcvLinkSpeed = up ? kLinkSpeedBps : NDIS_LINK_SPEED_UNKNOWN;
+  NDIS_STATUS_INDICATION ind;
+  std::memset(&ind, 0, sizeof ind);
+  ind.Header.Type = NDIS_OBJECT_TYPE_STATUS_INDICATION;
+  ind.Header.Revision = NDIS_STATUS_INDICATION_REVISION_1;
+  ind.Header.Size = sizeof ind;
+  ind.SourceHandle = handle_;
+  ind.PortNumber = NDIS_DEFAULT_PORT_NUMBER;
+  ind.StatusCode = NDIS_STATUS_LINK_STATE;
+  ind.StatusBuffer = &ls;
+  ind.StatusBufferSize = sizeof ls;
+  NdisMIndicateStatusEx(handle_, &ind);
+}
+
+// ---- OIDs: the basic query set, answered from what the adapter knows ----
+
+NDIS_STATUS Adapter::oid_request(PNDIS_OID_REQUEST req) {
+  switch (req->RequestType) {
+    case NdisRequestQueryInformation:
+    case NdisRequestQueryStatistics: {
+      auto& q = req->DATA.QUERY_INFORMATION;
+      return query_oid(q.Oid, q.InformationBuffer, q.InformationBufferLength, q.BytesWritten,
+                       q.BytesNeeded);
+    }
+    case NdisRequestSetInformation: {
+      auto& s = req->DATA.SET_INFORMATION;
+      return set_oid(s.Oid, s.InformationBuffer, s.InformationBufferLength, s.BytesRead,
+                     s.BytesNeeded);
+    }
+    default:
+      return NDIS_STATUS_NOT_SUPPORTED;
+  }
+}
+
+NDIS_STATUS Adapter::query_oid(NDIS_OID oid, PVOID buf, ULONG len, ULONG& written, ULONG& needed) {
+  written = 0;
+  needed = 0;
+  ULONG u32 = 0;
+  ULONG64 u64 = 0;
+  const void* src = &u32;
+  ULONG size = sizeof u32;
+  bool counter = false;  // statistics: 32 or 64 bits, as the buffer allows
+  KIRQL irql;
+  switch (oid) {
+    case OID_GEN_SUPPORTED_LIST:
+      src = kSupportedOids;
+      size = sizeof kSupportedOids;
+      break;
+    case OID_GEN_MAXIMUM_LOOKAHEAD:
+    case OID_GEN_MAXIMUM_FRAME_SIZE: u32 = kMtu; break;
+    case OID_GEN_CURRENT_LOOKAHEAD: u32 = lookahead_; break;
+    case OID_GEN_MAXIMUM_TOTAL_SIZE: u32 = kMaxFrame; break;
+    case OID_GEN_LINK_SPEED: u32 = static_cast<ULONG>(kLinkSpeedBps / 100); break;  // 100 bps units
+    case OID_GEN_CURRENT_PACKET_FILTER: u32 = packet_filter_; break;
+    case OID_GEN_MEDIA_CONNECT_STATUS:
+      u32 = link_up_indicated_ ? NdisMediaStateConnected : NdisMediaStateDisconnected;
+      break;
+    case OID_802_3_MAXIMUM_LIST_SIZE: u32 = kMaxMulticast; break;
+    case OID_802_3_PERMANENT_ADDRESS:
+    case OID_802_3_CURRENT_ADDRESS:
+      src = mac_;
+      size = 6;
+      break;
+    case OID_GEN_XMIT_OK:
+    case OID_GEN_RCV_OK:
+    case OID_GEN_XMIT_ERROR:
+    case OID_GEN_RCV_ERROR:
+      lock(irql);
+      u64 = oid == OID_GEN_XMIT_OK    ? xmit_ok_
+            : oid == OID_GEN_RCV_OK   ? rcv_ok_
+            : oid == OID_GEN_XMIT_ERROR ? xmit_error_
+                                      : rcv_error_ + rcv_no_buffer_;
+      unlock(irql);
+      counter = true;
+      break;
+    default:
+      return NDIS_STATUS_NOT_SUPPORTED;
+  }
+  if (counter) {
+    if (len >= sizeof u64) {
+      src = &u64;
+      size = sizeof u64;
+    } else {
+      u32 = static_cast<ULONG>(u64);
+      needed = sizeof u64;
+    }
+  }
+  if (len < size) {
+    needed = size;
+    return NDIS_STATUS_BUFFER_TOO_SHORT;
+  }
+  std::memcpy(buf, src, size);
+  written = size;
+  return NDIS_STATUS_SUCCESS;
+}
+
+NDIS_STATUS Adapter::set_oid(NDIS_OID oid, PVOID buf, ULONG len, ULONG& read, ULONG& needed) {
+  read = 0;
+  needed = 0;
+  switch (oid) {
+    case OID_GEN_CURRENT_PACKET_FILTER: {
+      if (len < sizeof(ULONG)) {
+        needed = sizeof(ULONG);
+        return NDIS_STATUS_INVALID_LENGTH;
+      }
+      ULONG f;
+      std::memcpy(&f, buf, sizeof f);
+      if (f & ~kSupportedFilters) return NDIS_STATUS_NOT_SUPPORTED;
+      KIRQL irql;
+      lock(irql);
+      packet_filter_ = f;
+      unlock(irql);
+      read = sizeof f;
+      return NDIS_STATUS_SUCCESS;
+    }
+    case OID_GEN_CURRENT_LOOKAHEAD: {
+      if (len < sizeof(ULONG)) {
+        needed = sizeof(ULONG);
+        return NDIS_STATUS_INVALID_LENGTH;
+      }
+      ULONG v;
+      std::memcpy(&v, buf, sizeof v);
+      if (v > kMtu) return NDIS_STATUS_INVALID_LENGTH;
+      lookahead_ = v;
+      read = sizeof v;
+      return NDIS_STATUS_SUCCESS;
+    }
+    case OID_802_3_MULTICAST_LIST:
+      // Every frame the switch delivers is indicated (the backend does the filtering a
+      // multicast list would ask for); the list only has to fit.
+      if (len % 6 != 0 || len / 6 > kMaxMulticast) return NDIS_STATUS_INVALID_LENGTH;
+      read = len;
+      return NDIS_STATUS_SUCCESS;
+    default:
+      return NDIS_STATUS_NOT_SUPPORTED;
+  }
+}
+
+}  // namespace pvio::windows::xennet
