@@ -35,14 +35,17 @@ struct XenbusDomainConfig {
   std::uint64_t memory_bytes = 16u << 20;
   std::uint32_t nr_grant_frames = 4;
   const char* name = "xenbus-driver-test";
+  // Arguments of `pvio up` (e.g. "--vif-uplink none": the vifs are the switch's only ports).
+  const char* up_args = "";
+  bool needs_netback = false;
 };
 
-class XenbusFixture : public blkfront::user::test::Dom0Test {
+class XenbusFixture : public ::testing::Test {
  protected:
   static constexpr ULONG kVector = 0x51;
   static constexpr KIRQL kIrql = 6;
 
-  explicit XenbusFixture(const XenbusDomainConfig& c = {}) : Dom0Test(c.disk_bytes), cfg_(c) {}
+  explicit XenbusFixture(const XenbusDomainConfig& c = {}) : cfg_(c) {}
 
   // The toolstack's device attachments, made before the bus starts.
   virtual void attach_devices() = 0;
@@ -55,9 +58,14 @@ class XenbusFixture : public blkfront::user::test::Dom0Test {
   }
 
   void SetUp() override {
-    Dom0Test::SetUp();
-    if (IsSkipped() || HasFatalFailure()) return;
+    if (const std::string why = blkfront::user::test::missing_prerequisite(); !why.empty())
+      GTEST_SKIP() << why;
+    if (cfg_.needs_netback && blkfront::user::test::env_or_empty("PVIO_NETBACK").empty())
+      GTEST_SKIP() << "$PVIO_NETBACK not set (pvio-netback not built)";
     clear_violations();
+    dom0_ = std::make_unique<blkfront::user::test::Dom0>(cfg_.disk_bytes);
+    std::string out;
+    ASSERT_EQ(pvio::test::run_shell(dom0_->pvio + " up " + cfg_.up_args, &out), 0) << out;
     domain::DomainConfig dc;
     dc.domid = cfg_.domid;
     dc.memory_bytes = cfg_.memory_bytes;
@@ -198,6 +206,7 @@ class XenbusFixture : public blkfront::user::test::Dom0Test {
   }
 
   XenbusDomainConfig cfg_;
+  std::unique_ptr<blkfront::user::test::Dom0> dom0_;
   std::unique_ptr<domain::Domain> dom_;
   std::thread loop_;
   std::unique_ptr<xs::Client> xs_;
