@@ -52,6 +52,11 @@ struct Device {
 };
 std::map<PDEVICE_OBJECT, std::shared_ptr<Device>> g_devices;
 std::set<PIRP> g_live_irps;
+// Completed IRPs are kept a while before they are freed, so a driver that completes or touches
+// one again is reported by the checks (and by the sanitizers' own rules on what it then reads)
+// instead of reaching freed memory; the oldest goes when the quarantine is full.
+std::deque<PIRP> g_completed_irps;
+constexpr std::size_t kIrpQuarantine = 256;
 
 void free_driver_device(PDEVICE_OBJECT dev) {  // g_dev_mu held
   g_devices.erase(dev);
@@ -475,7 +480,16 @@ VOID IofCompleteRequest(PIRP irp, CCHAR) {
   }
   if (irp->UserIosb != nullptr) *irp->UserIosb = irp->IoStatus;
   PKEVENT ev = irp->UserEvent;
-  std::free(irp);
+  PIRP oldest = nullptr;
+  {
+    std::lock_guard lk(g_dev_mu);
+    g_completed_irps.push_back(irp);
+    if (g_completed_irps.size() > kIrpQuarantine) {
+      oldest = g_completed_irps.front();
+      g_completed_irps.pop_front();
+    }
+  }
+  std::free(oldest);
   if (ev != nullptr) KeSetEvent(ev, 0, FALSE);
 }
 
