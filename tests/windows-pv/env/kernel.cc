@@ -54,8 +54,9 @@ std::map<PDEVICE_OBJECT, std::shared_ptr<Device>> g_devices;
 std::set<PIRP> g_live_irps;
 // Completed IRPs are kept a while before they are freed, so a driver that completes or touches
 // one again is reported by the checks (and by the sanitizers' own rules on what it then reads)
-// instead of reaching freed memory; the oldest goes when the quarantine is full.
-std::deque<PIRP> g_completed_irps;
+// instead of reaching freed memory; the oldest goes when the quarantine is full. Never
+// destroyed, so the IRPs still in it at exit stay reachable (not leaks).
+std::deque<PIRP>& g_completed_irps = *new std::deque<PIRP>;
 constexpr std::size_t kIrpQuarantine = 256;
 
 void free_driver_device(PDEVICE_OBJECT dev) {  // g_dev_mu held
