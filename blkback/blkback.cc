@@ -598,7 +598,8 @@ Device::Device(DeviceConfig config) : config_(std::move(config)) {
     throw std::invalid_argument("max_in_flight must be 1..1024");
   if (config_.max_indirect_segments > kMaxIndirectSegments)
     throw std::invalid_argument("max_indirect_segments above 256");
-  if (config_.threads == 0) config_.threads = 1;
+  // 0: one worker thread per queue.
+  if (config_.threads == 0) config_.threads = static_cast<unsigned>(config_.queues.size());
   // Limits need the backing's size: the first queue's engine opens it, the others re-open it.
   queues_.reserve(config_.queues.size());
   for (unsigned q = 0; q < config_.queues.size(); ++q) {

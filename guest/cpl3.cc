@@ -77,6 +77,25 @@ cpl3_resume:
   popq %rbp
   ret
 
+  .global enter_cpl3
+enter_cpl3:
+  pushq $0x1b
+  pushq %rdx
+  pushfq
+  orq $0x3000, (%rsp)
+  pushq $0x23
+  lea cpl3_enter_trampoline(%rip), %rax
+  pushq %rax
+  mov %rdi, %rax
+  mov %rsi, %rdi
+  iretq
+cpl3_enter_trampoline:
+  mov $0x1b, %ecx
+  mov %ecx, %ds
+  mov %ecx, %es
+  call *%rax
+  ud2
+
   .global cpl3_gp_entry
 cpl3_gp_entry:
   pushq %rax
@@ -283,8 +302,9 @@ extern "C" void cpl3_gp_handler(Cpl3Regs* r) {
     const auto* ip = reinterpret_cast<const uint8_t*>(r->rip);
     const bool doorbell_out = ip[0] == 0xe7 && ip[1] == pvio::hv::kDoorbellPort;
     if (r->error == 0 && emulate(r)) {
-      ++g_traps.emulated;
-      if (doorbell_out) ++g_traps.doorbell_outs;
+      // Every vCPU counts here.
+      __atomic_fetch_add(&g_traps.emulated, 1, __ATOMIC_RELAXED);
+      if (doorbell_out) __atomic_fetch_add(&g_traps.doorbell_outs, 1, __ATOMIC_RELAXED);
       return;
     }
   }

@@ -10,7 +10,8 @@
 extern "C" void kernel_main(const pvio::hv::BootInfo* info);
 
 // Entry from pvio-hv in long mode: RDI = boot info, RSI = vCPU index. vCPU 0 switches to the
-// kernel stack and runs kernel_main; the others park (the test kernel is uniprocessor).
+// kernel stack and runs kernel_main; the others stay on the boot stack pvio-hv gave them and
+// run ap_main (guest/smp.cc), which waits for work.
 asm(R"(
   .section .text.start, "ax"
   .global _start
@@ -25,9 +26,11 @@ _start:
   hlt
   jmp 1b
 2:
-  cli
-  hlt
-  jmp 2b
+  xor %ebp, %ebp
+  and $-16, %rsp
+  mov %rsi, %rdi
+  call ap_main
+  jmp 1b
 
   .section .bss
   .balign 16
@@ -139,13 +142,14 @@ struct [[gnu::packed]] Tss {
 static_assert(sizeof(Tss) == 104);
 
 // null, 0x08 kernel code, 0x10 kernel data, 0x18 user data (DPL 3), 0x20 user code (DPL 3,
-// 64-bit), 0x28 TSS (two slots).
+// 64-bit), then one TSS (two slots) per vCPU from 0x28: a TSS is marked busy by the CPU that
+// loads it, so each vCPU has its own, with its own interrupt stack.
 constexpr uint16_t kTssSelector = 0x28;
-alignas(16) uint64_t gdt[7] = {0, 0x00af9a000000ffffull, 0x00cf92000000ffffull,
-                               0x00cff2000000ffffull, 0x00affa000000ffffull, 0, 0};
+alignas(16) uint64_t gdt[5 + 2 * kMaxCpus] = {0, 0x00af9a000000ffffull, 0x00cf92000000ffffull,
+                                              0x00cff2000000ffffull, 0x00affa000000ffffull};
 alignas(16) IdtEntry idt[256];
-alignas(16) Tss tss;
-alignas(16) unsigned char interrupt_stack[16384];
+alignas(16) Tss tss[kMaxCpus];
+alignas(16) unsigned char interrupt_stack[kMaxCpus][16384];
 
 IdtEntry gate(uint64_t handler, uint8_t type_attr) {
   return IdtEntry{static_cast<uint16_t>(handler), 0x08, 0, type_attr,
@@ -163,14 +167,18 @@ const char* const kNames[32] = {
 }  // namespace
 
 
-void cpu_init() {
-  tss.rsp[0] = reinterpret_cast<uint64_t>(interrupt_stack + sizeof(interrupt_stack));
-  tss.iopb_offset = sizeof(Tss);
-  const uint64_t tss_base = reinterpret_cast<uint64_t>(&tss);
+void cpu_init() { cpu_init_on(0); }
+
+void cpu_init_on(unsigned cpu) {
+  if (cpu >= kMaxCpus) triple_fault();
+  Tss& t = tss[cpu];
+  t.rsp[0] = reinterpret_cast<uint64_t>(interrupt_stack[cpu] + sizeof(interrupt_stack[cpu]));
+  t.iopb_offset = sizeof(Tss);
+  const uint64_t tss_base = reinterpret_cast<uint64_t>(&t);
   // Available 64-bit TSS (type 9), present, limit sizeof(Tss) - 1.
-  gdt[5] = (sizeof(Tss) - 1) | ((tss_base & 0xffffff) << 16) | (uint64_t{0x89} << 40) |
-           ((tss_base >> 24 & 0xff) << 56);
-  gdt[6] = tss_base >> 32;
+  gdt[5 + 2 * cpu] = (sizeof(Tss) - 1) | ((tss_base & 0xffffff) << 16) | (uint64_t{0x89} << 40) |
+                     ((tss_base >> 24 & 0xff) << 56);
+  gdt[6 + 2 * cpu] = tss_base >> 32;
   TablePointer gp{sizeof(gdt) - 1, reinterpret_cast<uint64_t>(gdt)};
   // Load our GDT, reload the data segments and CS (far return to the next instruction).
   asm volatile(
@@ -189,11 +197,13 @@ void cpu_init() {
       :
       : "m"(gp)
       : "rax", "memory");
-  asm volatile("ltr %0" ::"r"(kTssSelector));
-  for (unsigned i = 0; i < 32; ++i) idt[i] = gate(isr_table[i], 0x8e);
-  // #GP goes to the CPL3 support first: it emulates port I/O, hlt, cli/sti and MSR access
-  // for code running at CPL3 and hands everything else to exception_handler.
-  idt[13] = gate(reinterpret_cast<uint64_t>(cpl3_gp_entry), 0x8e);
+  asm volatile("ltr %0" ::"r"(static_cast<uint16_t>(kTssSelector + 16 * cpu)));
+  if (cpu == 0) {
+    for (unsigned i = 0; i < 32; ++i) idt[i] = gate(isr_table[i], 0x8e);
+    // #GP goes to the CPL3 support first: it emulates port I/O, hlt, cli/sti and MSR access
+    // for code running at CPL3 and hands everything else to exception_handler.
+    idt[13] = gate(reinterpret_cast<uint64_t>(cpl3_gp_entry), 0x8e);
+  }
   TablePointer ip{sizeof(idt) - 1, reinterpret_cast<uint64_t>(idt)};
   asm volatile("lidt %0" ::"m"(ip) : "memory");
 }

@@ -15,7 +15,14 @@ struct ExceptionFrame {
   uint64_t vector, error, rip, cs, rflags, rsp, ss;
 };
 
+// vCPUs the guest kernel can run (pvio-hv's limit).
+inline constexpr unsigned kMaxCpus = 8;
+
+// vCPU 0's set-up: GDT, its TSS, the IDT.
 void cpu_init();
+// A vCPU's own set-up (secondary vCPUs, after vCPU 0's cpu_init): the shared GDT and IDT, its
+// TSS and interrupt stack.
+void cpu_init_on(unsigned cpu);
 // The current privilege level (CS.RPL): 0 for the kernel, 3 inside run_at_cpl3.
 unsigned current_cpl();
 // Installs an interrupt gate (interrupts off on entry) for `vector`.
@@ -37,6 +44,9 @@ extern "C" [[noreturn]] void exception_handler(const pvio::guest::ExceptionFrame
 // #GP handler, so the same code runs at either level. Needs the U/S bit on every level of the
 // page tables that map what fn touches (pvio-hv's identity map has it) and SMEP/SMAP off.
 extern "C" uint64_t run_at_cpl3(uint64_t (*fn)(void*), void* arg, void* user_stack_top);
+// Enters fn(arg) at CPL3 like run_at_cpl3 but for good: nothing is saved and fn must not
+// return (a return faults). For secondary vCPUs, which never come back to CPL0 on their own.
+extern "C" [[noreturn]] void enter_cpl3(uint64_t (*fn)(void*), void* arg, void* user_stack_top);
 
 namespace pvio::guest {
 // Instructions the #GP handler emulated for CPL3 code since boot (each one a trap into this

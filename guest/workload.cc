@@ -22,6 +22,7 @@
 #include "net_workload.h"
 #include "pci.h"
 #include "pv_disk.h"
+#include "smp.h"
 #include "pvio/guest/pattern.h"
 #include "pvio/guest/rng.h"
 #include "xen.h"
@@ -45,6 +46,9 @@ struct Options {
   // PV disk: virtual-device number (xvda), spin before halting, limits offered to blkfront.
   uint64_t devid = 51712, poll_us = 20, ring_order = 2, indirect = 32, persistent = 0;
   uint64_t poll_adapt = 1;  // the spin adapts between 0 and poll_us (0: always poll_us)
+  // PV disk queues (multi-queue-num-queues), one per vCPU: 0 = as many as vCPUs booted. With
+  // more than one, vCPU q drives queue q (run_pv_mq_workload).
+  uint64_t queues = 0, vcpus = 1;
   // fill=0: writes send the buffer as filled once at set-up instead of the pattern of each
   // block (benchmarks, where filling 64 KiB per write would dominate); the data on disk then
   // does not follow pattern_word.
@@ -163,6 +167,7 @@ bool parse_cmdline(const char* cmdline, Options* o) {
     else if (streq(key, "devid")) ok = parse_u64(val, &o->devid);
     else if (streq(key, "poll_us")) ok = parse_u64(val, &o->poll_us);
     else if (streq(key, "poll_adapt")) ok = parse_u64(val, &o->poll_adapt);
+    else if (streq(key, "queues")) ok = parse_u64(val, &o->queues) && o->queues <= kMaxCpus;
     else if (streq(key, "ring_order")) ok = parse_u64(val, &o->ring_order);
     else if (streq(key, "indirect")) ok = parse_u64(val, &o->indirect);
     else if (streq(key, "persistent")) ok = parse_u64(val, &o->persistent);
@@ -340,7 +345,7 @@ bool open_pv(PvDisk* pv, const Options& o, uint64_t khz) {
   if (!use_mmio_doorbell(streq(o.doorbell, "mmio")) && streq(o.doorbell, "mmio"))
     kprintf("pv: no MMIO doorbell offered, using the port\n");
   blkfront::Limits limits;
-  limits.max_queues = 1;  // one vCPU
+  limits.max_queues = static_cast<uint32_t>(o.queues ? o.queues : 1);  // one per vCPU
   limits.max_ring_page_order = static_cast<uint32_t>(o.ring_order > 4 ? 4 : o.ring_order);
   limits.max_indirect_segments = static_cast<uint32_t>(o.indirect > 256 ? 256 : o.indirect);
   limits.use_persistent = o.persistent != 0;
@@ -423,6 +428,302 @@ uint64_t pv_run_phase(PvSlot* slots, uint64_t qd, bool write, bool verify, uint6
   return rdtsc() - p.start;
 }
 
+
+// ---- the PV disk, one queue per vCPU ----
+
+// The blkfront core is single-threaded: its calls (submit, handle_event and the completion
+// callbacks they run) are serialised by one device lock, as Linux's blkfront did before
+// blk-mq. What runs in parallel is everything outside the core: each vCPU waits for its own
+// queue's event, and pvio-blkback serves each queue from its own thread.
+uint32_t g_dev_lock = 0;
+void dev_lock() {
+  while (__atomic_exchange_n(&g_dev_lock, 1u, __ATOMIC_ACQUIRE) != 0)
+    while (__atomic_load_n(&g_dev_lock, __ATOMIC_RELAXED) != 0) asm volatile("pause");
+}
+void dev_unlock() { __atomic_store_n(&g_dev_lock, 0u, __ATOMIC_RELEASE); }
+
+// Appends `sep` and v in decimal at buf[pos] (NUL-terminated, truncated to cap); new length.
+size_t append_u64(char* buf, size_t cap, size_t pos, const char* sep, uint64_t v) {
+  char digits[21];
+  unsigned nd = 0;
+  do {
+    digits[nd++] = static_cast<char>('0' + v % 10);
+    v /= 10;
+  } while (v);
+  for (; *sep && pos + 1 < cap; ++sep) buf[pos++] = *sep;
+  while (nd && pos + 1 < cap) buf[pos++] = digits[--nd];
+  buf[pos] = 0;
+  return pos;
+}
+
+struct MqQueue;
+struct MqSlot {
+  blkfront::BlockIo io;
+  blkfront::DataPage* pages = nullptr;
+  uint64_t* buf = nullptr;
+  uint64_t block = 0, t0 = 0;
+  MqQueue* q = nullptr;
+};
+
+// One queue's share of the workload; touched only by its vCPU (and by vCPU 0 before the start
+// and after the end).
+struct alignas(64) MqQueue {
+  PvDisk* pv = nullptr;
+  uint32_t index = 0, port = 0;
+  MqSlot* slots = nullptr;
+  uint64_t* lat = nullptr;
+  uint64_t lat_cap = 0, qd = 0, ops = 0, issued = 0, max_ops = 0, inflight = 0;
+  uint64_t start = 0, end = 0, limit_cycles = 0, poll_cycles = 0, blocks = 0, bs = 0, seed = 0;
+  uint64_t errors = 0, verify_failures = 0, verified = 0, sleeps = 0, spins = 0;
+  bool write = false, random = false, verify = false, stop = false, fill = true;
+  Rng rng{1};
+};
+
+void mq_issue(MqSlot* s) {
+  MqQueue& q = *s->q;
+  s->block = q.random ? q.rng.next() % q.blocks : (q.issued * 7919 + q.index) % q.blocks;
+  ++q.issued;
+  if (q.write && q.fill) fill_pattern(s->buf, q.bs, q.seed, s->block * q.bs);
+  s->io.op = q.write ? blkfront::Op::Write : blkfront::Op::Read;
+  s->io.sector = s->block * (q.bs / 512);
+  s->io.nr_sectors = static_cast<uint32_t>(q.bs / 512);
+  s->io.queue = static_cast<uint16_t>(q.index);
+  ++q.inflight;
+  s->t0 = rdtsc();
+  q.pv->submit(&s->io);
+}
+
+// Runs inside handle_event, under the device lock.
+void mq_done(blkfront::BlockIo* io) {
+  const uint64_t t1 = rdtsc();
+  auto* s = static_cast<MqSlot*>(io->cookie);
+  MqQueue& q = *s->q;
+  if (q.ops < q.lat_cap) q.lat[q.ops] = t1 - s->t0;
+  ++q.ops;
+  --q.inflight;
+  if (io->status != blkfront::IoStatus::Ok) {
+    if (q.errors++ < 4)
+      kprintf("PVIO-GUEST pv queue %u I/O error at block %lu: %s\n", q.index, s->block,
+              blkfront::io_status_name(io->status));
+  } else if (!q.write && q.verify) {
+    ++q.verified;
+    if (!check_pattern(s->buf, q.bs, q.seed, s->block * q.bs) && q.verify_failures++ < 4)
+      kprintf("PVIO-GUEST verify failure at block %lu (queue %u)\n", s->block, q.index);
+  }
+  if (q.issued >= q.max_ops || (q.limit_cycles && t1 - q.start >= q.limit_cycles)) q.stop = true;
+  if (!q.stop) mq_issue(s);
+}
+
+bool test_and_clear_pending(uint32_t port) {
+  uint64_t* word = reinterpret_cast<uint64_t*>(&shared_info()->evtchn_pending[port / 64]);
+  const uint64_t bit = uint64_t{1} << (port % 64);
+  return (__atomic_fetch_and(word, ~bit, __ATOMIC_ACQ_REL) & bit) != 0;
+}
+
+// One queue's phase, on its own vCPU at CPL3: fill the queue, then take responses as they come,
+// spinning up to poll_cycles after the last progress and then sleeping in pvio-hv on the
+// queue's (masked) port with SCHEDOP_poll.
+uint64_t mq_run_queue(void* arg) {
+  MqQueue& q = *static_cast<MqQueue*>(arg);
+  q.ops = q.issued = q.inflight = 0;
+  q.stop = false;
+  q.rng = Rng(q.seed * 131 + q.index);
+  q.start = rdtsc();
+  dev_lock();
+  for (uint64_t i = 0; i < q.qd && q.issued < q.max_ops; ++i) mq_issue(&q.slots[i]);
+  dev_unlock();
+  uint64_t last_progress = rdtsc();
+  while (q.inflight > 0) {
+    test_and_clear_pending(q.port);  // before looking: a later response sets it again
+    const uint64_t before = q.ops;
+    dev_lock();
+    q.pv->front().handle_event(q.index);
+    dev_unlock();
+    const uint64_t now = rdtsc();
+    if (q.ops != before) {
+      last_progress = now;
+      continue;
+    }
+    if (now - last_progress < q.poll_cycles) {
+      ++q.spins;
+      asm volatile("pause");
+      continue;
+    }
+    ++q.sleeps;
+    sched_poll_ports(&q.port, 1);
+    last_progress = rdtsc();
+  }
+  q.end = rdtsc();
+  return 0;
+}
+
+// Runs one phase on every queue at once: queue 0 here on vCPU 0, queue q on vCPU q. Returns
+// the cycles from the first start to the last end.
+uint64_t mq_run_phase(MqQueue* qs, uint32_t n, bool write, bool verify, uint64_t max_ops_each,
+                      uint64_t limit_cycles) {
+  for (uint32_t i = 0; i < n; ++i) {
+    qs[i].write = write;
+    qs[i].verify = verify;
+    qs[i].max_ops = max_ops_each;
+    qs[i].limit_cycles = limit_cycles;
+  }
+  for (uint32_t i = 1; i < n; ++i)
+    if (!start_on_cpu(i, mq_run_queue, &qs[i])) {
+      kprintf("PVIO-GUEST vCPU %u could not take queue %u\n", i, i);
+      shutdown(kExitErrors);
+    }
+  mq_run_queue(&qs[0]);
+  for (uint32_t i = 1; i < n; ++i)
+    while (!cpu_job_done(i, nullptr)) sched_poll_ports(nullptr, 0);
+  uint64_t first = qs[0].start, last = qs[0].end;
+  for (uint32_t i = 1; i < n; ++i) {
+    if (qs[i].start < first) first = qs[i].start;
+    if (qs[i].end > last) last = qs[i].end;
+  }
+  return last - first;
+}
+
+[[noreturn]] void run_pv_mq_workload(const Options& o, uint64_t khz) {
+  const bool write = streq(o.rw, "write") || streq(o.rw, "randwrite");
+  const bool random = streq(o.rw, "randread") || streq(o.rw, "randwrite");
+  static PvDisk pv;
+  if (!open_pv(&pv, o, khz)) shutdown(kExitNoDevice);
+  const uint32_t n = pv.front().negotiated().nr_queues;
+  if (n < o.queues) kprintf("pv: the backend offers %u queue(s) of the %lu asked for\n", n, o.queues);
+  if (!wait_cpus_online(n, 10000, khz)) {
+    kprintf("PVIO-GUEST only %u of %u vCPUs came online\n", cpus_online(), n);
+    shutdown(kExitNoDevice);
+  }
+  const uint64_t disk_bytes = pv.sectors() * 512;
+  const uint64_t span = (o.size && o.size < disk_bytes) ? o.size : disk_bytes;
+  const uint64_t blocks = span / o.bs;
+  if (blocks == 0) {
+    kprintf("PVIO-GUEST disk smaller than one block\n");
+    shutdown(kExitBadCmdline);
+  }
+  // Per queue: count/n I/Os, or as many as fit in time_ms (latencies kept for the first 2M/n).
+  const uint64_t max_each = o.count ? (o.count + n - 1) / n : (o.time_ms ? (1u << 21) / n : 256);
+  const uint32_t nr_pages = static_cast<uint32_t>(o.bs / 4096);
+  auto* qs = static_cast<MqQueue*>(alloc(sizeof(MqQueue) * n, 64));
+  auto* lat = static_cast<uint64_t*>(alloc_uninit(max_each * n * 8, 8));
+  if (!qs || !lat) {
+    kprintf("PVIO-GUEST out of memory for %u queues\n", n);
+    shutdown(kExitBadCmdline);
+  }
+  for (uint32_t i = 0; i < n; ++i) {
+    MqQueue& q = *new (&qs[i]) MqQueue;
+    q.pv = &pv;
+    q.index = i;
+    q.port = pv.front().queue_port(i);
+    q.lat = lat + i * max_each;
+    q.lat_cap = max_each;
+    q.qd = o.qd;
+    q.poll_cycles = o.poll_us * khz / 1000;
+    q.blocks = blocks;
+    q.bs = o.bs;
+    q.seed = o.seed;
+    q.random = random;
+    q.fill = o.fill != 0 || o.verify != 0;
+    q.slots = static_cast<MqSlot*>(alloc(sizeof(MqSlot) * o.qd, 64));
+    if (!q.slots) {
+      kprintf("PVIO-GUEST out of memory for queue %u\n", i);
+      shutdown(kExitBadCmdline);
+    }
+    for (uint64_t k = 0; k < o.qd; ++k) {
+      MqSlot* s = new (&q.slots[k]) MqSlot;
+      s->q = &q;
+      s->buf = static_cast<uint64_t*>(alloc(o.bs, 4096));
+      s->pages = static_cast<blkfront::DataPage*>(alloc(sizeof(blkfront::DataPage) * nr_pages, 8));
+      if (!s->buf || !s->pages) {
+        kprintf("PVIO-GUEST out of memory for qd %lu x %lu bytes\n", o.qd, o.bs);
+        shutdown(kExitBadCmdline);
+      }
+      fill_pattern(s->buf, o.bs, o.seed, 0);
+      for (uint32_t j = 0; j < nr_pages; ++j) {
+        s->pages[j].addr = reinterpret_cast<uint8_t*>(s->buf) + j * 4096;
+        s->pages[j].gfn = reinterpret_cast<uint64_t>(s->pages[j].addr) >> 12;
+      }
+      s->io.pages = s->pages;
+      s->io.nr_pages = nr_pages;
+      s->io.done = mq_done;
+      s->io.cookie = s;
+    }
+  }
+  // Events are taken by polling each queue's port, never by upcall: mask them for the run.
+  for (uint32_t i = 0; i < n; ++i) mask_port(qs[i].port);
+  const PvCounters c0 = pv.platform().counters;
+  const blkfront::Stats s0 = pv.front().stats();
+  const Cpl3TrapCounts t0 = cpl3_trap_counts();
+  const uint64_t elapsed = mq_run_phase(qs, n, write, !write && o.verify != 0, max_each,
+                                        o.time_ms * khz);
+  const PvCounters c1 = pv.platform().counters;
+  const blkfront::Stats s1 = pv.front().stats();
+  const Cpl3TrapCounts t1 = cpl3_trap_counts();
+  uint64_t ops = 0, nlat = 0, errors = 0, verify_failures = 0, verified = 0, sleeps = 0;
+  char per_queue[160] = "";
+  size_t pq = 0;
+  for (uint32_t i = 0; i < n; ++i) {
+    MqQueue& q = qs[i];
+    const uint64_t kept = q.ops < q.lat_cap ? q.ops : q.lat_cap;
+    for (uint64_t k = 0; k < kept; ++k) lat[nlat + k] = q.lat[k];  // compact
+    nlat += kept;
+    ops += q.ops;
+    errors += q.errors;
+    verify_failures += q.verify_failures;
+    verified += q.verified;
+    sleeps += q.sleeps;
+    pq = append_u64(per_queue, sizeof(per_queue), pq, i ? "," : "", q.ops);
+  }
+  heapsort(lat, nlat);
+  const uint64_t p50 = nlat ? to_ns(lat[(nlat - 1) * 50 / 100], khz) : 0;
+  const uint64_t p99 = nlat ? to_ns(lat[(nlat - 1) * 99 / 100], khz) : 0;
+  // The flush waits the single-queue way (upcalls), so the ports are unmasked for it.
+  for (uint32_t i = 0; i < n; ++i) unmask_port(qs[i].port);
+  if (write && pv.flush_sync() != blkfront::IoStatus::Ok) ++errors;
+  if (write && o.verify) {
+    // Read back what each queue wrote, replaying its block sequence.
+    for (uint32_t i = 0; i < n; ++i) mask_port(qs[i].port);
+    for (uint32_t i = 0; i < n; ++i) qs[i].errors = qs[i].verify_failures = qs[i].verified = 0;
+    for (uint32_t i = 0; i < n; ++i) qs[i].lat_cap = 0;
+    // Each queue replays exactly as many I/Os as it wrote.
+    for (uint32_t i = 0; i < n; ++i) {
+      const uint64_t wrote = qs[i].ops;
+      qs[i].write = false;
+      qs[i].verify = true;
+      qs[i].max_ops = wrote;
+      qs[i].limit_cycles = 0;
+    }
+    for (uint32_t i = 1; i < n; ++i)
+      if (qs[i].max_ops && !start_on_cpu(i, mq_run_queue, &qs[i])) shutdown(kExitErrors);
+    if (qs[0].max_ops) mq_run_queue(&qs[0]);
+    for (uint32_t i = 1; i < n; ++i)
+      while (qs[i].max_ops && !cpu_job_done(i, nullptr)) sched_poll_ports(nullptr, 0);
+    for (uint32_t i = 0; i < n; ++i) {
+      errors += qs[i].errors;
+      verify_failures += qs[i].verify_failures;
+      verified += qs[i].verified;
+    }
+    for (uint32_t i = 0; i < n; ++i) unmask_port(qs[i].port);
+  }
+  const uint64_t elapsed_ns = to_ns(elapsed, khz);
+  const uint64_t iops = elapsed_ns ? ops * 1000000000ull / elapsed_ns : 0;
+  const auto& neg = pv.front().negotiated();
+  const uint64_t doorbells = c1.doorbells - c0.doorbells;
+  kprintf("PVIO-RESULT {\"mode\":\"workload\",\"disk\":\"pv\",\"rw\":\"%s\",\"bs\":%lu,"
+          "\"qd\":%lu,\"queues\":%u,\"vcpus\":%lu,\"queue_ops\":[%s],\"ops\":%lu,\"bytes\":%lu,"
+          "\"elapsed_ns\":%lu,\"iops\":%lu,\"p50_ns\":%lu,\"p99_ns\":%lu,\"errors\":%lu,"
+          "\"verify_failures\":%lu,\"verified_blocks\":%lu,\"tsc_khz\":%lu,\"requests\":%lu,"
+          "\"notifications\":%lu,\"doorbells\":%lu,\"hlts\":0,\"poll_sleeps\":%lu,"
+          "\"ring_slots\":%u,\"ring_order\":%u,\"indirect\":%u,\"persistent\":%u,"
+          "\"poll_us\":%lu,\"cpl\":%u,\"doorbell\":\"%s\",\"cpl3_traps\":%lu}\n",
+          o.rw, o.bs, o.qd, n, o.vcpus, per_queue, ops, ops * o.bs, elapsed_ns, iops, p50, p99,
+          errors, verify_failures, verified, khz, s1.requests - s0.requests,
+          s1.notifications - s0.notifications, doorbells, sleeps, neg.ring_size,
+          neg.ring_page_order, neg.max_indirect_segments, neg.persistent ? 1u : 0u, o.poll_us,
+          current_cpl(), doorbell_mmio_gpa() ? "mmio" : "pio", t1.emulated - t0.emulated);
+  shutdown(errors || verify_failures ? kExitErrors : kExitOk);
+}
+
 [[noreturn]] void run_pv_workload(const Options& o, uint64_t khz) {
   const bool write = streq(o.rw, "write") || streq(o.rw, "randwrite");
   const bool random = streq(o.rw, "randread") || streq(o.rw, "randwrite");
@@ -431,6 +732,7 @@ uint64_t pv_run_phase(PvSlot* slots, uint64_t qd, bool write, bool verify, uint6
     kprintf("PVIO-GUEST unsupported workload (PV: bs multiple of 4096 up to 1M, qd 1..256)\n");
     shutdown(kExitBadCmdline);
   }
+  if (o.queues > 1) run_pv_mq_workload(o, khz);
   static PvDisk pv;
   if (!open_pv(&pv, o, khz)) shutdown(kExitNoDevice);
   const uint64_t disk_bytes = pv.sectors() * 512;
@@ -814,6 +1116,12 @@ uint64_t run_disk_mode(void* arg) {
 void run_command_line(const pvio::hv::BootInfo* info) {
   Options o;
   if (!parse_cmdline(info->cmdline, &o)) shutdown(kExitBadCmdline);
+  o.vcpus = info->vcpus ? info->vcpus : 1;
+  if (o.queues == 0) o.queues = o.vcpus;
+  if (o.queues > o.vcpus) {
+    kprintf("PVIO-GUEST queues=%lu needs as many vCPUs (booted on %lu)\n", o.queues, o.vcpus);
+    shutdown(kExitBadCmdline);
+  }
   set_upcall_delivery(o.callback);
   const uint64_t khz = info->tsc_khz ? info->tsc_khz : 1000000;  // assume 1 GHz if unknown
   if (o.cpl == 255) o.cpl = streq(o.mode, "workload") && streq(o.disk, "ide") ? 0 : 3;

@@ -775,6 +775,14 @@ void Vm::setup_registers(Vcpu& vcpu) {
   regs.rdi = kBootInfoGpa;
   regs.rsi = vcpu.index;
   if (::ioctl(vcpu.fd, KVM_SET_REGS, &regs) < 0) fail("KVM_SET_REGS");
+  // With the in-kernel LAPIC, KVM holds every vCPU but the first in wait-for-SIPI. pvio-hv
+  // enters them all in long mode at the kernel's entry (RSI = index, own boot stack) instead,
+  // so the others are made runnable; the guest decides what they do.
+  if (vcpu.index != 0) {
+    kvm_mp_state mp{};
+    mp.mp_state = KVM_MP_STATE_RUNNABLE;
+    if (::ioctl(vcpu.fd, KVM_SET_MP_STATE, &mp) < 0) fail("KVM_SET_MP_STATE");
+  }
 }
 
 void Vm::set_irq_line(unsigned gsi, bool level) {

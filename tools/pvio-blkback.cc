@@ -28,6 +28,7 @@ int usage(const char* argv0) {
                "usage: %s [--xenstore PATH] [--engine auto|uring|aio|sync|null] [--threads N]\n"
                "          [--max-queues N] [--max-ring-page-order N] [--max-indirect-segments N]\n"
                "          [--no-persistent] [--poll-us US] [--log-level LEVEL]\n"
+               "  --threads: worker threads per vbd (default: one per queue the frontend opens).\n"
                "  --poll-us: after work a worker keeps polling its rings up to this long before it\n"
                "  sleeps, the budget adapting to how soon work comes back (default 50 where the\n"
                "  host has more than one CPU, else 0; a vbd's poll-us node overrides it).\n"
@@ -94,8 +95,9 @@ int main(int argc, char** argv) {
     sigaction(SIGTERM, &sa, nullptr);
     sigaction(SIGINT, &sa, nullptr);
     signal(SIGPIPE, SIG_IGN);
-    spdlog::info("pvio-blkback: serving backend/vbd (xenstore {}, engine {}, {} thread(s))",
-                 opts.xenstore_socket, opts.engine, opts.threads);
+    spdlog::info("pvio-blkback: serving backend/vbd (xenstore {}, engine {}, {} thread(s) per vbd)",
+                 opts.xenstore_socket, opts.engine,
+                 opts.threads == 0 ? std::string("one per queue") : std::to_string(opts.threads));
     const int rc = service.run();
     g_service = nullptr;
     return rc;

@@ -122,6 +122,7 @@ struct BootOptions {
   std::string hv, kernel, file, workdir, backend_engine = "auto";
   std::string nic;  // pvio-hv --nic value (the emulated e1000), empty for none
   std::uint64_t mem_bytes = 256ull << 20;
+  unsigned vcpus = 1;  // pvio-hv --vcpus; the guest opens one PV disk queue per vCPU
   int timeout_s = 120;
   std::string vif_mac;  // non-empty: the guest also gets vif 0 with this MAC
 };
@@ -170,7 +171,7 @@ Boot boot_guest(const BootOptions& bo, xs::Client& xs, const std::string& cmdlin
   const std::string err = bo.workdir + "/guest-" + d + ".log";
   std::vector<std::string> argv = {bo.hv, "--kernel", bo.kernel, "--mem", std::to_string(bo.mem_bytes >> 20) + "M",
                                    "--disk", "ide=" + bo.file, "--cmdline", cmdline, "--serial-log", serial,
-                                   "--domid", d};
+                                   "--domid", d, "--vcpus", std::to_string(bo.vcpus)};
   if (!bo.nic.empty()) argv.insert(argv.end(), {"--nic", bo.nic});
   const pid_t pid = spawn(argv, err);
   if (pid < 0) {
@@ -891,7 +892,7 @@ int run(const std::vector<std::string>& args) {
   auto o = parse_options(args,
                          {"--file", "--size", "--time-ms", "--workloads", "--engines", "--out",
                           "--mem", "--backend-engine", "--poll-us", "--poll-adapt", "--backend-poll-us", "--guest-cmdline",
-                          "--medium"},
+                          "--medium", "--vcpus"},
                          {"--keep-services"}, &bad);
   if (!o || !o->positional.empty())
     return fail("bench", "bad argument " + bad + " (see `pvio help`)");
@@ -903,6 +904,10 @@ int run(const std::vector<std::string>& args) {
       (o->has("--poll-us") && !parse_uint(o->get("--poll-us"), &poll_us)) ||
       (o->has("--poll-adapt") && (!parse_uint(o->get("--poll-adapt"), &poll_adapt) || poll_adapt > 1)))
     return fail("bench", "bad number in --size, --time-ms, --mem, --poll-us or --poll-adapt");
+  std::uint64_t vcpus = 1;
+  if (o->has("--vcpus") && (!parse_uint(o->get("--vcpus"), &vcpus) || vcpus == 0 || vcpus > 8))
+    return fail("bench", "--vcpus is 1 .. 8");
+  bo.vcpus = static_cast<unsigned>(vcpus);
   std::vector<Workload> ws;
   std::vector<NetWorkload> nws;
   for (const auto& name : split(o->get("--workloads", "rand4k-qd1,rand4k-qd32,seqread64k,seqwrite64k,"

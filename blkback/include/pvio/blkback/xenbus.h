@@ -34,7 +34,7 @@ struct ServiceOptions {
   // before it gives up and exits with an error.
   int xenstore_give_up_ms = 30000;
   std::string engine = "auto";          // default engine; a vbd's "engine" node overrides it
-  unsigned threads = 1;                 // worker threads per device
+  unsigned threads = 0;                 // worker threads per device; 0: one per queue
   unsigned poll_us = 0;                 // DeviceConfig::poll_us; a vbd's "poll-us" node overrides it
   unsigned max_queues = 4;              // multi-queue-max-queues
   unsigned max_ring_page_order = 4;     // max-ring-page-order
