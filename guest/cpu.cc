@@ -167,10 +167,18 @@ const char* const kNames[32] = {
 }  // namespace
 
 
-void cpu_init() { cpu_init_on(0); }
+// Set once vCPU 0 has filled the IDT: the others load it only then.
+static uint32_t g_idt_ready = 0;
+
+void cpu_init() {
+  cpu_init_on(0);
+  __atomic_store_n(&g_idt_ready, 1u, __ATOMIC_RELEASE);
+}
 
 void cpu_init_on(unsigned cpu) {
   if (cpu >= kMaxCpus) triple_fault();
+  if (cpu != 0)
+    while (!__atomic_load_n(&g_idt_ready, __ATOMIC_ACQUIRE)) asm volatile("pause");
   Tss& t = tss[cpu];
   t.rsp[0] = reinterpret_cast<uint64_t>(interrupt_stack[cpu] + sizeof(interrupt_stack[cpu]));
   t.iopb_offset = sizeof(Tss);

@@ -469,7 +469,7 @@ struct MqSlot {
 // and after the end).
 struct alignas(64) MqQueue {
   PvDisk* pv = nullptr;
-  uint32_t index = 0, port = 0;
+  uint32_t index = 0, port = 0, nr_queues = 1;
   MqSlot* slots = nullptr;
   uint64_t* lat = nullptr;
   uint64_t lat_cap = 0, qd = 0, ops = 0, issued = 0, max_ops = 0, inflight = 0;
@@ -481,7 +481,11 @@ struct alignas(64) MqQueue {
 
 void mq_issue(MqSlot* s) {
   MqQueue& q = *s->q;
-  s->block = q.random ? q.rng.next() % q.blocks : (q.issued * 7919 + q.index) % q.blocks;
+  // Random: anywhere on the disk. Sequential: queue q walks its own 1/n of the disk (as fio's
+  // jobs with offset_increment), so the queues' streams stay sequential.
+  const uint64_t slice = q.blocks / q.nr_queues ? q.blocks / q.nr_queues : 1;
+  s->block = q.random ? q.rng.next() % q.blocks
+                      : (q.index * slice + q.issued % slice) % q.blocks;
   ++q.issued;
   if (q.write && q.fill) fill_pattern(s->buf, q.bs, q.seed, s->block * q.bs);
   s->io.op = q.write ? blkfront::Op::Write : blkfront::Op::Read;
@@ -614,6 +618,7 @@ uint64_t mq_run_phase(MqQueue* qs, uint32_t n, bool write, bool verify, uint64_t
     MqQueue& q = *new (&qs[i]) MqQueue;
     q.pv = &pv;
     q.index = i;
+    q.nr_queues = n;
     q.port = pv.front().queue_port(i);
     q.lat = lat + i * max_each;
     q.lat_cap = max_each;
