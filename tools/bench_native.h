@@ -13,6 +13,9 @@ struct Job {
   std::string file;
   bool write = false, random = false;
   std::uint64_t bs = 4096, qd = 1, time_ms = 2000, size = 0;
+  // Host threads, each keeping qd in flight (its own ring or AIO context, its own block
+  // sequence): the peer of that many PV queues. psync runs qd x threads threads.
+  std::uint64_t threads = 1;
 };
 
 struct Run {

@@ -307,8 +307,10 @@ bool is_native(const std::string& engine) { return engine.rfind(kNativePrefix, 0
 // Every host engine on the file, each a row "native-<engine>"; then fio with the best one's
 // engine and the same pattern, a row "fio" (when fio is installed).
 std::vector<Result> native_runs(const std::string& file, const Workload& w, std::uint64_t time_ms,
-                                std::uint64_t size, bool with_fio) {
+                                std::uint64_t size, bool with_fio, std::uint64_t threads = 1,
+                                const std::string& row = "") {
   native::Job job;
+  job.threads = threads;
   job.file = file;
   job.write = w.rw == "write" || w.rw == "randwrite";
   job.random = w.rw == "randread" || w.rw == "randwrite";
@@ -322,7 +324,7 @@ std::vector<Result> native_runs(const std::string& file, const Workload& w, std:
     native::Run n = native::run(e, job);
     Result r;
     r.engine = kNativePrefix + e;
-    r.workload = w.name;
+    r.workload = row.empty() ? w.name : row;
     r.qd = w.qd;
     r.ops = n.ops;
     r.bytes = n.bytes;
@@ -332,7 +334,8 @@ std::vector<Result> native_runs(const std::string& file, const Workload& w, std:
     r.errors = n.errors;
     r.ok = n.ok;
     r.why = n.why;
-    r.detail = std::string("\"o_direct\":") + (n.direct ? "true" : "false");
+    r.detail = std::string("\"o_direct\":") + (n.direct ? "true" : "false") +
+               ",\"threads\":" + std::to_string(threads);
     if (!n.note.empty()) r.detail += ",\"setup\":\"" + json_escape(n.note) + "\"";
     std::fprintf(stderr, "%s%s %.0f ", r.engine.c_str() + 7, n.ok ? "" : "(failed)", r.iops());
     rs.push_back(std::move(r));
@@ -573,6 +576,37 @@ std::vector<std::string> fio_warnings(const std::vector<Result>& rs, const std::
                     fmt("%.0f", b->iops()) + " IOPS, fio " + fmt("%.0f", f->iops()));
   }
   return out;
+}
+
+// The row name of `workload` run on q queues (PV) or q host threads (native).
+std::string mq_row(const std::string& workload, std::uint64_t q) {
+  return workload + "/" + std::to_string(q) + "q";
+}
+
+void print_mq_table(const std::vector<Result>& rs, const std::vector<Workload>& ws,
+                    const std::vector<std::uint64_t>& queue_counts) {
+  std::printf("\nmulti-queue: PV with one blkif queue per vCPU (pvio-hv --vcpus N, a blkback thread per\n"
+              "queue), each queue at the workload's depth; native with N host threads, each at that\n"
+              "depth (psync: one thread per slot), best engine; scaling against 1 queue / 1 thread\n\n");
+  std::printf("| workload | queues | PV | PV p50 | best native, N threads | PV/nat | PV scaling | native scaling |\n");
+  std::printf("|---|---|---|---|---|---|---|---|\n");
+  for (const auto& w : ws) {
+    const Result* pv1 = find(rs, "pv", mq_row(w.name, 1));
+    const Result* nat1 = best_native(rs, mq_row(w.name, 1));
+    for (const std::uint64_t q : queue_counts) {
+      const std::string row = mq_row(w.name, q);
+      const Result* pv = find(rs, "pv", row);
+      const Result* nat = best_native(rs, row);
+      const bool pv_ok = pv && pv->ok, nat_ok = nat && nat->ok;
+      std::printf("| %s | %" PRIu64 " | %s | %s | %s | %s | %s | %s |\n", w.name.c_str(), q,
+                  pv_ok ? (fmt("%.1f K", pv->iops() / 1e3)).c_str() : "failed",
+                  pv_ok ? (fmt("%.1f us", pv->p50_ns / 1e3)).c_str() : "-",
+                  nat_ok ? (fmt("%.1f K ", nat->iops() / 1e3) + (nat->engine.c_str() + 7)).c_str() : "failed",
+                  pv_ok && nat_ok ? fmt("%.2fx", pv->iops() / nat->iops()).c_str() : "-",
+                  pv_ok && pv1 && pv1->ok ? fmt("%.2fx", pv->iops() / pv1->iops()).c_str() : "-",
+                  nat_ok && nat1 && nat1->ok ? fmt("%.2fx", nat->iops() / nat1->iops()).c_str() : "-");
+    }
+  }
 }
 
 void print_table(const std::vector<Result>& rs, const std::vector<Workload>& ws,
@@ -907,7 +941,10 @@ int run(const std::vector<std::string>& args) {
   std::uint64_t vcpus = 1;
   if (o->has("--vcpus") && (!parse_uint(o->get("--vcpus"), &vcpus) || vcpus == 0 || vcpus > 8))
     return fail("bench", "--vcpus is 1 .. 8");
-  bo.vcpus = static_cast<unsigned>(vcpus);
+  // The main table runs one vCPU (one queue); --vcpus adds the multi-queue rows, or sets the
+  // vCPUs of the one --guest-cmdline boot.
+  const unsigned max_vcpus = static_cast<unsigned>(vcpus);
+  if (o->has("--guest-cmdline")) bo.vcpus = max_vcpus;
   std::vector<Workload> ws;
   std::vector<NetWorkload> nws;
   for (const auto& name : split(o->get("--workloads", "rand4k-qd1,rand4k-qd32,seqread64k,seqwrite64k,"
@@ -1060,6 +1097,36 @@ int run(const std::vector<std::string>& args) {
       rs.push_back(std::move(r));
     }
   }
+  // Multi-queue: the PV disk with 1, 2, 4 ... up to --vcpus vCPUs (one queue each, each at
+  // the workload's depth) beside the native engines with as many host threads.
+  std::vector<std::uint64_t> queue_counts;
+  if (max_vcpus > 1 && has_engine("pv") && has_engine("native")) {
+    for (std::uint64_t q = 1; q < max_vcpus; q *= 2) queue_counts.push_back(q);
+    queue_counts.push_back(max_vcpus);
+  }
+  const std::size_t mq_total = queue_counts.size() * ws.size() * 2;
+  std::size_t m = 0;
+  for (const auto& w : ws) {
+    for (const std::uint64_t q : queue_counts) {
+      const std::string row = mq_row(w.name, q);
+      std::fprintf(stderr, "[%zu/%zu] pv      %-18s ... ", ++m, mq_total, row.c_str());
+      std::fflush(stderr);
+      BootOptions mq_bo = bo;
+      mq_bo.vcpus = static_cast<unsigned>(q);
+      Result r = guest_run(mq_bo, *xs, "pv", w, time_ms, size, poll_us, poll_adapt != 0);
+      r.workload = row;
+      r.detail += ",\"queues\":" + std::to_string(q);
+      if (r.ok) std::fprintf(stderr, "%.0f IOPS, p50 %.1f us\n", r.iops(), r.p50_ns / 1e3);
+      else std::fprintf(stderr, "failed: %s\n", r.why.c_str());
+      rs.push_back(std::move(r));
+      std::fprintf(stderr, "[%zu/%zu] native  %-18s ... ", ++m, mq_total, row.c_str());
+      std::fflush(stderr);
+      auto nrs = native_runs(bo.file, w, time_ms, size, false, q, row);
+      const Result* b = best_native(nrs, row);
+      std::fprintf(stderr, "best %s\n", b ? b->engine.c_str() : "none");
+      for (auto& x : nrs) rs.push_back(std::move(x));
+    }
+  }
   // Network rows: pv through pvio-netback to pvio-netpeer, native on pvio-netpeer alone.
   std::vector<std::string> net_engines;
   for (const auto& e : engines)
@@ -1094,6 +1161,7 @@ int run(const std::vector<std::string>& args) {
 
   std::printf("\nmedium: %s (%s)\n", medium.c_str(), bo.file.c_str());
   if (!ws.empty()) print_table(rs, ws, engines);
+  if (!queue_counts.empty()) print_mq_table(rs, ws, queue_counts);
   if (!nws.empty()) print_net_table(rs, nws, net_engines);
   const auto ts = targets(rs);
   std::printf("\ntargets (same run):\n");
@@ -1129,7 +1197,7 @@ PVIO_VERB("bench",
           "[--workloads rand4k-qd1,rand4k-qd32,seqread64k,seqwrite64k,tx64,tx1500,rx64,rx1500,pingpong] "
           "[--engines ide,pv,e1000,native] "
           "[--file IMG | --medium memory|disk] [--size 256M] [--time-ms 2000] [--out DIR (default: the run's temp dir)] [--mem 256M] "
-          "[--backend-engine auto|uring|aio|sync|null] [--poll-us 200] [--poll-adapt 1] [--backend-poll-us 0] [--keep-services] "
+          "[--backend-engine auto|uring|aio|sync|null] [--poll-us 200] [--poll-adapt 1] [--backend-poll-us 0] [--vcpus N] [--keep-services] "
           "[--guest-cmdline \"...\"]",
           "emulated IDE vs PV disk vs every host-native engine (and fio) on one file, and PV network vs the "
           "emulated e1000 vs a host DPDK loop on the same uplink vdev, in one run (the main job)", run);

@@ -327,5 +327,32 @@ TEST_F(PvDiskTest, BenchDiskMediumNamesTheWorkDirFileSystem) {
   expect_medium_of(j, table, dir_);
 }
 
+// --vcpus 2: the multi-queue rows. PV on 1 and 2 queues (each run's guest opened that many)
+// beside every native engine on 1 and 2 host threads, and the table that compares them.
+TEST_F(PvDiskTest, BenchVcpusAddsMultiQueueRows) {
+  const std::string out = dir_ + "/bench";
+  const pid_t pid = test::spawn({pvio_, "bench", "--file", image_, "--size", "8M", "--time-ms",
+                                 "200", "--workloads", "rand4k-qd32", "--engines", "pv,native",
+                                 "--vcpus", "2", "--out", out},
+                                dir_ + "/table.txt", dir_ + "/bench-err.txt", env());
+  EXPECT_EQ(test::wait_exit(pid), 0) << slurp(dir_ + "/bench-err.txt");
+  const std::string j = slurp(out + "/pvio-bench.json"), table = slurp(dir_ + "/table.txt");
+  for (const char* row : {"rand4k-qd32/1q", "rand4k-qd32/2q"}) {
+    const BenchRow pv = bench_row(j, "pv", row);
+    EXPECT_TRUE(pv.ok) << row << "\n" << j;
+    EXPECT_GT(pv.iops, 0) << row;
+    for (const char* e : kNativeEngines) {
+      const BenchRow n = bench_row(j, e, row);
+      EXPECT_TRUE(n.ok) << e << " " << row << "\n" << j;
+      EXPECT_GT(n.iops, 0) << e << " " << row;
+    }
+  }
+  EXPECT_NE(j.find("\"queues\":2"), std::string::npos) << j;
+  EXPECT_NE(j.find("\"threads\":2"), std::string::npos) << j;
+  EXPECT_NE(table.find("multi-queue:"), std::string::npos) << table;
+  EXPECT_NE(table.find("| rand4k-qd32 | 2 | "), std::string::npos) << table;
+  EXPECT_EQ(table.find("failed"), std::string::npos) << table;
+}
+
 }  // namespace
 }  // namespace pvio::hv
