@@ -12,6 +12,7 @@
 #include <cstring>
 #include <stdexcept>
 #include <system_error>
+#include <thread>
 
 #include "pvio/grant_table/grant_mapper.h"
 #include "pvio/grant_table/persistent_cache.h"
@@ -598,8 +599,11 @@ Device::Device(DeviceConfig config) : config_(std::move(config)) {
     throw std::invalid_argument("max_in_flight must be 1..1024");
   if (config_.max_indirect_segments > kMaxIndirectSegments)
     throw std::invalid_argument("max_indirect_segments above 256");
-  // 0: one worker thread per queue.
-  if (config_.threads == 0) config_.threads = static_cast<unsigned>(config_.queues.size());
+  // 0: one worker thread per queue, at most one per host CPU (more would only take turns).
+  if (config_.threads == 0) {
+    const unsigned cpus = std::max(1u, std::thread::hardware_concurrency());
+    config_.threads = std::min(static_cast<unsigned>(config_.queues.size()), cpus);
+  }
   // Limits need the backing's size: the first queue's engine opens it, the others re-open it.
   queues_.reserve(config_.queues.size());
   for (unsigned q = 0; q < config_.queues.size(); ++q) {

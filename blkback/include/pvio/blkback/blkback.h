@@ -54,7 +54,7 @@ struct DeviceConfig {
   BlkifProtocol protocol = BlkifProtocol::X86_64;
 
   std::vector<QueueConfig> queues;  // at least one
-  unsigned threads = 0;             // worker threads serving the queues (round robin); 0: one per queue
+  unsigned threads = 0;             // worker threads serving the queues (round robin); 0: one per queue, at most one per host CPU
   // After work, a worker keeps looking at its rings and completions for this long before it
   // sleeps on the event channels (0: sleep at once). While it polls, the frontend is not asked
   // for doorbells.
