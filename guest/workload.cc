@@ -1157,8 +1157,11 @@ void run_command_line(const pvio::hv::BootInfo* info) {
   if (streq(o.mode, "cpl-probe")) run_cpl_probe(khz, o.count);
   if (streq(o.mode, "boot")) {
     const PciScan scan = pci_enumerate();
-    kprintf("PVIO-RESULT {\"mode\":\"boot\",\"pci_functions\":%u,\"xen_platform\":%u}\n",
-            scan.functions, scan.xen_platform.found ? 1u : 0u);
+    // Every vCPU pvio-hv started reaches its job loop (guest/smp.cc).
+    wait_cpus_online(static_cast<unsigned>(o.vcpus), 10000, khz);
+    kprintf("PVIO-RESULT {\"mode\":\"boot\",\"pci_functions\":%u,\"xen_platform\":%u,"
+            "\"cpus_online\":%u}\n",
+            scan.functions, scan.xen_platform.found ? 1u : 0u, cpus_online());
     shutdown(kExitOk);
   }
   kprintf("PVIO-GUEST unknown mode '%s'\n", o.mode);
