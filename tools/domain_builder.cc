@@ -93,6 +93,16 @@ std::string log_tail(const std::string& path, std::size_t lines = 6) {
 
 // Attaches once over the control protocol to learn the xenstore page and port, as xl learns
 // them from the domain builder (the process serves the protocol on the domain's socket).
+// True when the child `pid` exits (and is reaped) within ms milliseconds.
+bool exited_within(pid_t pid, int ms) {
+  for (int waited = 0;; waited += 20) {
+    int status = 0;
+    if (::waitpid(pid, &status, WNOHANG) == pid) return true;
+    if (waited >= ms) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+}
+
 bool learn_xenstore_ring(pid_t pid, domid_t domid, const std::string& sock, uint64_t* gfn,
                          evtchn_port_t* port) {
   std::unique_ptr<control::ControlClient> cc;
@@ -317,7 +327,15 @@ bool build_domain(xs::Client& xs, DomainPlan* plan, pid_t* pid_out, std::string*
   for (const VifSpec& v : p.vifs)
     if (e == XsError::None) e = write_vif(xs, p.domid, v);
   if (e == XsError::None) e = xs.introduce(p.domid, gfn, port);
-  if (e != XsError::None) return undo(std::string("xenstore: ") + xs::xs_error_name(e), false);
+  if (e != XsError::None) {
+    // xenstored refuses to introduce a domain whose process is gone (it cannot attach): then
+    // the process's own reason (e.g. a kernel that does not load) is the one to give.
+    if (exited_within(pid, 2000)) {
+      pid = -1;
+      return undo(std::string(program) + " exited; its log:", true);
+    }
+    return undo(std::string("xenstore: ") + xs::xs_error_name(e), false);
+  }
   if (!write_record(p.domid, p)) return undo("cannot write " + dom_file(p.domid, ".info"), false);
   p.name = name;
   *pid_out = pid;
