@@ -177,7 +177,9 @@ bool Adapter::send_one(PNET_BUFFER_LIST nbl, PNET_BUFFER nb, netfront::TxStatus&
     if (is_lso) {
       if (!l4.ok || l4.proto != kIpProtoTcp || l4.ipv6 != lso_v6) return false;
       const std::uint32_t thl = (tx_hdr_[l4.l4_offset + 12] >> 4) * 4u;
-      if (thl < 20 || l4.l4_len < thl || l4.l4_offset + thl > h) return false;
+      // Only the checksum field (within h, find_l4 checked) is patched: TCP options may run
+      // past the copy.
+      if (thl < 20 || l4.l4_len < thl) return false;
       tcp_payload = l4.l4_len - thl;
       if (!l4.ipv6) ipv4_header_checksum(tx_hdr_, l4);
       // The stack left the pseudo-header sum without the length; a netif GSO packet carries
