@@ -6,6 +6,10 @@
 #include <ntddk.h>
 #include <srb.h>
 #include <stddef.h>
+// ntddndis.h's NDIS 6.20 view (NDIS_OFFLOAD revision 2, the NDIS_OFFLOAD_PARAMETERS of
+// revision 2): the task-offload structures xennet reports and parses.
+#define UM_NDIS620 1
+#include <ntddndis.h>
 
 _Static_assert(sizeof(SCSI_REQUEST_BLOCK) == 88, "sizeof(SCSI_REQUEST_BLOCK) == 88");
 _Static_assert(offsetof(SCSI_REQUEST_BLOCK, DataBuffer) == 24, "offsetof(SCSI_REQUEST_BLOCK, DataBuffer) == 24");
@@ -33,3 +37,28 @@ _Static_assert(sizeof(KEVENT) == 24, "sizeof(KEVENT) == 24");
 _Static_assert(sizeof(INTERFACE) == 32, "sizeof(INTERFACE) == 32");
 _Static_assert(sizeof(IO_STATUS_BLOCK) == 16, "sizeof(IO_STATUS_BLOCK) == 16");
 _Static_assert(sizeof(UNICODE_STRING) == 16, "sizeof(UNICODE_STRING) == 16");
+
+_Static_assert(sizeof(NDIS_TCP_IP_CHECKSUM_OFFLOAD) == 32, "sizeof(NDIS_TCP_IP_CHECKSUM_OFFLOAD) == 32");
+_Static_assert(sizeof(NDIS_TCP_LARGE_SEND_OFFLOAD_V1) == 16, "sizeof(NDIS_TCP_LARGE_SEND_OFFLOAD_V1) == 16");
+_Static_assert(sizeof(NDIS_IPSEC_OFFLOAD_V1) == 28, "sizeof(NDIS_IPSEC_OFFLOAD_V1) == 28");
+_Static_assert(sizeof(NDIS_TCP_LARGE_SEND_OFFLOAD_V2) == 28, "sizeof(NDIS_TCP_LARGE_SEND_OFFLOAD_V2) == 28");
+_Static_assert(sizeof(NDIS_IPSEC_OFFLOAD_V2) == 32, "sizeof(NDIS_IPSEC_OFFLOAD_V2) == 32");
+_Static_assert(offsetof(NDIS_OFFLOAD, LsoV1) == 36, "offsetof(NDIS_OFFLOAD, LsoV1) == 36");
+_Static_assert(offsetof(NDIS_OFFLOAD, LsoV2) == 80, "offsetof(NDIS_OFFLOAD, LsoV2) == 80");
+_Static_assert(offsetof(NDIS_OFFLOAD, Flags) == 108, "offsetof(NDIS_OFFLOAD, Flags) == 108");
+_Static_assert(sizeof(NDIS_OFFLOAD) == 144, "sizeof(NDIS_OFFLOAD) == 144 (revision 2)");
+_Static_assert(NDIS_SIZEOF_NDIS_OFFLOAD_REVISION_1 == 112, "NDIS_SIZEOF_NDIS_OFFLOAD_REVISION_1 == 112");
+_Static_assert(NDIS_SIZEOF_NDIS_OFFLOAD_REVISION_2 == 144, "NDIS_SIZEOF_NDIS_OFFLOAD_REVISION_2 == 144");
+_Static_assert(offsetof(NDIS_OFFLOAD_PARAMETERS, Flags) == 16, "offsetof(NDIS_OFFLOAD_PARAMETERS, Flags) == 16");
+_Static_assert(NDIS_SIZEOF_OFFLOAD_PARAMETERS_REVISION_1 == 20, "NDIS_SIZEOF_OFFLOAD_PARAMETERS_REVISION_1 == 20");
+_Static_assert(NDIS_SIZEOF_OFFLOAD_PARAMETERS_REVISION_2 == 22, "NDIS_SIZEOF_OFFLOAD_PARAMETERS_REVISION_2 == 22");
+_Static_assert(NDIS_OBJECT_TYPE_OFFLOAD == 0xA7, "NDIS_OBJECT_TYPE_OFFLOAD == 0xA7");
+_Static_assert(NDIS_OBJECT_TYPE_OFFLOAD_ENCAPSULATION == 0xA8, "NDIS_OBJECT_TYPE_OFFLOAD_ENCAPSULATION == 0xA8");
+_Static_assert(NDIS_OBJECT_TYPE_MINIPORT_ADAPTER_OFFLOAD_ATTRIBUTES == 0xA0, "NDIS_OBJECT_TYPE_MINIPORT_ADAPTER_OFFLOAD_ATTRIBUTES == 0xA0");
+_Static_assert(OID_TCP_OFFLOAD_CURRENT_CONFIG == 0xFC01020B, "OID_TCP_OFFLOAD_CURRENT_CONFIG");
+_Static_assert(OID_TCP_OFFLOAD_PARAMETERS == 0xFC01020C, "OID_TCP_OFFLOAD_PARAMETERS");
+_Static_assert(OID_TCP_OFFLOAD_HARDWARE_CAPABILITIES == 0xFC01020D, "OID_TCP_OFFLOAD_HARDWARE_CAPABILITIES");
+_Static_assert(OID_OFFLOAD_ENCAPSULATION == 0x0101010A, "OID_OFFLOAD_ENCAPSULATION");
+_Static_assert(NDIS_OFFLOAD_PARAMETERS_TX_ENABLED_RX_DISABLED == 2, "NDIS_OFFLOAD_PARAMETERS_TX_ENABLED_RX_DISABLED == 2");
+_Static_assert(NDIS_OFFLOAD_PARAMETERS_RX_ENABLED_TX_DISABLED == 3, "NDIS_OFFLOAD_PARAMETERS_RX_ENABLED_TX_DISABLED == 3");
+_Static_assert(NDIS_ENCAPSULATION_IEEE_802_3 == 2, "NDIS_ENCAPSULATION_IEEE_802_3 == 2");

@@ -487,6 +487,399 @@ TEST_F(XennetTest, ChecksumOffloadMapped) {
   }
 }
 
+// ---- task offload ----
+
+// A TCP/IPv4 frame from adapter 0 to 1 carrying `payload` bytes, as the stack hands an LSO
+// packet to a miniport: for LSOv2 the IPv4 total length is 0, the TCP checksum field holds the
+// pseudo-header sum without the length (the documented LSO preparation).
+std::vector<std::uint8_t> lso_frame(std::size_t payload, bool v2, std::uint32_t seq0) {
+  auto f = ip_frame(6, payload, 0);
+  std::uint8_t* ip = f.data() + 14;
+  std::uint8_t* tcp = ip + 20;
+  const std::uint32_t be_seq = __builtin_bswap32(seq0);
+  std::memcpy(tcp + 4, &be_seq, 4);
+  tcp[13] = 0x18;
+  for (std::size_t i = 0; i < payload; ++i) tcp[20 + i] = static_cast<std::uint8_t>(i * 7 + i / 251);
+  if (v2) ip[2] = ip[3] = 0;
+  const std::uint16_t h = static_cast<std::uint16_t>(~fold(sum16(ip, 20)));
+  ip[10] = static_cast<std::uint8_t>(h >> 8);
+  ip[11] = static_cast<std::uint8_t>(h);
+  std::uint32_t ps = sum16(ip + 12, 8) + 6;  // addresses and protocol, no length
+  const std::uint16_t p = fold(ps);
+  tcp[16] = static_cast<std::uint8_t>(p >> 8);
+  tcp[17] = static_cast<std::uint8_t>(p);
+  return f;
+}
+
+// An IPv4 frame with its checksums computed here, as a stack without offload sends it.
+std::vector<std::uint8_t> checksummed(std::vector<std::uint8_t> f) {
+  std::uint8_t* ip = f.data() + 14;
+  ip[10] = ip[11] = 0;
+  const std::uint16_t h = static_cast<std::uint16_t>(~fold(sum16(ip, 20)));
+  ip[10] = static_cast<std::uint8_t>(h >> 8);
+  ip[11] = static_cast<std::uint8_t>(h);
+  const std::size_t l4len = ((ip[2] << 8) | ip[3]) - 20;
+  const std::size_t at = 20 + (ip[9] == 6 ? 16 : 6);
+  ip[at] = ip[at + 1] = 0;
+  std::uint32_t s = sum16(ip + 12, 8) + ip[9] + static_cast<std::uint32_t>(l4len);
+  std::uint16_t c = static_cast<std::uint16_t>(~fold(sum16(ip + 20, l4len, s)));
+  if (c == 0 && ip[9] == 17) c = 0xFFFF;
+  ip[at] = static_cast<std::uint8_t>(c >> 8);
+  ip[at + 1] = static_cast<std::uint8_t>(c);
+  return f;
+}
+
+NDIS_OFFLOAD_PARAMETERS offload_params() {
+  NDIS_OFFLOAD_PARAMETERS p{};
+  p.Header.Type = NDIS_OBJECT_TYPE_DEFAULT;
+  p.Header.Revision = NDIS_OFFLOAD_PARAMETERS_REVISION_2;
+  p.Header.Size = NDIS_SIZEOF_OFFLOAD_PARAMETERS_REVISION_2;
+  return p;
+}
+
+// The attributes follow what the real pvio-netback offers in xenstore; the OIDs answer the
+// same configuration; malformed and unsupported OID_TCP_OFFLOAD_PARAMETERS /
+// OID_OFFLOAD_ENCAPSULATION requests are refused without changing anything.
+TEST_F(XennetTest, OffloadAttributesFollowBackendFeatures) {
+  for (int i = 0; i < 2; ++i) {
+    ASSERT_TRUE(ndis().has_offload(a_[i]));
+    const std::string fe = "/local/domain/" + std::to_string(kDomid) + "/device/vif/" + std::to_string(i);
+    auto be = xs_->read(fe + "/backend");
+    ASSERT_TRUE(be.ok());
+    auto feature = [&](const char* k) {
+      auto v = xs_->read(be.value + "/" + k);
+      return v.ok() && v.value == "1";
+    };
+    const bool gso4 = feature("feature-gso-tcpv4"), gso6 = feature("feature-gso-tcpv6");
+    const bool csum = !feature("feature-no-csum-offload"), csum6 = feature("feature-ipv6-csum-offload");
+    const NDIS_OFFLOAD hw = ndis().offload_hardware(a_[i]);
+    EXPECT_EQ(hw.Header.Revision, NDIS_OFFLOAD_REVISION_2);
+    EXPECT_EQ(hw.Checksum.IPv4Transmit.TcpChecksum, csum ? 1u : 0u);
+    EXPECT_EQ(hw.Checksum.IPv4Transmit.UdpChecksum, csum ? 1u : 0u);
+    EXPECT_EQ(hw.Checksum.IPv4Transmit.IpChecksum, 1u);
+    EXPECT_EQ(hw.Checksum.IPv6Transmit.TcpChecksum, csum6 ? 1u : 0u);
+    EXPECT_EQ(hw.Checksum.IPv4Receive.TcpChecksum, 1u);
+    EXPECT_EQ(hw.Checksum.IPv6Receive.UdpChecksum, 1u);
+    EXPECT_EQ(hw.Checksum.IPv6Transmit.IpExtensionHeadersSupported, 0u);
+    EXPECT_EQ(hw.LsoV1.IPv4.Encapsulation, gso4 && csum ? NDIS_ENCAPSULATION_IEEE_802_3 : 0u);
+    EXPECT_EQ(hw.LsoV2.IPv4.Encapsulation, gso4 && csum ? NDIS_ENCAPSULATION_IEEE_802_3 : 0u);
+    EXPECT_EQ(hw.LsoV2.IPv6.Encapsulation, gso6 && csum6 ? NDIS_ENCAPSULATION_IEEE_802_3 : 0u);
+    if (gso4) {
+      EXPECT_EQ(hw.LsoV2.IPv4.MinSegmentCount, 2u);
+      EXPECT_GT(hw.LsoV2.IPv4.MaxOffLoadSize, 60000u);
+      EXPECT_LE(hw.LsoV2.IPv4.MaxOffLoadSize + 14 + 20 + 20, 65535u);
+    }
+    EXPECT_EQ(hw.IPsecV1.Supported.Encapsulation, 0u);
+    const NDIS_OFFLOAD def = ndis().offload_default(a_[i]);
+    EXPECT_EQ(std::memcmp(&hw, &def, sizeof hw), 0) << "everything supported starts enabled";
+
+    NDIS_OFFLOAD q{};
+    ULONG written = 0;
+    ASSERT_EQ(ndis().query(a_[i], OID_TCP_OFFLOAD_CURRENT_CONFIG, &q, sizeof q, &written), NDIS_STATUS_SUCCESS);
+    EXPECT_EQ(written, sizeof q);
+    EXPECT_EQ(std::memcmp(&q, &def, sizeof q), 0);
+    ASSERT_EQ(ndis().query(a_[i], OID_TCP_OFFLOAD_HARDWARE_CAPABILITIES, &q, sizeof q), NDIS_STATUS_SUCCESS);
+    EXPECT_EQ(std::memcmp(&q, &hw, sizeof q), 0);
+    EXPECT_EQ(ndis().query(a_[i], OID_TCP_OFFLOAD_CURRENT_CONFIG, &q, 100), NDIS_STATUS_BUFFER_TOO_SHORT);
+    NDIS_OID list[64] = {};
+    ASSERT_EQ(ndis().query(a_[i], OID_GEN_SUPPORTED_LIST, list, sizeof list, &written), NDIS_STATUS_SUCCESS);
+    const std::vector<NDIS_OID> oids(list, list + written / sizeof(NDIS_OID));
+    for (NDIS_OID o : {OID_TCP_OFFLOAD_CURRENT_CONFIG, OID_TCP_OFFLOAD_HARDWARE_CAPABILITIES,
+                       OID_TCP_OFFLOAD_PARAMETERS, OID_OFFLOAD_ENCAPSULATION})
+      EXPECT_NE(std::find(oids.begin(), oids.end(), o), oids.end()) << std::hex << o;
+
+    // Refused requests: short, a wrong header, an undefined value, an offload never offered,
+    // an encapsulation other than 802.3.
+    NDIS_OFFLOAD_PARAMETERS p = offload_params();
+    p.TCPIPv4Checksum = NDIS_OFFLOAD_PARAMETERS_TX_RX_DISABLED;
+    EXPECT_EQ(ndis().set(a_[i], OID_TCP_OFFLOAD_PARAMETERS, &p, 12), NDIS_STATUS_INVALID_LENGTH);
+    p.Header.Type = NDIS_OBJECT_TYPE_OFFLOAD;
+    EXPECT_EQ(ndis().set(a_[i], OID_TCP_OFFLOAD_PARAMETERS, &p, sizeof p), NDIS_STATUS_INVALID_DATA);
+    p = offload_params();
+    p.TCPIPv4Checksum = NDIS_OFFLOAD_PARAMETERS_TX_RX_DISABLED;
+    p.UDPIPv6Checksum = 9;
+    EXPECT_EQ(ndis().set(a_[i], OID_TCP_OFFLOAD_PARAMETERS, &p, sizeof p), NDIS_STATUS_INVALID_DATA);
+    p = offload_params();
+    p.TCPIPv4Checksum = NDIS_OFFLOAD_PARAMETERS_TX_RX_DISABLED;
+    p.IPsecV1 = NDIS_OFFLOAD_PARAMETERS_IPSECV1_AH_AND_ESP_ENABLED;
+    EXPECT_EQ(ndis().set(a_[i], OID_TCP_OFFLOAD_PARAMETERS, &p, sizeof p), NDIS_STATUS_NOT_SUPPORTED);
+    NDIS_OFFLOAD_ENCAPSULATION e{};
+    e.Header.Type = NDIS_OBJECT_TYPE_OFFLOAD_ENCAPSULATION;
+    e.Header.Revision = NDIS_OFFLOAD_ENCAPSULATION_REVISION_1;
+    e.Header.Size = NDIS_SIZEOF_OFFLOAD_ENCAPSULATION_REVISION_1;
+    e.IPv4.Enabled = e.IPv6.Enabled = NDIS_OFFLOAD_SET_ON;
+    e.IPv4.EncapsulationType = e.IPv6.EncapsulationType = NDIS_ENCAPSULATION_IEEE_LLC_SNAP_ROUTED;
+    EXPECT_EQ(ndis().set(a_[i], OID_OFFLOAD_ENCAPSULATION, &e, sizeof e), NDIS_STATUS_INVALID_PARAMETER);
+    EXPECT_TRUE(ndis().offload_indications(a_[i]).empty()) << "a refused request changed the configuration";
+    // What TCP/IP sets at bind: 802.3 for both versions; the configuration is indicated again.
+    e.IPv4.EncapsulationType = e.IPv6.EncapsulationType = NDIS_ENCAPSULATION_IEEE_802_3;
+    e.IPv4.HeaderSize = e.IPv6.HeaderSize = 14;
+    EXPECT_EQ(ndis().set(a_[i], OID_OFFLOAD_ENCAPSULATION, &e, sizeof e), NDIS_STATUS_SUCCESS);
+    const auto ind = ndis().offload_indications(a_[i]);
+    ASSERT_EQ(ind.size(), 1u);
+    EXPECT_EQ(std::memcmp(&ind[0], &def, sizeof def), 0);
+  }
+}
+
+// Transmit checksum offload switched off on adapter 0, receive checksum offload off on
+// adapter 1: each adapter indicates its new configuration; frames the stack now checksums
+// itself arrive intact, a frame that still asks for the disabled offload gets its checksum
+// from the driver, and adapter 1 no longer reports checksum results (the environment fails
+// the test if it does).
+TEST_F(XennetTest, OffloadParametersChangeTheDatapath) {
+  NDIS_OFFLOAD_PARAMETERS p = offload_params();
+  p.TCPIPv4Checksum = p.UDPIPv4Checksum = NDIS_OFFLOAD_PARAMETERS_RX_ENABLED_TX_DISABLED;
+  ASSERT_EQ(ndis().set(a_[0], OID_TCP_OFFLOAD_PARAMETERS, &p, sizeof p), NDIS_STATUS_SUCCESS);
+  auto ind = ndis().offload_indications(a_[0]);
+  ASSERT_EQ(ind.size(), 1u);
+  EXPECT_EQ(ind[0].Checksum.IPv4Transmit.TcpChecksum, 0u);
+  EXPECT_EQ(ind[0].Checksum.IPv4Transmit.UdpChecksum, 0u);
+  EXPECT_EQ(ind[0].Checksum.IPv4Transmit.IpChecksum, 1u) << "an unchanged setting changed";
+  EXPECT_EQ(ind[0].Checksum.IPv4Receive.TcpChecksum, 1u);
+  NDIS_OFFLOAD q{};
+  ASSERT_EQ(ndis().query(a_[0], OID_TCP_OFFLOAD_CURRENT_CONFIG, &q, sizeof q), NDIS_STATUS_SUCCESS);
+  EXPECT_EQ(std::memcmp(&q, &ind[0], sizeof q), 0);
+
+  // The stack now computes checksums; one NBL still asks for TCP checksum offload.
+  std::vector<SendNbl> nbls;
+  std::vector<std::vector<std::uint8_t>> sent;
+  for (std::uint32_t k = 0; k < 4; ++k) {
+    SendNbl n;
+    const std::uint8_t proto = k % 2 ? 17 : 6;
+    n.frames.push_back(checksummed(ip_frame(proto, 300 + 401 * k, 500 + k)));
+    n.mdl_pieces = 3;
+    sent.push_back(n.frames[0]);
+    nbls.push_back(std::move(n));
+  }
+  {
+    SendNbl n;
+    auto f = ip_frame(6, 999, 600);  // checksum field zero: left to the "offload"
+    NDIS_TCP_IP_CHECKSUM_NET_BUFFER_LIST_INFO ci{};
+    ci.Transmit.IsIPv4 = 1;
+    ci.Transmit.TcpChecksum = 1;
+    ci.Transmit.IpHeaderChecksum = 1;
+    ci.Transmit.TcpHeaderOffset = 34;
+    n.frames.push_back(f);
+    n.checksum_info = ci.Value;
+    n.mdl_pieces = 3;  // odd-sized pieces: the software sum crosses odd boundaries
+    n.beyond_advertised = true;
+    sent.push_back(checksummed(f));
+    nbls.push_back(std::move(n));
+  }
+  auto ids = ndis().send(a_[0], nbls);
+  ASSERT_TRUE(ndis().wait_sends(a_[0], kWaitMs));
+  for (std::uint64_t id : ids) EXPECT_EQ(ndis().send_status(a_[0], id), NDIS_STATUS_SUCCESS);
+  ASSERT_TRUE(ndis().wait_received(a_[1], sent.size(), kWaitMs));
+  auto got = ndis().take_received(a_[1]);
+  ASSERT_EQ(got.size(), sent.size());
+  for (std::size_t i = 0; i < got.size(); ++i) {
+    EXPECT_EQ(got[i].data, sent[i]) << "frame " << i;
+    EXPECT_TRUE(ipv4_header_ok(got[i].data) && l4_checksum_ok(got[i].data)) << "frame " << i;
+  }
+
+  // Adapter 1: receive checksum offload off. Adapter 0 sends with the (still enabled) IPv4
+  // header checksum offload and a checksum the stack computed; adapter 1 indicates no result.
+  p = offload_params();
+  p.IPv4Checksum = p.TCPIPv4Checksum = p.UDPIPv4Checksum = NDIS_OFFLOAD_PARAMETERS_TX_ENABLED_RX_DISABLED;
+  ASSERT_EQ(ndis().set(a_[1], OID_TCP_OFFLOAD_PARAMETERS, &p, sizeof p), NDIS_STATUS_SUCCESS);
+  ind = ndis().offload_indications(a_[1]);
+  ASSERT_EQ(ind.size(), 1u);
+  EXPECT_EQ(ind[0].Checksum.IPv4Receive.TcpChecksum | ind[0].Checksum.IPv4Receive.IpChecksum, 0u);
+  // Adapter 0 enables transmit again and sends a partial checksum: adapter 1 must complete it
+  // in the data but report nothing.
+  p = offload_params();
+  p.TCPIPv4Checksum = NDIS_OFFLOAD_PARAMETERS_TX_RX_ENABLED;
+  ASSERT_EQ(ndis().set(a_[0], OID_TCP_OFFLOAD_PARAMETERS, &p, sizeof p), NDIS_STATUS_SUCCESS);
+  SendNbl n;
+  NDIS_TCP_IP_CHECKSUM_NET_BUFFER_LIST_INFO ci{};
+  ci.Transmit.IsIPv4 = 1;
+  ci.Transmit.TcpChecksum = 1;
+  ci.Transmit.IpHeaderChecksum = 1;
+  n.frames.push_back(ip_frame(6, 1200, 700));
+  n.checksum_info = ci.Value;
+  ids = ndis().send(a_[0], {n});
+  ASSERT_TRUE(ndis().wait_sends(a_[0], kWaitMs));
+  EXPECT_EQ(ndis().send_status(a_[0], ids[0]), NDIS_STATUS_SUCCESS);
+  ASSERT_TRUE(ndis().wait_received(a_[1], 1, kWaitMs));
+  got = ndis().take_received(a_[1]);
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].data, checksummed(n.frames[0]));
+  EXPECT_EQ(got[0].checksum.Value, nullptr) << "checksum results reported with receive offload off";
+}
+
+// LSO end to end through the real pvio-netback: adapter 1 takes no receive GSO (frame-sized
+// buffers, no feature-gso-tcpv4), so netback cuts the GSO packet into MSS-sized segments with
+// complete checksums (netback/rx.cc: rx_segment_head). Both LSO versions; the completion
+// carries LSOv1's TcpPayload, LSOv2's type with Reserved zero.
+TEST_F(XennetTest, LargeSendArrivesAsSegments) {
+  if (ndis().offload_hardware(a_[0]).LsoV2.IPv4.Encapsulation == 0) GTEST_SKIP() << "backend without GSO";
+  constexpr std::size_t kPayload = 20000;
+  constexpr std::uint32_t kMss = 1460;
+  for (bool v2 : {true, false}) {
+    SCOPED_TRACE(v2 ? "LSOv2" : "LSOv1");
+    const std::uint32_t seq0 = v2 ? 1000000 : 5000000;
+    SendNbl n;
+    n.frames.push_back(lso_frame(kPayload, v2, seq0));
+    n.mdl_pieces = 5;
+    NDIS_TCP_LARGE_SEND_OFFLOAD_NET_BUFFER_LIST_INFO li{};
+    if (v2) {
+      li.LsoV2Transmit.Type = NDIS_TCP_LARGE_SEND_OFFLOAD_V2_TYPE;
+      li.LsoV2Transmit.MSS = kMss;
+      li.LsoV2Transmit.TcpHeaderOffset = 34;
+      li.LsoV2Transmit.IPVersion = NDIS_TCP_LARGE_SEND_OFFLOAD_IPv4;
+    } else {
+      li.LsoV1Transmit.Type = NDIS_TCP_LARGE_SEND_OFFLOAD_V1_TYPE;
+      li.LsoV1Transmit.MSS = kMss;
+      li.LsoV1Transmit.TcpHeaderOffset = 34;
+      NDIS_TCP_IP_CHECKSUM_NET_BUFFER_LIST_INFO ci{};
+      ci.Transmit.IsIPv4 = 1;
+      n.checksum_info = ci.Value;
+    }
+    n.lso_info = li.Value;
+    const auto ids = ndis().send(a_[0], {n});
+    ASSERT_TRUE(ndis().wait_sends(a_[0], kWaitMs));
+    ASSERT_EQ(ndis().send_status(a_[0], ids[0]), NDIS_STATUS_SUCCESS);
+    NDIS_TCP_LARGE_SEND_OFFLOAD_NET_BUFFER_LIST_INFO done;
+    done.Value = ndis().completed_lso_info(a_[0], ids[0]);
+    if (v2) {
+      EXPECT_EQ(done.LsoV2TransmitComplete.Type, NDIS_TCP_LARGE_SEND_OFFLOAD_V2_TYPE);
+      EXPECT_EQ(done.LsoV2TransmitComplete.Reserved, 0u);
+    } else {
+      EXPECT_EQ(done.LsoV1TransmitComplete.Type, NDIS_TCP_LARGE_SEND_OFFLOAD_V1_TYPE);
+      EXPECT_EQ(done.LsoV1TransmitComplete.TcpPayload, kPayload);
+    }
+    const std::size_t nseg = (kPayload + kMss - 1) / kMss;
+    ASSERT_TRUE(ndis().wait_received(a_[1], nseg, kWaitMs));
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    const auto got = ndis().take_received(a_[1]);
+    ASSERT_EQ(got.size(), nseg) << "one segment per MSS of payload";
+    std::vector<std::uint8_t> payload;
+    for (std::size_t k = 0; k < got.size(); ++k) {
+      const auto& f = got[k].data;
+      ASSERT_GE(f.size(), 54u);
+      ASSERT_LE(f.size(), 14u + 20 + 20 + kMss);
+      EXPECT_TRUE(ipv4_header_ok(f)) << "segment " << k;
+      EXPECT_TRUE(l4_checksum_ok(f)) << "segment " << k;
+      EXPECT_EQ(std::memcmp(f.data(), n.frames[0].data(), 14), 0);
+      std::uint32_t seq;
+      std::memcpy(&seq, f.data() + 38, 4);
+      EXPECT_EQ(__builtin_bswap32(seq), seq0 + payload.size()) << "segment " << k;
+      EXPECT_EQ(got[k].checksum.Receive.TcpChecksumSucceeded, 1u) << "segment " << k;
+      payload.insert(payload.end(), f.begin() + 54, f.end());
+    }
+    EXPECT_TRUE(std::equal(payload.begin(), payload.end(), n.frames[0].begin() + 54,
+                           n.frames[0].end()) && payload.size() == kPayload)
+        << "the segments do not carry the large packet's payload";
+  }
+}
+
+// TCP over IPv6 from adapter 0 to 1, as the stack hands an LSOv2 packet over: payload length
+// 0, the checksum field the pseudo-header sum without the length.
+std::vector<std::uint8_t> lso_frame_v6(std::size_t payload, std::uint32_t seq0) {
+  std::vector<std::uint8_t> f(14 + 40 + 20 + payload);
+  std::memcpy(f.data(), kMac[1], 6);
+  std::memcpy(f.data() + 6, kMac[0], 6);
+  f[12] = 0x86;
+  f[13] = 0xDD;
+  std::uint8_t* ip = f.data() + 14;
+  ip[0] = 0x60;
+  ip[6] = 6;  // next header: TCP
+  ip[7] = 64;
+  const std::uint8_t src[16] = {0xfd, 0x77, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1};
+  const std::uint8_t dst[16] = {0xfd, 0x77, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2};
+  std::memcpy(ip + 8, src, 16);
+  std::memcpy(ip + 24, dst, 16);
+  std::uint8_t* tcp = ip + 40;
+  tcp[0] = 0x9c;
+  tcp[1] = 0x41;
+  tcp[2] = 0x13;
+  tcp[3] = 0x89;
+  const std::uint32_t be_seq = __builtin_bswap32(seq0);
+  std::memcpy(tcp + 4, &be_seq, 4);
+  tcp[12] = 5 << 4;
+  tcp[13] = 0x18;
+  tcp[14] = 0xff;
+  for (std::size_t i = 0; i < payload; ++i) tcp[20 + i] = static_cast<std::uint8_t>(i * 11 + i / 241);
+  const std::uint16_t p = fold(sum16(ip + 8, 32) + 6);
+  tcp[16] = static_cast<std::uint8_t>(p >> 8);
+  tcp[17] = static_cast<std::uint8_t>(p);
+  return f;
+}
+bool tcp6_checksum_ok(const std::vector<std::uint8_t>& f) {
+  const std::uint8_t* ip = f.data() + 14;
+  const std::size_t len = (ip[4] << 8) | ip[5];
+  if (f.size() < 14 + 40 + len) return false;
+  std::uint32_t s = sum16(ip + 8, 32) + 6 + static_cast<std::uint32_t>(len);
+  return fold(sum16(ip + 40, len, s)) == 0xFFFF;
+}
+
+// LSOv2 over IPv6 (feature-gso-tcpv6): the packet leaves as a netif GSO packet with its payload
+// length filled in and arrives as MSS-sized IPv6 segments with correct TCP checksums.
+TEST_F(XennetTest, LargeSendIpv6ArrivesAsSegments) {
+  if (ndis().offload_hardware(a_[0]).LsoV2.IPv6.Encapsulation == 0) GTEST_SKIP() << "backend without IPv6 GSO";
+  constexpr std::size_t kPayload = 9000;
+  constexpr std::uint32_t kMss = 1440;
+  constexpr std::uint32_t kSeq0 = 77000;
+  SendNbl n;
+  n.frames.push_back(lso_frame_v6(kPayload, kSeq0));
+  n.mdl_pieces = 4;
+  NDIS_TCP_LARGE_SEND_OFFLOAD_NET_BUFFER_LIST_INFO li{};
+  li.LsoV2Transmit.Type = NDIS_TCP_LARGE_SEND_OFFLOAD_V2_TYPE;
+  li.LsoV2Transmit.MSS = kMss;
+  li.LsoV2Transmit.TcpHeaderOffset = 54;
+  li.LsoV2Transmit.IPVersion = NDIS_TCP_LARGE_SEND_OFFLOAD_IPv6;
+  n.lso_info = li.Value;
+  const auto ids = ndis().send(a_[0], {n});
+  ASSERT_TRUE(ndis().wait_sends(a_[0], kWaitMs));
+  ASSERT_EQ(ndis().send_status(a_[0], ids[0]), NDIS_STATUS_SUCCESS);
+  const std::size_t nseg = (kPayload + kMss - 1) / kMss;
+  ASSERT_TRUE(ndis().wait_received(a_[1], nseg, kWaitMs));
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  const auto got = ndis().take_received(a_[1]);
+  ASSERT_EQ(got.size(), nseg);
+  std::vector<std::uint8_t> payload;
+  for (std::size_t k = 0; k < got.size(); ++k) {
+    const auto& f = got[k].data;
+    ASSERT_GE(f.size(), 74u);
+    ASSERT_LE(f.size(), 74u + kMss);
+    EXPECT_TRUE(tcp6_checksum_ok(f)) << "segment " << k;
+    std::uint32_t seq;
+    std::memcpy(&seq, f.data() + 58, 4);
+    EXPECT_EQ(__builtin_bswap32(seq), kSeq0 + payload.size()) << "segment " << k;
+    EXPECT_EQ(got[k].checksum.Receive.TcpChecksumSucceeded, 1u) << "segment " << k;
+    EXPECT_EQ(got[k].checksum.Receive.IpChecksumSucceeded, 0u) << "IPv6 has no header checksum";
+    payload.insert(payload.end(), f.begin() + 74, f.end());
+  }
+  ASSERT_EQ(payload.size(), kPayload);
+  EXPECT_TRUE(std::equal(payload.begin(), payload.end(), n.frames[0].begin() + 74));
+}
+
+// LSOv2 for IPv4 switched off: the indication says so, and an NBL that still asks for it is
+// dropped (completed with a failure), as NDIS documents, instead of leaving as one huge frame.
+TEST_F(XennetTest, DisabledLargeSendIsDropped) {
+  if (ndis().offload_hardware(a_[0]).LsoV2.IPv4.Encapsulation == 0) GTEST_SKIP() << "backend without GSO";
+  NDIS_OFFLOAD_PARAMETERS p = offload_params();
+  p.LsoV2IPv4 = NDIS_OFFLOAD_PARAMETERS_LSOV2_DISABLED;
+  ASSERT_EQ(ndis().set(a_[0], OID_TCP_OFFLOAD_PARAMETERS, &p, sizeof p), NDIS_STATUS_SUCCESS);
+  const auto ind = ndis().offload_indications(a_[0]);
+  ASSERT_EQ(ind.size(), 1u);
+  EXPECT_EQ(ind[0].LsoV2.IPv4.Encapsulation, 0u);
+  EXPECT_NE(ind[0].LsoV1.IPv4.Encapsulation, 0u) << "LSOv1 was not asked to change";
+  SendNbl n;
+  n.frames.push_back(lso_frame(8000, true, 1));
+  NDIS_TCP_LARGE_SEND_OFFLOAD_NET_BUFFER_LIST_INFO li{};
+  li.LsoV2Transmit.Type = NDIS_TCP_LARGE_SEND_OFFLOAD_V2_TYPE;
+  li.LsoV2Transmit.MSS = 1460;
+  li.LsoV2Transmit.TcpHeaderOffset = 34;
+  n.lso_info = li.Value;
+  n.beyond_advertised = true;
+  const auto ids = ndis().send(a_[0], {n});
+  ASSERT_TRUE(ndis().wait_sends(a_[0], kWaitMs));
+  EXPECT_EQ(ndis().send_status(a_[0], ids[0]), NDIS_STATUS_FAILURE);
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  EXPECT_TRUE(ndis().take_received(a_[1]).empty());
+}
+
 // Pause with sends in flight: the pause finishes only after every send NBL is completed (the
 // environment checks at that moment); sends that meet a pausing adapter complete with
 // NDIS_STATUS_PAUSED; a pause waits for receive NBLs the protocol still holds; after restart

@@ -25,6 +25,7 @@
 #include "pvio/netfront/netfront.h"
 #include "pvio/wdk/ndis.h"
 #include "pvio/windows/xen_interface.h"
+#include "offload.h"
 
 namespace pvio::windows::xennet {
 
@@ -81,6 +82,9 @@ class Adapter {
   NDIS_STATUS initialize_steps(NDIS_HANDLE handle);
   NTSTATUS query_xen_interface(PDEVICE_OBJECT lower);
   NDIS_STATUS set_attributes();
+  NDIS_STATUS set_offload_attributes();
+  void current_offload(NDIS_OFFLOAD& out);  // takes lock_
+  void indicate_offload_config();
   bool alloc_rx_pool();
   void free_rx_pool();
   void control_step();
@@ -134,6 +138,13 @@ class Adapter {
   PNET_BUFFER_LIST core_done_tail_ = nullptr;
   Deferred* rx_sink_ = nullptr;          // where on_rx puts packets during handle_event
   ULONG packet_filter_ = 0;
+  // Task offloads: what the connection allows (set at initialisation), what NDIS has enabled
+  // (OID_TCP_OFFLOAD_PARAMETERS) and whether IEEE 802.3 encapsulation is on per IP version
+  // (OID_OFFLOAD_ENCAPSULATION). The datapath honours offloads_ masked by the encapsulation.
+  Offloads offloads_hw_{};
+  Offloads offloads_{};
+  bool encap_ip4_ = true;
+  bool encap_ip6_ = true;
   ULONG lookahead_ = kMtu;
   std::uint64_t xmit_ok_ = 0, xmit_error_ = 0, rcv_ok_ = 0, rcv_error_ = 0, rcv_no_buffer_ = 0;
 

@@ -103,4 +103,39 @@ void ipv4_header_checksum(std::uint8_t* f, const L4Info& l4) {
   ip[11] = static_cast<std::uint8_t>(c);
 }
 
+bool ipv4_header_ok(const std::uint8_t* f, std::uint32_t len, const L4Info& l4) {
+  const std::uint8_t* ip = f + l4.ip_offset;
+  if (l4.ip_offset + 20 > len) return false;
+  const std::uint32_t ihl = (ip[0] & 0x0F) * 4u;
+  if (ihl < 20 || l4.ip_offset + ihl > len) return false;
+  return csum_fold(csum_add(0, ip, ihl)) == 0xFFFF;
+}
+
+bool fix_lso_lengths(std::uint8_t* f, std::uint32_t len, std::uint32_t frame_len) {
+  std::uint32_t off = 12;
+  if (len < off + 2) return false;
+  std::uint16_t type = be16(f + off);
+  off += 2;
+  if (type == kEthVlan) {
+    if (len < off + 4) return false;
+    type = be16(f + off + 2);
+    off += 4;
+  }
+  if (frame_len < off) return false;
+  const std::uint32_t ip_len = frame_len - off;
+  if (type == kEthIpv4) {
+    if (len < off + 20 || ip_len > 0xFFFF) return false;
+    f[off + 2] = static_cast<std::uint8_t>(ip_len >> 8);
+    f[off + 3] = static_cast<std::uint8_t>(ip_len);
+    return true;
+  }
+  if (type == kEthIpv6) {
+    if (len < off + 40 || ip_len < 40 || ip_len - 40 > 0xFFFF) return false;
+    f[off + 4] = static_cast<std::uint8_t>((ip_len - 40) >> 8);
+    f[off + 5] = static_cast<std::uint8_t>(ip_len - 40);
+    return true;
+  }
+  return false;
+}
+
 }  // namespace pvio::windows::xennet

@@ -37,5 +37,12 @@ std::uint16_t pseudo_header_sum(const std::uint8_t* frame, const L4Info& l4);
 bool complete_partial_checksum(std::uint8_t* frame, std::uint32_t len, L4Info& l4);
 // Recomputes an IPv4 header checksum in place.
 void ipv4_header_checksum(std::uint8_t* frame, const L4Info& l4);
+// True when the IPv4 header at l4.ip_offset (within `len`) has a correct checksum.
+bool ipv4_header_ok(const std::uint8_t* frame, std::uint32_t len, const L4Info& l4);
+// An LSO packet's headers (the first `len` bytes of a frame of `frame_len`) as the stack hands
+// them over carry no usable IP length (LSOv2 IPv4: total length 0; IPv6: payload length of
+// the whole packet at best): writes the lengths of the whole packet, as a netif GSO packet
+// carries them. False when the headers are not IPv4/IPv6 or the packet is too long.
+bool fix_lso_lengths(std::uint8_t* frame, std::uint32_t len, std::uint32_t frame_len);
 
 }  // namespace pvio::windows::xennet

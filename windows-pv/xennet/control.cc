@@ -36,7 +36,8 @@ const NDIS_OID kSupportedOids[] = {
     OID_GEN_MAXIMUM_TOTAL_SIZE,    OID_GEN_MEDIA_CONNECT_STATUS, OID_GEN_XMIT_OK,
     OID_GEN_RCV_OK,                OID_GEN_XMIT_ERROR,          OID_GEN_RCV_ERROR,
     OID_802_3_PERMANENT_ADDRESS,   OID_802_3_CURRENT_ADDRESS,   OID_802_3_MULTICAST_LIST,
-    OID_802_3_MAXIMUM_LIST_SIZE,
+    OID_802_3_MAXIMUM_LIST_SIZE,   OID_TCP_OFFLOAD_CURRENT_CONFIG,
+    OID_TCP_OFFLOAD_HARDWARE_CAPABILITIES, OID_TCP_OFFLOAD_PARAMETERS, OID_OFFLOAD_ENCAPSULATION,
 };
 constexpr ULONG kSupportedFilters = NDIS_PACKET_TYPE_DIRECTED | NDIS_PACKET_TYPE_MULTICAST |
                                     NDIS_PACKET_TYPE_ALL_MULTICAST | NDIS_PACKET_TYPE_BROADCAST |
@@ -219,6 +220,8 @@ NDIS_STATUS Adapter::initialize_steps(NDIS_HANDLE handle) {
   std::memcpy(mac_, core_->mac(), sizeof mac_);
   st = set_attributes();
   if (st != NDIS_STATUS_SUCCESS) return st;
+  st = set_offload_attributes();
+  if (st != NDIS_STATUS_SUCCESS) return st;
   steady_ = true;
   control_step();  // catch up with the backend and with deferred events
   return NDIS_STATUS_SUCCESS;
@@ -258,6 +261,52 @@ NDIS_STATUS Adapter::set_attributes() {
   g.SupportedOidList = const_cast<PNDIS_OID>(kSupportedOids);
   g.SupportedOidListLength = sizeof kSupportedOids;
   return NdisMSetMiniportAttributes(handle_, &attrs);
+}
+
+// What the first connection negotiated is what NDIS is told the adapter can do; everything
+// it can do starts enabled (NDIS applies the standardized registry keywords afterwards
+// through OID_TCP_OFFLOAD_PARAMETERS).
+NDIS_STATUS Adapter::set_offload_attributes() {
+  offloads_hw_ = hardware_offloads(core_->negotiated());
+  offloads_ = offloads_hw_;
+  NDIS_OFFLOAD hw, def;
+  to_ndis_offload(offloads_hw_, true, true, hw);
+  to_ndis_offload(offloads_, encap_ip4_, encap_ip6_, def);
+  NDIS_MINIPORT_ADAPTER_ATTRIBUTES attrs;
+  std::memset(&attrs, 0, sizeof attrs);
+  auto& o = attrs.OffloadAttributes;
+  o.Header.Type = NDIS_OBJECT_TYPE_MINIPORT_ADAPTER_OFFLOAD_ATTRIBUTES;
+  o.Header.Revision = NDIS_MINIPORT_ADAPTER_OFFLOAD_ATTRIBUTES_REVISION_1;
+  o.Header.Size = NDIS_SIZEOF_MINIPORT_ADAPTER_OFFLOAD_ATTRIBUTES_REVISION_1;
+  o.DefaultOffloadConfiguration = &def;
+  o.HardwareOffloadCapabilities = &hw;
+  return NdisMSetMiniportAttributes(handle_, &attrs);
+}
+
+void Adapter::current_offload(NDIS_OFFLOAD& out) {
+  KIRQL irql;
+  lock(irql);
+  const Offloads on = offloads_;
+  const bool ip4 = encap_ip4_, ip6 = encap_ip6_;
+  unlock(irql);
+  to_ndis_offload(on, ip4, ip6, out);
+}
+
+// NDIS and the protocols learn the new configuration only from this indication.
+void Adapter::indicate_offload_config() {
+  NDIS_OFFLOAD cur;
+  current_offload(cur);
+  NDIS_STATUS_INDICATION ind;
+  std::memset(&ind, 0, sizeof ind);
+  ind.Header.Type = NDIS_OBJECT_TYPE_STATUS_INDICATION;
+  ind.Header.Revision = NDIS_STATUS_INDICATION_REVISION_1;
+  ind.Header.Size = sizeof ind;
+  ind.SourceHandle = handle_;
+  ind.PortNumber = NDIS_DEFAULT_PORT_NUMBER;
+  ind.StatusCode = NDIS_STATUS_TASK_OFFLOAD_CURRENT_CONFIG;
+  ind.StatusBuffer = &cur;
+  ind.StatusBufferSize = sizeof cur;
+  NdisMIndicateStatusEx(handle_, &ind);
 }
 
 // One NBL per receive buffer, built once: the I/O path only moves them between the free list
@@ -426,8 +475,19 @@ NDIS_STATUS Adapter::query_oid(NDIS_OID oid, PVOID buf, ULONG len, ULONG& writte
   const void* src = &u32;
   ULONG size = sizeof u32;
   bool counter = false;  // statistics: 32 or 64 bits, as the buffer allows
+  NDIS_OFFLOAD offload;
   KIRQL irql;
   switch (oid) {
+    case OID_TCP_OFFLOAD_CURRENT_CONFIG:
+      current_offload(offload);
+      src = &offload;
+      size = sizeof offload;
+      break;
+    case OID_TCP_OFFLOAD_HARDWARE_CAPABILITIES:
+      to_ndis_offload(offloads_hw_, true, true, offload);
+      src = &offload;
+      size = sizeof offload;
+      break;
     case OID_GEN_SUPPORTED_LIST:
       src = kSupportedOids;
       size = sizeof kSupportedOids;
@@ -509,6 +569,35 @@ NDIS_STATUS Adapter::set_oid(NDIS_OID oid, PVOID buf, ULONG len, ULONG& read, UL
       if (v > kMtu) return NDIS_STATUS_INVALID_LENGTH;
       lookahead_ = v;
       read = sizeof v;
+      return NDIS_STATUS_SUCCESS;
+    }
+    case OID_TCP_OFFLOAD_PARAMETERS: {
+      Offloads next;
+      KIRQL irql;
+      lock(irql);
+      const Offloads cur = offloads_;
+      unlock(irql);
+      const NDIS_STATUS st =
+          parse_offload_parameters(buf, len, offloads_hw_, cur, next, read, needed);
+      if (st != NDIS_STATUS_SUCCESS) return st;
+      lock(irql);
+      offloads_ = next;  // OIDs are serialised: nothing changed it meanwhile
+      unlock(irql);
+      indicate_offload_config();
+      return NDIS_STATUS_SUCCESS;
+    }
+    case OID_OFFLOAD_ENCAPSULATION: {
+      KIRQL irql;
+      lock(irql);
+      bool ip4 = encap_ip4_, ip6 = encap_ip6_;
+      unlock(irql);
+      const NDIS_STATUS st = parse_offload_encapsulation(buf, len, ip4, ip6, read, needed);
+      if (st != NDIS_STATUS_SUCCESS) return st;
+      lock(irql);
+      encap_ip4_ = ip4;
+      encap_ip6_ = ip6;
+      unlock(irql);
+      indicate_offload_config();
       return NDIS_STATUS_SUCCESS;
     }
     case OID_802_3_MULTICAST_LIST:

@@ -23,6 +23,27 @@ PNET_BUFFER_LIST queue_next(PNET_BUFFER_LIST nbl) {
 void set_queue_next(PNET_BUFFER_LIST nbl, PNET_BUFFER_LIST next) {
   nbl->MiniportReserved[1] = next;
 }
+// The one's-complement sum of bytes [from, from + len) of a frame held in `frags` (not
+// folded): a piece starting at an odd offset is summed byte-swapped (RFC 1071 section 2(B)).
+std::uint32_t sum_frags(const netfront::Frag* frags, std::uint32_t n, std::uint32_t from,
+                        std::uint32_t len) {
+  std::uint64_t s = 0;
+  std::uint32_t at = 0;       // offset of frags[i] in the frame
+  std::uint32_t summed = 0;   // bytes of the range summed so far
+  for (std::uint32_t i = 0; i < n && summed < len; at += frags[i].len, ++i) {
+    const std::uint32_t lo = from > at ? from - at : 0;
+    if (lo >= frags[i].len) continue;
+    std::uint32_t k = frags[i].len - lo;
+    if (k > len - summed) k = len - summed;
+    std::uint16_t c = csum_fold(csum_add(0, static_cast<const std::uint8_t*>(frags[i].data) + lo, k));
+    if (summed & 1) c = static_cast<std::uint16_t>(c << 8 | c >> 8);
+    s += c;
+    summed += k;
+  }
+  while (s >> 32) s = (s & 0xFFFFFFFFu) + (s >> 32);
+  return static_cast<std::uint32_t>(s);
+}
+
 void append(PNET_BUFFER_LIST& head, PNET_BUFFER_LIST& tail, PNET_BUFFER_LIST nbl) {
   nbl->Next = nullptr;
   if (tail != nullptr) tail->Next = nbl;
@@ -120,18 +141,23 @@ bool Adapter::send_one(PNET_BUFFER_LIST nbl, PNET_BUFFER nb, netfront::TxStatus&
   NDIS_TCP_IP_CHECKSUM_NET_BUFFER_LIST_INFO csum;
   csum.Value = nbl->NetBufferListInfo[TcpIpChecksumNetBufferListInfo];
   const bool is_lso = lso.LsoV1Transmit.MSS != 0;
-  const bool l4_csum = csum.Transmit.TcpChecksum || csum.Transmit.UdpChecksum;
-  const bool ip_csum = csum.Transmit.IpHeaderChecksum && csum.Transmit.IsIPv4;
-
+  const bool lso_v2 = is_lso && lso.Transmit.Type == NDIS_TCP_LARGE_SEND_OFFLOAD_V2_TYPE;
+  const bool l4_csum = !is_lso && (csum.Transmit.TcpChecksum || csum.Transmit.UdpChecksum);
+  const bool ip_csum = !is_lso && csum.Transmit.IpHeaderChecksum && csum.Transmit.IsIPv4;
+  bool lso_v6 = false;
   if (is_lso) {
-    // The stack has put the pseudo-header sum (without length) in the TCP checksum, which is
-    // what netif's GSO packets carry (csum_blank is implied by the core).
-    const bool v6 = lso.Transmit.Type == NDIS_TCP_LARGE_SEND_OFFLOAD_V2_TYPE
-                        ? lso.LsoV2Transmit.IPVersion == NDIS_TCP_LARGE_SEND_OFFLOAD_IPv6
-                        : csum.Transmit.IsIPv6;
-    pkt.offload.gso_type = v6 ? netif::kGsoTypeTcpv6 : netif::kGsoTypeTcpv4;
-    pkt.offload.gso_size = static_cast<std::uint16_t>(lso.LsoV1Transmit.MSS);
-  } else if (l4_csum || ip_csum) {
+    lso_v6 = lso_v2 ? lso.LsoV2Transmit.IPVersion == NDIS_TCP_LARGE_SEND_OFFLOAD_IPv6
+                    : csum.Transmit.IsIPv6;
+    // An LSO switched off by OID_TCP_OFFLOAD_PARAMETERS: NDIS documents that such NBLs are
+    // dropped (completed with a failure), never sent whole.
+    const bool on = lso_v2 ? (lso_v6 ? offloads_.lso_v2_ip6 && encap_ip6_
+                                     : offloads_.lso_v2_ip4 && encap_ip4_)
+                           : !lso_v6 && offloads_.lso_v1 && encap_ip4_;
+    if (!on || lso.LsoV1Transmit.MSS > 0xFFFF) return false;
+  }
+
+  std::uint32_t tcp_payload = 0;
+  if (is_lso || l4_csum || ip_csum) {
     // Copy the headers aside and patch them: a send NBL's data is read-only to a miniport.
     std::uint32_t h = total < sizeof tx_hdr_ ? total : static_cast<std::uint32_t>(sizeof tx_hdr_);
     std::uint32_t fi = 0, fo = 0;
@@ -145,14 +171,44 @@ bool Adapter::send_one(PNET_BUFFER_LIST nbl, PNET_BUFFER nb, netfront::TxStatus&
         fo = 0;
       }
     }
-    L4Info l4 = find_l4(tx_hdr_, h, total);
-    if (!l4.ok && l4_csum) return false;  // cannot offload what we cannot find
-    if (ip_csum && l4.ip_offset + 20 <= h && !l4.ipv6) ipv4_header_checksum(tx_hdr_, l4);
-    if (l4_csum) {
+    if (is_lso && !fix_lso_lengths(tx_hdr_, h, total)) return false;
+    const L4Info l4 = find_l4(tx_hdr_, h, total);
+    bool software_l4 = false;
+    if (is_lso) {
+      if (!l4.ok || l4.proto != kIpProtoTcp || l4.ipv6 != lso_v6) return false;
+      const std::uint32_t thl = (tx_hdr_[l4.l4_offset + 12] >> 4) * 4u;
+      // Only the checksum field (within h, find_l4 checked) is patched: TCP options may run
+      // past the copy.
+      if (thl < 20 || l4.l4_len < thl) return false;
+      tcp_payload = l4.l4_len - thl;
+      if (!l4.ipv6) ipv4_header_checksum(tx_hdr_, l4);
+      // The stack left the pseudo-header sum without the length; a netif GSO packet carries
+      // it with the whole packet's L4 length (Linux's CHECKSUM_PARTIAL of a GSO skb).
       const std::uint16_t p = pseudo_header_sum(tx_hdr_, l4);
       tx_hdr_[l4.csum_offset] = static_cast<std::uint8_t>(p >> 8);
       tx_hdr_[l4.csum_offset + 1] = static_cast<std::uint8_t>(p);
-      pkt.offload.csum_blank = true;
+      pkt.offload.gso_type = lso_v6 ? netif::kGsoTypeTcpv6 : netif::kGsoTypeTcpv4;
+      pkt.offload.gso_size = static_cast<std::uint16_t>(lso.LsoV1Transmit.MSS);
+    } else {
+      if (!l4.ok && l4_csum) return false;  // cannot offload what we cannot find
+      // The IPv4 header checksum is always xennet's own work, enabled or not.
+      if (ip_csum && l4.ip_offset + 20 <= h && !l4.ipv6) ipv4_header_checksum(tx_hdr_, l4);
+      if (l4_csum) {
+        const bool tcp = l4.proto == kIpProtoTcp;
+        const bool on = l4.ipv6 ? (tcp ? offloads_.tcp6_tx : offloads_.udp6_tx) && encap_ip6_
+                                : (tcp ? offloads_.tcp4_tx : offloads_.udp4_tx) && encap_ip4_;
+        if (on) {
+          const std::uint16_t p = pseudo_header_sum(tx_hdr_, l4);
+          tx_hdr_[l4.csum_offset] = static_cast<std::uint8_t>(p >> 8);
+          tx_hdr_[l4.csum_offset + 1] = static_cast<std::uint8_t>(p);
+          pkt.offload.csum_blank = true;
+        } else {
+          // Asked for an offload that is switched off: the stack should not, but the frame
+          // must still leave with a correct checksum, so it is computed here.
+          tx_hdr_[l4.csum_offset] = tx_hdr_[l4.csum_offset + 1] = 0;
+          software_l4 = true;
+        }
+      }
     }
     // The frame is now: the patched headers, then the rest of the original fragments.
     netfront::Frag patched[kMaxFrags + 1];
@@ -162,15 +218,28 @@ bool Adapter::send_one(PNET_BUFFER_LIST nbl, PNET_BUFFER nb, netfront::TxStatus&
       patched[m++] = {static_cast<const std::uint8_t*>(frags[fi].data) + fo, frags[fi].len - fo};
     std::memcpy(frags, patched, sizeof(netfront::Frag) * m);
     pkt.nr_frags = m;
+    if (software_l4) {
+      std::uint16_t c = static_cast<std::uint16_t>(~csum_fold(
+          pseudo_header_sum(tx_hdr_, l4) + sum_frags(frags, m, l4.l4_offset, l4.l4_len)));
+      if (c == 0 && l4.proto == kIpProtoUdp) c = 0xFFFF;  // RFC 768: 0 means "no checksum"
+      tx_hdr_[l4.csum_offset] = static_cast<std::uint8_t>(c >> 8);
+      tx_hdr_[l4.csum_offset + 1] = static_cast<std::uint8_t>(c);
+    }
   }
 
   st = core_->send(pkt);
   if (st != netfront::TxStatus::Ok) return false;
-  if (is_lso && lso.Transmit.Type == NDIS_TCP_LARGE_SEND_OFFLOAD_V2_TYPE) {
-    // LsoV2TransmitComplete: the type stays, the rest is reserved (zero).
+  if (is_lso) {
+    // The completion: LSOv1 reports the TCP payload sent; LSOv2 zeroes Reserved. The type
+    // stays what the protocol set.
     NDIS_TCP_LARGE_SEND_OFFLOAD_NET_BUFFER_LIST_INFO done;
     done.Value = nullptr;
-    done.LsoV2TransmitComplete.Type = NDIS_TCP_LARGE_SEND_OFFLOAD_V2_TYPE;
+    if (lso_v2) {
+      done.LsoV2TransmitComplete.Type = NDIS_TCP_LARGE_SEND_OFFLOAD_V2_TYPE;
+    } else {
+      done.LsoV1TransmitComplete.Type = NDIS_TCP_LARGE_SEND_OFFLOAD_V1_TYPE;
+      done.LsoV1TransmitComplete.TcpPayload = tcp_payload;
+    }
     nbl->NetBufferListInfo[TcpLargeSendNetBufferListInfo] = done.Value;
   }
   return true;
@@ -279,10 +348,19 @@ void Adapter::on_rx(void* ctx, const netfront::RxPacket& pkt) {
     l4 = find_l4(buf, pkt.len, pkt.len);
     valid = l4.ok;
   }
+  // Only what NDIS has enabled for receive is reported; the rest the stack checks itself.
   if (valid) {
-    if (l4.proto == kIpProtoTcp) ci.Receive.TcpChecksumSucceeded = 1;
-    else ci.Receive.UdpChecksumSucceeded = 1;
-    if (!l4.ipv6) ci.Receive.IpChecksumSucceeded = 1;
+    const Offloads& on = a->offloads_;
+    const bool tcp = l4.proto == kIpProtoTcp;
+    const bool l4_on = l4.ipv6 ? (tcp ? on.tcp6_rx : on.udp6_rx) && a->encap_ip6_
+                               : (tcp ? on.tcp4_rx : on.udp4_rx) && a->encap_ip4_;
+    if (l4_on && tcp) ci.Receive.TcpChecksumSucceeded = 1;
+    if (l4_on && !tcp) ci.Receive.UdpChecksumSucceeded = 1;
+    // netif validates L4 only: the IPv4 header checksum is checked here.
+    if (!l4.ipv6 && on.ip4_csum_rx && a->encap_ip4_) {
+      if (ipv4_header_ok(buf, pkt.len, l4)) ci.Receive.IpChecksumSucceeded = 1;
+      else ci.Receive.IpChecksumFailed = 1;
+    }
   }
   nbl->NetBufferListInfo[TcpIpChecksumNetBufferListInfo] = ci.Value;
   nbl->Status = NDIS_STATUS_SUCCESS;

@@ -27,6 +27,53 @@ std::vector<std::uint8_t> nb_bytes(PNET_BUFFER nb) {
   return out;
 }
 
+// An NDIS_OFFLOAD from the miniport, as NDIS checks it: type, a known revision and at least
+// that revision's size. Copied (revision 1 leaves IPsecV2 zero).
+bool read_offload(const NDIS_OFFLOAD* o, ULONG room, NDIS_OFFLOAD& out, const char* what) {
+  std::memset(&out, 0, sizeof out);
+  if (o == nullptr || room < NDIS_SIZEOF_NDIS_OFFLOAD_REVISION_1 ||
+      o->Header.Type != NDIS_OBJECT_TYPE_OFFLOAD ||
+      (o->Header.Revision != NDIS_OFFLOAD_REVISION_1 && o->Header.Revision != NDIS_OFFLOAD_REVISION_2) ||
+      o->Header.Size < (o->Header.Revision == NDIS_OFFLOAD_REVISION_1 ? NDIS_SIZEOF_NDIS_OFFLOAD_REVISION_1
+                                                                       : NDIS_SIZEOF_NDIS_OFFLOAD_REVISION_2) ||
+      o->Header.Size > room) {
+    violation(std::string(what) + ": an NDIS_OFFLOAD with a bad header");
+    return false;
+  }
+  std::memcpy(&out, o, o->Header.Size < sizeof out ? o->Header.Size : sizeof out);
+  return true;
+}
+
+// Everything `cur` enables, `hw` must offer.
+void check_within(const NDIS_OFFLOAD& cur, const NDIS_OFFLOAD& hw, const char* what) {
+  const auto& c = cur.Checksum;
+  const auto& h = hw.Checksum;
+  const bool ok =
+      (!c.IPv4Transmit.TcpChecksum || h.IPv4Transmit.TcpChecksum) &&
+      (!c.IPv4Transmit.UdpChecksum || h.IPv4Transmit.UdpChecksum) &&
+      (!c.IPv4Transmit.IpChecksum || h.IPv4Transmit.IpChecksum) &&
+      (!c.IPv4Receive.TcpChecksum || h.IPv4Receive.TcpChecksum) &&
+      (!c.IPv4Receive.UdpChecksum || h.IPv4Receive.UdpChecksum) &&
+      (!c.IPv4Receive.IpChecksum || h.IPv4Receive.IpChecksum) &&
+      (!c.IPv6Transmit.TcpChecksum || h.IPv6Transmit.TcpChecksum) &&
+      (!c.IPv6Transmit.UdpChecksum || h.IPv6Transmit.UdpChecksum) &&
+      (!c.IPv6Receive.TcpChecksum || h.IPv6Receive.TcpChecksum) &&
+      (!c.IPv6Receive.UdpChecksum || h.IPv6Receive.UdpChecksum) &&
+      (!cur.LsoV1.IPv4.Encapsulation || hw.LsoV1.IPv4.Encapsulation) &&
+      (!cur.LsoV2.IPv4.Encapsulation || hw.LsoV2.IPv4.Encapsulation) &&
+      (!cur.LsoV2.IPv6.Encapsulation || hw.LsoV2.IPv6.Encapsulation);
+  if (!ok) violation(std::string(what) + ": enables an offload the hardware capabilities lack");
+}
+
+// The IP version of a frame by its EtherType (one VLAN tag): 4, 6 or 0.
+int ip_version(const std::vector<std::uint8_t>& f) {
+  std::size_t off = 12;
+  if (f.size() < off + 2) return 0;
+  unsigned type = f[off] << 8 | f[off + 1];
+  if (type == 0x8100 && f.size() >= off + 6) type = f[off + 4] << 8 | f[off + 5];
+  return type == 0x0800 ? 4 : type == 0x86DD ? 6 : 0;
+}
+
 void check_dispatch_flag(ULONG flags, ULONG bit, const char* routine) {
   const bool at_dispatch = current_irql() == DISPATCH_LEVEL;
   if (((flags & bit) != 0) != at_dispatch)
@@ -154,6 +201,30 @@ NDIS_STATUS NdisHost::set_attributes(NDIS_HANDLE h, PNDIS_MINIPORT_ADAPTER_ATTRI
     }
     a->general = g;
     a->have_general = true;
+    return NDIS_STATUS_SUCCESS;
+  }
+  if (type == NDIS_OBJECT_TYPE_MINIPORT_ADAPTER_OFFLOAD_ATTRIBUTES) {
+    const auto& o = attrs->OffloadAttributes;
+    if (!a->have_registration) {
+      violation("offload attributes before registration attributes");
+      return NDIS_STATUS_FAILURE;
+    }
+    if (o.Header.Revision != NDIS_MINIPORT_ADAPTER_OFFLOAD_ATTRIBUTES_REVISION_1 ||
+        o.Header.Size < NDIS_SIZEOF_MINIPORT_ADAPTER_OFFLOAD_ATTRIBUTES_REVISION_1) {
+      violation("offload attributes: bad header");
+      return NDIS_STATUS_INVALID_PARAMETER;
+    }
+    if (o.DefaultTcpConnectionOffloadConfiguration != nullptr ||
+        o.TcpConnectionOffloadHardwareCapabilities != nullptr)
+      violation("offload attributes: connection offload is not modelled");
+    NDIS_OFFLOAD hw, def;
+    if (!read_offload(o.HardwareOffloadCapabilities, sizeof(NDIS_OFFLOAD), hw, "HardwareOffloadCapabilities") ||
+        !read_offload(o.DefaultOffloadConfiguration, sizeof(NDIS_OFFLOAD), def, "DefaultOffloadConfiguration"))
+      return NDIS_STATUS_INVALID_PARAMETER;
+    check_within(def, hw, "DefaultOffloadConfiguration");
+    a->offload_hw = hw;
+    a->offload_default = a->offload_current = def;
+    a->have_offload = true;
     return NDIS_STATUS_SUCCESS;
   }
   violation("NdisMSetMiniportAttributes: attributes of a type this environment does not model");
@@ -401,6 +472,31 @@ std::vector<std::uint64_t> NdisHost::send(Adapter* a, const std::vector<SendNbl>
     if (a->state != State::Running && a->state != State::Pausing)
       violation("(environment) send to an adapter that is neither running nor pausing");
     for (const SendNbl& s : nbls) {
+      if (!s.beyond_advertised) {
+        // The stack asks only for what the current configuration enables.
+        const auto& c = a->offload_current.Checksum;
+        NDIS_TCP_IP_CHECKSUM_NET_BUFFER_LIST_INFO ci;
+        ci.Value = s.checksum_info;
+        NDIS_TCP_LARGE_SEND_OFFLOAD_NET_BUFFER_LIST_INFO li;
+        li.Value = s.lso_info;
+        const auto& t = ci.Transmit;
+        bool ok = true;
+        if (t.IsIPv4) ok = (!t.TcpChecksum || c.IPv4Transmit.TcpChecksum) &&
+                           (!t.UdpChecksum || c.IPv4Transmit.UdpChecksum) &&
+                           (!t.IpHeaderChecksum || c.IPv4Transmit.IpChecksum);
+        if (t.IsIPv6) ok = ok && (!t.TcpChecksum || c.IPv6Transmit.TcpChecksum) &&
+                           (!t.UdpChecksum || c.IPv6Transmit.UdpChecksum);
+        if (li.LsoV1Transmit.MSS != 0) {
+          if (li.Transmit.Type == NDIS_TCP_LARGE_SEND_OFFLOAD_V1_TYPE)
+            ok = ok && a->offload_current.LsoV1.IPv4.Encapsulation != 0;
+          else if (li.LsoV2Transmit.IPVersion == NDIS_TCP_LARGE_SEND_OFFLOAD_IPv6)
+            ok = ok && a->offload_current.LsoV2.IPv6.Encapsulation != 0;
+          else
+            ok = ok && a->offload_current.LsoV2.IPv4.Encapsulation != 0;
+          if (s.frames.size() != 1) violation("(environment) an LSO NBL has one NET_BUFFER");
+        }
+        if (!ok) violation("(environment) a send asks for an offload the miniport has not enabled");
+      }
       const std::size_t nnb = s.frames.size();
       const std::size_t nmdl = nnb * s.mdl_pieces;
       std::size_t data = 0;
@@ -548,6 +644,20 @@ void NdisHost::indicate_receive(NDIS_HANDLE h, PNET_BUFFER_LIST nbls, ULONG coun
     ReceivedFrame f;
     if (nbl->FirstNetBuffer != nullptr) f.data = nb_bytes(nbl->FirstNetBuffer);
     f.checksum.Value = nbl->NetBufferListInfo[TcpIpChecksumNetBufferListInfo];
+    {
+      // Receive checksum results only for offloads the current configuration enables.
+      const auto& r = f.checksum.Receive;
+      const auto& c = a->offload_current.Checksum;
+      const int v = ip_version(f.data);
+      const bool tcp = r.TcpChecksumSucceeded || r.TcpChecksumFailed;
+      const bool udp = r.UdpChecksumSucceeded || r.UdpChecksumFailed;
+      const bool ip = r.IpChecksumSucceeded || r.IpChecksumFailed;
+      const bool ok = (v == 4 && (!tcp || c.IPv4Receive.TcpChecksum) && (!udp || c.IPv4Receive.UdpChecksum) &&
+                       (!ip || c.IPv4Receive.IpChecksum)) ||
+                      (v == 6 && (!tcp || c.IPv6Receive.TcpChecksum) && (!udp || c.IPv6Receive.UdpChecksum) && !ip) ||
+                      (!tcp && !udp && !ip);
+      if (!ok) violation("receive checksum information for an offload the miniport has not enabled");
+    }
     if (!resources) {
       a->with_protocol[nbl] = f.data;
       if (!a->hold) a->to_return.push_back(nbl);
@@ -641,6 +751,19 @@ void NdisHost::indicate_status(NDIS_HANDLE h, PNDIS_STATUS_INDICATION ind) {
     violation("NdisMIndicateStatusEx: bad header or source handle");
     return;
   }
+  if (ind->StatusCode == NDIS_STATUS_TASK_OFFLOAD_CURRENT_CONFIG) {
+    NDIS_OFFLOAD cur;
+    if (!read_offload(static_cast<const NDIS_OFFLOAD*>(ind->StatusBuffer), ind->StatusBufferSize, cur,
+                      "NDIS_STATUS_TASK_OFFLOAD_CURRENT_CONFIG"))
+      return;
+    std::lock_guard lk(mu_);
+    if (!a->have_offload) violation("NDIS_STATUS_TASK_OFFLOAD_CURRENT_CONFIG without offload attributes");
+    check_within(cur, a->offload_hw, "NDIS_STATUS_TASK_OFFLOAD_CURRENT_CONFIG");
+    a->offload_current = cur;
+    a->offload_indications.push_back(cur);
+    cv_.notify_all();
+    return;
+  }
   if (ind->StatusCode != NDIS_STATUS_LINK_STATE) return;
   if (ind->StatusBufferSize < sizeof(NDIS_LINK_STATE) || ind->StatusBuffer == nullptr) {
     violation("NDIS_STATUS_LINK_STATE without an NDIS_LINK_STATE");
@@ -664,6 +787,26 @@ bool NdisHost::wait_link(Adapter* a, NDIS_MEDIA_CONNECT_STATE s, int timeout_ms)
                       [&] { return !a->links.empty() && a->links.back() == s; });
 }
 const NDIS_MINIPORT_ADAPTER_GENERAL_ATTRIBUTES& NdisHost::general(Adapter* a) { return a->general; }
+bool NdisHost::has_offload(Adapter* a) {
+  std::lock_guard lk(mu_);
+  return a->have_offload;
+}
+NDIS_OFFLOAD NdisHost::offload_hardware(Adapter* a) {
+  std::lock_guard lk(mu_);
+  return a->offload_hw;
+}
+NDIS_OFFLOAD NdisHost::offload_default(Adapter* a) {
+  std::lock_guard lk(mu_);
+  return a->offload_default;
+}
+NDIS_OFFLOAD NdisHost::offload_current(Adapter* a) {
+  std::lock_guard lk(mu_);
+  return a->offload_current;
+}
+std::vector<NDIS_OFFLOAD> NdisHost::offload_indications(Adapter* a) {
+  std::lock_guard lk(mu_);
+  return a->offload_indications;
+}
 
 NDIS_STATUS NdisHost::query(Adapter* a, NDIS_OID oid, void* buf, ULONG len, ULONG* written) {
   NDIS_OID_REQUEST r{};

@@ -34,6 +34,9 @@ struct SendNbl {
   PVOID checksum_info = nullptr;  // NetBufferListInfo[TcpIpChecksumNetBufferListInfo]
   PVOID lso_info = nullptr;       // NetBufferListInfo[TcpLargeSendNetBufferListInfo]
   unsigned mdl_pieces = 1;
+  // The protocol asks only for offloads the miniport has enabled; a test of the miniport's
+  // answer to a request it did not advertise sets this.
+  bool beyond_advertised = false;
 };
 
 struct ReceivedFrame {
@@ -85,6 +88,13 @@ class NdisHost {
   std::vector<NDIS_MEDIA_CONNECT_STATE> link_states(Adapter* a);
   bool wait_link(Adapter* a, NDIS_MEDIA_CONNECT_STATE s, int timeout_ms);
   const NDIS_MINIPORT_ADAPTER_GENERAL_ATTRIBUTES& general(Adapter* a);
+  // The offload attributes set at initialisation (zeroed when none were set), the offload
+  // configuration as last set or indicated, and every NDIS_STATUS_TASK_OFFLOAD_CURRENT_CONFIG.
+  bool has_offload(Adapter* a);
+  NDIS_OFFLOAD offload_hardware(Adapter* a);
+  NDIS_OFFLOAD offload_default(Adapter* a);
+  NDIS_OFFLOAD offload_current(Adapter* a);
+  std::vector<NDIS_OFFLOAD> offload_indications(Adapter* a);
 
   // ---- the NDIS routines (ndis.cc's extern "C" entry points forward here) ----
   NDIS_STATUS register_driver(PNDIS_MINIPORT_DRIVER_CHARACTERISTICS c, PNDIS_HANDLE out);
@@ -121,6 +131,9 @@ class NdisHost {
     bool have_registration = false;
     bool have_general = false;
     NDIS_MINIPORT_ADAPTER_GENERAL_ATTRIBUTES general{};
+    bool have_offload = false;
+    NDIS_OFFLOAD offload_hw{}, offload_default{}, offload_current{};
+    std::vector<NDIS_OFFLOAD> offload_indications;
     State state = State::Initializing;
     bool pause_pending = false;
 

@@ -1,6 +1,7 @@
-// The subset of NDIS 6 (ndis.h) that xennet uses: miniport registration, adapter attributes,
-// NET_BUFFER_LIST / NET_BUFFER / MDL, the per-NBL checksum and large-send information, link
-// state indications, OID requests and the MiniportXxx handler prototypes. Written from
+// The subset of NDIS 6 (ndis.h, ntddndis.h) that xennet uses: miniport registration, adapter
+// attributes (registration, general, task offload), NET_BUFFER_LIST / NET_BUFFER / MDL, the
+// per-NBL checksum and large-send information, the task-offload structures and OIDs, link
+// state and offload status indications, OID requests and the MiniportXxx handler prototypes. Written from
 // Microsoft's documented declarations with fixed-width types, so the mingw-w64 build (LLP64)
 // and the host build of tests/windows-pv (LP64) see the same layouts.
 //
@@ -26,14 +27,17 @@ inline constexpr NDIS_STATUS NDIS_STATUS_SUCCESS = 0;
 inline constexpr NDIS_STATUS NDIS_STATUS_PENDING = 0x00000103;
 inline constexpr NDIS_STATUS NDIS_STATUS_FAILURE = static_cast<NDIS_STATUS>(0xC0000001u);
 inline constexpr NDIS_STATUS NDIS_STATUS_RESOURCES = static_cast<NDIS_STATUS>(0xC000009Au);
+inline constexpr NDIS_STATUS NDIS_STATUS_INVALID_PARAMETER = static_cast<NDIS_STATUS>(0xC000000Du);
 inline constexpr NDIS_STATUS NDIS_STATUS_NOT_SUPPORTED = static_cast<NDIS_STATUS>(0xC00000BBu);
 inline constexpr NDIS_STATUS NDIS_STATUS_ADAPTER_NOT_FOUND = static_cast<NDIS_STATUS>(0xC0010006u);
 inline constexpr NDIS_STATUS NDIS_STATUS_INVALID_LENGTH = static_cast<NDIS_STATUS>(0xC0010014u);
+inline constexpr NDIS_STATUS NDIS_STATUS_INVALID_DATA = static_cast<NDIS_STATUS>(0xC0010015u);
 inline constexpr NDIS_STATUS NDIS_STATUS_BUFFER_TOO_SHORT = static_cast<NDIS_STATUS>(0xC0010016u);
 inline constexpr NDIS_STATUS NDIS_STATUS_INVALID_OID = static_cast<NDIS_STATUS>(0xC0010017u);
 inline constexpr NDIS_STATUS NDIS_STATUS_PAUSED = static_cast<NDIS_STATUS>(0xC023002Au);
 // Status indications.
 inline constexpr NDIS_STATUS NDIS_STATUS_LINK_STATE = 0x40010017;
+inline constexpr NDIS_STATUS NDIS_STATUS_TASK_OFFLOAD_CURRENT_CONFIG = 0x40020006;
 
 // ---- object headers ----
 typedef struct _NDIS_OBJECT_HEADER {
@@ -50,6 +54,9 @@ inline constexpr UCHAR NDIS_OBJECT_TYPE_OID_REQUEST = 0x96;
 inline constexpr UCHAR NDIS_OBJECT_TYPE_STATUS_INDICATION = 0x98;
 inline constexpr UCHAR NDIS_OBJECT_TYPE_MINIPORT_ADAPTER_REGISTRATION_ATTRIBUTES = 0x9E;
 inline constexpr UCHAR NDIS_OBJECT_TYPE_MINIPORT_ADAPTER_GENERAL_ATTRIBUTES = 0x9F;
+inline constexpr UCHAR NDIS_OBJECT_TYPE_MINIPORT_ADAPTER_OFFLOAD_ATTRIBUTES = 0xA0;
+inline constexpr UCHAR NDIS_OBJECT_TYPE_OFFLOAD = 0xA7;
+inline constexpr UCHAR NDIS_OBJECT_TYPE_OFFLOAD_ENCAPSULATION = 0xA8;
 
 // ---- MDL (wdm.h) ----
 typedef struct _MDL {
@@ -220,9 +227,9 @@ typedef struct _NDIS_TCP_LARGE_SEND_OFFLOAD_NET_BUFFER_LIST_INFO {
       ULONG Reserved3 : 30;
     } LsoV2Transmit;
     struct {
-      ULONG Reserved;
-      ULONG Type : 1;
-      ULONG Reserved2 : 31;
+      ULONG Reserved : 30;  // the miniport sets it to zero
+      ULONG Type : 1;       // the same bit as Transmit.Type: left as the protocol set it
+      ULONG Reserved2 : 1;
     } LsoV2TransmitComplete;
     PVOID Value;
   };
@@ -462,9 +469,258 @@ inline constexpr UCHAR NDIS_MINIPORT_ADAPTER_GENERAL_ATTRIBUTES_REVISION_1 = 1;
 // RTL_SIZEOF_THROUGH_FIELD(..., AutoNegotiationFlags)
 inline constexpr USHORT NDIS_SIZEOF_MINIPORT_ADAPTER_GENERAL_ATTRIBUTES_REVISION_1 = 216;
 
+// ---- task offload (ntddndis.h) ----
+// Values of the 2-bit capability fields of NDIS_TCP_IP_CHECKSUM_OFFLOAD and friends.
+inline constexpr ULONG NDIS_OFFLOAD_NOT_SUPPORTED = 0;
+inline constexpr ULONG NDIS_OFFLOAD_SUPPORTED = 1;
+// NDIS_OFFLOAD_ENCAPSULATION's Enabled.
+inline constexpr ULONG NDIS_OFFLOAD_SET_NO_CHANGE = 0;
+inline constexpr ULONG NDIS_OFFLOAD_SET_ON = 1;
+inline constexpr ULONG NDIS_OFFLOAD_SET_OFF = 2;
+// Encapsulation masks.
+inline constexpr ULONG NDIS_ENCAPSULATION_NOT_SUPPORTED = 0x00000000;
+inline constexpr ULONG NDIS_ENCAPSULATION_NULL = 0x00000001;
+inline constexpr ULONG NDIS_ENCAPSULATION_IEEE_802_3 = 0x00000002;
+inline constexpr ULONG NDIS_ENCAPSULATION_IEEE_802_3_P_AND_Q = 0x00000004;
+inline constexpr ULONG NDIS_ENCAPSULATION_IEEE_802_3_P_AND_Q_IN_OOB = 0x00000008;
+inline constexpr ULONG NDIS_ENCAPSULATION_IEEE_LLC_SNAP_ROUTED = 0x00000010;
+
+typedef struct _NDIS_TCP_IP_CHECKSUM_OFFLOAD {
+  struct {
+    ULONG Encapsulation;
+    ULONG IpOptionsSupported : 2;
+    ULONG TcpOptionsSupported : 2;
+    ULONG TcpChecksum : 2;
+    ULONG UdpChecksum : 2;
+    ULONG IpChecksum : 2;
+  } IPv4Transmit;
+  struct {
+    ULONG Encapsulation;
+    ULONG IpOptionsSupported : 2;
+    ULONG TcpOptionsSupported : 2;
+    ULONG TcpChecksum : 2;
+    ULONG UdpChecksum : 2;
+    ULONG IpChecksum : 2;
+  } IPv4Receive;
+  struct {
+    ULONG Encapsulation;
+    ULONG IpExtensionHeadersSupported : 2;
+    ULONG TcpOptionsSupported : 2;
+    ULONG TcpChecksum : 2;
+    ULONG UdpChecksum : 2;
+  } IPv6Transmit;
+  struct {
+    ULONG Encapsulation;
+    ULONG IpExtensionHeadersSupported : 2;
+    ULONG TcpOptionsSupported : 2;
+    ULONG TcpChecksum : 2;
+    ULONG UdpChecksum : 2;
+  } IPv6Receive;
+} NDIS_TCP_IP_CHECKSUM_OFFLOAD, *PNDIS_TCP_IP_CHECKSUM_OFFLOAD;
+static_assert(offsetof(NDIS_TCP_IP_CHECKSUM_OFFLOAD, IPv6Transmit) == 16);
+static_assert(sizeof(NDIS_TCP_IP_CHECKSUM_OFFLOAD) == 32);
+
+typedef struct _NDIS_TCP_LARGE_SEND_OFFLOAD_V1 {
+  struct {
+    ULONG Encapsulation;
+    ULONG MaxOffLoadSize;
+    ULONG MinSegmentCount;
+    ULONG TcpOptions : 2;
+    ULONG IpOptions : 2;
+  } IPv4;
+} NDIS_TCP_LARGE_SEND_OFFLOAD_V1, *PNDIS_TCP_LARGE_SEND_OFFLOAD_V1;
+static_assert(sizeof(NDIS_TCP_LARGE_SEND_OFFLOAD_V1) == 16);
+
+// Declared for NDIS_OFFLOAD's layout only: xennet offers no IPsec offload.
+typedef struct _NDIS_IPSEC_OFFLOAD_V1 {
+  struct {
+    ULONG Encapsulation;
+    ULONG AhEspCombined;
+    ULONG TransportTunnelCombined;
+    ULONG IPv4Options;
+    ULONG Flags;
+  } Supported;
+  struct {
+    ULONG Md5 : 2;
+    ULONG Sha_1 : 2;
+    ULONG Transport : 2;
+    ULONG Tunnel : 2;
+    ULONG Send : 2;
+    ULONG Receive : 2;
+  } IPv4AH;
+  struct {
+    ULONG Des : 2;
+    ULONG Reserved : 2;
+    ULONG TripleDes : 2;
+    ULONG NullEsp : 2;
+    ULONG Transport : 2;
+    ULONG Tunnel : 2;
+    ULONG Send : 2;
+    ULONG Receive : 2;
+  } IPv4ESP;
+} NDIS_IPSEC_OFFLOAD_V1, *PNDIS_IPSEC_OFFLOAD_V1;
+static_assert(sizeof(NDIS_IPSEC_OFFLOAD_V1) == 28);
+
+typedef struct _NDIS_TCP_LARGE_SEND_OFFLOAD_V2 {
+  struct {
+    ULONG Encapsulation;
+    ULONG MaxOffLoadSize;
+    ULONG MinSegmentCount;
+  } IPv4;
+  struct {
+    ULONG Encapsulation;
+    ULONG MaxOffLoadSize;
+    ULONG MinSegmentCount;
+    ULONG IpExtensionHeadersSupported : 2;
+    ULONG TcpOptionsSupported : 2;
+  } IPv6;
+} NDIS_TCP_LARGE_SEND_OFFLOAD_V2, *PNDIS_TCP_LARGE_SEND_OFFLOAD_V2;
+static_assert(offsetof(NDIS_TCP_LARGE_SEND_OFFLOAD_V2, IPv6) == 12);
+static_assert(sizeof(NDIS_TCP_LARGE_SEND_OFFLOAD_V2) == 28);
+
+// NDIS 6.1 (NDIS_OFFLOAD revision 2); layout only, as IPsecV1.
+typedef struct _NDIS_IPSEC_OFFLOAD_V2 {
+  ULONG Encapsulation;
+  BOOLEAN IPv6Supported;
+  BOOLEAN IPv4Options;
+  BOOLEAN IPv6NonIPsecExtensionHeaders;
+  BOOLEAN Ah;
+  BOOLEAN Esp;
+  BOOLEAN AhEspCombined;
+  BOOLEAN Transport;
+  BOOLEAN Tunnel;
+  BOOLEAN TransportTunnelCombined;
+  BOOLEAN LsoSupported;
+  BOOLEAN ExtendedSequenceNumbers;
+  ULONG UdpEsp;
+  ULONG AuthenticationAlgorithms;
+  ULONG EncryptionAlgorithms;
+  ULONG SaOffloadCapacity;
+} NDIS_IPSEC_OFFLOAD_V2, *PNDIS_IPSEC_OFFLOAD_V2;
+static_assert(offsetof(NDIS_IPSEC_OFFLOAD_V2, UdpEsp) == 16);
+static_assert(sizeof(NDIS_IPSEC_OFFLOAD_V2) == 32);
+
+// What a miniport can do (HardwareOffloadCapabilities) or does now (the current
+// configuration: the default attribute, OID_TCP_OFFLOAD_CURRENT_CONFIG and the
+// NDIS_STATUS_TASK_OFFLOAD_CURRENT_CONFIG indication). Later NDIS versions append members
+// (Rsc, encapsulated-packet offloads, ...); an NDIS 6.20 miniport uses revision 2.
+typedef struct _NDIS_OFFLOAD {
+  NDIS_OBJECT_HEADER Header;
+  NDIS_TCP_IP_CHECKSUM_OFFLOAD Checksum;
+  NDIS_TCP_LARGE_SEND_OFFLOAD_V1 LsoV1;
+  NDIS_IPSEC_OFFLOAD_V1 IPsecV1;
+  NDIS_TCP_LARGE_SEND_OFFLOAD_V2 LsoV2;
+  ULONG Flags;
+  NDIS_IPSEC_OFFLOAD_V2 IPsecV2;
+} NDIS_OFFLOAD, *PNDIS_OFFLOAD;
+static_assert(offsetof(NDIS_OFFLOAD, Checksum) == 4);
+static_assert(offsetof(NDIS_OFFLOAD, LsoV1) == 36);
+static_assert(offsetof(NDIS_OFFLOAD, IPsecV1) == 52);
+static_assert(offsetof(NDIS_OFFLOAD, LsoV2) == 80);
+static_assert(offsetof(NDIS_OFFLOAD, Flags) == 108);
+static_assert(offsetof(NDIS_OFFLOAD, IPsecV2) == 112);
+static_assert(sizeof(NDIS_OFFLOAD) == 144);
+inline constexpr UCHAR NDIS_OFFLOAD_REVISION_1 = 1;
+inline constexpr UCHAR NDIS_OFFLOAD_REVISION_2 = 2;
+// RTL_SIZEOF_THROUGH_FIELD(NDIS_OFFLOAD, Flags) and (..., IPsecV2)
+inline constexpr USHORT NDIS_SIZEOF_NDIS_OFFLOAD_REVISION_1 = 112;
+inline constexpr USHORT NDIS_SIZEOF_NDIS_OFFLOAD_REVISION_2 = 144;
+
+// Per-offload settings of OID_TCP_OFFLOAD_PARAMETERS (a set request). Header.Type is
+// NDIS_OBJECT_TYPE_DEFAULT. Revision 2 (NDIS 6.1) adds the IPsec v2 fields, revision 3
+// (NDIS 6.30) RSC and encapsulated-packet offload; later revisions append more.
+typedef struct _NDIS_OFFLOAD_PARAMETERS {
+  NDIS_OBJECT_HEADER Header;
+  UCHAR IPv4Checksum;
+  UCHAR TCPIPv4Checksum;
+  UCHAR UDPIPv4Checksum;
+  UCHAR TCPIPv6Checksum;
+  UCHAR UDPIPv6Checksum;
+  UCHAR LsoV1;
+  UCHAR IPsecV1;
+  UCHAR LsoV2IPv4;
+  UCHAR LsoV2IPv6;
+  UCHAR TcpConnectionIPv4;
+  UCHAR TcpConnectionIPv6;
+  ULONG Flags;
+  UCHAR IPsecV2;
+  UCHAR IPsecV2IPv4;
+  UCHAR RscIPv4;
+  UCHAR RscIPv6;
+  UCHAR EncapsulatedPacketTaskOffload;
+  UCHAR EncapsulationTypes;
+} NDIS_OFFLOAD_PARAMETERS, *PNDIS_OFFLOAD_PARAMETERS;
+static_assert(offsetof(NDIS_OFFLOAD_PARAMETERS, TcpConnectionIPv6) == 14);
+static_assert(offsetof(NDIS_OFFLOAD_PARAMETERS, Flags) == 16);
+static_assert(offsetof(NDIS_OFFLOAD_PARAMETERS, IPsecV2) == 20);
+static_assert(offsetof(NDIS_OFFLOAD_PARAMETERS, EncapsulationTypes) == 25);
+inline constexpr UCHAR NDIS_OFFLOAD_PARAMETERS_REVISION_1 = 1;
+inline constexpr UCHAR NDIS_OFFLOAD_PARAMETERS_REVISION_2 = 2;
+inline constexpr UCHAR NDIS_OFFLOAD_PARAMETERS_REVISION_3 = 3;
+// RTL_SIZEOF_THROUGH_FIELD: Flags, IPsecV2IPv4, EncapsulationTypes.
+inline constexpr USHORT NDIS_SIZEOF_OFFLOAD_PARAMETERS_REVISION_1 = 20;
+inline constexpr USHORT NDIS_SIZEOF_OFFLOAD_PARAMETERS_REVISION_2 = 22;
+inline constexpr USHORT NDIS_SIZEOF_OFFLOAD_PARAMETERS_REVISION_3 = 26;
+// The checksum members (IPv4Checksum .. UDPIPv6Checksum).
+inline constexpr UCHAR NDIS_OFFLOAD_PARAMETERS_NO_CHANGE = 0;
+inline constexpr UCHAR NDIS_OFFLOAD_PARAMETERS_TX_RX_DISABLED = 1;
+inline constexpr UCHAR NDIS_OFFLOAD_PARAMETERS_TX_ENABLED_RX_DISABLED = 2;
+inline constexpr UCHAR NDIS_OFFLOAD_PARAMETERS_RX_ENABLED_TX_DISABLED = 3;
+inline constexpr UCHAR NDIS_OFFLOAD_PARAMETERS_TX_RX_ENABLED = 4;
+inline constexpr UCHAR NDIS_OFFLOAD_PARAMETERS_LSOV1_DISABLED = 1;
+inline constexpr UCHAR NDIS_OFFLOAD_PARAMETERS_LSOV1_ENABLED = 2;
+inline constexpr UCHAR NDIS_OFFLOAD_PARAMETERS_IPSECV1_DISABLED = 1;
+inline constexpr UCHAR NDIS_OFFLOAD_PARAMETERS_IPSECV1_AH_AND_ESP_ENABLED = 4;
+inline constexpr UCHAR NDIS_OFFLOAD_PARAMETERS_LSOV2_DISABLED = 1;
+inline constexpr UCHAR NDIS_OFFLOAD_PARAMETERS_LSOV2_ENABLED = 2;
+inline constexpr UCHAR NDIS_OFFLOAD_PARAMETERS_IPSECV2_DISABLED = 1;
+inline constexpr UCHAR NDIS_OFFLOAD_PARAMETERS_IPSECV2_AH_AND_ESP_ENABLED = 4;
+inline constexpr UCHAR NDIS_OFFLOAD_PARAMETERS_CONNECTION_OFFLOAD_DISABLED = 1;
+inline constexpr UCHAR NDIS_OFFLOAD_PARAMETERS_CONNECTION_OFFLOAD_ENABLED = 2;
+inline constexpr UCHAR NDIS_OFFLOAD_PARAMETERS_RSC_DISABLED = 1;
+inline constexpr UCHAR NDIS_OFFLOAD_PARAMETERS_RSC_ENABLED = 2;
+
+// OID_OFFLOAD_ENCAPSULATION (set): the encapsulation the protocol uses, per IP version;
+// Enabled is NDIS_OFFLOAD_SET_ON / OFF / NO_CHANGE.
+typedef struct _NDIS_OFFLOAD_ENCAPSULATION {
+  NDIS_OBJECT_HEADER Header;
+  struct {
+    ULONG Enabled;
+    ULONG EncapsulationType;
+    ULONG HeaderSize;
+  } IPv4;
+  struct {
+    ULONG Enabled;
+    ULONG EncapsulationType;
+    ULONG HeaderSize;
+  } IPv6;
+} NDIS_OFFLOAD_ENCAPSULATION, *PNDIS_OFFLOAD_ENCAPSULATION;
+static_assert(offsetof(NDIS_OFFLOAD_ENCAPSULATION, IPv6) == 16);
+static_assert(sizeof(NDIS_OFFLOAD_ENCAPSULATION) == 28);
+inline constexpr UCHAR NDIS_OFFLOAD_ENCAPSULATION_REVISION_1 = 1;
+// RTL_SIZEOF_THROUGH_FIELD(NDIS_OFFLOAD_ENCAPSULATION, IPv6.HeaderSize)
+inline constexpr USHORT NDIS_SIZEOF_OFFLOAD_ENCAPSULATION_REVISION_1 = 28;
+
+// Task offload attributes, set in MiniportInitializeEx. The connection (chimney) offload
+// pointers stay null: xennet offers none.
+typedef struct _NDIS_TCP_CONNECTION_OFFLOAD NDIS_TCP_CONNECTION_OFFLOAD, *PNDIS_TCP_CONNECTION_OFFLOAD;
+typedef struct _NDIS_MINIPORT_ADAPTER_OFFLOAD_ATTRIBUTES {
+  NDIS_OBJECT_HEADER Header;
+  PNDIS_OFFLOAD DefaultOffloadConfiguration;
+  PNDIS_OFFLOAD HardwareOffloadCapabilities;
+  PNDIS_TCP_CONNECTION_OFFLOAD DefaultTcpConnectionOffloadConfiguration;
+  PNDIS_TCP_CONNECTION_OFFLOAD TcpConnectionOffloadHardwareCapabilities;
+} NDIS_MINIPORT_ADAPTER_OFFLOAD_ATTRIBUTES;
+static_assert(offsetof(NDIS_MINIPORT_ADAPTER_OFFLOAD_ATTRIBUTES, DefaultOffloadConfiguration) == 8);
+static_assert(sizeof(NDIS_MINIPORT_ADAPTER_OFFLOAD_ATTRIBUTES) == 40);
+inline constexpr UCHAR NDIS_MINIPORT_ADAPTER_OFFLOAD_ATTRIBUTES_REVISION_1 = 1;
+// RTL_SIZEOF_THROUGH_FIELD(..., TcpConnectionOffloadHardwareCapabilities)
+inline constexpr USHORT NDIS_SIZEOF_MINIPORT_ADAPTER_OFFLOAD_ATTRIBUTES_REVISION_1 = 40;
+
 typedef union _NDIS_MINIPORT_ADAPTER_ATTRIBUTES {
   NDIS_MINIPORT_ADAPTER_REGISTRATION_ATTRIBUTES RegistrationAttributes;
   NDIS_MINIPORT_ADAPTER_GENERAL_ATTRIBUTES GeneralAttributes;
+  NDIS_MINIPORT_ADAPTER_OFFLOAD_ATTRIBUTES OffloadAttributes;
 } NDIS_MINIPORT_ADAPTER_ATTRIBUTES, *PNDIS_MINIPORT_ADAPTER_ATTRIBUTES;
 
 inline constexpr ULONG NDIS_MAC_OPTION_COPY_LOOKAHEAD_DATA = 0x00000001;
@@ -502,6 +758,10 @@ inline constexpr NDIS_OID OID_802_3_PERMANENT_ADDRESS = 0x01010101;
 inline constexpr NDIS_OID OID_802_3_CURRENT_ADDRESS = 0x01010102;
 inline constexpr NDIS_OID OID_802_3_MULTICAST_LIST = 0x01010103;
 inline constexpr NDIS_OID OID_802_3_MAXIMUM_LIST_SIZE = 0x01010104;
+inline constexpr NDIS_OID OID_OFFLOAD_ENCAPSULATION = 0x0101010A;
+inline constexpr NDIS_OID OID_TCP_OFFLOAD_CURRENT_CONFIG = 0xFC01020B;
+inline constexpr NDIS_OID OID_TCP_OFFLOAD_PARAMETERS = 0xFC01020C;
+inline constexpr NDIS_OID OID_TCP_OFFLOAD_HARDWARE_CAPABILITIES = 0xFC01020D;
 
 // ---- status indications (link state) ----
 typedef struct _NDIS_STATUS_INDICATION {
