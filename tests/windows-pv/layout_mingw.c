@@ -32,6 +32,14 @@ _Static_assert(offsetof(IRP, IoStatus) == 0x30, "offsetof(IRP, IoStatus) == 0x30
 _Static_assert(offsetof(IRP, Tail.Overlay.CurrentStackLocation) == 0xB8, "offsetof(IRP, Tail.Overlay.CurrentStackLocation) == 0xB8");
 _Static_assert(sizeof(IO_STACK_LOCATION) == 0x48, "sizeof(IO_STACK_LOCATION) == 0x48");
 _Static_assert(offsetof(IO_STACK_LOCATION, DeviceObject) == 0x28, "offsetof(IO_STACK_LOCATION, DeviceObject) == 0x28");
+_Static_assert(offsetof(IO_STACK_LOCATION, Parameters.Power.Type) == 0x10, "offsetof(IO_STACK_LOCATION, Parameters.Power.Type) == 0x10");
+_Static_assert(offsetof(IO_STACK_LOCATION, Parameters.Power.State) == 0x18, "offsetof(IO_STACK_LOCATION, Parameters.Power.State) == 0x18");
+_Static_assert(offsetof(IO_STACK_LOCATION, Parameters.Power.ShutdownType) == 0x20, "offsetof(IO_STACK_LOCATION, Parameters.Power.ShutdownType) == 0x20");
+_Static_assert(sizeof(POWER_STATE) == 4, "sizeof(POWER_STATE) == 4");
+_Static_assert(IRP_MJ_POWER == 0x16 && IRP_MN_WAIT_WAKE == 0 && IRP_MN_POWER_SEQUENCE == 1 && IRP_MN_SET_POWER == 2 && IRP_MN_QUERY_POWER == 3, "power function codes");
+_Static_assert(PowerSystemWorking == 1 && PowerSystemSleeping3 == 4 && PowerSystemMaximum == 7, "SYSTEM_POWER_STATE");
+_Static_assert(PowerDeviceD0 == 1 && PowerDeviceD3 == 4 && DevicePowerState == 1, "DEVICE_POWER_STATE, POWER_STATE_TYPE");
+_Static_assert(PowerActionSleep == 2 && PowerActionWarmEject == 7, "POWER_ACTION");
 _Static_assert(sizeof(KDPC) == 64, "sizeof(KDPC) == 64");
 _Static_assert(sizeof(KEVENT) == 24, "sizeof(KEVENT) == 24");
 _Static_assert(sizeof(INTERFACE) == 32, "sizeof(INTERFACE) == 32");

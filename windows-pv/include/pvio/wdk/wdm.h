@@ -1,5 +1,6 @@
 // The subset of the Windows kernel's WDM interface (wdm.h) the pvio drivers use: IRQLs, spin
-// locks, events, DPCs, pool and contiguous memory, IRPs for IRP_MJ_PNP, and the routines that
+// locks, events, DPCs, pool and contiguous memory, IRPs for IRP_MJ_PNP and IRP_MJ_POWER, and the
+// routines that
 // ntoskrnl.exe exports for them. Layouts follow Microsoft's documented x64 definitions; the
 // sizes and offsets the documentation fixes are asserted, so the host build of the drivers
 // (tests/windows-pv) sees the very same structures as the mingw-w64 build.
@@ -90,6 +91,43 @@ typedef enum _BUS_QUERY_ID_TYPE {
   BusQueryInstanceID = 3,
 } BUS_QUERY_ID_TYPE;
 
+// ---- power (wdm.h / ntpoapi.h): states are numbered as the documentation lists them ----
+typedef enum _SYSTEM_POWER_STATE {
+  PowerSystemUnspecified = 0,
+  PowerSystemWorking = 1,    // S0
+  PowerSystemSleeping1 = 2,  // S1
+  PowerSystemSleeping2 = 3,  // S2
+  PowerSystemSleeping3 = 4,  // S3
+  PowerSystemHibernate = 5,  // S4
+  PowerSystemShutdown = 6,   // S5
+  PowerSystemMaximum = 7,
+} SYSTEM_POWER_STATE;
+typedef enum _DEVICE_POWER_STATE {
+  PowerDeviceUnspecified = 0,
+  PowerDeviceD0 = 1,
+  PowerDeviceD1 = 2,
+  PowerDeviceD2 = 3,
+  PowerDeviceD3 = 4,
+  PowerDeviceMaximum = 5,
+} DEVICE_POWER_STATE;
+typedef enum _POWER_STATE_TYPE { SystemPowerState = 0, DevicePowerState = 1 } POWER_STATE_TYPE;
+typedef union _POWER_STATE {
+  SYSTEM_POWER_STATE SystemState;
+  DEVICE_POWER_STATE DeviceState;
+} POWER_STATE, *PPOWER_STATE;
+static_assert(sizeof(POWER_STATE) == 4);
+typedef enum _POWER_ACTION {
+  PowerActionNone = 0,
+  PowerActionReserved = 1,
+  PowerActionSleep = 2,
+  PowerActionHibernate = 3,
+  PowerActionShutdown = 4,
+  PowerActionShutdownReset = 5,
+  PowerActionShutdownOff = 6,
+  PowerActionWarmEject = 7,
+  PowerActionDisplayOff = 8,
+} POWER_ACTION;
+
 struct _IRP;
 typedef NTSTATUS IO_COMPLETION_ROUTINE(PDEVICE_OBJECT DeviceObject, struct _IRP* Irp,
                                        PVOID Context);
@@ -121,6 +159,20 @@ typedef struct _IO_STACK_LOCATION {
     struct {
       BUS_QUERY_ID_TYPE IdType;
     } QueryId;
+    // IRP_MJ_POWER. SystemContext is a union with SYSTEM_POWER_STATE_CONTEXT (one ULONG); the
+    // other members are POINTER_ALIGNMENT (8 on x64) in the documented declaration.
+    struct {
+      ULONG SystemContext;
+      alignas(8) POWER_STATE_TYPE Type;
+      alignas(8) POWER_STATE State;
+      alignas(8) POWER_ACTION ShutdownType;
+    } Power;
+    struct {
+      SYSTEM_POWER_STATE PowerState;
+    } WaitWake;
+    struct {
+      PVOID PowerSequence;  // PPOWER_SEQUENCE
+    } PowerSequence;
     struct {
       PVOID Argument1;
       PVOID Argument2;
@@ -136,6 +188,10 @@ typedef struct _IO_STACK_LOCATION {
 static_assert(offsetof(IO_STACK_LOCATION, Parameters) == 8);
 static_assert(offsetof(IO_STACK_LOCATION, DeviceObject) == 0x28);
 static_assert(sizeof(IO_STACK_LOCATION) == 0x48);
+// Parameters.Power: 32-bit members, each but the first on an 8-byte boundary.
+static_assert(offsetof(IO_STACK_LOCATION, Parameters.Power.Type) == 0x10);
+static_assert(offsetof(IO_STACK_LOCATION, Parameters.Power.State) == 0x18);
+static_assert(offsetof(IO_STACK_LOCATION, Parameters.Power.ShutdownType) == 0x20);
 
 typedef struct _IRP {
   SHORT Type;
@@ -188,6 +244,7 @@ static_assert(offsetof(IRP, Tail) == 0x78);
 static_assert(offsetof(IRP, Tail.Overlay.CurrentStackLocation) == 0xB8);
 static_assert(sizeof(IRP) == 0xD0);
 
+inline constexpr UCHAR IRP_MJ_POWER = 0x16;
 inline constexpr UCHAR IRP_MJ_PNP = 0x1B;
 inline constexpr UCHAR IRP_MJ_MAXIMUM_FUNCTION = 0x1B;
 inline constexpr UCHAR IRP_MN_START_DEVICE = 0x00;
@@ -200,7 +257,13 @@ inline constexpr UCHAR IRP_MN_QUERY_INTERFACE = 0x08;
 inline constexpr UCHAR IRP_MN_QUERY_CAPABILITIES = 0x09;
 inline constexpr UCHAR IRP_MN_QUERY_ID = 0x13;
 inline constexpr UCHAR IRP_MN_SURPRISE_REMOVAL = 0x17;
+// IRP_MJ_POWER minor functions.
+inline constexpr UCHAR IRP_MN_WAIT_WAKE = 0x00;
+inline constexpr UCHAR IRP_MN_POWER_SEQUENCE = 0x01;
+inline constexpr UCHAR IRP_MN_SET_POWER = 0x02;
+inline constexpr UCHAR IRP_MN_QUERY_POWER = 0x03;
 
+inline constexpr UCHAR SL_PENDING_RETURNED = 0x01;
 inline constexpr UCHAR SL_INVOKE_ON_CANCEL = 0x20;
 inline constexpr UCHAR SL_INVOKE_ON_SUCCESS = 0x40;
 inline constexpr UCHAR SL_INVOKE_ON_ERROR = 0x80;
@@ -211,6 +274,8 @@ inline PIO_STACK_LOCATION IoGetNextIrpStackLocation(PIRP irp) {
 inline PIO_STACK_LOCATION IoGetCurrentIrpStackLocation(PIRP irp) {
   return irp->Tail.Overlay.CurrentStackLocation;
 }
+// The dispatch routine will return STATUS_PENDING and complete the IRP later.
+inline VOID IoMarkIrpPending(PIRP irp) { IoGetCurrentIrpStackLocation(irp)->Control |= SL_PENDING_RETURNED; }
 // The next driver gets this driver's stack location as it is (wdm.h macros, as functions).
 inline VOID IoSkipCurrentIrpStackLocation(PIRP irp) {
   ++irp->CurrentLocation;
@@ -376,6 +441,12 @@ typedef enum _DEVICE_REGISTRY_PROPERTY {
   DevicePropertyAddress = 16,
 } DEVICE_REGISTRY_PROPERTY;
 
+typedef BOOLEAN KSYNCHRONIZE_ROUTINE(PVOID SynchronizeContext);
+// PoRequestPowerIrp's callback, called once the requested IRP has completed.
+typedef VOID REQUEST_POWER_COMPLETE(PDEVICE_OBJECT DeviceObject, UCHAR MinorFunction,
+                                    POWER_STATE PowerState, PVOID Context,
+                                    PIO_STATUS_BLOCK IoStatus);
+
 typedef VOID KSTART_ROUTINE(PVOID StartContext);
 inline constexpr ULONG THREAD_ALL_ACCESS = 0x001FFFFF;
 
@@ -430,6 +501,21 @@ PVIO_KERNEL_IMPORT VOID IofCompleteRequest(PIRP Irp, CCHAR PriorityBoost);
 inline VOID IoCompleteRequest(PIRP Irp, CCHAR PriorityBoost) { IofCompleteRequest(Irp, PriorityBoost); }
 inline constexpr CCHAR IO_NO_INCREMENT = 0;
 
+// ---- power IRPs ----
+// Passes a power IRP to the next driver (<= DISPATCH_LEVEL). Since Windows Vista IoCallDriver
+// would do as well; PoStartNextPowerIrp is a no-op there and is not used (the images require
+// Windows 7 or later).
+PVIO_KERNEL_IMPORT NTSTATUS PoCallDriver(PDEVICE_OBJECT DeviceObject, PIRP Irp);
+// Tells the power manager the device's new state; returns the previous one.
+PVIO_KERNEL_IMPORT POWER_STATE PoSetPowerState(PDEVICE_OBJECT DeviceObject, POWER_STATE_TYPE Type,
+                                               POWER_STATE State);
+// A device power IRP (SET_POWER, QUERY_POWER or WAIT_WAKE) sent by the power manager to the top
+// of DeviceObject's stack; CompletionFunction runs when it completed. <= DISPATCH_LEVEL.
+PVIO_KERNEL_IMPORT NTSTATUS PoRequestPowerIrp(PDEVICE_OBJECT DeviceObject, UCHAR MinorFunction,
+                                              POWER_STATE PowerState,
+                                              REQUEST_POWER_COMPLETE* CompletionFunction,
+                                              PVOID Context, PIRP* Irp);
+
 // ---- devices (PASSIVE_LEVEL) ----
 PVIO_KERNEL_IMPORT NTSTATUS IoCreateDevice(PDRIVER_OBJECT DriverObject, ULONG DeviceExtensionSize,
                                            PUNICODE_STRING DeviceName, ULONG DeviceType,
@@ -457,6 +543,10 @@ PVIO_KERNEL_IMPORT NTSTATUS IoConnectInterrupt(PKINTERRUPT* InterruptObject,
                                                KINTERRUPT_MODE InterruptMode, BOOLEAN ShareVector,
                                                KAFFINITY ProcessorEnableMask, BOOLEAN FloatingSave);
 PVIO_KERNEL_IMPORT VOID IoDisconnectInterrupt(PKINTERRUPT InterruptObject);
+// Runs the routine at the interrupt's DIRQL holding its spin lock: no ISR of it runs meanwhile.
+PVIO_KERNEL_IMPORT BOOLEAN KeSynchronizeExecution(PKINTERRUPT Interrupt,
+                                                  KSYNCHRONIZE_ROUTINE* SynchronizeRoutine,
+                                                  PVOID SynchronizeContext);
 PVIO_KERNEL_IMPORT VOID KeInitializeDpc(PRKDPC Dpc, PKDEFERRED_ROUTINE DeferredRoutine,
                                         PVOID DeferredContext);
 PVIO_KERNEL_IMPORT BOOLEAN KeInsertQueueDpc(PRKDPC Dpc, PVOID SystemArgument1, PVOID SystemArgument2);
