@@ -86,9 +86,20 @@ class XenbusFixture : public ::testing::Test {
     if (HasFatalFailure()) return;
 
     set_hypervisor_domain(dom_.get(), kVector);
-    // The PCI bus driver's PDO for 5853:0001 at 00:03.0; it completes what reaches it.
-    pci_pdo_ = create_device([](PDEVICE_OBJECT, PIRP irp) {
+    // The PCI bus driver's PDO for 5853:0001 at 00:03.0; it completes what reaches it. Power
+    // IRPs as PCI answers them: set and query succeed (a device state is reported), no wake.
+    pci_pdo_ = create_device([](PDEVICE_OBJECT dev, PIRP irp) {
       PIO_STACK_LOCATION sl = IoGetCurrentIrpStackLocation(irp);
+      if (sl->MajorFunction == IRP_MJ_POWER) {
+        NTSTATUS st = irp->IoStatus.Status;
+        if (sl->MinorFunction == IRP_MN_SET_POWER || sl->MinorFunction == IRP_MN_QUERY_POWER)
+          st = STATUS_SUCCESS;
+        if (sl->MinorFunction == IRP_MN_SET_POWER && sl->Parameters.Power.Type == DevicePowerState)
+          PoSetPowerState(dev, DevicePowerState, sl->Parameters.Power.State);
+        if (sl->MinorFunction == IRP_MN_WAIT_WAKE) st = STATUS_NOT_SUPPORTED;
+        complete_irp(irp, st, irp->IoStatus.Information);
+        return st;
+      }
       const NTSTATUS st = sl->MinorFunction == IRP_MN_START_DEVICE ||
                                   sl->MinorFunction == IRP_MN_REMOVE_DEVICE
                               ? STATUS_SUCCESS
@@ -98,6 +109,7 @@ class XenbusFixture : public ::testing::Test {
     });
     set_device_property(pci_pdo_, DevicePropertyBusNumber, 0);
     set_device_property(pci_pdo_, DevicePropertyAddress, (3u << 16) | 0u);
+    set_platform_device(pci_pdo_);
     driver_ = std::make_unique<DRIVER_OBJECT>();
     std::memset(driver_.get(), 0, sizeof *driver_);
     driver_->DriverExtension = &driver_ext_;
@@ -123,6 +135,10 @@ class XenbusFixture : public ::testing::Test {
       EXPECT_EQ(system_threads(), 0u) << "the watch thread outlived the bus";
       EXPECT_EQ(live_driver_devices(), 0u) << "a device object was not deleted";
     }
+    for (int i = 0; i < 100 && power_requests_in_flight() != 0; ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    EXPECT_EQ(power_requests_in_flight(), 0u);
+    set_platform_device(nullptr);
     if (pci_pdo_ != nullptr) delete_device(pci_pdo_);
     if (xs_) xs_->release(cfg_.domid);
     if (dom_) {

@@ -15,7 +15,40 @@ domain::Domain* g_dom = nullptr;
 ULONG g_vector = 0;
 std::atomic<std::uint64_t> g_callback_via{0};
 std::atomic<int> g_connections{0};
+std::atomic<PDEVICE_OBJECT> g_platform_pdo{nullptr};
+
+bool platform_in_d0() {
+  PDEVICE_OBJECT pdo = g_platform_pdo.load();
+  if (pdo == nullptr) return true;
+  PDEVICE_OBJECT top = attached_top(pdo);
+  if (top == pdo) return true;
+  const DEVICE_POWER_STATE s = device_power_state(top);
+  return s == PowerDeviceUnspecified || s == PowerDeviceD0;  // started devices are in D0
+}
+
+// The platform ISR on its line; out of D0 it must leave every pending bit where it is.
+bool raise_checked() {
+  if (platform_in_d0() || g_dom == nullptr) return raise_interrupt(g_vector);
+  auto* s = reinterpret_cast<xen::shared_info*>(g_dom->shared_info());
+  const std::uint8_t upcall = __atomic_load_n(&s->vcpu_info[0].evtchn_upcall_pending, __ATOMIC_ACQUIRE);
+  const xen::xen_ulong_t sel = __atomic_load_n(&s->vcpu_info[0].evtchn_pending_sel, __ATOMIC_ACQUIRE);
+  xen::xen_ulong_t pending[xen::kBitsPerEvtchnWord];
+  for (unsigned w = 0; w < xen::kBitsPerEvtchnWord; ++w)
+    pending[w] = __atomic_load_n(&s->evtchn_pending[w], __ATOMIC_ACQUIRE);
+  const bool claimed = raise_interrupt(g_vector);
+  // Only the guest clears these bits (Xen only sets them): a cleared one was taken.
+  bool touched = upcall != 0 && __atomic_load_n(&s->vcpu_info[0].evtchn_upcall_pending, __ATOMIC_ACQUIRE) == 0;
+  touched |= (sel & ~__atomic_load_n(&s->vcpu_info[0].evtchn_pending_sel, __ATOMIC_ACQUIRE)) != 0;
+  for (unsigned w = 0; w < xen::kBitsPerEvtchnWord; ++w)
+    touched |= (pending[w] & ~__atomic_load_n(&s->evtchn_pending[w], __ATOMIC_ACQUIRE)) != 0;
+  if (touched) violation("the platform ISR took events from shared_info while its device was out of D0");
+  if (claimed) violation("the platform ISR claimed an interrupt while its device was out of D0");
+  return claimed;
+}
 }  // namespace
+
+void set_platform_device(PDEVICE_OBJECT pdo) { g_platform_pdo = pdo; }
+bool raise_shared_interrupt() { return raise_checked(); }
 
 void set_hypervisor_domain(domain::Domain* dom, ULONG upcall_vector) {
   g_dom = dom;
@@ -56,14 +89,19 @@ long hv_set_callback_via(std::uint64_t value) {
   test::require_irql(PASSIVE_LEVEL, "HVMOP_set_param");
   test::g_callback_via = value;
   if (value == 0) {
-    g_dom->set_upcall_hook(nullptr);
+    // No route: Xen leaves the events pending in shared_info and raises nothing.
+    g_dom->set_upcall_hook([] {});
     return 0;
   }
   // Only the PCI INTx route is modelled: the line is the platform device's interrupt.
   if ((value >> xen::HVM_PARAM_CALLBACK_IRQ_TYPE_SHIFT) != xen::HVM_PARAM_CALLBACK_TYPE_PCI_INTX)
     return -22;
-  const ULONG vector = test::g_vector;
-  g_dom->set_upcall_hook([vector] { test::raise_interrupt(vector); });
+  g_dom->set_upcall_hook([] {
+    if (!test::platform_in_d0())
+      test::violation("Xen raised the platform device's INTx while the device was out of D0 "
+                      "(the callback route must be cleared first: no ISR may claim the line)");
+    test::raise_checked();
+  });
   return 0;
 }
 

@@ -49,9 +49,11 @@ struct Device {
   long refs = 0;
   unsigned bus_invalidations = 0;
   std::map<int, ULONG> properties;
+  ULONG power_state[2] = {0, 0};  // by POWER_STATE_TYPE, as set with PoSetPowerState
 };
 std::map<PDEVICE_OBJECT, std::shared_ptr<Device>> g_devices;
 std::set<PIRP> g_live_irps;
+std::set<PIRP> g_dispatched_irps;  // live IRPs a driver has received (IofCallDriver)
 // Completed IRPs are kept a while before they are freed, so a driver that completes or touches
 // one again is reported by the checks (and by the sanitizers' own rules on what it then reads)
 // instead of reaching freed memory; the oldest goes when the quarantine is full. Never
@@ -157,6 +159,7 @@ std::size_t contiguous_allocations() {
 PDEVICE_OBJECT create_device(IrpDispatch dispatch) {
   // An opaque object: drivers only pass device objects back to the kernel.
   auto* dev = reinterpret_cast<PDEVICE_OBJECT>(new std::uint8_t[0x150]());
+  dev->StackSize = 1;  // the bottom of a stack: one location for itself
   std::lock_guard lk(g_dev_mu);
   g_devices[dev] = std::make_shared<Device>();
   g_devices[dev]->dispatch = std::move(dispatch);
@@ -247,6 +250,60 @@ std::size_t connected_interrupts() {
 }
 
 std::size_t system_threads() { return g_system_threads.load(); }
+
+namespace {
+std::atomic<std::size_t> g_power_requests{0};
+
+// An IRP_MJ_POWER IRP for `top`'s stack: `extra` locations above it for the sender's own use.
+PIRP new_power_irp(PDEVICE_OBJECT top, int stack, UCHAR minor, POWER_STATE_TYPE type, ULONG state,
+                   PKEVENT event, PIO_STATUS_BLOCK iosb) {
+  const std::size_t bytes = sizeof(IRP) + stack * sizeof(IO_STACK_LOCATION);
+  auto* irp = static_cast<PIRP>(std::calloc(1, bytes));
+  irp->Size = static_cast<USHORT>(bytes);
+  irp->StackCount = static_cast<CHAR>(stack);
+  irp->CurrentLocation = static_cast<CHAR>(stack + 1);
+  irp->Tail.Overlay.CurrentStackLocation = reinterpret_cast<PIO_STACK_LOCATION>(irp + 1) + stack;
+  irp->UserEvent = event;
+  irp->UserIosb = iosb;
+  PIO_STACK_LOCATION sl = IoGetNextIrpStackLocation(irp);
+  sl->MajorFunction = IRP_MJ_POWER;
+  sl->MinorFunction = minor;
+  sl->DeviceObject = top;
+  sl->Parameters.Power.Type = type;
+  sl->Parameters.Power.State.DeviceState = static_cast<DEVICE_POWER_STATE>(state);
+  sl->Parameters.Power.ShutdownType = state == PowerSystemWorking || type == DevicePowerState
+                                          ? PowerActionNone
+                                          : PowerActionSleep;
+  std::lock_guard lk(g_dev_mu);
+  g_live_irps.insert(irp);
+  return irp;
+}
+}  // namespace
+
+NTSTATUS send_power(PDEVICE_OBJECT dev, UCHAR minor, POWER_STATE_TYPE type, ULONG state,
+                    NTSTATUS initial) {
+  AtIrql passive(PASSIVE_LEVEL);
+  PDEVICE_OBJECT top = attached_top(dev);
+  KEVENT done;
+  KeInitializeEvent(&done, NotificationEvent, FALSE);
+  IO_STATUS_BLOCK iosb{};
+  // Exactly one location per driver in the stack: a PDO that passes the IRP on has none left.
+  PIRP irp = new_power_irp(top, top->StackSize > 0 ? top->StackSize : 1, minor, type, state, &done, &iosb);
+  irp->IoStatus.Status = initial;
+  PoCallDriver(top, irp);
+  // Pending or not, the status is final once the IRP has completed.
+  KeWaitForSingleObject(&done, Executive, KernelMode, FALSE, nullptr);
+  return iosb.Status;
+}
+
+DEVICE_POWER_STATE device_power_state(PDEVICE_OBJECT dev) {
+  std::lock_guard lk(g_dev_mu);
+  auto it = g_devices.find(dev);
+  return it == g_devices.end() ? PowerDeviceUnspecified
+                               : static_cast<DEVICE_POWER_STATE>(it->second->power_state[DevicePowerState]);
+}
+
+std::size_t power_requests_in_flight() { return g_power_requests.load(); }
 
 }  // namespace pvio::windows::test
 
@@ -426,6 +483,10 @@ NTSTATUS IofCallDriver(PDEVICE_OBJECT dev, PIRP irp) {
     violation("IofCallDriver: no stack location left");
     return STATUS_INVALID_PARAMETER;
   }
+  {
+    std::lock_guard lk(pvio::windows::test::g_dev_mu);
+    pvio::windows::test::g_dispatched_irps.insert(irp);
+  }
   --irp->CurrentLocation;
   --irp->Tail.Overlay.CurrentStackLocation;
   next->DeviceObject = dev;
@@ -478,6 +539,7 @@ VOID IofCompleteRequest(PIRP irp, CCHAR) {
   {
     std::lock_guard lk(g_dev_mu);
     g_live_irps.erase(irp);
+    g_dispatched_irps.erase(irp);
   }
   if (irp->UserIosb != nullptr) *irp->UserIosb = irp->IoStatus;
   PKEVENT ev = irp->UserEvent;
@@ -492,6 +554,108 @@ VOID IofCompleteRequest(PIRP irp, CCHAR) {
   }
   std::free(oldest);
   if (ev != nullptr) KeSetEvent(ev, 0, FALSE);
+}
+
+// Power IRPs travel like any other; the power manager's rules on top: only power IRPs, and
+// never from a PDO (nothing is below it: it must complete what it gets).
+NTSTATUS PoCallDriver(PDEVICE_OBJECT dev, PIRP irp) {
+  using namespace pvio::windows::test;
+  require_irql(DISPATCH_LEVEL, "PoCallDriver");
+  if (IoGetNextIrpStackLocation(irp)->MajorFunction != IRP_MJ_POWER)
+    violation("PoCallDriver with an IRP that is not IRP_MJ_POWER");
+  bool from_driver;
+  {
+    std::lock_guard lk(g_dev_mu);
+    from_driver = g_dispatched_irps.count(irp) != 0;
+  }
+  // The caller's location, skipped or copied, is the next one: its DeviceObject is the caller.
+  PDEVICE_OBJECT caller = from_driver ? IoGetNextIrpStackLocation(irp)->DeviceObject : nullptr;
+  if (caller != nullptr && (caller->Flags & DO_BUS_ENUMERATED_DEVICE)) {
+    violation("a PDO passed a power IRP down (nothing is below a PDO: it completes it)");
+    complete_irp(irp, STATUS_INVALID_PARAMETER);
+    return STATUS_INVALID_PARAMETER;
+  }
+  return IofCallDriver(dev, irp);
+}
+
+// The new state must be the one an outstanding SET_POWER IRP asks of this device.
+POWER_STATE PoSetPowerState(PDEVICE_OBJECT dev, POWER_STATE_TYPE type, POWER_STATE state) {
+  using namespace pvio::windows::test;
+  require_irql(DISPATCH_LEVEL, "PoSetPowerState");
+  POWER_STATE prev;
+  prev.DeviceState = PowerDeviceUnspecified;
+  std::lock_guard lk(g_dev_mu);
+  bool asked = false;
+  for (PIRP irp : g_live_irps) {
+    auto* loc = reinterpret_cast<PIO_STACK_LOCATION>(irp + 1);
+    for (int i = 0; i < irp->StackCount && !asked; ++i)
+      asked = loc[i].DeviceObject == dev && loc[i].MajorFunction == IRP_MJ_POWER &&
+              loc[i].MinorFunction == IRP_MN_SET_POWER && loc[i].Parameters.Power.Type == type &&
+              static_cast<ULONG>(loc[i].Parameters.Power.State.DeviceState) ==
+                  static_cast<ULONG>(state.DeviceState);
+  }
+  if (!asked)
+    violation("PoSetPowerState(" + std::to_string(type) + ", " + std::to_string(state.DeviceState) +
+              ") without a SET_POWER IRP for that state at this device");
+  auto it = g_devices.find(dev);
+  if (it == g_devices.end()) {
+    violation("PoSetPowerState of an unknown device");
+    return prev;
+  }
+  prev.DeviceState = static_cast<DEVICE_POWER_STATE>(it->second->power_state[type & 1]);
+  it->second->power_state[type & 1] = static_cast<ULONG>(state.DeviceState);
+  return prev;
+}
+
+// The power manager sends the IRP from its own thread at PASSIVE_LEVEL to the top of the stack,
+// then calls the requester back with the final status.
+NTSTATUS PoRequestPowerIrp(PDEVICE_OBJECT dev, UCHAR minor, POWER_STATE state,
+                           REQUEST_POWER_COMPLETE* cb, PVOID ctx, PIRP* out) {
+  using namespace pvio::windows::test;
+  require_irql(DISPATCH_LEVEL, "PoRequestPowerIrp");
+  if (minor != IRP_MN_SET_POWER && minor != IRP_MN_QUERY_POWER && minor != IRP_MN_WAIT_WAKE)
+    return static_cast<NTSTATUS>(0xC00000F0u);  // STATUS_INVALID_PARAMETER_2
+  if (state.DeviceState <= PowerDeviceUnspecified || state.DeviceState >= PowerDeviceMaximum) {
+    violation("PoRequestPowerIrp with something that is not a device power state");
+    return STATUS_INVALID_PARAMETER;
+  }
+  PDEVICE_OBJECT top = attached_top(dev);
+  ++g_power_requests;
+  auto* done = new KEVENT;
+  KeInitializeEvent(done, NotificationEvent, FALSE);
+  auto* iosb = new IO_STATUS_BLOCK{};
+  PIRP irp = new_power_irp(top, top->StackSize > 0 ? top->StackSize : 1, minor, DevicePowerState,
+                           static_cast<ULONG>(state.DeviceState), done, iosb);
+  irp->IoStatus.Status = STATUS_NOT_SUPPORTED;
+  if (out != nullptr) *out = irp;
+  std::thread([=] {
+    {
+      AtIrql passive(PASSIVE_LEVEL);
+      PoCallDriver(top, irp);
+      KeWaitForSingleObject(done, Executive, KernelMode, FALSE, nullptr);
+      if (cb != nullptr) cb(dev, minor, state, ctx, iosb);
+    }
+    delete iosb;
+    delete done;
+    --g_power_requests;
+  }).detach();
+  return STATUS_PENDING;
+}
+
+BOOLEAN KeSynchronizeExecution(PKINTERRUPT obj, KSYNCHRONIZE_ROUTINE* routine, PVOID ctx) {
+  using namespace pvio::windows::test;
+  auto* i = reinterpret_cast<Interrupt*>(obj);
+  {
+    std::lock_guard lk(g_irq_mu);
+    if (std::find(g_interrupts.begin(), g_interrupts.end(), i) == g_interrupts.end()) {
+      violation("KeSynchronizeExecution with an interrupt that is not connected");
+      return FALSE;
+    }
+  }
+  if (current_irql() > i->irql) violation("KeSynchronizeExecution above the interrupt's DIRQL");
+  std::lock_guard lk(i->mu);
+  AtIrql dirql(i->irql);
+  return routine(ctx);
 }
 
 NTSTATUS IoCreateDevice(PDRIVER_OBJECT driver, ULONG ext_size, PUNICODE_STRING, ULONG type,

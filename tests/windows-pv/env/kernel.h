@@ -86,6 +86,18 @@ std::size_t live_driver_devices();
 // Object references taken with ObfReferenceObject and not yet dropped, on `dev`.
 long object_references(PDEVICE_OBJECT dev);
 
+// ---- the power manager's side ----
+// An IRP_MJ_POWER request sent to the top of `dev`'s stack at PASSIVE_LEVEL (every device here
+// is DO_POWER_PAGABLE), with exactly StackSize stack locations and IoStatus starting as
+// `initial` (the power manager's STATUS_NOT_SUPPORTED). Waits for its completion.
+NTSTATUS send_power(PDEVICE_OBJECT dev, UCHAR minor, POWER_STATE_TYPE type, ULONG state,
+                    NTSTATUS initial = STATUS_NOT_SUPPORTED);
+// The device power state a driver last reported for `dev` with PoSetPowerState
+// (PowerDeviceUnspecified before it reported one).
+DEVICE_POWER_STATE device_power_state(PDEVICE_OBJECT dev);
+// Device power IRPs requested with PoRequestPowerIrp whose callback has not returned yet.
+std::size_t power_requests_in_flight();
+
 // ---- interrupts, DPCs, system threads ----
 // Runs the service routines connected to `vector` at their IRQL on the calling thread (the
 // line was raised). Returns whether one claimed the interrupt.
