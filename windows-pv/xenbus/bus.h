@@ -30,6 +30,7 @@ struct Pdo {
   PDEVICE_OBJECT self = nullptr;
   Fdo* bus = nullptr;
   Child child{};
+  DEVICE_POWER_STATE device_power = PowerDeviceD0;
   bool present = true;   // still listed under device/; reported in BusRelations
   bool reported_missing = false;
   volatile LONG interface_refs = 0;
@@ -60,6 +61,12 @@ struct Fdo {
   bool started = false;
   XenPages pages{};
   domid_t own_domid = kDomidSelf;
+
+  // ---- power: the FDO owns the device's power policy ----
+  DEVICE_POWER_STATE device_power = PowerDeviceD0;
+  // 0 in D1..D3: the ISR then leaves shared_info alone (the INTx line may be shared) and the
+  // watch thread holds watch events back. Changed only under the interrupt's lock.
+  volatile LONG powered = 1;
 
   // ---- upcall ----
   PKINTERRUPT interrupt = nullptr;
@@ -117,6 +124,15 @@ LONG bus_xs_write(Fdo* fdo, PCSTR path, PCSTR value);
 LONG bus_xs_remove(Fdo* fdo, PCSTR path);
 LONG bus_xs_watch(Fdo* fdo, PCSTR path, PVIO_WATCH_CALLBACK* cb, PVOID ctx, PVOID* handle);
 void bus_xs_unwatch(Fdo* fdo, PVOID handle);
+
+// The upcall while the device leaves and re-enters D0 (PASSIVE_LEVEL; no-ops before START).
+void fdo_power_down(Fdo* fdo);
+void fdo_power_up(Fdo* fdo);
+
+// power.cc: IRP_MJ_POWER for the FDO (passed down; the policy owner's D-IRPs) and the PDOs.
+DRIVER_DISPATCH xenbus_dispatch_power;
+NTSTATUS fdo_power(Fdo* fdo, PIRP irp);
+NTSTATUS pdo_power(Pdo* pdo, PIRP irp);
 
 // pdo.cc
 NTSTATUS pdo_pnp(Pdo* pdo, PIRP irp);

@@ -1,5 +1,5 @@
 // xenbus.sys's driver object: AddDevice puts the FDO over the platform PCI device's PDO;
-// IRP_MJ_PNP goes to the FDO or to a child PDO by the role in the device extension.
+// IRP_MJ_PNP and IRP_MJ_POWER go to the FDO or to a child PDO by the role in the device extension.
 #include <new>
 
 #include "bus.h"
@@ -48,9 +48,16 @@ NTSTATUS xenbus_dispatch_pnp(PDEVICE_OBJECT dev, PIRP irp) {
   return pdo_pnp(static_cast<Pdo*>(dev->DeviceExtension), irp);
 }
 
+NTSTATUS xenbus_dispatch_power(PDEVICE_OBJECT dev, PIRP irp) {
+  auto* role = static_cast<DeviceRole*>(dev->DeviceExtension);
+  if (*role == DeviceRole::Fdo) return fdo_power(static_cast<Fdo*>(dev->DeviceExtension), irp);
+  return pdo_power(static_cast<Pdo*>(dev->DeviceExtension), irp);
+}
+
 NTSTATUS xenbus_driver_entry(PDRIVER_OBJECT driver) {
   for (auto& f : driver->MajorFunction) f = &dispatch_passthrough;
   driver->MajorFunction[IRP_MJ_PNP] = &xenbus_dispatch_pnp;
+  driver->MajorFunction[IRP_MJ_POWER] = &xenbus_dispatch_power;
   driver->DriverExtension->AddDevice = &xenbus_add_device;
   driver->DriverUnload = &unload;
   return STATUS_SUCCESS;

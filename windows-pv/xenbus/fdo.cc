@@ -37,11 +37,10 @@ T xchg(T* p, T v) {
 // port set pending during the scan raises a new upcall, take the selector, then take each
 // pending unmasked port's bit and leave it to the DPC. Returns whether anything was ours (the
 // INTx line may be shared).
-BOOLEAN isr(PKINTERRUPT, PVOID ctx) {
-  auto* fdo = static_cast<Fdo*>(ctx);
+bool take_pending_ports(Fdo* fdo) {
   xen::shared_info* s = fdo->pages.shared_info;
   xen::vcpu_info& v = s->vcpu_info[0];
-  if (xchg(&v.evtchn_upcall_pending, std::uint8_t{0}) == 0) return FALSE;
+  if (xchg(&v.evtchn_upcall_pending, std::uint8_t{0}) == 0) return false;
   bool any = false;
   xen::xen_ulong_t sel = xchg(&v.evtchn_pending_sel, xen::xen_ulong_t{0});
   while (sel != 0) {
@@ -55,6 +54,28 @@ BOOLEAN isr(PKINTERRUPT, PVOID ctx) {
     any = true;
   }
   if (any) KeInsertQueueDpc(&fdo->dpc, nullptr, nullptr);
+  return true;
+}
+
+BOOLEAN isr(PKINTERRUPT, PVOID ctx) {
+  auto* fdo = static_cast<Fdo*>(ctx);
+  // Out of D0 the device is not ours to touch: a shared line's other device interrupted.
+  if (__atomic_load_n(&fdo->powered, __ATOMIC_ACQUIRE) == 0) return FALSE;
+  return take_pending_ports(fdo) ? TRUE : FALSE;
+}
+
+// Both run at the ISR's DIRQL under its lock (KeSynchronizeExecution), so no scan is in
+// progress when the flag changes.
+BOOLEAN mark_powered_down(PVOID ctx) {
+  __atomic_store_n(&static_cast<Fdo*>(ctx)->powered, 0, __ATOMIC_RELEASE);
+  return TRUE;
+}
+// Back in D0: the events that arrived meanwhile are still pending in shared_info (no route
+// raised the line for them); take them now as the ISR would.
+BOOLEAN mark_powered_up_and_scan(PVOID ctx) {
+  auto* fdo = static_cast<Fdo*>(ctx);
+  __atomic_store_n(&fdo->powered, 1, __ATOMIC_RELEASE);
+  take_pending_ports(fdo);
   return TRUE;
 }
 
@@ -155,6 +176,9 @@ void watch_thread(PVOID ctx) {
     LARGE_INTEGER t;
     t.QuadPart = -10 * 1000 * 100;
     KeWaitForSingleObject(&fdo->watch_kick, Executive, KernelMode, FALSE, &t);
+    // Out of D0 the children are powered down too: their watch events wait in the ring
+    // client's queue until the bus is back in D0.
+    if (__atomic_load_n(&fdo->powered, __ATOMIC_ACQUIRE) == 0) continue;
     bool rescan = false;
     fdo->watch_lock.lock();
     fdo->store_lock.lock();
@@ -410,6 +434,28 @@ NTSTATUS bus_relations(Fdo* fdo, PIRP irp) {
 }
 
 }  // namespace
+
+// Leaving D0: once the flag is cleared under the interrupt's lock no ISR scans shared_info
+// any more; then Xen stops raising the INTx line (a level-triggered line nobody claims would
+// storm) and the DPC's last run ends. Events arriving now stay pending in shared_info.
+void fdo_power_down(Fdo* fdo) {
+  if (!fdo->started || fdo->interrupt == nullptr) return;
+  KeSynchronizeExecution(fdo->interrupt, &mark_powered_down, fdo);
+  hv_set_callback_via(0);
+  KeFlushQueuedDpcs();
+}
+
+// Back in D0 (the lower drivers have powered the device up): the route again, then what
+// arrived meanwhile, and the watch thread catches up.
+void fdo_power_up(Fdo* fdo) {
+  if (!fdo->started || fdo->interrupt == nullptr) {
+    __atomic_store_n(&fdo->powered, 1, __ATOMIC_RELEASE);
+    return;
+  }
+  hv_set_callback_via(fdo->callback_via);
+  KeSynchronizeExecution(fdo->interrupt, &mark_powered_up_and_scan, fdo);
+  kick_watch_thread(fdo);
+}
 
 NTSTATUS fdo_pnp(Fdo* fdo, PIRP irp) {
   PIO_STACK_LOCATION sl = IoGetCurrentIrpStackLocation(irp);

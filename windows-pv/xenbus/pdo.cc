@@ -83,6 +83,11 @@ NTSTATUS query_capabilities(Pdo* pdo, PIRP irp) {
   c->Flags |= DEVCAP_UNIQUE_ID | DEVCAP_SILENT_INSTALL | DEVCAP_SURPRISE_REMOVAL_OK;
   c->Address = pdo->child.devid;
   c->UINumber = pdo->child.devid;
+  // Power: D0 while the system works, D3 in every sleep state; no D1/D2, no wake.
+  c->DeviceState[PowerSystemWorking] = PowerDeviceD0;
+  for (int s = PowerSystemSleeping1; s < PowerSystemMaximum; ++s) c->DeviceState[s] = PowerDeviceD3;
+  c->SystemWake = PowerSystemUnspecified;
+  c->DeviceWake = PowerDeviceUnspecified;
   return complete(irp, STATUS_SUCCESS, 0);
 }
 
