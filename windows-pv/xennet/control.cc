@@ -1,10 +1,11 @@
-// xennet's control plane: the netfront Platform seam over xenbus's interface and the Windows
-// memory manager, MiniportInitializeEx / MiniportHaltEx, the PASSIVE_LEVEL handshake steps
+// xennet's control plane: the netfront Platform seam (xen_platform.h's, with single pages),
+// MiniportInitializeEx / MiniportHaltEx, the PASSIVE_LEVEL handshake steps
 // that share the core with the datapath, link-state indications and the OIDs.
 #include <cstring>
 #include <new>
 
 #include "adapter.h"
+#include "pvio/windows/xen_platform.h"
 
 namespace pvio::windows::xennet {
 
@@ -12,8 +13,6 @@ namespace {
 constexpr ULONG kPoolTag = 0x74656E58;  // 'Xnet'
 constexpr std::uint32_t kConnectTimeoutMs = 30000;
 constexpr std::uint32_t kCloseTimeoutMs = 5000;
-constexpr std::uint32_t kMaxWatches = 2;
-constexpr std::uint32_t kPathMax = 128;
 
 LARGE_INTEGER relative_ms(std::uint32_t ms) {
   LARGE_INTEGER t;
@@ -44,88 +43,16 @@ constexpr ULONG kSupportedFilters = NDIS_PACKET_TYPE_DIRECTED | NDIS_PACKET_TYPE
                                     NDIS_PACKET_TYPE_PROMISCUOUS;
 }  // namespace
 
-// The seam: pages from MmAllocateContiguousMemorySpecifyCache (guest frames = physical
-// pages), everything Xen through xenbus's interface.
-class Adapter::XenPlatform final : public netfront::Platform {
+// The seam: xen_platform.h's over xenbus's interface, with netfront's memory call (one page).
+class Adapter::XenPlatform final
+    : public XenInterfacePlatform<netfront::Platform, netfront::LogLevel> {
  public:
-  explicit XenPlatform(Adapter& a) : a_(a) {}
-
+  using XenInterfacePlatform::XenInterfacePlatform;
   bool alloc_page(netfront::GuestPage& out) override {
-    PHYSICAL_ADDRESS low, high, boundary;
-    low.QuadPart = 0;
-    high.QuadPart = -1;
-    boundary.QuadPart = 0;
-    void* va = MmAllocateContiguousMemorySpecifyCache(4096, low, high, boundary, MmCached);
-    if (va == nullptr) return false;
-    std::memset(va, 0, 4096);
-    out.addr = va;
-    out.gfn = static_cast<std::uint64_t>(MmGetPhysicalAddress(va).QuadPart) >> 12;
-    return true;
+    out.addr = contiguous_pages(4096, &out.gfn);
+    return out.addr != nullptr;
   }
-  void free_page(const netfront::GuestPage& page) override { MmFreeContiguousMemory(page.addr); }
-  grant_ref_t grant_access(domid_t domid, std::uint64_t gfn, bool readonly) override {
-    ULONG ref = 0;
-    if (x().GrantAccess(x().Header.Context, domid, gfn, readonly, &ref) != 0)
-      return kInvalidGrantRef;
-    return ref;
-  }
-  bool end_access(grant_ref_t ref) override { return x().EndAccess(x().Header.Context, ref) != 0; }
-  int evtchn_alloc_unbound(domid_t remote, evtchn_port_t& port) override {
-    ULONG p = 0;
-    const LONG rc =
-        x().EvtchnAllocUnbound(x().Header.Context, remote, &Adapter::on_event, &a_, &p);
-    if (rc == 0) port = p;
-    return rc;
-  }
-  void evtchn_close(evtchn_port_t port) override { x().EvtchnClose(x().Header.Context, port); }
-  void notify(evtchn_port_t port) override { x().EvtchnNotify(x().Header.Context, port); }
-  int xs_read(const char* path, char* buf, std::size_t cap, std::size_t& len) override {
-    ULONG n = 0;
-    const LONG rc = x().XsRead(x().Header.Context, path, buf, static_cast<ULONG>(cap), &n);
-    len = n;
-    return rc;
-  }
-  int xs_write(const char* path, const char* value) override {
-    return x().XsWrite(x().Header.Context, path, value);
-  }
-  int xs_remove(const char* path) override { return x().XsRemove(x().Header.Context, path); }
-  int xs_watch(const char* path) override {
-    for (Watch& w : watches_) {
-      if (w.handle != nullptr) continue;
-      const std::size_t n = std::strlen(path);
-      if (n >= kPathMax) return -netfront::XEN_ENAMETOOLONG;
-      std::memcpy(w.path, path, n + 1);
-      return x().XsWatch(x().Header.Context, path, &Adapter::on_watch, &a_, &w.handle);
-    }
-    return -netfront::XEN_ENOSPC;
-  }
-  void xs_unwatch(const char* path) override {
-    for (Watch& w : watches_) {
-      if (w.handle == nullptr || std::strcmp(w.path, path) != 0) continue;
-      x().XsUnwatch(x().Header.Context, w.handle);
-      w.handle = nullptr;
-    }
-  }
-  int xs_wait(std::uint32_t timeout_ms) override {
-    LARGE_INTEGER t = relative_ms(timeout_ms);
-    const NTSTATUS st = KeWaitForSingleObject(&a_.watch_event_, Executive, KernelMode, FALSE, &t);
-    return st == STATUS_TIMEOUT ? -netfront::XEN_ETIMEDOUT : 0;
-  }
-  void log(netfront::LogLevel level, const char* msg) override {
-    const ULONG l = level == netfront::LogLevel::Error  ? DPFLTR_ERROR_LEVEL
-                    : level == netfront::LogLevel::Warn ? DPFLTR_WARNING_LEVEL
-                                                        : DPFLTR_INFO_LEVEL;
-    a_.logf(l, msg);
-  }
-
- private:
-  struct Watch {
-    PVOID handle = nullptr;
-    char path[kPathMax] = {};
-  };
-  PVIO_XEN_INTERFACE& x() { return a_.xen_; }
-  Adapter& a_;
-  Watch watches_[kMaxWatches];
+  void free_page(const netfront::GuestPage& page) override { free_contiguous_pages(page.addr); }
 };
 
 void Adapter::logf(ULONG level, const char* msg) {
@@ -192,7 +119,8 @@ NDIS_STATUS Adapter::initialize_steps(NDIS_HANDLE handle) {
   if (xen_.Kind != PvioXenVif) return NDIS_STATUS_ADAPTER_NOT_FOUND;
 
   static_assert(sizeof(XenPlatform) <= sizeof(platform_mem_));
-  platform_ = new (platform_mem_) XenPlatform(*this);
+  platform_ = new (platform_mem_) XenPlatform(
+      XenBinding{&xen_, &Adapter::on_event, &Adapter::on_watch, this, &watch_event_, "xennet"});
   const netfront::Limits l = limits();
   const std::size_t bytes = netfront::Netfront::storage_bytes(l);
   core_storage_ = ExAllocatePoolWithTag(NonPagedPoolNx, bytes + 16, kPoolTag);

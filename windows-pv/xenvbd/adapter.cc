@@ -1,7 +1,8 @@
-// xenvbd's adapter: the blkfront Platform seam over xenbus's interface and the Windows memory
-// manager, the SRB datapath on the blkfront core, and the PASSIVE_LEVEL control steps
+// xenvbd's adapter: the blkfront Platform seam (xen_platform.h's, with contiguous page runs),
+// the SRB datapath on the blkfront core, and the PASSIVE_LEVEL control steps
 // (handshake, backend restart) that share the core with it.
 #include "adapter.h"
+#include "pvio/windows/xen_platform.h"
 
 #include <cstring>
 #include <new>
@@ -12,8 +13,6 @@ namespace {
 constexpr ULONG kPoolTag = 0x64627658;  // 'Xvbd'
 constexpr std::uint32_t kConnectTimeoutMs = 30000;
 constexpr std::uint32_t kCloseTimeoutMs = 5000;
-constexpr std::uint32_t kMaxWatches = 2;
-constexpr std::uint32_t kPathMax = 128;
 
 LARGE_INTEGER relative_ms(std::uint32_t ms) {
   LARGE_INTEGER t;
@@ -32,93 +31,19 @@ blkfront::Limits limits() {
 }
 }  // namespace
 
-// The seam: memory from MmAllocateContiguousMemorySpecifyCache (guest frames = physical
-// pages), everything Xen through xenbus's interface.
-class Adapter::XenPlatform final : public blkfront::Platform {
+// The seam: xen_platform.h's over xenbus's interface, with blkfront's memory call (runs of
+// 2^order contiguous pages).
+class Adapter::XenPlatform final
+    : public XenInterfacePlatform<blkfront::Platform, blkfront::LogLevel> {
  public:
-  explicit XenPlatform(Adapter& a) : a_(a) {}
-
+  using XenInterfacePlatform::XenInterfacePlatform;
   bool alloc_pages(unsigned order, blkfront::GuestPages& out) override {
-    const SIZE_T bytes = SIZE_T{4096} << order;
-    PHYSICAL_ADDRESS low, high, boundary;
-    low.QuadPart = 0;
-    high.QuadPart = -1;
-    boundary.QuadPart = 0;
-    void* va = MmAllocateContiguousMemorySpecifyCache(bytes, low, high, boundary, MmCached);
-    if (va == nullptr) return false;
-    std::memset(va, 0, bytes);
-    out.addr = va;
-    out.gfn = static_cast<std::uint64_t>(MmGetPhysicalAddress(va).QuadPart) >> 12;
-    return true;
+    out.addr = contiguous_pages(SIZE_T{4096} << order, &out.gfn);
+    return out.addr != nullptr;
   }
   void free_pages(unsigned, const blkfront::GuestPages& pages) override {
-    MmFreeContiguousMemory(pages.addr);
+    free_contiguous_pages(pages.addr);
   }
-  grant_ref_t grant_access(domid_t domid, std::uint64_t gfn, bool readonly) override {
-    ULONG ref = 0;
-    if (a_.xen_.GrantAccess(a_.xen_.Header.Context, domid, gfn, readonly, &ref) != 0)
-      return kInvalidGrantRef;
-    return ref;
-  }
-  bool end_access(grant_ref_t ref) override {
-    return a_.xen_.EndAccess(a_.xen_.Header.Context, ref) != 0;
-  }
-  int evtchn_alloc_unbound(domid_t remote, evtchn_port_t& port) override {
-    ULONG p = 0;
-    const LONG rc =
-        a_.xen_.EvtchnAllocUnbound(a_.xen_.Header.Context, remote, &Adapter::on_event, &a_, &p);
-    if (rc == 0) port = p;
-    return rc;
-  }
-  void evtchn_close(evtchn_port_t port) override { a_.xen_.EvtchnClose(a_.xen_.Header.Context, port); }
-  void notify(evtchn_port_t port) override { a_.xen_.EvtchnNotify(a_.xen_.Header.Context, port); }
-  int xs_read(const char* path, char* buf, std::size_t cap, std::size_t& len) override {
-    ULONG n = 0;
-    const LONG rc = a_.xen_.XsRead(a_.xen_.Header.Context, path, buf,
-                                   static_cast<ULONG>(cap), &n);
-    len = n;
-    return rc;
-  }
-  int xs_write(const char* path, const char* value) override {
-    return a_.xen_.XsWrite(a_.xen_.Header.Context, path, value);
-  }
-  int xs_remove(const char* path) override { return a_.xen_.XsRemove(a_.xen_.Header.Context, path); }
-  int xs_watch(const char* path) override {
-    for (Watch& w : watches_) {
-      if (w.handle != nullptr) continue;
-      const std::size_t n = std::strlen(path);
-      if (n >= kPathMax) return -blkfront::XEN_ENAMETOOLONG;
-      std::memcpy(w.path, path, n + 1);
-      return a_.xen_.XsWatch(a_.xen_.Header.Context, path, &Adapter::on_watch, &a_, &w.handle);
-    }
-    return -blkfront::XEN_ENOSPC;
-  }
-  void xs_unwatch(const char* path) override {
-    for (Watch& w : watches_) {
-      if (w.handle == nullptr || std::strcmp(w.path, path) != 0) continue;
-      a_.xen_.XsUnwatch(a_.xen_.Header.Context, w.handle);
-      w.handle = nullptr;
-    }
-  }
-  int xs_wait(std::uint32_t timeout_ms) override {
-    LARGE_INTEGER t = relative_ms(timeout_ms);
-    const NTSTATUS st = KeWaitForSingleObject(&a_.watch_event_, Executive, KernelMode, FALSE, &t);
-    return st == STATUS_TIMEOUT ? -blkfront::XEN_ETIMEDOUT : 0;
-  }
-  void log(blkfront::LogLevel level, const char* msg) override {
-    const ULONG l = level == blkfront::LogLevel::Error  ? DPFLTR_ERROR_LEVEL
-                    : level == blkfront::LogLevel::Warn ? DPFLTR_WARNING_LEVEL
-                                                        : DPFLTR_INFO_LEVEL;
-    a_.logf(l, msg);
-  }
-
- private:
-  struct Watch {
-    PVOID handle = nullptr;
-    char path[kPathMax] = {};
-  };
-  Adapter& a_;
-  Watch watches_[kMaxWatches];
 };
 
 void Adapter::logf(ULONG level, const char* msg) {
@@ -175,7 +100,8 @@ ULONG Adapter::find_adapter(PPORT_CONFIGURATION_INFORMATION config) {
   geo_.devid = xen_.DeviceId;
 
   static_assert(sizeof(XenPlatform) <= sizeof(platform_mem_));
-  platform_ = new (platform_mem_) XenPlatform(*this);
+  platform_ = new (platform_mem_) XenPlatform(
+      XenBinding{&xen_, &Adapter::on_event, &Adapter::on_watch, this, &watch_event_, "xenvbd"});
   const blkfront::Limits l = limits();
   const std::size_t bytes = blkfront::Blkfront::storage_bytes(l);
   core_storage_ = ExAllocatePoolWithTag(NonPagedPoolNx, bytes + 16, kPoolTag);
