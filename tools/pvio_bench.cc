@@ -74,6 +74,9 @@ struct Result {
   std::string engine, workload;
   std::uint64_t qd = 0, ops = 0, bytes = 0, elapsed_ns = 0, p50_ns = 0, p99_ns = 0, errors = 0;
   double exits_per_io = -1;  // VM exits per I/O; -1: not applicable (native)
+  // Host CPU per I/O over the timed phase: the guest's (pvio-hv) and the backend's for ide/pv,
+  // the bench process's own threads (with io_uring's workers and SQPOLL thread) for native.
+  double cpu_ns_per_io = -1, guest_cpu_ns_per_io = -1, backend_cpu_ns_per_io = -1;
   std::string detail;        // extra JSON members
   bool ok = false;
   std::string why;
@@ -130,6 +133,54 @@ struct BootOptions {
 struct Boot {
   int status = -1;  // pvio-hv's exit status
   std::string serial, err, why;
+  // Host CPU time between the guest's "PVIO-PHASE begin" and "PVIO-PHASE end" console lines
+  // (its timed phase): every thread of pvio-hv (vCPUs, device and timer threads) and of
+  // pvio-blkback. -1 when the markers were not both seen.
+  std::int64_t guest_cpu_ns = -1, backend_cpu_ns = -1;
+};
+
+// CPU time of every thread of `pid` so far (the first field of each task's schedstat, ns), or
+// -1 when the process is gone.
+std::int64_t process_cpu_ns(pid_t pid) {
+  std::error_code ec;
+  std::int64_t total = 0;
+  bool any = false;
+  for (const auto& t : std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/task", ec)) {
+    std::ifstream f(t.path() / "schedstat");
+    std::int64_t ns = 0;
+    if (f >> ns) {
+      total += ns;
+      any = true;
+    }
+  }
+  return any ? total : -1;
+}
+
+// Follows a growing console log for the guest's phase markers without re-reading it whole.
+class PhaseWatch {
+ public:
+  explicit PhaseWatch(std::string path) : path_(std::move(path)) {}
+  // 0 nothing new, 1 "begin" seen, 2 "end" seen (each reported once, in order).
+  int poll() {
+    std::ifstream f(path_, std::ios::binary);
+    if (!f) return 0;
+    f.seekg(static_cast<std::streamoff>(offset_));
+    std::string more((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+    offset_ += more.size();
+    tail_ += more;
+    const char* want = stage_ == 0 ? "PVIO-PHASE begin" : "PVIO-PHASE end";
+    if (stage_ < 2 && tail_.find(want) != std::string::npos) {
+      tail_.clear();
+      return ++stage_;
+    }
+    if (tail_.size() > 64) tail_.erase(0, tail_.size() - 64);
+    return 0;
+  }
+
+ private:
+  std::string path_, tail_;
+  std::size_t offset_ = 0;
+  int stage_ = 0;
 };
 
 domid_t g_next_domid = 0;
@@ -220,16 +271,27 @@ Boot boot_guest(const BootOptions& bo, xs::Client& xs, const std::string& cmdlin
   }
   int status = 0;
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(bo.timeout_s);
+  PhaseWatch phase(serial);
+  const pid_t backend = running_pid("blkback").value_or(-1);
+  std::int64_t guest0 = -1, backend0 = -1;
   for (;;) {
     const pid_t r = ::waitpid(pid, &status, WNOHANG);
     if (r == pid) break;
+    if (const int stage = phase.poll(); stage == 1) {
+      guest0 = process_cpu_ns(pid);
+      backend0 = backend > 0 ? process_cpu_ns(backend) : -1;
+    } else if (stage == 2) {
+      const std::int64_t g = process_cpu_ns(pid), k = backend > 0 ? process_cpu_ns(backend) : -1;
+      if (guest0 >= 0 && g >= 0) b.guest_cpu_ns = g - guest0;
+      if (backend0 >= 0 && k >= 0) b.backend_cpu_ns = k - backend0;
+    }
     if (std::chrono::steady_clock::now() > deadline) {
       ::kill(pid, SIGKILL);
       ::waitpid(pid, &status, 0);
       b.why = "guest did not finish in " + std::to_string(bo.timeout_s) + " s";
       break;
     }
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
   }
   b.status = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
   g_guest_pid = -1;
@@ -268,6 +330,11 @@ Result guest_run(const BootOptions& bo, xs::Client& xs, const std::string& engin
   r.p50_ns = static_cast<std::uint64_t>(json_number(res, "p50_ns"));
   r.p99_ns = static_cast<std::uint64_t>(json_number(res, "p99_ns"));
   r.errors = static_cast<std::uint64_t>(json_number(res, "errors"));
+  if (r.ops && b.guest_cpu_ns >= 0) {
+    r.guest_cpu_ns_per_io = static_cast<double>(b.guest_cpu_ns) / r.ops;
+    r.backend_cpu_ns_per_io = b.backend_cpu_ns >= 0 ? static_cast<double>(b.backend_cpu_ns) / r.ops : 0;
+    r.cpu_ns_per_io = r.guest_cpu_ns_per_io + r.backend_cpu_ns_per_io;
+  }
   const std::string stats = report_line(b.err, "PVIO-HV-STATS");
   const long long user_exits = json_number(stats, "total_exits");
   char buf[512];
@@ -321,7 +388,11 @@ std::vector<Result> native_runs(const std::string& file, const Workload& w, std:
   std::vector<native::Run> runs;
   std::vector<Result> rs;
   for (const auto& e : native::engines()) {
+    timespec c0{}, c1{};
+    ::clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &c0);
     native::Run n = native::run(e, job);
+    ::clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &c1);
+    const double cpu_ns = (c1.tv_sec - c0.tv_sec) * 1e9 + static_cast<double>(c1.tv_nsec - c0.tv_nsec);
     Result r;
     r.engine = kNativePrefix + e;
     r.workload = row.empty() ? w.name : row;
@@ -334,6 +405,7 @@ std::vector<Result> native_runs(const std::string& file, const Workload& w, std:
     r.errors = n.errors;
     r.ok = n.ok;
     r.why = n.why;
+    if (n.ops) r.cpu_ns_per_io = cpu_ns / static_cast<double>(n.ops);
     r.detail = std::string("\"o_direct\":") + (n.direct ? "true" : "false") +
                ",\"threads\":" + std::to_string(threads);
     if (!n.note.empty()) r.detail += ",\"setup\":\"" + json_escape(n.note) + "\"";
@@ -588,8 +660,8 @@ void print_mq_table(const std::vector<Result>& rs, const std::vector<Workload>& 
   std::printf("\nmulti-queue: PV with one blkif queue per vCPU (pvio-hv --vcpus N, a blkback thread per\n"
               "queue), each queue at the workload's depth; native with N host threads, each at that\n"
               "depth (psync: one thread per slot), best engine; scaling against 1 queue / 1 thread\n\n");
-  std::printf("| workload | queues | PV | PV p50 | best native, N threads | PV/nat | PV scaling | native scaling |\n");
-  std::printf("|---|---|---|---|---|---|---|---|\n");
+  std::printf("| workload | queues | PV | PV p50 | best native, N threads | PV/nat | PV scaling | native scaling | CPU us/IO PV (guest+backend) / native |\n");
+  std::printf("|---|---|---|---|---|---|---|---|---|\n");
   for (const auto& w : ws) {
     const Result* pv1 = find(rs, "pv", mq_row(w.name, 1));
     const Result* nat1 = best_native(rs, mq_row(w.name, 1));
@@ -598,21 +670,28 @@ void print_mq_table(const std::vector<Result>& rs, const std::vector<Workload>& 
       const Result* pv = find(rs, "pv", row);
       const Result* nat = best_native(rs, row);
       const bool pv_ok = pv && pv->ok, nat_ok = nat && nat->ok;
-      std::printf("| %s | %" PRIu64 " | %s | %s | %s | %s | %s | %s |\n", w.name.c_str(), q,
+      std::string cpu = pv_ok && pv->guest_cpu_ns_per_io >= 0
+                            ? fmt("%.1f", pv->guest_cpu_ns_per_io / 1e3) + "+" +
+                                  fmt("%.1f", pv->backend_cpu_ns_per_io / 1e3)
+                            : "-";
+      cpu += " / " + (nat_ok && nat->cpu_ns_per_io >= 0 ? fmt("%.1f", nat->cpu_ns_per_io / 1e3) : "-");
+      std::printf("| %s | %" PRIu64 " | %s | %s | %s | %s | %s | %s | %s |\n", w.name.c_str(), q,
                   pv_ok ? (fmt("%.1f K", pv->iops() / 1e3)).c_str() : "failed",
                   pv_ok ? (fmt("%.1f us", pv->p50_ns / 1e3)).c_str() : "-",
                   nat_ok ? (fmt("%.1f K ", nat->iops() / 1e3) + (nat->engine.c_str() + 7)).c_str() : "failed",
                   pv_ok && nat_ok ? fmt("%.2fx", pv->iops() / nat->iops()).c_str() : "-",
                   pv_ok && pv1 && pv1->ok ? fmt("%.2fx", pv->iops() / pv1->iops()).c_str() : "-",
-                  nat_ok && nat1 && nat1->ok ? fmt("%.2fx", nat->iops() / nat1->iops()).c_str() : "-");
+                  nat_ok && nat1 && nat1->ok ? fmt("%.2fx", nat->iops() / nat1->iops()).c_str() : "-",
+                  cpu.c_str());
     }
   }
 }
 
 void print_table(const std::vector<Result>& rs, const std::vector<Workload>& ws,
                  const std::vector<std::string>& engines) {
-  std::printf("\n%-12s %-20s %3s %11s %9s %9s %9s %9s %8s %8s %8s\n", "workload", "engine", "qd",
-              "IOPS", "MB/s", "p50 us", "p99 us", "exits/IO", "PV/emul", "PV/nat", "PV/nat1");
+  std::printf("\n%-12s %-20s %3s %11s %9s %9s %9s %9s %8s %8s %8s %12s\n", "workload", "engine", "qd",
+              "IOPS", "MB/s", "p50 us", "p99 us", "exits/IO", "PV/emul", "PV/nat", "PV/nat1",
+              "CPU us/IO");
   for (const auto& w : ws) {
     const Result* ide = find(rs, "ide", w.name);
     const Result* nat = best_native(rs, w.name);
@@ -631,17 +710,25 @@ void print_table(const std::vector<Result>& rs, const std::vector<Workload>& ws,
       if (e == "pv" && ide) vs_ide = fmt("%.1fx", r->iops() / ide->iops());
       if (e == "pv" && nat) vs_nat = fmt("%.2fx", r->iops() / nat->iops());
       if (e == "pv" && nat1) vs_nat1 = fmt("%.2fx", r->iops() / nat1->iops());
-      std::printf("%-12s %-20s %3" PRIu64 " %11.0f %9.1f %9.1f %9s %9s %8s %8s %8s\n", w.name.c_str(),
+      // Guest + backend for ide and pv (the backend's share after the +), the process for native.
+      std::string cpu = "-";
+      if (r->cpu_ns_per_io >= 0 && r->guest_cpu_ns_per_io >= 0)
+        cpu = fmt("%.1f", r->guest_cpu_ns_per_io / 1e3) + "+" + fmt("%.1f", r->backend_cpu_ns_per_io / 1e3);
+      else if (r->cpu_ns_per_io >= 0)
+        cpu = fmt("%.1f", r->cpu_ns_per_io / 1e3);
+      std::printf("%-12s %-20s %3" PRIu64 " %11.0f %9.1f %9.1f %9s %9s %8s %8s %8s %12s\n", w.name.c_str(),
                   name.c_str(), r->qd, r->iops(), r->mbps(), r->p50_ns / 1e3,
                   e == "fio" ? "-" : fmt("%.1f", r->p99_ns / 1e3).c_str(),
                   r->exits_per_io < 0 ? "-" : fmt("%.2f", r->exits_per_io).c_str(), vs_ide.c_str(),
-                  vs_nat.c_str(), vs_nat1.c_str());
+                  vs_nat.c_str(), vs_nat1.c_str(), cpu.c_str());
     }
   }
   std::printf("* best native engine of the workload (any number of host threads: psync runs one per\n"
               "  queue slot); PV/nat and the targets use it. fio runs that engine.\n"
               "+ best native engine on one host thread: the fair peer of one PV queue (one vCPU, one\n"
-              "  backend thread); PV/nat1 uses it.\n");
+              "  backend thread); PV/nat1 uses it.\n"
+              "CPU us/IO: host CPU per I/O in the timed phase; ide and pv: pvio-hv (the vCPU, spinning\n"
+              "  included) + pvio-blkback; native: the bench's own threads (io_uring workers included).\n");
   for (const auto& w : fio_warnings(rs, ws)) std::printf("WARNING: best native vs fio %s\n", w.c_str());
 }
 
@@ -787,6 +874,11 @@ std::string to_json(const std::vector<Result>& rs, const std::vector<Target>& ts
                   r.bytes, r.elapsed_ns, r.iops(), r.mbps(), r.p50_ns, r.p99_ns, r.errors,
                   r.exits_per_io < 0 ? "null" : fmt("%.3f", r.exits_per_io).c_str());
     j += b;
+    auto ns_or_null = [](double v) { return v < 0 ? std::string("null") : fmt("%.0f", v); };
+    j += ",\"cpu_ns_per_io\":" + ns_or_null(r.cpu_ns_per_io);
+    if (r.guest_cpu_ns_per_io >= 0)
+      j += ",\"guest_cpu_ns_per_io\":" + ns_or_null(r.guest_cpu_ns_per_io) +
+           ",\"backend_cpu_ns_per_io\":" + ns_or_null(r.backend_cpu_ns_per_io);
     if (!r.detail.empty()) j += "," + r.detail;
     if (!r.why.empty()) j += ",\"why\":\"" + json_escape(r.why) + "\"";
     j += i + 1 < rs.size() ? "},\n" : "}\n";

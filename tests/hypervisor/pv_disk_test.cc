@@ -310,6 +310,20 @@ TEST_F(PvDiskTest, BenchWritesTableJsonAndSvg) {
   expect_native_rows(j, table, "rand4k-qd1", 1);
   expect_medium_of(j, table, dir_);
   for (const char* e : kNativeEngines) EXPECT_NE(s.find(std::string(e) + " rand4k-qd1"), std::string::npos) << e;
+  // Host CPU per I/O over the guest's timed phase (between its PVIO-PHASE lines): guest and
+  // backend for pv and ide, the process for native; all measured, none null.
+  for (const char* e : {"pv", "ide", "native-psync"}) {
+    const auto at = j.find("{\"engine\":\"" + std::string(e) + "\",\"workload\":\"rand4k-qd1\"");
+    ASSERT_NE(at, std::string::npos) << e;
+    const std::string row = j.substr(at, j.find('\n', at) - at);
+    EXPECT_NE(row.find("\"cpu_ns_per_io\":"), std::string::npos) << row;
+    EXPECT_EQ(row.find("\"cpu_ns_per_io\":null"), std::string::npos) << row;
+    if (std::string(e) != "native-psync") {
+      EXPECT_NE(row.find("\"guest_cpu_ns_per_io\":"), std::string::npos) << row;
+      EXPECT_NE(row.find("\"backend_cpu_ns_per_io\":"), std::string::npos) << row;
+    }
+  }
+  EXPECT_NE(table.find("CPU us/IO"), std::string::npos) << table;
   EXPECT_EQ(j.find("\"ok\":false"), std::string::npos) << j;
   EXPECT_EQ(s.rfind("<svg", 0), 0u);
   EXPECT_NE(s.find("</svg>"), std::string::npos);
