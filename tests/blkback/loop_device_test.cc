@@ -109,7 +109,10 @@ TEST_P(LoopDeviceTest, BlkdiscardZeroesRangeAndFreesBackingBlocks) {
   constexpr std::uint64_t kOff = 4 << 20, kLen = 8 << 20;
   EXPECT_EQ(run_one(*e, IoRequest{IoOp::Discard, kOff, nullptr, 0, kLen, 1}), 0);
   EXPECT_EQ(run_one(*e, IoRequest{IoOp::Flush, 0, nullptr, 0, 0, 2}), 0);
-  EXPECT_LE(file_->blocks(), blocks_before - static_cast<std::int64_t>(kLen / 512))
+  // The hole frees the range's blocks; punching it in the middle of an extent may cost the file
+  // system a block or so of extent tree (seen: one 4 KiB block on ext4), so allow 64 KiB.
+  constexpr std::int64_t kMetadataSlack = (64 << 10) / 512;
+  EXPECT_LE(file_->blocks(), blocks_before - static_cast<std::int64_t>(kLen / 512) + kMetadataSlack)
       << "backing file kept its blocks";
   AlignedBuf buf(kLen + 8192, 0xEE);
   iovec v{buf.data(), kLen + 8192};
