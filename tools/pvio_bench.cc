@@ -716,8 +716,9 @@ void print_table(const std::vector<Result>& rs, const std::vector<Workload>& ws,
         cpu = fmt("%.1f", r->guest_cpu_ns_per_io / 1e3) + "+" + fmt("%.1f", r->backend_cpu_ns_per_io / 1e3);
       else if (r->cpu_ns_per_io >= 0)
         cpu = fmt("%.1f", r->cpu_ns_per_io / 1e3);
-      std::printf("%-12s %-20s %3" PRIu64 " %11.0f %9.1f %9.1f %9s %9s %8s %8s %8s %12s\n", w.name.c_str(),
-                  name.c_str(), r->qd, r->iops(), r->mbps(), r->p50_ns / 1e3,
+      std::printf("%-12s %-20s %3" PRIu64 " %11.0f %9.1f %9s %9s %9s %8s %8s %8s %12s\n", w.name.c_str(),
+                  name.c_str(), r->qd, r->iops(), r->mbps(),
+                  e == "fio" && r->p50_ns == 0 ? "-" : fmt("%.1f", r->p50_ns / 1e3).c_str(),
                   e == "fio" ? "-" : fmt("%.1f", r->p99_ns / 1e3).c_str(),
                   r->exits_per_io < 0 ? "-" : fmt("%.2f", r->exits_per_io).c_str(), vs_ide.c_str(),
                   vs_nat.c_str(), vs_nat1.c_str(), cpu.c_str());
