@@ -361,79 +361,137 @@ bool open_pv(PvDisk* pv, const Options& o, uint64_t khz) {
 }
 
 // One in-flight I/O slot: its own data pages, reused for every I/O it carries.
+struct PvQueue;
 struct PvSlot {
   blkfront::BlockIo io;
   blkfront::DataPage* pages = nullptr;
   uint64_t* buf = nullptr;
-  uint64_t block = 0;
-  uint64_t t0 = 0;
+  uint64_t block = 0, t0 = 0;
+  PvQueue* q = nullptr;
 };
 
-// The running phase, shared with the completion callback. The callback runs inside the core's
-// handle_event and resubmits its slot, so a batch of completions ends in one kick.
-struct PvPhase {
+// One queue's share of the workload, shared with the completion callback (which runs inside
+// the core's handle_event and resubmits its slot, so a batch of completions ends in one kick).
+// With several queues each is touched only by its vCPU (and by vCPU 0 before the start and
+// after the end).
+struct alignas(64) PvQueue {
   PvDisk* pv = nullptr;
+  uint32_t index = 0, port = 0, nr_queues = 1;
+  PvSlot* slots = nullptr;
   uint64_t* lat = nullptr;
-  uint64_t lat_cap = 0, ops = 0, issued = 0, max_ops = 0;
-  uint64_t start = 0, limit_cycles = 0, blocks = 0, bs = 0, seed = 0;
-  uint64_t errors = 0, verify_failures = 0, verified = 0;
-  uint32_t inflight = 0;
+  uint64_t lat_cap = 0, qd = 0, ops = 0, issued = 0, max_ops = 0, inflight = 0;
+  uint64_t start = 0, end = 0, limit_cycles = 0, poll_cycles = 0, blocks = 0, bs = 0, seed = 0;
+  uint64_t errors = 0, verify_failures = 0, verified = 0, sleeps = 0, spins = 0;
   bool write = false, random = false, verify = false, stop = false, fill = true;
   Rng rng{1};
 };
-PvPhase g_phase;
 
 void pv_issue(PvSlot* s) {
-  PvPhase& p = g_phase;
-  s->block = p.random ? p.rng.next() % p.blocks : p.issued % p.blocks;
-  ++p.issued;
-  if (p.write && p.fill) fill_pattern(s->buf, p.bs, p.seed, s->block * p.bs);
-  s->io.op = p.write ? blkfront::Op::Write : blkfront::Op::Read;
-  s->io.sector = s->block * (p.bs / 512);
-  s->io.nr_sectors = static_cast<uint32_t>(p.bs / 512);
-  ++p.inflight;
+  PvQueue& q = *s->q;
+  // Random: anywhere on the disk. Sequential: queue q walks its own 1/n of the disk (as fio's
+  // jobs with offset_increment), so the queues' streams stay sequential.
+  const uint64_t slice = q.blocks / q.nr_queues ? q.blocks / q.nr_queues : 1;
+  s->block = q.random ? q.rng.next() % q.blocks
+                      : (q.index * slice + q.issued % slice) % q.blocks;
+  ++q.issued;
+  if (q.write && q.fill) fill_pattern(s->buf, q.bs, q.seed, s->block * q.bs);
+  s->io.op = q.write ? blkfront::Op::Write : blkfront::Op::Read;
+  s->io.sector = s->block * (q.bs / 512);
+  s->io.nr_sectors = static_cast<uint32_t>(q.bs / 512);
+  s->io.queue = static_cast<uint16_t>(q.index);
+  ++q.inflight;
   s->t0 = rdtsc();
-  p.pv->submit(&s->io);
+  q.pv->submit(&s->io);
 }
 
 void pv_done(blkfront::BlockIo* io) {
-  PvPhase& p = g_phase;
   const uint64_t t1 = rdtsc();
   auto* s = static_cast<PvSlot*>(io->cookie);
-  if (p.ops < p.lat_cap) p.lat[p.ops] = t1 - s->t0;
-  ++p.ops;
-  --p.inflight;
+  PvQueue& q = *s->q;
+  if (q.ops < q.lat_cap) q.lat[q.ops] = t1 - s->t0;
+  ++q.ops;
+  --q.inflight;
   if (io->status != blkfront::IoStatus::Ok) {
-    if (p.errors++ < 4)
-      kprintf("PVIO-GUEST pv I/O error at block %lu: %s\n", s->block,
+    if (q.errors++ < 4)
+      kprintf("PVIO-GUEST pv queue %u I/O error at block %lu: %s\n", q.index, s->block,
               blkfront::io_status_name(io->status));
-  } else if (!p.write && p.verify) {
-    ++p.verified;
-    if (!check_pattern(s->buf, p.bs, p.seed, s->block * p.bs) && p.verify_failures++ < 4)
-      kprintf("PVIO-GUEST verify failure at block %lu\n", s->block);
+  } else if (!q.write && q.verify) {
+    ++q.verified;
+    if (!check_pattern(s->buf, q.bs, q.seed, s->block * q.bs) && q.verify_failures++ < 4)
+      kprintf("PVIO-GUEST verify failure at block %lu (queue %u)\n", s->block, q.index);
   }
-  if (p.issued >= p.max_ops || (p.limit_cycles && t1 - p.start >= p.limit_cycles)) p.stop = true;
-  if (!p.stop) pv_issue(s);
+  if (q.issued >= q.max_ops || (q.limit_cycles && t1 - q.start >= q.limit_cycles)) q.stop = true;
+  if (!q.stop) pv_issue(s);
 }
 
-// Runs one phase (the RNG replays from the seed); returns the elapsed TSC cycles.
-uint64_t pv_run_phase(PvSlot* slots, uint64_t qd, bool write, bool verify, uint64_t max_ops,
-                      uint64_t limit_cycles, uint64_t poll_cycles) {
-  PvPhase& p = g_phase;
-  p.ops = p.issued = 0;
-  p.inflight = 0;
-  p.write = write;
-  p.verify = verify;
-  p.stop = false;
-  p.max_ops = max_ops;
-  p.limit_cycles = limit_cycles;
-  p.rng = Rng(p.seed);
-  p.start = rdtsc();
-  for (uint64_t i = 0; i < qd && p.issued < max_ops; ++i) pv_issue(&slots[i]);
-  while (p.inflight > 0) p.pv->process(true, poll_cycles);
-  return rdtsc() - p.start;
+// Sets queue `index` of `nr_queues` up for the workload: its slots, each with its own data
+// pages filled with the pattern, and room for `lat_cap` latencies at `lat`. False when memory
+// runs out (said on the console).
+bool pv_queue_init(PvQueue* q, PvDisk* pv, const Options& o, uint32_t index, uint32_t nr_queues,
+                   uint64_t blocks, bool random, uint64_t* lat, uint64_t lat_cap, uint64_t khz) {
+  q->pv = pv;
+  q->index = index;
+  q->nr_queues = nr_queues;
+  q->port = pv->front().queue_port(index);
+  q->lat = lat;
+  q->lat_cap = lat_cap;
+  q->qd = o.qd;
+  q->poll_cycles = o.poll_us * khz / 1000;
+  q->blocks = blocks;
+  q->bs = o.bs;
+  q->seed = o.seed;
+  q->random = random;
+  q->fill = o.fill != 0 || o.verify != 0;
+  q->slots = static_cast<PvSlot*>(alloc(sizeof(PvSlot) * o.qd, 64));
+  if (!q->slots) {
+    kprintf("PVIO-GUEST out of memory for queue %u\n", index);
+    return false;
+  }
+  const uint32_t nr_pages = static_cast<uint32_t>(o.bs / 4096);
+  for (uint64_t k = 0; k < o.qd; ++k) {
+    PvSlot* s = new (&q->slots[k]) PvSlot;
+    s->q = q;
+    s->buf = static_cast<uint64_t*>(alloc(o.bs, 4096));
+    s->pages = static_cast<blkfront::DataPage*>(alloc(sizeof(blkfront::DataPage) * nr_pages, 8));
+    if (!s->buf || !s->pages) {
+      kprintf("PVIO-GUEST out of memory for qd %lu x %lu bytes\n", o.qd, o.bs);
+      return false;
+    }
+    fill_pattern(s->buf, o.bs, o.seed, 0);
+    for (uint32_t j = 0; j < nr_pages; ++j) {
+      s->pages[j].addr = reinterpret_cast<uint8_t*>(s->buf) + j * 4096;
+      s->pages[j].gfn = reinterpret_cast<uint64_t>(s->pages[j].addr) >> 12;
+    }
+    s->io.pages = s->pages;
+    s->io.nr_pages = nr_pages;
+    s->io.done = pv_done;
+    s->io.cookie = s;
+  }
+  return true;
 }
 
+// Starts a phase on queue q: counters cleared, the RNG replayed from the queue's seed (queue 0
+// from the workload's), the queue filled. The caller holds the device lock if there is one.
+void pv_queue_start(PvQueue& q) {
+  q.ops = q.issued = q.inflight = 0;
+  q.stop = false;
+  q.rng = Rng(q.seed + q.index * 0x9e3779b97f4a7c15ull);
+  q.start = rdtsc();
+  for (uint64_t i = 0; i < q.qd && q.issued < q.max_ops; ++i) pv_issue(&q.slots[i]);
+}
+
+// Runs one phase on the single queue, waiting the upcall way (spin, then halt); returns the
+// elapsed TSC cycles.
+uint64_t pv_run_phase(PvQueue& q, bool write, bool verify, uint64_t max_ops, uint64_t limit_cycles) {
+  q.write = write;
+  q.verify = verify;
+  q.max_ops = max_ops;
+  q.limit_cycles = limit_cycles;
+  pv_queue_start(q);
+  while (q.inflight > 0) q.pv->process(true, q.poll_cycles);
+  q.end = rdtsc();
+  return q.end - q.start;
+}
 
 // ---- the PV disk, one queue per vCPU ----
 
@@ -462,68 +520,6 @@ size_t append_u64(char* buf, size_t cap, size_t pos, const char* sep, uint64_t v
   return pos;
 }
 
-struct MqQueue;
-struct MqSlot {
-  blkfront::BlockIo io;
-  blkfront::DataPage* pages = nullptr;
-  uint64_t* buf = nullptr;
-  uint64_t block = 0, t0 = 0;
-  MqQueue* q = nullptr;
-};
-
-// One queue's share of the workload; touched only by its vCPU (and by vCPU 0 before the start
-// and after the end).
-struct alignas(64) MqQueue {
-  PvDisk* pv = nullptr;
-  uint32_t index = 0, port = 0, nr_queues = 1;
-  MqSlot* slots = nullptr;
-  uint64_t* lat = nullptr;
-  uint64_t lat_cap = 0, qd = 0, ops = 0, issued = 0, max_ops = 0, inflight = 0;
-  uint64_t start = 0, end = 0, limit_cycles = 0, poll_cycles = 0, blocks = 0, bs = 0, seed = 0;
-  uint64_t errors = 0, verify_failures = 0, verified = 0, sleeps = 0, spins = 0;
-  bool write = false, random = false, verify = false, stop = false, fill = true;
-  Rng rng{1};
-};
-
-void mq_issue(MqSlot* s) {
-  MqQueue& q = *s->q;
-  // Random: anywhere on the disk. Sequential: queue q walks its own 1/n of the disk (as fio's
-  // jobs with offset_increment), so the queues' streams stay sequential.
-  const uint64_t slice = q.blocks / q.nr_queues ? q.blocks / q.nr_queues : 1;
-  s->block = q.random ? q.rng.next() % q.blocks
-                      : (q.index * slice + q.issued % slice) % q.blocks;
-  ++q.issued;
-  if (q.write && q.fill) fill_pattern(s->buf, q.bs, q.seed, s->block * q.bs);
-  s->io.op = q.write ? blkfront::Op::Write : blkfront::Op::Read;
-  s->io.sector = s->block * (q.bs / 512);
-  s->io.nr_sectors = static_cast<uint32_t>(q.bs / 512);
-  s->io.queue = static_cast<uint16_t>(q.index);
-  ++q.inflight;
-  s->t0 = rdtsc();
-  q.pv->submit(&s->io);
-}
-
-// Runs inside handle_event, under the device lock.
-void mq_done(blkfront::BlockIo* io) {
-  const uint64_t t1 = rdtsc();
-  auto* s = static_cast<MqSlot*>(io->cookie);
-  MqQueue& q = *s->q;
-  if (q.ops < q.lat_cap) q.lat[q.ops] = t1 - s->t0;
-  ++q.ops;
-  --q.inflight;
-  if (io->status != blkfront::IoStatus::Ok) {
-    if (q.errors++ < 4)
-      kprintf("PVIO-GUEST pv queue %u I/O error at block %lu: %s\n", q.index, s->block,
-              blkfront::io_status_name(io->status));
-  } else if (!q.write && q.verify) {
-    ++q.verified;
-    if (!check_pattern(s->buf, q.bs, q.seed, s->block * q.bs) && q.verify_failures++ < 4)
-      kprintf("PVIO-GUEST verify failure at block %lu (queue %u)\n", s->block, q.index);
-  }
-  if (q.issued >= q.max_ops || (q.limit_cycles && t1 - q.start >= q.limit_cycles)) q.stop = true;
-  if (!q.stop) mq_issue(s);
-}
-
 bool test_and_clear_pending(uint32_t port) {
   uint64_t* word = reinterpret_cast<uint64_t*>(&shared_info()->evtchn_pending[port / 64]);
   const uint64_t bit = uint64_t{1} << (port % 64);
@@ -534,13 +530,9 @@ bool test_and_clear_pending(uint32_t port) {
 // spinning up to poll_cycles after the last progress and then sleeping in pvio-hv on the
 // queue's (masked) port with SCHEDOP_poll.
 uint64_t mq_run_queue(void* arg) {
-  MqQueue& q = *static_cast<MqQueue*>(arg);
-  q.ops = q.issued = q.inflight = 0;
-  q.stop = false;
-  q.rng = Rng(q.seed * 131 + q.index);
-  q.start = rdtsc();
+  PvQueue& q = *static_cast<PvQueue*>(arg);
   dev_lock();
-  for (uint64_t i = 0; i < q.qd && q.issued < q.max_ops; ++i) mq_issue(&q.slots[i]);
+  pv_queue_start(q);
   dev_unlock();
   uint64_t last_progress = rdtsc();
   while (q.inflight > 0) {
@@ -569,7 +561,7 @@ uint64_t mq_run_queue(void* arg) {
 
 // Runs one phase on every queue at once: queue 0 here on vCPU 0, queue q on vCPU q. Returns
 // the cycles from the first start to the last end.
-uint64_t mq_run_phase(MqQueue* qs, uint32_t n, bool write, bool verify, uint64_t max_ops_each,
+uint64_t mq_run_phase(PvQueue* qs, uint32_t n, bool write, bool verify, uint64_t max_ops_each,
                       uint64_t limit_cycles) {
   for (uint32_t i = 0; i < n; ++i) {
     qs[i].write = write;
@@ -613,53 +605,16 @@ uint64_t mq_run_phase(MqQueue* qs, uint32_t n, bool write, bool verify, uint64_t
   }
   // Per queue: count/n I/Os, or as many as fit in time_ms (latencies kept for the first 2M/n).
   const uint64_t max_each = o.count ? (o.count + n - 1) / n : (o.time_ms ? (1u << 21) / n : 256);
-  const uint32_t nr_pages = static_cast<uint32_t>(o.bs / 4096);
-  auto* qs = static_cast<MqQueue*>(alloc(sizeof(MqQueue) * n, 64));
+  auto* qs = static_cast<PvQueue*>(alloc(sizeof(PvQueue) * n, 64));
   auto* lat = static_cast<uint64_t*>(alloc_uninit(max_each * n * 8, 8));
   if (!qs || !lat) {
     kprintf("PVIO-GUEST out of memory for %u queues\n", n);
     shutdown(kExitBadCmdline);
   }
-  for (uint32_t i = 0; i < n; ++i) {
-    MqQueue& q = *new (&qs[i]) MqQueue;
-    q.pv = &pv;
-    q.index = i;
-    q.nr_queues = n;
-    q.port = pv.front().queue_port(i);
-    q.lat = lat + i * max_each;
-    q.lat_cap = max_each;
-    q.qd = o.qd;
-    q.poll_cycles = o.poll_us * khz / 1000;
-    q.blocks = blocks;
-    q.bs = o.bs;
-    q.seed = o.seed;
-    q.random = random;
-    q.fill = o.fill != 0 || o.verify != 0;
-    q.slots = static_cast<MqSlot*>(alloc(sizeof(MqSlot) * o.qd, 64));
-    if (!q.slots) {
-      kprintf("PVIO-GUEST out of memory for queue %u\n", i);
+  for (uint32_t i = 0; i < n; ++i)
+    if (!pv_queue_init(new (&qs[i]) PvQueue, &pv, o, i, n, blocks, random, lat + i * max_each,
+                       max_each, khz))
       shutdown(kExitBadCmdline);
-    }
-    for (uint64_t k = 0; k < o.qd; ++k) {
-      MqSlot* s = new (&q.slots[k]) MqSlot;
-      s->q = &q;
-      s->buf = static_cast<uint64_t*>(alloc(o.bs, 4096));
-      s->pages = static_cast<blkfront::DataPage*>(alloc(sizeof(blkfront::DataPage) * nr_pages, 8));
-      if (!s->buf || !s->pages) {
-        kprintf("PVIO-GUEST out of memory for qd %lu x %lu bytes\n", o.qd, o.bs);
-        shutdown(kExitBadCmdline);
-      }
-      fill_pattern(s->buf, o.bs, o.seed, 0);
-      for (uint32_t j = 0; j < nr_pages; ++j) {
-        s->pages[j].addr = reinterpret_cast<uint8_t*>(s->buf) + j * 4096;
-        s->pages[j].gfn = reinterpret_cast<uint64_t>(s->pages[j].addr) >> 12;
-      }
-      s->io.pages = s->pages;
-      s->io.nr_pages = nr_pages;
-      s->io.done = mq_done;
-      s->io.cookie = s;
-    }
-  }
   // Events are taken by polling each queue's port, never by upcall: mask them for the run.
   for (uint32_t i = 0; i < n; ++i) mask_port(qs[i].port);
   const PvCounters c0 = pv.platform().counters;
@@ -676,7 +631,7 @@ uint64_t mq_run_phase(MqQueue* qs, uint32_t n, bool write, bool verify, uint64_t
   char per_queue[160] = "";
   size_t pq = 0;
   for (uint32_t i = 0; i < n; ++i) {
-    MqQueue& q = qs[i];
+    PvQueue& q = qs[i];
     const uint64_t kept = q.ops < q.lat_cap ? q.ops : q.lat_cap;
     for (uint64_t k = 0; k < kept; ++k) lat[nlat + k] = q.lat[k];  // compact
     nlat += kept;
@@ -756,41 +711,14 @@ uint64_t mq_run_phase(MqQueue* qs, uint32_t n, bool write, bool verify, uint64_t
     shutdown(kExitBadCmdline);
   }
   const uint64_t max_ops = o.count ? o.count : (o.time_ms ? (1u << 21) : 256);
-  auto* slots = static_cast<PvSlot*>(alloc(sizeof(PvSlot) * o.qd, 64));
   auto* lat = static_cast<uint64_t*>(alloc_uninit(max_ops * 8, 8));
-  if (!slots || !lat) {
+  static PvQueue q;
+  if (!lat) {
     kprintf("PVIO-GUEST out of memory for %lu ops\n", max_ops);
     shutdown(kExitBadCmdline);
   }
-  const uint32_t nr_pages = static_cast<uint32_t>(o.bs / 4096);
-  for (uint64_t i = 0; i < o.qd; ++i) {
-    PvSlot* s = new (&slots[i]) PvSlot;
-    s->buf = static_cast<uint64_t*>(alloc(o.bs, 4096));
-    s->pages = static_cast<blkfront::DataPage*>(alloc(sizeof(blkfront::DataPage) * nr_pages, 8));
-    if (!s->buf || !s->pages) {
-      kprintf("PVIO-GUEST out of memory for qd %lu x %lu bytes\n", o.qd, o.bs);
-      shutdown(kExitBadCmdline);
-    }
-    for (uint32_t j = 0; j < nr_pages; ++j) {
-      s->pages[j].addr = reinterpret_cast<uint8_t*>(s->buf) + j * 4096;
-      s->pages[j].gfn = reinterpret_cast<uint64_t>(s->pages[j].addr) >> 12;
-    }
-    s->io.pages = s->pages;
-    s->io.nr_pages = nr_pages;
-    s->io.done = pv_done;
-    s->io.cookie = s;
-  }
-  PvPhase& p = g_phase;
-  p.pv = &pv;
-  p.lat = lat;
-  p.lat_cap = max_ops;
-  p.blocks = blocks;
-  p.bs = o.bs;
-  p.seed = o.seed;
-  p.random = random;
-  p.fill = o.fill != 0 || o.verify != 0;
-  for (uint64_t i = 0; i < o.qd; ++i) fill_pattern(slots[i].buf, o.bs, o.seed, 0);
-  const uint64_t poll_cycles = o.poll_us * khz / 1000;
+  if (!pv_queue_init(&q, &pv, o, 0, 1, blocks, random, lat, max_ops, khz)) shutdown(kExitBadCmdline);
+  const uint64_t poll_cycles = q.poll_cycles;
 
   const PvCounters c0 = pv.platform().counters;
   const blkfront::Stats s0 = pv.front().stats();
@@ -799,10 +727,9 @@ uint64_t mq_run_phase(MqQueue* qs, uint32_t n, bool write, bool verify, uint64_t
   const DoorbellCounts d0 = doorbell_counts();
   const Cpl3TrapCounts t0 = cpl3_trap_counts();
   phase_marker(true);
-  const uint64_t elapsed = pv_run_phase(slots, o.qd, write, !write && o.verify != 0, max_ops,
-                                        o.time_ms * khz, poll_cycles);
+  const uint64_t elapsed = pv_run_phase(q, write, !write && o.verify != 0, max_ops, o.time_ms * khz);
   phase_marker(false);
-  const uint64_t ops = p.ops;
+  const uint64_t ops = q.ops;
   const PvCounters c1 = pv.platform().counters;
   const blkfront::Stats s1 = pv.front().stats();
   const uint64_t up1 = upcalls();
@@ -813,15 +740,16 @@ uint64_t mq_run_phase(MqQueue* qs, uint32_t n, bool write, bool verify, uint64_t
   const uint64_t p50 = nlat ? to_ns(lat[(nlat - 1) * 50 / 100], khz) : 0;
   const uint64_t p99 = nlat ? to_ns(lat[(nlat - 1) * 99 / 100], khz) : 0;
 
-  uint64_t errors = p.errors, verify_failures = p.verify_failures, verified = p.verified;
+  uint64_t errors = q.errors, verify_failures = q.verify_failures, verified = q.verified;
   if (write && pv.flush_sync() != blkfront::IoStatus::Ok) ++errors;
   if (write && o.verify) {
     // Read back what was written, replaying the same block sequence.
-    p.errors = p.verify_failures = p.verified = 0;
-    pv_run_phase(slots, o.qd, false, true, ops, 0, poll_cycles);
-    errors += p.errors;
-    verify_failures += p.verify_failures;
-    verified += p.verified;
+    q.errors = q.verify_failures = q.verified = 0;
+    q.lat_cap = 0;
+    pv_run_phase(q, false, true, ops, 0);
+    errors += q.errors;
+    verify_failures += q.verify_failures;
+    verified += q.verified;
   }
   const uint64_t elapsed_ns = to_ns(elapsed, khz);
   const uint64_t iops = elapsed_ns ? ops * 1000000000ull / elapsed_ns : 0;
