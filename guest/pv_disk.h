@@ -69,12 +69,13 @@ class PvDisk {
   // Synchronous single I/O on `pages` (for the cross-check modes). Returns the I/O's status.
   blkfront::IoStatus rw_sync(bool write, uint64_t sector, uint32_t nr_sectors, void* buf);
   blkfront::IoStatus flush_sync();
+  // A watch fired (or a failed handshake step is due again): advance the handshake. True when
+  // it ran backend_changed(). process() calls it; a caller that waits its own way (one queue
+  // per vCPU) calls it from the vCPU that owns xenstore.
+  bool follow_backend();
 
  private:
   void probe_access_cost(uint64_t khz);
-  // A watch fired (or a failed handshake step is due again): advance the handshake. True when
-  // it ran backend_changed().
-  bool follow_backend();
 
   BareMetalPlatform platform_;
   blkfront::Blkfront* front_ = nullptr;

@@ -533,6 +533,7 @@ uint64_t mq_run_queue(void* arg) {
   PvQueue& q = *static_cast<PvQueue*>(arg);
   dev_lock();
   pv_queue_start(q);
+  uint64_t connection = q.pv->front().stats().reconnects;
   dev_unlock();
   uint64_t last_progress = rdtsc();
   while (q.inflight > 0) {
@@ -551,6 +552,19 @@ uint64_t mq_run_queue(void* arg) {
       asm volatile("pause");
       continue;
     }
+    // Idle for the whole spin: vCPU 0 also follows the backend (a restarted pvio-blkback closes
+    // the device and offers it again; the core resubmits what was in flight, on queue q modulo
+    // the queues the new backend grants). After a reconnect each queue takes its new port and
+    // masks it, as the run started.
+    dev_lock();
+    if (q.index == 0) q.pv->follow_backend();
+    const uint64_t now_connection = q.pv->front().stats().reconnects;
+    if (now_connection != connection && q.pv->front().connected()) {
+      connection = now_connection;
+      q.port = q.pv->front().queue_port(q.index);
+      if (q.port != 0) mask_port(q.port);
+    }
+    dev_unlock();
     ++q.sleeps;
     sched_poll_ports(&q.port, 1);
     last_progress = rdtsc();
@@ -683,12 +697,13 @@ uint64_t mq_run_phase(PvQueue* qs, uint32_t n, bool write, bool verify, uint64_t
           "\"verify_failures\":%lu,\"verified_blocks\":%lu,\"tsc_khz\":%lu,\"requests\":%lu,"
           "\"notifications\":%lu,\"doorbells\":%lu,\"hlts\":0,\"poll_sleeps\":%lu,"
           "\"ring_slots\":%u,\"ring_order\":%u,\"indirect\":%u,\"persistent\":%u,"
-          "\"poll_us\":%lu,\"cpl\":%u,\"doorbell\":\"%s\",\"cpl3_traps\":%lu}\n",
+          "\"poll_us\":%lu,\"cpl\":%u,\"doorbell\":\"%s\",\"cpl3_traps\":%lu,\"reconnects\":%lu}\n",
           o.rw, o.bs, o.qd, n, o.vcpus, per_queue, ops, ops * o.bs, elapsed_ns, iops, p50, p99,
           errors, verify_failures, verified, khz, s1.requests - s0.requests,
           s1.notifications - s0.notifications, doorbells, sleeps, neg.ring_size,
           neg.ring_page_order, neg.max_indirect_segments, neg.persistent ? 1u : 0u, o.poll_us,
-          current_cpl(), doorbell_mmio_gpa() ? "mmio" : "pio", t1.emulated - t0.emulated);
+          current_cpl(), doorbell_mmio_gpa() ? "mmio" : "pio", t1.emulated - t0.emulated,
+          pv.front().stats().reconnects - s0.reconnects);
   shutdown(errors || verify_failures ? kExitErrors : kExitOk);
 }
 
