@@ -205,12 +205,12 @@ int Blkfront::backend_changed() {
 
   switch (bs) {
     case XenbusState::InitWait:
-      if (closing_) return 0;
+      if (closing_ || suspended_) return 0;
       if (state_ != XenbusState::Initialising && state_ != XenbusState::Closed) return 0;
       rc = talk_to_backend();
       break;
     case XenbusState::Connected:
-      if (closing_ || broken_ || state_ == XenbusState::Connected ||
+      if (closing_ || suspended_ || broken_ || state_ == XenbusState::Connected ||
           state_ == XenbusState::Closing)
         return 0;
       // The backend may have reached Connected before we saw InitWait (Linux does the same).
@@ -228,7 +228,7 @@ int Blkfront::backend_changed() {
       }
       if (closing_) {
         fail_all(IoStatus::NoDevice);
-      } else if (bs == XenbusState::Closed && state_ == XenbusState::Closed) {
+      } else if (!suspended_ && bs == XenbusState::Closed && state_ == XenbusState::Closed) {
         // Both ends closed: offer to reconnect; blkback answers Initialising with InitWait
         // ("prepare for reconnect"), and a restarted backend starts at InitWait anyway.
         rc = switch_state(XenbusState::Initialising);
@@ -528,6 +528,41 @@ int Blkfront::close(std::uint32_t timeout_ms) {
   }
   fail_all(IoStatus::NoDevice);
   return 0;
+}
+
+int Blkfront::suspend(std::uint32_t timeout_ms) {
+  if (!started_ || closing_) return -XEN_ENODEV;
+  suspended_ = true;
+  int rc = 0;
+  if (state_ != XenbusState::Closed) rc = switch_state(XenbusState::Closing);
+  while (rc == 0) {
+    // Backend Closing / Closed: it has unmapped the ring (blkback disconnects before it
+    // leaves Connected), so ending our grants succeeds; backend_changed() tears down.
+    rc = backend_changed();
+    if (rc != 0) break;
+    XenbusState bs = XenbusState::Unknown;
+    const int r = read_state(backend_path_, bs);
+    // Done when both ends are Closed (what resume() starts from, as Linux's blkfront_restore),
+    // or when the backend is gone or was restarted (its node missing, or a fresh InitWait).
+    if (state_ == XenbusState::Closed &&
+        (r == -XEN_ENOENT || bs == XenbusState::Closed || bs == XenbusState::InitWait ||
+         bs == XenbusState::Initialising || bs == XenbusState::Unknown))
+      return 0;
+    rc = pf_.xs_wait(timeout_ms);
+  }
+  // The backend never answered: end what we can and stay Closed; the I/Os are kept.
+  teardown_datapath();
+  reset_active();
+  switch_state(XenbusState::Closed);
+  return rc;
+}
+
+int Blkfront::resume(std::uint32_t timeout_ms) {
+  if (closing_) return -XEN_ENODEV;
+  suspended_ = false;
+  // From Closed / Closed, backend_changed() offers Initialising and blkback answers InitWait;
+  // from a restarted backend's InitWait it talks to it at once.
+  return connect(timeout_ms);
 }
 
 evtchn_port_t Blkfront::queue_port(std::uint32_t q) const {

@@ -159,6 +159,18 @@ class XenvbdTest : public Dom0Test, public ::testing::WithParamInterface<std::ui
   std::vector<std::uint8_t> backing(std::uint64_t off, std::size_t len) {
     return read_file(dom0_->disk, off, len);
   }
+  std::string xs_read(const std::string& path) {
+    auto r = xs_->read(path);
+    return r.ok() ? r.value : std::string();
+  }
+  std::string front_dir() const {
+    return "/local/domain/" + std::to_string(kDomid) + "/device/vbd/" + std::to_string(kDevid);
+  }
+  // Both ends' XenbusState as xenstore shows them ("4" Connected, "6" Closed).
+  std::pair<std::string, std::string> states() {
+    const std::string back = xs_read(front_dir() + "/backend");
+    return {xs_read(front_dir() + "/state"), back.empty() ? "" : xs_read(back + "/state")};
+  }
 
   std::uint32_t block_size_ = 512;
   std::string target_;
@@ -393,6 +405,140 @@ TEST_P(XenvbdTest, SurvivesABackendRestartUnderLoad) {
   for (std::uint32_t i = 0; i < 16; ++i)
     EXPECT_EQ(backing(std::uint64_t{i} * per * block_size_, before[i]->data.size()), before[i]->data);
   EXPECT_EQ(backing(std::uint64_t{40} * per * block_size_, after->data.size()), after->data);
+}
+
+// A sleep state as StorPort handles it, 20 times, with I/O before and after each: the frontend
+// disconnects (both ends Closed in xenstore, no grant or event channel left), reconnects on a
+// new ring (both ends Connected), and every block written in any cycle reads back intact.
+TEST_P(XenvbdTest, PowerCyclesDisconnectReconnectAndKeepTheData) {
+  ASSERT_TRUE(host().supports(ScsiStopAdapter));
+  ASSERT_TRUE(host().supports(ScsiRestartAdapter));
+  constexpr int kCycles = 20;
+  const std::uint32_t per = 32 * 1024 / block_size_;
+  std::vector<std::unique_ptr<ScsiRequest>> written;
+  auto lba_of = [&](int cycle, int which) { return std::uint64_t(2 * cycle + which) * per; };
+  EXPECT_EQ(states(), std::make_pair(std::string("4"), std::string("4")));
+  std::size_t contiguous_up = 0;
+  for (int c = 0; c < kCycles; ++c) {
+    auto before = write_blocks(lba_of(c, 0), per, 2000 + 2 * c);
+    ASSERT_EQ(before->status(), SRB_STATUS_SUCCESS) << "cycle " << c;
+    written.push_back(std::move(before));
+
+    host().power_down();
+    ASSERT_TRUE(host().stopped());
+    EXPECT_EQ(states(), std::make_pair(std::string("6"), std::string("6"))) << "cycle " << c;
+    EXPECT_EQ(child_->grants_held(), 0) << "grants kept across power-down, cycle " << c;
+    EXPECT_EQ(child_->ports_open(), 0) << "event channel kept across power-down, cycle " << c;
+
+    host().power_up();
+    ASSERT_FALSE(host().stopped());
+    EXPECT_EQ(states(), std::make_pair(std::string("4"), std::string("4"))) << "cycle " << c;
+    EXPECT_EQ(child_->ports_open(), 1) << "cycle " << c;
+    if (c == 0) contiguous_up = contiguous_allocations();
+    EXPECT_EQ(contiguous_allocations(), contiguous_up) << "ring or pool memory leaked, cycle " << c;
+
+    auto after = write_blocks(lba_of(c, 1), per, 2001 + 2 * c);
+    ASSERT_EQ(after->status(), SRB_STATUS_SUCCESS) << "cycle " << c;
+    written.push_back(std::move(after));
+  }
+  // Everything reads back through the driver and is in the file.
+  for (std::size_t i = 0; i < written.size(); ++i) {
+    const std::uint64_t lba = std::uint64_t(i) * per;
+    auto r = run(rw16(false, lba, per), per * block_size_, SRB_FLAGS_DATA_IN);
+    ASSERT_EQ(r->status(), SRB_STATUS_SUCCESS);
+    EXPECT_EQ(r->data, written[i]->data) << "block run " << i;
+  }
+  if (!loop_dev_.empty()) run_shell("blockdev --flushbufs " + loop_dev_);
+  for (std::size_t i = 0; i < written.size(); ++i)
+    EXPECT_EQ(backing(std::uint64_t(i) * per * block_size_, written[i]->data.size()),
+              written[i]->data) << "block run " << i;
+  // The disk's size came back from the new connection's "sectors".
+  Cdb cap16;
+  cap16.len = 16;
+  cap16.b[0] = 0x9E;
+  cap16.b[1] = 0x10;
+  put32(cap16.b + 10, 32);
+  auto cap = run(cap16, 32, SRB_FLAGS_DATA_IN);
+  ASSERT_EQ(cap->status(), SRB_STATUS_SUCCESS);
+  EXPECT_EQ(be64(&cap->data[0]), kDiskBytes / block_size_ - 1);
+}
+
+// A full queue issued right before the power-down: StorPort drains it first (the environment
+// waits for every started SRB), so nothing is outstanding when the adapter stops, and all of it
+// is on disk after the cycle.
+TEST_P(XenvbdTest, PowerDownAfterAFullQueueLosesNothing) {
+  const std::uint32_t depth = host().config().MaxIOsPerLun;
+  const std::uint32_t per = 16 * 1024 / block_size_;
+  std::vector<std::unique_ptr<ScsiRequest>> reqs;
+  for (std::uint32_t i = 0; i < depth; ++i) {
+    auto r = request(rw16(true, std::uint64_t{i} * per, per), per * block_size_, SRB_FLAGS_DATA_OUT);
+    fill_pattern(r->data.data(), std::uint64_t{i} * per * block_size_, r->data.size(), 4000 + i);
+    reqs.push_back(std::move(r));
+  }
+  for (auto& r : reqs) host().issue(*r);
+  host().power_down();
+  for (auto& r : reqs) EXPECT_EQ(r->status(), SRB_STATUS_SUCCESS);
+  host().power_up();
+  for (std::uint32_t i = 0; i < depth; ++i) {
+    auto r = run(rw16(false, std::uint64_t{i} * per, per), per * block_size_, SRB_FLAGS_DATA_IN);
+    ASSERT_EQ(r->status(), SRB_STATUS_SUCCESS);
+    EXPECT_EQ(r->data, reqs[i]->data) << i;
+  }
+}
+
+// pvio-blkback killed with -9 and restarted while the adapter is powered down, and once more
+// killed just before a power-down: the cycles converge and I/O works after each.
+TEST_P(XenvbdTest, PowerCycleConvergesAcrossABackendRestart) {
+  const std::uint32_t per = 64 * 1024 / block_size_;
+  ASSERT_EQ(write_blocks(0, per, 71)->status(), SRB_STATUS_SUCCESS);
+  host().power_down();
+  dom0_->kill9_and_restart_blkback();
+  if (HasFatalFailure()) return;
+  host().power_up();
+  auto a = write_blocks(per, per, 72);
+  EXPECT_EQ(a->status(), SRB_STATUS_SUCCESS);
+  EXPECT_EQ(states(), std::make_pair(std::string("4"), std::string("4")));
+
+  // The backend dies while the adapter runs and comes back during the cycle.
+  dom0_->kill9_blkback();
+  if (HasFatalFailure()) return;
+  std::thread restart([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    std::string out;
+    EXPECT_EQ(dom0_->up(&out), 0) << out;
+  });
+  host().power_down();
+  EXPECT_EQ(child_->grants_held(), 0);
+  EXPECT_EQ(child_->ports_open(), 0);
+  host().power_up();
+  restart.join();
+  auto b = write_blocks(2 * per, per, 73);
+  EXPECT_EQ(b->status(), SRB_STATUS_SUCCESS);
+  std::vector<std::uint8_t> first(per * block_size_);
+  fill_pattern(first.data(), 0, first.size(), 71);
+  auto r = run(rw16(false, 0, per), per * block_size_, SRB_FLAGS_DATA_IN);
+  ASSERT_EQ(r->status(), SRB_STATUS_SUCCESS);
+  EXPECT_EQ(r->data, first);
+  EXPECT_EQ(backing(per * block_size_, a->data.size()), a->data);
+  EXPECT_EQ(backing(2 * per * block_size_, b->data.size()), b->data);
+}
+
+// The stopped state is enforced: a completion or a request for more work from the miniport
+// between ScsiStopAdapter and ScsiRestartAdapter is a violation.
+TEST_P(XenvbdTest, TheEnvironmentCatchesRequestsWhileStopped) {
+  auto r = run(rw16(false, 0, 1), block_size_, SRB_FLAGS_DATA_IN);
+  ASSERT_EQ(r->status(), SRB_STATUS_SUCCESS);
+  host().power_down();
+  ASSERT_TRUE(violations().empty());
+  StorPortNotification(RequestComplete, host().device_extension(), &r->srb);
+  StorPortNotification(NextRequest, host().device_extension());
+  const auto v = violations();
+  ASSERT_GE(v.size(), 2u);
+  EXPECT_NE(v[0].find("while the adapter is stopped"), std::string::npos) << v[0];
+  EXPECT_NE(v.back().find("while the adapter is stopped"), std::string::npos) << v.back();
+  clear_violations();
+  host().power_up();
+  EXPECT_EQ(run(rw16(false, 0, 1), block_size_, SRB_FLAGS_DATA_IN)->status(), SRB_STATUS_SUCCESS);
 }
 
 INSTANTIATE_TEST_SUITE_P(SectorSizes, XenvbdTest, ::testing::Values(512u, 4096u),

@@ -184,35 +184,17 @@ VOID Adapter::on_watch(PVOID ctx, PCSTR) {
   if (a->steady_) a->control_step();
 }
 
-// One step of the handshake state machine at PASSIVE_LEVEL, with the datapath held off the
-// core. A failed step is retried after a backoff (10 ms doubling to 1 s) a few times; after
-// that the next watch event tries again, so a broken backend never makes a tight loop.
-void Adapter::control_step() {
-  KeWaitForSingleObject(&control_mutex_, Executive, KernelMode, FALSE, nullptr);
-  if (core_ == nullptr) {  // a watch that raced with HwFreeAdapterResources
-    KeSetEvent(&control_mutex_, 0, FALSE);
-    return;
-  }
+// The core belongs to a control step: the datapath defers SRBs and events meanwhile.
+void Adapter::begin_control() {
   STOR_LOCK_HANDLE h;
   lock(h);
   control_busy_ = true;
   unlock(h);
+}
 
-  std::uint32_t seen = core_->failures_in_a_row();
-  for (int attempt = 0; attempt < 8; ++attempt) {
-    core_->backend_changed();
-    const std::uint32_t f = core_->failures_in_a_row();
-    if (f <= seen || f == 0) break;
-    seen = f;
-    std::uint32_t ms = 10;
-    for (std::uint32_t i = 1; i < f && ms < 1000; ++i) ms *= 2;
-    KEVENT never;
-    KeInitializeEvent(&never, NotificationEvent, FALSE);
-    LARGE_INTEGER t = relative_ms(ms < 1000 ? ms : 1000);
-    KeWaitForSingleObject(&never, Executive, KernelMode, FALSE, &t);
-  }
-  if (core_->connected()) update_geometry();
-
+// Hands the core back to the datapath and replays what it deferred.
+void Adapter::end_control() {
+  STOR_LOCK_HANDLE h;
   lock(h);
   control_busy_ = false;
   SrbExt* list = deferred_head_;
@@ -229,7 +211,95 @@ void Adapter::control_step() {
     core_->handle_all_events();
   }
   unlock(h);
+}
+
+// Runs control steps until no watch asked for another. The watch thread never blocks on
+// control_mutex_: its owner may be a power transition or close() waiting for the very watch
+// events that thread delivers. A watch that finds the mutex taken leaves step_wanted_ set; the
+// owner (or, after a power transition, power_up) runs the step it asked for.
+void Adapter::control_step() {
+  for (;;) {
+    step_wanted_ = true;
+    LARGE_INTEGER now{};  // zero timeout: a try-acquire
+    if (KeWaitForSingleObject(&control_mutex_, Executive, KernelMode, FALSE, &now) != STATUS_SUCCESS)
+      return;
+    while (step_wanted_ && core_ != nullptr && !suspended_ && steady_) {
+      step_wanted_ = false;
+      run_control_steps();
+    }
+    KeSetEvent(&control_mutex_, 0, FALSE);
+    // A watch that came after the loop's last check found the mutex taken and went away.
+    if (!step_wanted_ || core_ == nullptr || suspended_ || !steady_) return;
+  }
+}
+
+// One step of the handshake state machine at PASSIVE_LEVEL, with the datapath held off the
+// core. A failed step is retried after a backoff (10 ms doubling to 1 s) a few times; after
+// that the next watch event tries again, so a broken backend never makes a tight loop.
+void Adapter::run_control_steps() {
+  begin_control();
+  std::uint32_t seen = core_->failures_in_a_row();
+  for (int attempt = 0; attempt < 8; ++attempt) {
+    core_->backend_changed();
+    const std::uint32_t f = core_->failures_in_a_row();
+    if (f <= seen || f == 0) break;
+    seen = f;
+    std::uint32_t ms = 10;
+    for (std::uint32_t i = 1; i < f && ms < 1000; ++i) ms *= 2;
+    KEVENT never;
+    KeInitializeEvent(&never, NotificationEvent, FALSE);
+    LARGE_INTEGER t = relative_ms(ms < 1000 ? ms : 1000);
+    KeWaitForSingleObject(&never, Executive, KernelMode, FALSE, &t);
+  }
+  if (core_->connected()) update_geometry();
+  end_control();
+}
+
+// ---- power ----
+//
+// StorPort stops an adapter for a sleep state only after it has held its queues and every
+// request it started has completed ("Storport ensures that there are no uncompleted requests"
+// before ScsiStopAdapter, HW_ADAPTER_CONTROL / SCSI_ADAPTER_CONTROL_TYPE), and it starts none
+// until ScsiRestartAdapter has returned. So the core has nothing in flight here; were the rule
+// ever broken, suspend() keeps such I/Os and resume() resubmits them on the new ring (redone
+// from their first sector, as after a backend restart), so none is lost either way.
+// ScsiStopAdapter and ScsiRestartAdapter run at DIRQL with the interrupt lock held: no
+// xenstore, no memory, no event channels there. The PASSIVE_LEVEL control types StorPort calls
+// after ScsiStopAdapter (ScsiSetBootConfig) and before ScsiRestartAdapter (ScsiSetRunningConfig)
+// carry the disconnect and the reconnect. Were ScsiSetBootConfig not called, the adapter stays
+// connected through the sleep state (a Xen S3 keeps the guest's memory and the backend's
+// mappings valid) and ScsiSetRunningConfig only catches up with the backend.
+
+// As Linux's blkfront_freeze: Closing, the backend closes, grants and event channel released.
+void Adapter::power_down() {
+  steady_ = false;  // already so after ScsiStopAdapter: watches only wake xs_wait now
+  KeWaitForSingleObject(&control_mutex_, Executive, KernelMode, FALSE, nullptr);
+  if (core_ != nullptr && !suspended_) {
+    begin_control();
+    if (core_->active_ios() != 0) logf(DPFLTR_WARNING_LEVEL, "stopped with I/O in flight; kept");
+    if (core_->suspend(kCloseTimeoutMs) != 0)
+      logf(DPFLTR_WARNING_LEVEL, "backend did not close in time; disconnected anyway");
+    suspended_ = true;
+    end_control();
+  }
   KeSetEvent(&control_mutex_, 0, FALSE);
+}
+
+// A new connection: new ring, grants and event channel; the backend's size and features read
+// again. A backend that is not there yet is left to the watch-driven control steps.
+void Adapter::power_up() {
+  KeWaitForSingleObject(&control_mutex_, Executive, KernelMode, FALSE, nullptr);
+  if (core_ != nullptr && suspended_) {
+    suspended_ = false;
+    begin_control();
+    if (core_->resume(kConnectTimeoutMs) != 0)
+      logf(DPFLTR_WARNING_LEVEL, "backend not connected at power-up; retrying on its changes");
+    if (core_->connected()) update_geometry();
+    end_control();
+  }
+  KeSetEvent(&control_mutex_, 0, FALSE);
+  steady_ = true;
+  control_step();  // whatever the backend did while watches only woke xs_wait
 }
 
 // ---- SRBs ----
@@ -415,15 +485,30 @@ SCSI_ADAPTER_CONTROL_STATUS Adapter::adapter_control(SCSI_ADAPTER_CONTROL_TYPE t
   switch (type) {
     case ScsiQuerySupportedControlTypes: {
       auto* list = static_cast<PSCSI_SUPPORTED_CONTROL_TYPE_LIST>(params);
+      // MaxControlType is the number of entries StorPort's list has room for.
       for (ULONG i = 0; i < list->MaxControlType; ++i)
         list->SupportedTypeList[i] =
-            (i == ScsiQuerySupportedControlTypes || i == ScsiStopAdapter) ? TRUE : FALSE;
+            (i == ScsiQuerySupportedControlTypes || i == ScsiStopAdapter ||
+             i == ScsiRestartAdapter || i == ScsiSetBootConfig || i == ScsiSetRunningConfig)
+                ? TRUE
+                : FALSE;
       return ScsiAdapterControlSuccess;
     }
     case ScsiStopAdapter:
-      // DIRQL: nothing that needs xenstore. New requests are refused; the connection is
-      // closed in HwFreeAdapterResources at PASSIVE_LEVEL.
+      // DIRQL, interrupt lock held: nothing that needs xenstore. For removal the connection is
+      // closed in HwFreeAdapterResources, for power-down in ScsiSetBootConfig (above power_down).
       stopped_ = true;
+      steady_ = false;
+      return ScsiAdapterControlSuccess;
+    case ScsiSetBootConfig:  // PASSIVE_LEVEL, after ScsiStopAdapter
+      if (stopped_) power_down();
+      return ScsiAdapterControlSuccess;
+    case ScsiSetRunningConfig:  // PASSIVE_LEVEL, before ScsiRestartAdapter
+      if (stopped_) power_up();
+      return ScsiAdapterControlSuccess;
+    case ScsiRestartAdapter:
+      // DIRQL: the connection was made in ScsiSetRunningConfig; requests flow again.
+      stopped_ = false;
       return ScsiAdapterControlSuccess;
     default:
       return ScsiAdapterControlUnsuccessful;
@@ -433,6 +518,7 @@ SCSI_ADAPTER_CONTROL_STATUS Adapter::adapter_control(SCSI_ADAPTER_CONTROL_TYPE t
 void Adapter::free_resources() {
   steady_ = false;
   if (core_ != nullptr) {
+    // close() also ends a connection suspended for power-down (both ends already Closed).
     KeWaitForSingleObject(&control_mutex_, Executive, KernelMode, FALSE, nullptr);
     core_->close(kCloseTimeoutMs);
     core_->~Blkfront();

@@ -10,6 +10,11 @@
 //             channels need it): HwFindAdapter, the passive initialisation routine, and
 //             xenbus's watch thread. A control step marks the core busy under StartIoLock,
 //             runs without the lock, then replays what the datapath deferred meanwhile.
+//             A watch never waits for a control step in progress (which may itself be waiting
+//             for watch events): it asks the owner to run another step instead.
+//   power     HwAdapterControl: ScsiStopAdapter / ScsiRestartAdapter at DIRQL only flip the
+//             stopped state; the disconnect (ScsiSetBootConfig) and the reconnect
+//             (ScsiSetRunningConfig) are control steps at PASSIVE_LEVEL.
 #pragma once
 
 #include <cstdint>
@@ -66,6 +71,11 @@ class Adapter {
   void complete_check(SrbExt* ext, const Sense& sense);
   void finish(SrbExt* ext);
   void control_step();
+  void run_control_steps();
+  void begin_control();
+  void end_control();
+  void power_down();  // PASSIVE_LEVEL, adapter stopped
+  void power_up();    // PASSIVE_LEVEL, before ScsiRestartAdapter
   void update_geometry();
   void lock(STOR_LOCK_HANDLE& h) { StorPortAcquireSpinLock(this, StartIoLock, nullptr, &h); }
   void unlock(STOR_LOCK_HANDLE& h) { StorPortReleaseSpinLock(this, &h); }
@@ -88,7 +98,9 @@ class Adapter {
   bool control_busy_ = false;       // under StartIoLock: a control step owns the core
   bool events_pending_ = false;     // under StartIoLock: an event came while busy
   volatile bool early_event_ = false;  // an event before the DPC existed
-  bool stopped_ = false;
+  volatile bool stopped_ = false;      // between ScsiStopAdapter and ScsiRestartAdapter
+  volatile bool step_wanted_ = false;  // a watch came while a control step was running
+  bool suspended_ = false;             // under control_mutex_: disconnected for power-down
   SrbExt* deferred_head_ = nullptr;  // under StartIoLock
   SrbExt* deferred_tail_ = nullptr;
 };

@@ -367,7 +367,7 @@ NTSTATUS KeWaitForSingleObject(PVOID object, KWAIT_REASON, KPROCESSOR_MODE, BOOL
   if (timeout == nullptr) {
     g_event_cv.wait(lk, ready);
     ok = true;
-  } else if (timeout->QuadPart < 0) {
+  } else if (timeout->QuadPart <= 0) {  // relative; zero is the poll ("returns at once")
     const auto d = std::chrono::microseconds(-timeout->QuadPart / 10);
     ok = g_event_cv.wait_for(lk, d, ready);
   } else {

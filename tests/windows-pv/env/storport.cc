@@ -1,5 +1,7 @@
 // StorPort for the host (see storport_host.h) and the storport.sys entry points.
+#include <chrono>
 #include <cstdarg>
+#include <cstddef>
 #include <cstring>
 
 #include "kernel.h"
@@ -77,16 +79,82 @@ ULONG StorPortHost::start_adapter(PDEVICE_OBJECT lower) {
     AtIrql passive(PASSIVE_LEVEL);
     if (!passive_init_(devext_)) return SP_RETURN_ERROR;
   }
+  // After initialisation, before the first I/O: which control types the miniport implements.
+  std::memset(supported_, 0, sizeof supported_);
+  if (init_.HwAdapterControl != nullptr) {
+    // The list's BOOLEAN array runs on past its declared [1], as StorPort allocates it.
+    alignas(8) unsigned char buf[sizeof(SCSI_SUPPORTED_CONTROL_TYPE_LIST) + ScsiAdapterControlMax] = {};
+    auto* list = reinterpret_cast<PSCSI_SUPPORTED_CONTROL_TYPE_LIST>(buf);
+    list->MaxControlType = ScsiAdapterControlMax;
+    adapter_control(ScsiQuerySupportedControlTypes, PASSIVE_LEVEL, list,
+                    "ScsiQuerySupportedControlTypes");
+    const auto* types = buf + offsetof(SCSI_SUPPORTED_CONTROL_TYPE_LIST, SupportedTypeList);
+    for (int t = 0; t < ScsiAdapterControlMax; ++t) supported_[t] = types[t] != FALSE;
+  }
+  stopped_.store(false);
   return rc;
+}
+
+void StorPortHost::adapter_control(SCSI_ADAPTER_CONTROL_TYPE t, KIRQL irql, PVOID params,
+                                   const char* name) {
+  AtIrql at(irql);
+  // "Currently, HwStorAdapterControl must return ScsiAdapterControlSuccess for all control
+  // types" (HW_ADAPTER_CONTROL).
+  if (init_.HwAdapterControl(devext_, t, params) != ScsiAdapterControlSuccess)
+    violation(std::string("HwAdapterControl(") + name + ") did not succeed");
+  if (current_irql() != irql) violation(std::string("HwAdapterControl(") + name + ") changed the IRQL");
+}
+
+void StorPortHost::power_down() {
+  if (devext_ == nullptr || stopped_.load()) {
+    violation("power_down of an adapter that is not running");
+    return;
+  }
+  // StorPort holds its queue and lets what it started complete before it stops the adapter.
+  {
+    std::unique_lock lk(mu_);
+    if (!cv_.wait_for(lk, std::chrono::seconds(30), [&] { return outstanding_.empty(); })) {
+      violation("SRBs never completed while StorPort drained the adapter for power-down");
+      return;
+    }
+  }
+  auto flush = make_request({}, 0, 0);
+  flush->srb.Function = SRB_FUNCTION_FLUSH;
+  if (!execute(*flush)) {
+    violation("SRB_FUNCTION_FLUSH before power-down never completed");
+    return;
+  }
+  if (!supports(ScsiStopAdapter) || !supports(ScsiRestartAdapter)) {
+    violation("the miniport does not report ScsiStopAdapter and ScsiRestartAdapter");
+    return;
+  }
+  stopped_.store(true);
+  // DIRQL with the interrupt lock held: the StartIo lock is out of reach (require_irql).
+  adapter_control(ScsiStopAdapter, kDirql, nullptr, "ScsiStopAdapter");
+  if (supports(ScsiSetBootConfig))
+    adapter_control(ScsiSetBootConfig, PASSIVE_LEVEL, nullptr, "ScsiSetBootConfig");
+}
+
+void StorPortHost::power_up() {
+  if (devext_ == nullptr || !stopped_.load()) {
+    violation("power_up of an adapter that is not stopped");
+    return;
+  }
+  if (supports(ScsiSetRunningConfig))
+    adapter_control(ScsiSetRunningConfig, PASSIVE_LEVEL, nullptr, "ScsiSetRunningConfig");
+  adapter_control(ScsiRestartAdapter, kDirql, nullptr, "ScsiRestartAdapter");
+  stopped_.store(false);
 }
 
 void StorPortHost::stop_adapter() {
   if (devext_ == nullptr) return;
   if (outstanding() != 0) violation("adapter removed with SRBs outstanding");
-  if (init_.HwAdapterControl != nullptr) {
+  // An adapter powered down is removed without being restarted (already stopped).
+  if (init_.HwAdapterControl != nullptr && !stopped_.load()) {
     AtIrql dirql(kDirql);
     init_.HwAdapterControl(devext_, ScsiStopAdapter, nullptr);
   }
+  stopped_.store(false);
   {
     std::lock_guard lk(mu_);
     dpc_stop_ = true;
@@ -153,6 +221,10 @@ void StorPortHost::release_start_io_lock(KIRQL old) {
 }
 
 void StorPortHost::issue(ScsiRequest& r) {
+  if (stopped_.load()) {
+    violation("HwStartIo on a stopped adapter (StorPort starts nothing before ScsiRestartAdapter)");
+    return;
+  }
   {
     std::lock_guard lk(mu_);
     outstanding_.insert(&r.srb);
@@ -209,6 +281,7 @@ void StorPortHost::notification(SCSI_NOTIFICATION_TYPE type, PVOID ext, va_list 
       auto* srb = va_arg(ap, PSCSI_REQUEST_BLOCK);
       require_irql(DISPATCH_LEVEL, "StorPortNotification(RequestComplete)");
       if (!check_extension(ext, "RequestComplete")) return;
+      if (stopped_.load()) violation("RequestComplete while the adapter is stopped");
       std::lock_guard lk(mu_);
       if (outstanding_.erase(srb) == 0) {
         violation(completed_.count(srb) ? "SRB completed twice"
@@ -225,6 +298,7 @@ void StorPortHost::notification(SCSI_NOTIFICATION_TYPE type, PVOID ext, va_list 
     }
     case NextRequest:
     case NextLuRequest:
+      if (stopped_.load()) violation("NextRequest / NextLuRequest while the adapter is stopped");
       return;
     case EnablePassiveInitialization: {
       auto* routine = va_arg(ap, HW_PASSIVE_INITIALIZE_ROUTINE_T*);

@@ -2,11 +2,14 @@
 // adapter of the registered miniport the way StorPort does (HwFindAdapter at PASSIVE_LEVEL,
 // HwInitialize at DIRQL, the passive initialisation routine, HwStartIo at DISPATCH_LEVEL with
 // the StartIo lock held, DPCs on their own thread at DISPATCH_LEVEL, HwAdapterControl and
-// HwFreeAdapterResources at removal). It enforces the SRB life cycle: an SRB completes
-// exactly once, never with SRB_STATUS_PENDING, and its extension is poisoned once completed
-// (StorPort reuses it), so a driver that keeps using it misbehaves visibly.
+// HwFreeAdapterResources at removal, the power-down / power-up cycle of a sleep state). It
+// enforces the SRB life cycle: an SRB completes exactly once, never with SRB_STATUS_PENDING,
+// and its extension is poisoned once completed (StorPort reuses it), so a driver that keeps
+// using it misbehaves visibly; and the stopped state: between ScsiStopAdapter and
+// ScsiRestartAdapter StorPort starts no request and the miniport completes none.
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -61,6 +64,21 @@ class StorPortHost {
   // PASSIVE_LEVEL. SRBs still outstanding are a violation.
   void stop_adapter();
 
+  // A sleep state as StorPort handles it (HW_ADAPTER_CONTROL, SCSI_ADAPTER_CONTROL_TYPE):
+  // power_down() holds the queue and waits until every started SRB has completed, sends
+  // SRB_FUNCTION_FLUSH, then HwAdapterControl(ScsiStopAdapter) at DIRQL and, when the miniport
+  // reported it, ScsiSetBootConfig at PASSIVE_LEVEL. power_up(): ScsiSetRunningConfig at
+  // PASSIVE_LEVEL when reported, ScsiRestartAdapter at DIRQL (every StorPort miniport must
+  // support it), then requests flow again. A miniport that reports neither stop nor restart,
+  // fails a control type, or completes / asks for requests while stopped breaks a rule.
+  void power_down();
+  void power_up();
+  bool stopped() const { return stopped_.load(); }
+  // What ScsiQuerySupportedControlTypes answered at start (PASSIVE_LEVEL, before the first I/O).
+  bool supports(SCSI_ADAPTER_CONTROL_TYPE t) const {
+    return t < ScsiAdapterControlMax && supported_[t];
+  }
+
   // ---- the StorPort routines (storport.cc's extern "C" entry points forward here) ----
   ULONG initialize(PVOID driver, PVOID registry, PHW_INITIALIZATION_DATA init);
   void notification(SCSI_NOTIFICATION_TYPE type, PVOID ext, va_list ap);
@@ -72,6 +90,7 @@ class StorPortHost {
   void acquire_start_io_lock(KIRQL* old);
   void release_start_io_lock(KIRQL old);
   bool check_extension(PVOID ext, const char* what);
+  void adapter_control(SCSI_ADAPTER_CONTROL_TYPE t, KIRQL irql, PVOID params, const char* name);
 
   HW_INITIALIZATION_DATA init_{};
   bool registered_ = false;
@@ -82,6 +101,8 @@ class StorPortHost {
   std::uint8_t fdo_[64] = {};
   bool in_hw_initialize_ = false;
   HW_PASSIVE_INITIALIZE_ROUTINE_T* passive_init_ = nullptr;
+  bool supported_[ScsiAdapterControlMax] = {};
+  std::atomic<bool> stopped_{false};  // ScsiStopAdapter issued, ScsiRestartAdapter not yet
 
   std::mutex start_io_mu_;
   std::thread::id start_io_owner_;

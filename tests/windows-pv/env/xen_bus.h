@@ -38,6 +38,10 @@ class XenBusChild {
 
   PDEVICE_OBJECT pdo() const { return pdo_; }
   int references() const { return refs_.load(); }
+  // Grants the driver holds (granted, not yet ended) and event channels it has open: both are
+  // zero whenever it is disconnected, whatever connections came before.
+  int grants_held() const { return grants_.load(); }
+  int ports_open() const { return ports_.load(); }
   std::size_t watches();
 
  private:
@@ -68,6 +72,8 @@ class XenBusChild {
   ULONG devid_;
   PDEVICE_OBJECT pdo_ = nullptr;
   std::atomic<int> refs_{0};
+  std::atomic<int> grants_{0};
+  std::atomic<int> ports_{0};
   std::unique_ptr<blkfront::user::SharedRingXenstore> own_shared_;
   blkfront::user::SharedRingXenstore* shared_ = nullptr;
   std::unique_ptr<blkfront::user::XenstoreAccess> xs_;

@@ -153,6 +153,16 @@ class Blkfront {
   // Orderly close: Closing, wait for the backend to close, end every grant, Closed. I/Os still
   // outstanding complete with NoDevice. Later submits fail with NoDevice.
   int close(std::uint32_t timeout_ms);
+  // Power-down disconnect, as Linux's blkfront_freeze: Closing, wait for the backend to reach
+  // Closed, end every grant and close every event channel, Closed. Unlike close(), I/Os still
+  // accepted are kept (none should be: the binding quiesces first) and nothing reconnects on its
+  // own until resume(). 0, or -errno when the backend did not answer in time (the datapath is
+  // torn down anyway; grants it still maps are counted in stats().grants_leaked).
+  int suspend(std::uint32_t timeout_ms);
+  // After suspend(): a new handshake (Initialising, new rings, grants and event channels; the
+  // backend's features and size read again), kept I/Os resubmitted. connect()'s result.
+  int resume(std::uint32_t timeout_ms);
+  bool suspended() const { return suspended_; }
 
   XenbusState state() const { return state_; }
   // Handshake failures since the last successful connect: the binding backs off by it before
@@ -230,6 +240,7 @@ class Blkfront {
   XenbusState state_ = XenbusState::Unknown;
   bool started_ = false;
   bool closing_ = false;       // close() asked for: no reconnect, no new I/O
+  bool suspended_ = false;     // suspend() until resume(): no reconnect, I/Os kept
   bool ever_connected_ = false;
   std::uint32_t failures_in_a_row_ = 0;
   bool rings_up_ = false;
