@@ -101,6 +101,7 @@ LONG XenBusChild::grant_access(PVOID ctx, USHORT domid, ULONG64 gfn, BOOLEAN ro,
   std::lock_guard lk(self->grant_mu_);
   const grant_ref_t r = self->dom_.grant_table().grant_access(domid, gfn, ro != 0);
   if (r == kInvalidGrantRef) return -blkfront::XEN_ENOSPC;
+  ++self->grants_;
   *ref = r;
   return 0;
 }
@@ -109,7 +110,9 @@ BOOLEAN XenBusChild::end_access(PVOID ctx, ULONG ref) {
   require_irql(DISPATCH_LEVEL, "xen EndAccess");
   auto* self = static_cast<XenBusChild*>(ctx);
   std::lock_guard lk(self->grant_mu_);
-  return self->dom_.grant_table().end_access(ref) ? TRUE : FALSE;
+  if (!self->dom_.grant_table().end_access(ref)) return FALSE;
+  --self->grants_;
+  return TRUE;
 }
 
 LONG XenBusChild::alloc_unbound(PVOID ctx, USHORT remote, PVIO_EVTCHN_CALLBACK* cb, PVOID cb_ctx,
@@ -121,13 +124,16 @@ LONG XenBusChild::alloc_unbound(PVOID ctx, USHORT remote, PVIO_EVTCHN_CALLBACK* 
     cb(cb_ctx, p);
   });
   if (r.rc != 0) return r.rc;
+  ++self->ports_;
   *port = r.port;
   return 0;
 }
 
 VOID XenBusChild::evtchn_close(PVOID ctx, ULONG port) {
   require_irql(PASSIVE_LEVEL, "xen EvtchnClose");
-  static_cast<XenBusChild*>(ctx)->dom_.close(port);
+  auto* self = static_cast<XenBusChild*>(ctx);
+  self->dom_.close(port);
+  --self->ports_;
 }
 
 VOID XenBusChild::notify(PVOID ctx, ULONG port) {

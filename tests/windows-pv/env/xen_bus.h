@@ -39,6 +39,10 @@ class XenBusChild {
   PDEVICE_OBJECT pdo() const { return pdo_; }
   int references() const { return refs_.load(); }
   std::size_t watches();
+  // What the driver holds through the interface now: grants given and not yet ended, event
+  // channels allocated and not yet closed.
+  int live_grants() const { return grants_.load(); }
+  int open_ports() const { return ports_.load(); }
 
  private:
   struct Watch {
@@ -68,6 +72,8 @@ class XenBusChild {
   ULONG devid_;
   PDEVICE_OBJECT pdo_ = nullptr;
   std::atomic<int> refs_{0};
+  std::atomic<int> grants_{0};
+  std::atomic<int> ports_{0};
   std::unique_ptr<blkfront::user::SharedRingXenstore> own_shared_;
   blkfront::user::SharedRingXenstore* shared_ = nullptr;
   std::unique_ptr<blkfront::user::XenstoreAccess> xs_;
