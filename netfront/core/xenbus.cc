@@ -475,6 +475,22 @@ int Netfront::connect(std::uint32_t timeout_ms) {
   }
 }
 
+int Netfront::reopen() {
+  if (!started_ || !closing_) return -XEN_EINVAL;
+  if (state_ != XenbusState::Closed) return -XEN_EBUSY;  // close() did not finish
+  // The toolstack may have changed the node while we were away; a malformed one keeps the old
+  // address and the device closed.
+  std::uint8_t old[6];
+  std::memcpy(old, mac_, sizeof old);
+  if (!read_mac()) {
+    std::memcpy(mac_, old, sizeof old);
+    logf(LogLevel::Error, "no valid mac node");
+    return -XEN_EINVAL;
+  }
+  closing_ = false;
+  return 0;
+}
+
 int Netfront::close(std::uint32_t timeout_ms) {
   closing_ = true;
   if (!started_) return 0;

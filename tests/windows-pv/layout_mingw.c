@@ -70,3 +70,14 @@ _Static_assert(OID_OFFLOAD_ENCAPSULATION == 0x0101010A, "OID_OFFLOAD_ENCAPSULATI
 _Static_assert(NDIS_OFFLOAD_PARAMETERS_TX_ENABLED_RX_DISABLED == 2, "NDIS_OFFLOAD_PARAMETERS_TX_ENABLED_RX_DISABLED == 2");
 _Static_assert(NDIS_OFFLOAD_PARAMETERS_RX_ENABLED_TX_DISABLED == 3, "NDIS_OFFLOAD_PARAMETERS_RX_ENABLED_TX_DISABLED == 3");
 _Static_assert(NDIS_ENCAPSULATION_IEEE_802_3 == 2, "NDIS_ENCAPSULATION_IEEE_802_3 == 2");
+
+// Power management: NDIS_PM_CAPABILITIES (revision 1 ends at MinLinkChangeWakeUp, 52 bytes),
+// the device power states and the PnP power OIDs.
+_Static_assert(offsetof(NDIS_PM_CAPABILITIES, SupportedProtocolOffloads) == 28, "offsetof(NDIS_PM_CAPABILITIES, SupportedProtocolOffloads) == 28");
+_Static_assert(offsetof(NDIS_PM_CAPABILITIES, MinMagicPacketWakeUp) == 40, "offsetof(NDIS_PM_CAPABILITIES, MinMagicPacketWakeUp) == 40");
+_Static_assert(offsetof(NDIS_PM_CAPABILITIES, MinLinkChangeWakeUp) == 48, "offsetof(NDIS_PM_CAPABILITIES, MinLinkChangeWakeUp) == 48");
+_Static_assert(NDIS_SIZEOF_NDIS_PM_CAPABILITIES_REVISION_1 == 52, "NDIS_SIZEOF_NDIS_PM_CAPABILITIES_REVISION_1 == 52");
+_Static_assert(NDIS_PM_CAPABILITIES_REVISION_1 == 1, "NDIS_PM_CAPABILITIES_REVISION_1 == 1");
+_Static_assert(NdisDeviceStateUnspecified == 0 && NdisDeviceStateD0 == 1 && NdisDeviceStateD3 == 4, "NDIS_DEVICE_POWER_STATE");
+_Static_assert(OID_PNP_CAPABILITIES == 0xFD010100 && OID_PNP_SET_POWER == 0xFD010101 && OID_PNP_QUERY_POWER == 0xFD010102, "OID_PNP_*");
+_Static_assert(STATUS_NDIS_LOW_POWER_STATE == (NTSTATUS)0xC023002F, "STATUS_NDIS_LOW_POWER_STATE");

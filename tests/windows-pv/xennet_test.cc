@@ -986,6 +986,180 @@ TEST_F(XennetTest, LinkStateFollowsBackendRestart) {
   expect_received(1, sent);
 }
 
+// Power management as NDIS 6.20 sees it: revision 2 general attributes with an
+// NDIS_PM_CAPABILITIES that offers no wake-up, NO_HALT_ON_SUSPEND (so NDIS takes the adapter to
+// D3 rather than halting it) and both power OIDs in the supported list.
+TEST_F(XennetTest, PowerCapabilitiesReported) {
+  for (int i = 0; i < 2; ++i) {
+    const auto& g = ndis().general(a_[i]);
+    EXPECT_EQ(g.Header.Revision, NDIS_MINIPORT_ADAPTER_GENERAL_ATTRIBUTES_REVISION_2);
+    EXPECT_EQ(g.PowerManagementCapabilities, nullptr);
+    bool have = false;
+    const NDIS_PM_CAPABILITIES pm = ndis().pm_capabilities(a_[i], &have);
+    ASSERT_TRUE(have);
+    EXPECT_EQ(pm.Header.Revision, NDIS_PM_CAPABILITIES_REVISION_1);
+    EXPECT_EQ(pm.Header.Size, NDIS_SIZEOF_NDIS_PM_CAPABILITIES_REVISION_1);
+    EXPECT_EQ(pm.MinMagicPacketWakeUp, NdisDeviceStateUnspecified);
+    EXPECT_EQ(pm.MinPatternWakeUp, NdisDeviceStateUnspecified);
+    EXPECT_EQ(pm.MinLinkChangeWakeUp, NdisDeviceStateUnspecified);
+    EXPECT_EQ(pm.SupportedWoLPacketPatterns, 0u);
+    EXPECT_EQ(pm.SupportedProtocolOffloads, 0u);
+    EXPECT_TRUE(ndis().no_halt_on_suspend(a_[i]));
+    NDIS_OID list[64] = {};
+    ULONG written = 0;
+    ASSERT_EQ(ndis().query(a_[i], OID_GEN_SUPPORTED_LIST, list, sizeof list, &written), NDIS_STATUS_SUCCESS);
+    const std::vector<NDIS_OID> oids(list, list + written / sizeof(NDIS_OID));
+    for (NDIS_OID o : {OID_PNP_QUERY_POWER, OID_PNP_SET_POWER})
+      EXPECT_NE(std::find(oids.begin(), oids.end(), o), oids.end()) << std::hex << o;
+  }
+  // A short buffer is refused without a transition.
+  const USHORT shorter = NdisDeviceStateD3;
+  EXPECT_EQ(ndis().set(a_[0], OID_PNP_SET_POWER, &shorter, sizeof shorter), NDIS_STATUS_INVALID_LENGTH);
+  EXPECT_FALSE(ndis().low_power(a_[0]));
+}
+
+// 20 device power cycles of both adapters, as a system sleep drives them (pause,
+// OID_PNP_QUERY_POWER / OID_PNP_SET_POWER D3 ... SET_POWER D0, restart), with verified frames
+// both ways before and after each. In D3 the frontend is Closed and the backend has left
+// Connected, every grant and event channel the adapter held is given back, and the link is
+// indicated as unknown; frames sent to an adapter in D3 are never indicated (the environment
+// fails the test otherwise). After D0 both ends are Connected again, the link is indicated up,
+// and the adapter holds exactly as many grants and channels as after the first connection.
+TEST_F(XennetTest, PowerCyclesKeepFramesFlowing) {
+  const std::string home = "/local/domain/" + std::to_string(kDomid);
+  std::string backend[2];
+  for (int i = 0; i < 2; ++i) {
+    const auto b = xs_->read(home + "/device/vif/" + std::to_string(i) + "/backend");
+    ASSERT_TRUE(b.ok());
+    backend[i] = b.value;
+  }
+  auto front_state = [&](int i) {
+    const auto r = xs_->read(home + "/device/vif/" + std::to_string(i) + "/state");
+    return r.ok() ? r.value : std::string("?");
+  };
+  auto back_state = [&](int i) {
+    const auto r = xs_->read(backend[i] + "/state");
+    return r.ok() ? r.value : std::string("?");
+  };
+  std::uint32_t seq = 1;
+  auto exchange = [&](int count) {
+    for (int from = 0; from < 2; ++from) {
+      const int to = 1 - from;
+      std::map<std::uint32_t, std::vector<std::uint8_t>> sent;
+      std::vector<std::vector<std::uint8_t>> frames;
+      for (int k = 0; k < count; ++k, ++seq) {
+        frames.push_back(frame(from, to, seq, 60 + (seq * 97) % 1455));
+        sent[seq] = frames.back();
+      }
+      ndis().take_received(a_[to]);
+      const auto ids = send_frames(from, frames, 2, 1 + seq % 3);
+      ASSERT_TRUE(ndis().wait_sends(a_[from], kWaitMs));
+      for (std::uint64_t id : ids) ASSERT_EQ(ndis().send_status(a_[from], id), NDIS_STATUS_SUCCESS);
+      expect_received(to, sent);
+    }
+  };
+
+  exchange(16);
+  if (HasFatalFailure()) return;
+  int grants[2], ports[2];
+  for (int i = 0; i < 2; ++i) {
+    grants[i] = child_[i]->grants_held();
+    ports[i] = child_[i]->ports_open();
+    ASSERT_GT(grants[i], 0);
+    ASSERT_GT(ports[i], 0);
+  }
+  const std::size_t links_before[2] = {ndis().link_states(a_[0]).size(), ndis().link_states(a_[1]).size()};
+
+  constexpr int kCycles = 20;
+  for (int cycle = 0; cycle < kCycles; ++cycle) {
+    SCOPED_TRACE("cycle " + std::to_string(cycle));
+    exchange(8);
+    if (HasFatalFailure()) return;
+
+    // Adapter 0 sleeps first; adapter 1 sends to it meanwhile (the switch drops those frames:
+    // the vif is disconnected), then sleeps too.
+    ASSERT_TRUE(ndis().suspend(a_[0], kWaitMs));
+    EXPECT_TRUE(ndis().low_power(a_[0]));
+    EXPECT_EQ(front_state(0), "6") << "frontend not Closed in D3";
+    EXPECT_NE(back_state(0), "4") << "backend still Connected to a frontend in D3";
+    EXPECT_EQ(child_[0]->grants_held(), 0) << "grants kept in D3";
+    EXPECT_EQ(child_[0]->ports_open(), 0) << "event channels kept in D3";
+    ASSERT_FALSE(ndis().link_states(a_[0]).empty());
+    EXPECT_EQ(ndis().link_states(a_[0]).back(), MediaConnectStateUnknown);
+    std::vector<std::vector<std::uint8_t>> lost;
+    for (int k = 0; k < 4; ++k) lost.push_back(frame(1, 0, 900000 + k, 200));
+    const auto lost_ids = send_frames(1, lost);
+    ASSERT_TRUE(ndis().wait_sends(a_[1], kWaitMs));
+    ASSERT_TRUE(ndis().suspend(a_[1], kWaitMs));
+    EXPECT_EQ(front_state(1), "6");
+    EXPECT_EQ(child_[1]->grants_held(), 0);
+    EXPECT_EQ(child_[1]->ports_open(), 0);
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+
+    ASSERT_TRUE(ndis().resume(a_[0]));
+    ASSERT_TRUE(ndis().resume(a_[1]));
+    for (int i = 0; i < 2; ++i) {
+      ASSERT_TRUE(pvio::test::wait_until([&] { return back_state(i) == "4" && front_state(i) == "4"; },
+                                         kWaitMs))
+          << "adapter " << i << " not reconnected: front " << front_state(i) << " back " << back_state(i);
+      ASSERT_TRUE(ndis().wait_link(a_[i], MediaConnectStateConnected, kWaitMs));
+      ULONG v = 99;
+      ASSERT_EQ(ndis().query(a_[i], OID_GEN_MEDIA_CONNECT_STATUS, &v, sizeof v), NDIS_STATUS_SUCCESS);
+      EXPECT_EQ(v, NdisMediaStateConnected);
+      EXPECT_EQ(child_[i]->grants_held(), grants[i]) << "adapter " << i << ": grants leaked or lost";
+      EXPECT_EQ(child_[i]->ports_open(), ports[i]) << "adapter " << i << ": event channels leaked";
+    }
+    // (The environment fails the test had any of them been indicated in D3.)
+    (void)lost_ids;
+    exchange(8);
+    if (HasFatalFailure()) return;
+  }
+
+  // Each cycle indicated exactly unknown (D3), then connected (D0), and nothing else.
+  for (int i = 0; i < 2; ++i) {
+    const auto l = ndis().link_states(a_[i]);
+    ASSERT_EQ(l.size(), links_before[i] + 2 * kCycles) << "adapter " << i;
+    for (int c = 0; c < kCycles; ++c) {
+      EXPECT_EQ(l[links_before[i] + 2 * c], MediaConnectStateUnknown);
+      EXPECT_EQ(l[links_before[i] + 2 * c + 1], MediaConnectStateConnected);
+    }
+  }
+}
+
+// The environment enforces the low-power rules: a receive or status indication while the
+// adapter is in D3 is recorded as a violation.
+TEST_F(XennetTest, IndicationInD3IsCaught) {
+  ASSERT_TRUE(ndis().suspend(a_[0], kWaitMs));
+  ASSERT_TRUE(violations().empty());
+  {
+    AtIrql dispatch(DISPATCH_LEVEL);
+    NdisMIndicateReceiveNetBufferLists(a_[0], nullptr, NDIS_DEFAULT_PORT_NUMBER, 0,
+                                       NDIS_RECEIVE_FLAGS_DISPATCH_LEVEL);
+  }
+  ASSERT_EQ(violations().size(), 1u);
+  EXPECT_NE(violations()[0].find("D3"), std::string::npos) << violations()[0];
+  clear_violations();
+  NDIS_LINK_STATE ls{};
+  ls.Header.Type = NDIS_OBJECT_TYPE_DEFAULT;
+  ls.Header.Revision = NDIS_LINK_STATE_REVISION_1;
+  ls.Header.Size = sizeof ls;
+  ls.MediaConnectState = MediaConnectStateConnected;
+  NDIS_STATUS_INDICATION ind{};
+  ind.Header.Type = NDIS_OBJECT_TYPE_STATUS_INDICATION;
+  ind.Header.Revision = NDIS_STATUS_INDICATION_REVISION_1;
+  ind.Header.Size = sizeof ind;
+  ind.SourceHandle = a_[0];
+  ind.StatusCode = NDIS_STATUS_LINK_STATE;
+  ind.StatusBuffer = &ls;
+  ind.StatusBufferSize = sizeof ls;
+  NdisMIndicateStatusEx(a_[0], &ind);
+  ASSERT_GE(violations().size(), 1u);
+  EXPECT_NE(violations()[0].find("D3"), std::string::npos) << violations()[0];
+  clear_violations();
+  ASSERT_TRUE(ndis().resume(a_[0]));
+  ASSERT_TRUE(ndis().wait_link(a_[0], MediaConnectStateConnected, kWaitMs));
+}
+
 // The environment catches a broken rule: completing a send NBL a second time, as a driver
 // with a double-completion bug would.
 TEST_F(XennetTest, DoubleCompletionIsCaught) {

@@ -1,7 +1,8 @@
 // xennet: one NDIS 6 miniport adapter per PV NIC (a child device of xenbus, device/vif/<id>),
 // driven by the portable netfront core. control.cc holds the control plane (the Platform seam
 // over xenbus's interface, initialise / halt, the handshake and reconnects, link state, OIDs);
-// datapath.cc the send and receive paths and pause / restart.
+// datapath.cc the send and receive paths and pause / restart; power.cc the device power
+// states (OID_PNP_QUERY_POWER / OID_PNP_SET_POWER).
 //
 // Serialisation of the (single-threaded) core, as in xenvbd:
 //   datapath  MiniportSendNetBufferLists, MiniportReturnNetBufferLists and the event-channel
@@ -9,7 +10,8 @@
 //   control   the handshake and reconnects run at PASSIVE_LEVEL (xenstore, memory and event
 //             channels need it): MiniportInitializeEx, MiniportHaltEx and xenbus's watch
 //             thread. A control step marks the core busy under lock_, runs without it, then
-//             replays events the datapath deferred meanwhile.
+//             replays events the datapath deferred meanwhile. Out of D0 the control plane
+//             keeps the core (control_busy_ stays set) and watches leave it alone.
 // NDIS is never called with lock_ held: a protocol may send from inside a receive indication
 // or a send completion, which would re-enter the lock.
 //
@@ -89,9 +91,16 @@ class Adapter {
   void free_rx_pool();
   void control_step();
   void indicate_link_if_changed();
+  void indicate_link(NDIS_MEDIA_CONNECT_STATE s);
   NDIS_STATUS query_oid(NDIS_OID oid, PVOID buf, ULONG len, ULONG& written, ULONG& needed);
   NDIS_STATUS set_oid(NDIS_OID oid, PVOID buf, ULONG len, ULONG& read, ULONG& needed);
   void logf(ULONG level, const char* msg);
+
+  // power.cc (PASSIVE_LEVEL, from the OID handler)
+  NDIS_STATUS set_power(PVOID buf, ULONG len, ULONG& read, ULONG& needed);
+  NDIS_STATUS query_power(PVOID buf, ULONG len, ULONG& read, ULONG& needed);
+  void power_down();
+  void power_up();
 
   // datapath.cc
   void lock(KIRQL& old) { old = KeAcquireSpinLockRaiseToDpc(&lock_); }
@@ -121,6 +130,9 @@ class Adapter {
   KEVENT watch_event_{};    // a watch fired (the core's xs_wait)
   KEVENT control_mutex_{};  // one control step at a time
   volatile bool steady_ = false;  // after initialisation: watches drive the core
+  // Out of D0 (set under control_mutex_ and lock_): the backend connection is closed, sends
+  // are refused with NDIS_STATUS_LOW_POWER_STATE.
+  bool low_power_ = false;
 
   // Under lock_.
   RunState state_ = RunState::Paused;
@@ -148,8 +160,8 @@ class Adapter {
   ULONG lookahead_ = kMtu;
   std::uint64_t xmit_ok_ = 0, xmit_error_ = 0, rcv_ok_ = 0, rcv_error_ = 0, rcv_no_buffer_ = 0;
 
-  // Link state as last indicated (control plane only).
-  bool link_up_indicated_ = false;
+  // Link state as last indicated (control plane only): Unknown out of D0, as NDIS asks.
+  NDIS_MEDIA_CONNECT_STATE link_indicated_ = MediaConnectStateDisconnected;
 
   // The receive pool (allocated in initialize, freed in halt).
   NDIS_HANDLE rx_pool_ = nullptr;

@@ -37,6 +37,7 @@ const NDIS_OID kSupportedOids[] = {
     OID_802_3_PERMANENT_ADDRESS,   OID_802_3_CURRENT_ADDRESS,   OID_802_3_MULTICAST_LIST,
     OID_802_3_MAXIMUM_LIST_SIZE,   OID_TCP_OFFLOAD_CURRENT_CONFIG,
     OID_TCP_OFFLOAD_HARDWARE_CAPABILITIES, OID_TCP_OFFLOAD_PARAMETERS, OID_OFFLOAD_ENCAPSULATION,
+    OID_PNP_QUERY_POWER,           OID_PNP_SET_POWER,
 };
 constexpr ULONG kSupportedFilters = NDIS_PACKET_TYPE_DIRECTED | NDIS_PACKET_TYPE_MULTICAST |
                                     NDIS_PACKET_TYPE_ALL_MULTICAST | NDIS_PACKET_TYPE_BROADCAST |
@@ -105,7 +106,9 @@ NDIS_STATUS Adapter::initialize_steps(NDIS_HANDLE handle) {
   reg.Header.Revision = NDIS_MINIPORT_ADAPTER_REGISTRATION_ATTRIBUTES_REVISION_1;
   reg.Header.Size = NDIS_SIZEOF_MINIPORT_ADAPTER_REGISTRATION_ATTRIBUTES_REVISION_1;
   reg.MiniportAdapterContext = this;
-  reg.AttributeFlags = 0;
+  // A PV NIC cannot wake the system; without this flag NDIS would halt the adapter before every
+  // sleep instead of taking it to D3 with OID_PNP_SET_POWER (power.cc).
+  reg.AttributeFlags = NDIS_MINIPORT_ATTRIBUTES_NO_HALT_ON_SUSPEND;
   reg.CheckForHangTimeInSeconds = 0;
   reg.InterfaceType = NdisInterfaceInternal;
   NDIS_STATUS st = NdisMSetMiniportAttributes(handle_, &attrs);
@@ -160,8 +163,22 @@ NDIS_STATUS Adapter::set_attributes() {
   std::memset(&attrs, 0, sizeof attrs);
   auto& g = attrs.GeneralAttributes;
   g.Header.Type = NDIS_OBJECT_TYPE_MINIPORT_ADAPTER_GENERAL_ATTRIBUTES;
-  g.Header.Revision = NDIS_MINIPORT_ADAPTER_GENERAL_ATTRIBUTES_REVISION_1;
-  g.Header.Size = NDIS_SIZEOF_MINIPORT_ADAPTER_GENERAL_ATTRIBUTES_REVISION_1;
+  // Revision 2 (NDIS 6.20, the version registered in driver.cc): the power management
+  // capabilities go in PowerManagementCapabilitiesEx, the old member stays NULL. The adapter
+  // has D0 and D3 and no wake-up of any kind (no WoL patterns, magic packet, link change or
+  // protocol offloads); NDIS copies the structure during the call.
+  g.Header.Revision = NDIS_MINIPORT_ADAPTER_GENERAL_ATTRIBUTES_REVISION_2;
+  g.Header.Size = NDIS_SIZEOF_MINIPORT_ADAPTER_GENERAL_ATTRIBUTES_REVISION_2;
+  NDIS_PM_CAPABILITIES pm;
+  std::memset(&pm, 0, sizeof pm);
+  pm.Header.Type = NDIS_OBJECT_TYPE_DEFAULT;
+  pm.Header.Revision = NDIS_PM_CAPABILITIES_REVISION_1;
+  pm.Header.Size = NDIS_SIZEOF_NDIS_PM_CAPABILITIES_REVISION_1;
+  pm.MinMagicPacketWakeUp = NdisDeviceStateUnspecified;
+  pm.MinPatternWakeUp = NdisDeviceStateUnspecified;
+  pm.MinLinkChangeWakeUp = NdisDeviceStateUnspecified;
+  g.PowerManagementCapabilities = nullptr;
+  g.PowerManagementCapabilitiesEx = &pm;
   g.MediaType = NdisMedium802_3;
   g.PhysicalMediumType = NdisPhysicalMediumUnspecified;
   g.MtuSize = kMtu;
@@ -169,7 +186,7 @@ NDIS_STATUS Adapter::set_attributes() {
   const bool up = core_->carrier();
   g.MediaConnectState = up ? MediaConnectStateConnected : MediaConnectStateDisconnected;
   g.MediaDuplexState = MediaDuplexStateFull;
-  link_up_indicated_ = up;
+  link_indicated_ = g.MediaConnectState;
   g.LookaheadSize = kMtu;
   g.MacOptions = NDIS_MAC_OPTION_COPY_LOOKAHEAD_DATA | NDIS_MAC_OPTION_TRANSFERS_NOT_PEND |
                  NDIS_MAC_OPTION_NO_LOOPBACK;
@@ -314,8 +331,18 @@ VOID Adapter::on_watch(PVOID ctx, PCSTR) {
 // core. A failed step is retried after a backoff (10 ms doubling) a few times; after that
 // the next watch event tries again, so a broken backend never makes a tight loop.
 void Adapter::control_step() {
-  KeWaitForSingleObject(&control_mutex_, Executive, KernelMode, FALSE, nullptr);
-  if (core_ == nullptr) {  // a watch that raced with halt
+  // Halt and the power transitions hold the mutex while they wait for watch events on this
+  // very thread (the core's xs_wait): they clear steady_ first, and a step waiting here then
+  // gives way instead of blocking the watch thread.
+  for (;;) {
+    LARGE_INTEGER t = relative_ms(10);
+    if (KeWaitForSingleObject(&control_mutex_, Executive, KernelMode, FALSE, &t) == STATUS_SUCCESS)
+      break;
+    if (!steady_) return;
+  }
+  // A watch that raced with halt, or one while in D3: the connection is closed on purpose and
+  // reopened only by the D0 transition (power.cc).
+  if (core_ == nullptr || low_power_) {
     KeSetEvent(&control_mutex_, 0, FALSE);
     return;
   }
@@ -352,15 +379,20 @@ void Adapter::control_step() {
 // The carrier is the connection (both ends Connected, no protocol error).
 void Adapter::indicate_link_if_changed() {
   const bool up = core_ != nullptr && core_->carrier();
-  if (up == link_up_indicated_) return;
-  link_up_indicated_ = up;
+  const NDIS_MEDIA_CONNECT_STATE s = up ? MediaConnectStateConnected : MediaConnectStateDisconnected;
+  if (s != link_indicated_) indicate_link(s);
+}
+
+void Adapter::indicate_link(NDIS_MEDIA_CONNECT_STATE s) {
+  link_indicated_ = s;
+  const bool up = s == MediaConnectStateConnected;
   NDIS_LINK_STATE ls;
   std::memset(&ls, 0, sizeof ls);
   ls.Header.Type = NDIS_OBJECT_TYPE_DEFAULT;
   ls.Header.Revision = NDIS_LINK_STATE_REVISION_1;
   ls.Header.Size = sizeof ls;
-  ls.MediaConnectState = up ? MediaConnectStateConnected : MediaConnectStateDisconnected;
-  ls.MediaDuplexState = MediaDuplexStateFull;
+  ls.MediaConnectState = s;
+  ls.MediaDuplexState = up ? MediaDuplexStateFull : MediaDuplexStateUnknown;
   ls.XmitLinkSpeed = ls.RcvLinkSpeed = up ? kLinkSpeedBps : NDIS_LINK_SPEED_UNKNOWN;
   NDIS_STATUS_INDICATION ind;
   std::memset(&ind, 0, sizeof ind);
@@ -427,7 +459,8 @@ NDIS_STATUS Adapter::query_oid(NDIS_OID oid, PVOID buf, ULONG len, ULONG& writte
     case OID_GEN_LINK_SPEED: u32 = static_cast<ULONG>(kLinkSpeedBps / 100); break;  // 100 bps units
     case OID_GEN_CURRENT_PACKET_FILTER: u32 = packet_filter_; break;
     case OID_GEN_MEDIA_CONNECT_STATUS:
-      u32 = link_up_indicated_ ? NdisMediaStateConnected : NdisMediaStateDisconnected;
+      u32 = link_indicated_ == MediaConnectStateConnected ? NdisMediaStateConnected
+                                                          : NdisMediaStateDisconnected;
       break;
     case OID_802_3_MAXIMUM_LIST_SIZE: u32 = kMaxMulticast; break;
     case OID_802_3_PERMANENT_ADDRESS:
@@ -528,6 +561,10 @@ NDIS_STATUS Adapter::set_oid(NDIS_OID oid, PVOID buf, ULONG len, ULONG& read, UL
       indicate_offload_config();
       return NDIS_STATUS_SUCCESS;
     }
+    case OID_PNP_QUERY_POWER:
+      return query_power(buf, len, read, needed);
+    case OID_PNP_SET_POWER:
+      return set_power(buf, len, read, needed);
     case OID_802_3_MULTICAST_LIST:
       // Every frame the switch delivers is indicated (the backend does the filtering a
       // multicast list would ask for); the list only has to fit.

@@ -61,9 +61,10 @@ void Adapter::send(PNET_BUFFER_LIST nbls, ULONG) {
   for (PNET_BUFFER_LIST nbl = nbls, next; nbl != nullptr; nbl = next) {
     next = nbl->Next;
     nbl->Status = NDIS_STATUS_SUCCESS;
-    if (state_ != RunState::Running) {
-      // A paused (or pausing) miniport completes new sends at once (NDIS: MiniportPause).
-      nbl->Status = NDIS_STATUS_PAUSED;
+    if (state_ != RunState::Running || low_power_) {
+      // A paused (or pausing) miniport completes new sends at once (NDIS: MiniportPause); out
+      // of D0 with the low-power status (OID_PNP_SET_POWER).
+      nbl->Status = low_power_ ? NDIS_STATUS_LOW_POWER_STATE : NDIS_STATUS_PAUSED;
       append(d.done_head, d.done_tail, nbl);
       continue;
     }

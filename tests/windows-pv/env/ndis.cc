@@ -184,6 +184,7 @@ NDIS_STATUS NdisHost::set_attributes(NDIS_HANDLE h, PNDIS_MINIPORT_ADAPTER_ATTRI
       return NDIS_STATUS_INVALID_LENGTH;
     }
     a->context = r.MiniportAdapterContext;
+    a->attribute_flags = r.AttributeFlags;
     a->have_registration = true;
     return NDIS_STATUS_SUCCESS;
   }
@@ -199,7 +200,33 @@ NDIS_STATUS NdisHost::set_attributes(NDIS_HANDLE h, PNDIS_MINIPORT_ADAPTER_ATTRI
       violation("general attributes: bad header, MAC length or MTU");
       return NDIS_STATUS_INVALID_LENGTH;
     }
+    // NDIS 6.20 power management: revision 2 reports it in PowerManagementCapabilitiesEx
+    // (NDIS_PM_CAPABILITIES, type DEFAULT, revision 1 or 2 at least that revision's size); the
+    // NDIS 6.0 member must then be NULL.
+    if (g.Header.Revision >= NDIS_MINIPORT_ADAPTER_GENERAL_ATTRIBUTES_REVISION_2) {
+      if (g.Header.Size < NDIS_SIZEOF_MINIPORT_ADAPTER_GENERAL_ATTRIBUTES_REVISION_2) {
+        violation("general attributes: revision 2 with a revision 1 size");
+        return NDIS_STATUS_INVALID_LENGTH;
+      }
+      if (g.PowerManagementCapabilities != nullptr)
+        violation("general attributes: revision 2 with PowerManagementCapabilities set (must be NULL)");
+      if (const NDIS_PM_CAPABILITIES* pm = g.PowerManagementCapabilitiesEx; pm != nullptr) {
+        const bool ok = pm->Header.Type == NDIS_OBJECT_TYPE_DEFAULT &&
+                        ((pm->Header.Revision == NDIS_PM_CAPABILITIES_REVISION_1 &&
+                          pm->Header.Size >= NDIS_SIZEOF_NDIS_PM_CAPABILITIES_REVISION_1) ||
+                         (pm->Header.Revision == 2 && pm->Header.Size >= sizeof(NDIS_PM_CAPABILITIES)));
+        if (!ok) {
+          violation("PowerManagementCapabilitiesEx: an NDIS_PM_CAPABILITIES with a bad header");
+          return NDIS_STATUS_INVALID_PARAMETER;
+        }
+        // Copied now: the miniport's structure may be gone after the call.
+        std::memset(&a->pm, 0, sizeof a->pm);
+        std::memcpy(&a->pm, pm, pm->Header.Size < sizeof a->pm ? pm->Header.Size : sizeof a->pm);
+        a->have_pm = true;
+      }
+    }
     a->general = g;
+    a->general.PowerManagementCapabilitiesEx = nullptr;  // not to be followed later
     a->have_general = true;
     return NDIS_STATUS_SUCCESS;
   }
@@ -246,6 +273,7 @@ NDIS_STATUS NdisHost::restart(Adapter* a) {
   {
     std::lock_guard lk(mu_);
     if (a->state != State::Paused) violation("(environment) restart of an adapter that is not paused");
+    if (a->low_power) violation("(environment) restart of an adapter in D3");
   }
   NDIS_MINIPORT_RESTART_PARAMETERS p{};
   p.Header.Type = NDIS_OBJECT_TYPE_DEFAULT;
@@ -326,6 +354,7 @@ void NdisHost::pause_complete(NDIS_HANDLE h) {
   Adapter* a = from_handle(h);
   if (a == nullptr) return;
   std::lock_guard lk(mu_);
+  if (a->low_power) violation("NdisMPauseComplete in D3");
   if (!a->pause_pending) {
     violation("NdisMPauseComplete without a pending pause");
     return;
@@ -556,6 +585,9 @@ void NdisHost::send_complete(NDIS_HANDLE h, PNET_BUFFER_LIST nbls, ULONG flags) 
   Adapter* a = from_handle(h);
   if (a == nullptr) return;
   std::lock_guard lk(mu_);
+  // Paused: the pause finished with nothing outstanding, so there is nothing to complete.
+  if (a->low_power) violation("send completed in D3 (low-power state)");
+  else if (a->state == State::Paused) violation("send completed while the adapter is paused");
   std::vector<PNET_BUFFER_LIST> list;
   for (PNET_BUFFER_LIST n = nbls; n != nullptr; n = n->Next) {
     // A completed NBL is poisoned: its Next is not to be followed.
@@ -627,7 +659,8 @@ void NdisHost::indicate_receive(NDIS_HANDLE h, PNET_BUFFER_LIST nbls, ULONG coun
   for (PNET_BUFFER_LIST n = nbls; n != nullptr && list.size() <= count; n = n->Next) list.push_back(n);
   if (list.size() != count) violation("NdisMIndicateReceiveNetBufferLists: NumberOfNetBufferLists is wrong");
   std::lock_guard lk(mu_);
-  if (a->state != State::Running && a->state != State::Pausing)
+  if (a->low_power) violation("receive indicated in D3 (low-power state)");
+  else if (a->state != State::Running && a->state != State::Pausing)
     violation("receive indicated while the adapter is paused");
   for (PNET_BUFFER_LIST nbl : list) {
     auto* pool = static_cast<Pool*>(nbl->NdisPoolHandle);
@@ -746,6 +779,10 @@ void NdisHost::indicate_status(NDIS_HANDLE h, PNDIS_STATUS_INDICATION ind) {
   require_irql(DISPATCH_LEVEL, "NdisMIndicateStatusEx");
   Adapter* a = from_handle(h);
   if (a == nullptr) return;
+  {
+    std::lock_guard lk(mu_);
+    if (a->low_power && !a->in_set_power) violation("status indicated in D3 (low-power state)");
+  }
   if (ind->Header.Type != NDIS_OBJECT_TYPE_STATUS_INDICATION ||
       ind->Header.Revision != NDIS_STATUS_INDICATION_REVISION_1 || ind->SourceHandle != h) {
     violation("NdisMIndicateStatusEx: bad header or source handle");
@@ -838,6 +875,95 @@ NDIS_STATUS NdisHost::set(Adapter* a, NDIS_OID oid, const void* buf, ULONG len) 
   const NDIS_STATUS st = chars_.OidRequestHandler(a->context, &r);
   if (st == NDIS_STATUS_PENDING) violation("OID request pending: NdisMOidRequestComplete is not modelled");
   return st;
+}
+
+
+// ---- power ----
+
+NDIS_STATUS NdisHost::power_oid(Adapter* a, NDIS_OID oid, NDIS_DEVICE_POWER_STATE s) {
+  ULONG v = s;
+  NDIS_OID_REQUEST r{};
+  r.Header.Type = NDIS_OBJECT_TYPE_OID_REQUEST;
+  r.Header.Revision = 1;
+  r.Header.Size = sizeof r;
+  r.RequestType = NdisRequestSetInformation;
+  r.DATA.SET_INFORMATION.Oid = oid;
+  r.DATA.SET_INFORMATION.InformationBuffer = &v;
+  r.DATA.SET_INFORMATION.InformationBufferLength = sizeof v;
+  NDIS_STATUS st;
+  {
+    AtIrql passive(PASSIVE_LEVEL);
+    st = chars_.OidRequestHandler(a->context, &r);
+  }
+  if (st == NDIS_STATUS_PENDING) violation("OID request pending: NdisMOidRequestComplete is not modelled");
+  // Both power OIDs are documented as always succeeding for a miniport.
+  if (st != NDIS_STATUS_SUCCESS)
+    violation(std::string(oid == OID_PNP_SET_POWER ? "OID_PNP_SET_POWER" : "OID_PNP_QUERY_POWER") +
+              " did not succeed");
+  return st;
+}
+
+bool NdisHost::suspend(Adapter* a, int timeout_ms) {
+  {
+    std::lock_guard lk(mu_);
+    if (a->low_power) violation("(environment) suspend of an adapter already in D3");
+    const bool wakes = a->have_pm && (a->pm.MinMagicPacketWakeUp != NdisDeviceStateUnspecified ||
+                                      a->pm.MinPatternWakeUp != NdisDeviceStateUnspecified ||
+                                      a->pm.MinLinkChangeWakeUp != NdisDeviceStateUnspecified);
+    if (!wakes && (a->attribute_flags & NDIS_MINIPORT_ATTRIBUTES_NO_HALT_ON_SUSPEND) == 0) {
+      violation("(environment) NDIS would halt this adapter on suspend (no wake-up, no NO_HALT_ON_SUSPEND)");
+      return false;
+    }
+  }
+  // NDIS pauses the stack before the power OIDs (no NO_PAUSE_ON_SUSPEND at NDIS 6.20).
+  bool paused;
+  {
+    std::lock_guard lk(mu_);
+    paused = a->state == State::Paused;
+  }
+  if (!paused && !pause(a, timeout_ms)) return false;
+  if (power_oid(a, OID_PNP_QUERY_POWER, NdisDeviceStateD3) != NDIS_STATUS_SUCCESS) return false;
+  {
+    std::lock_guard lk(mu_);
+    a->in_set_power = true;
+  }
+  const NDIS_STATUS st = power_oid(a, OID_PNP_SET_POWER, NdisDeviceStateD3);
+  std::lock_guard lk(mu_);
+  a->in_set_power = false;
+  a->low_power = true;
+  if (!a->outstanding.empty() || !a->with_protocol.empty())
+    violation("D3 with sends or receive NBLs still outstanding");
+  return st == NDIS_STATUS_SUCCESS;
+}
+
+bool NdisHost::resume(Adapter* a) {
+  {
+    std::lock_guard lk(mu_);
+    if (!a->low_power) violation("(environment) resume of an adapter that is not in D3");
+    a->in_set_power = true;
+  }
+  const NDIS_STATUS st = power_oid(a, OID_PNP_SET_POWER, NdisDeviceStateD0);
+  {
+    std::lock_guard lk(mu_);
+    a->in_set_power = false;
+    a->low_power = false;
+  }
+  if (st != NDIS_STATUS_SUCCESS) return false;
+  return restart(a) == NDIS_STATUS_SUCCESS;
+}
+
+bool NdisHost::low_power(Adapter* a) {
+  std::lock_guard lk(mu_);
+  return a->low_power;
+}
+bool NdisHost::no_halt_on_suspend(Adapter* a) {
+  std::lock_guard lk(mu_);
+  return (a->attribute_flags & NDIS_MINIPORT_ATTRIBUTES_NO_HALT_ON_SUSPEND) != 0;
+}
+NDIS_PM_CAPABILITIES NdisHost::pm_capabilities(Adapter* a, bool* have) {
+  std::lock_guard lk(mu_);
+  if (have != nullptr) *have = a->have_pm;
+  return a->pm;
 }
 
 }  // namespace pvio::windows::test

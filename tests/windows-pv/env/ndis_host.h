@@ -11,7 +11,14 @@
 //     changed while the protocol owns them, and are only indicated while the adapter runs;
 //   - a pause completes only when no send is outstanding and every receive NBL is back;
 //   - the *_DISPATCH_LEVEL flags match the caller's IRQL and each routine's IRQL limit holds;
-//   - at halt every pool, NBL and MDL the miniport allocated has been freed.
+//   - at halt every pool, NBL and MDL the miniport allocated has been freed;
+//   - power (NDIS 6.20 without NDIS_MINIPORT_ATTRIBUTES_NO_PAUSE_ON_SUSPEND): a low-power
+//     state is entered as NDIS does it, pause, OID_PNP_QUERY_POWER, OID_PNP_SET_POWER, and
+//     left with OID_PNP_SET_POWER(D0), then restart; both OIDs must succeed; from the pause
+//     until the restart no send may be completed and no receive indicated, and in D3 (after
+//     the SET_POWER OID returned) nothing at all may be indicated; power management
+//     capabilities are checked as NDIS checks them (revision 2 general attributes carry
+//     NDIS_PM_CAPABILITIES in PowerManagementCapabilitiesEx and NULL in the old member).
 #pragma once
 
 #include <condition_variable>
@@ -62,6 +69,18 @@ class NdisHost {
   void pause_async(Adapter* a);
   bool wait_paused(Adapter* a, int timeout_ms);
   void halt(Adapter* a);
+
+  // A sleep as NDIS drives it: pause (waiting up to timeout_ms), OID_PNP_QUERY_POWER(D3),
+  // OID_PNP_SET_POWER(D3). False when the pause did not finish or an OID failed. A miniport
+  // without NDIS_MINIPORT_ATTRIBUTES_NO_HALT_ON_SUSPEND and without wake-up capability would
+  // be halted instead; that is a test error here.
+  bool suspend(Adapter* a, int timeout_ms);
+  // The way back: OID_PNP_SET_POWER(D0), then MiniportRestart. False when either failed.
+  bool resume(Adapter* a);
+  bool low_power(Adapter* a);
+  bool no_halt_on_suspend(Adapter* a);
+  // The NDIS_PM_CAPABILITIES the miniport reported (have = false: none).
+  NDIS_PM_CAPABILITIES pm_capabilities(Adapter* a, bool* have);
 
   // MiniportSendNetBufferLists at DISPATCH_LEVEL with the NBLs chained; returns their ids.
   std::vector<std::uint64_t> send(Adapter* a, const std::vector<SendNbl>& nbls);
@@ -129,6 +148,11 @@ class NdisHost {
     NDIS_HANDLE context = nullptr;
     bool in_initialize = false;
     bool have_registration = false;
+    ULONG attribute_flags = 0;
+    bool have_pm = false;
+    NDIS_PM_CAPABILITIES pm{};
+    bool low_power = false;     // D3: after OID_PNP_SET_POWER(D3) returned, until the D0 one
+    bool in_set_power = false;  // an OID_PNP_SET_POWER is being handled
     bool have_general = false;
     NDIS_MINIPORT_ADAPTER_GENERAL_ATTRIBUTES general{};
     bool have_offload = false;
@@ -161,6 +185,7 @@ class NdisHost {
   Adapter* from_handle(NDIS_HANDLE h);
   void returner_loop();
   void check_pause_done(Adapter* a);  // mu_ held
+  NDIS_STATUS power_oid(Adapter* a, NDIS_OID oid, NDIS_DEVICE_POWER_STATE s);
 
   bool registered_ = false;
   NDIS_MINIPORT_DRIVER_CHARACTERISTICS chars_{};

@@ -167,6 +167,11 @@ class Netfront {
   int connect(std::uint32_t timeout_ms);
   // Orderly close: Closing, wait for the backend to close, end every grant, Closed.
   int close(std::uint32_t timeout_ms);
+  // After a completed close(): allow the device to connect again (a binding coming back from a
+  // low-power state). The MAC is read and checked again here, the backend's features by the
+  // next handshake; connect() then waits for the backend to finish closing, offers
+  // Initialising and builds new rings, grants and event channels. 0 or -errno.
+  int reopen();
 
   XenbusState state() const { return state_; }
   XenbusState backend_state() const { return backend_state_; }

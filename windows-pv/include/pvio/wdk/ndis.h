@@ -35,6 +35,7 @@ inline constexpr NDIS_STATUS NDIS_STATUS_INVALID_DATA = static_cast<NDIS_STATUS>
 inline constexpr NDIS_STATUS NDIS_STATUS_BUFFER_TOO_SHORT = static_cast<NDIS_STATUS>(0xC0010016u);
 inline constexpr NDIS_STATUS NDIS_STATUS_INVALID_OID = static_cast<NDIS_STATUS>(0xC0010017u);
 inline constexpr NDIS_STATUS NDIS_STATUS_PAUSED = static_cast<NDIS_STATUS>(0xC023002Au);
+inline constexpr NDIS_STATUS NDIS_STATUS_LOW_POWER_STATE = static_cast<NDIS_STATUS>(0xC023002Fu);
 // Status indications.
 inline constexpr NDIS_STATUS NDIS_STATUS_LINK_STATE = 0x40010017;
 inline constexpr NDIS_STATUS NDIS_STATUS_TASK_OFFLOAD_CURRENT_CONFIG = 0x40020006;
@@ -410,6 +411,45 @@ static_assert(offsetof(NDIS_MINIPORT_ADAPTER_REGISTRATION_ATTRIBUTES, InterfaceT
 inline constexpr UCHAR NDIS_MINIPORT_ADAPTER_REGISTRATION_ATTRIBUTES_REVISION_1 = 1;
 // RTL_SIZEOF_THROUGH_FIELD(..., InterfaceType)
 inline constexpr USHORT NDIS_SIZEOF_MINIPORT_ADAPTER_REGISTRATION_ATTRIBUTES_REVISION_1 = 28;
+// AttributeFlags: without it NDIS halts an adapter that cannot wake the system before a sleep
+// state, instead of pausing it and sending OID_PNP_SET_POWER.
+inline constexpr ULONG NDIS_MINIPORT_ATTRIBUTES_NO_HALT_ON_SUSPEND = 0x00000020;
+
+// ---- power management (ntddndis.h) ----
+typedef enum _NDIS_DEVICE_POWER_STATE {
+  NdisDeviceStateUnspecified = 0,
+  NdisDeviceStateD0 = 1,
+  NdisDeviceStateD1 = 2,
+  NdisDeviceStateD2 = 3,
+  NdisDeviceStateD3 = 4,
+} NDIS_DEVICE_POWER_STATE;
+static_assert(sizeof(NDIS_DEVICE_POWER_STATE) == 4);
+// NDIS 6.20's power management capabilities (GeneralAttributes.PowerManagementCapabilitiesEx).
+// Revision 2 (NDIS 6.30) appends SupportedWakeUpEvents and MediaSpecificWakeUpEvents.
+typedef struct _NDIS_PM_CAPABILITIES {
+  NDIS_OBJECT_HEADER Header;  // NDIS_OBJECT_TYPE_DEFAULT
+  ULONG Flags;
+  ULONG SupportedWoLPacketPatterns;
+  ULONG NumTotalWoLPatterns;
+  ULONG MaxWoLPatternSize;
+  ULONG MaxWoLPatternOffset;
+  ULONG MaxWoLPacketSaveBuffer;
+  ULONG SupportedProtocolOffloads;
+  ULONG NumArpOffloadIPv4Addresses;
+  ULONG NumNSOffloadIPv6Addresses;
+  NDIS_DEVICE_POWER_STATE MinMagicPacketWakeUp;  // Unspecified: no wake on this event
+  NDIS_DEVICE_POWER_STATE MinPatternWakeUp;
+  NDIS_DEVICE_POWER_STATE MinLinkChangeWakeUp;
+  ULONG SupportedWakeUpEvents;
+  ULONG MediaSpecificWakeUpEvents;
+} NDIS_PM_CAPABILITIES, *PNDIS_PM_CAPABILITIES;
+static_assert(offsetof(NDIS_PM_CAPABILITIES, SupportedProtocolOffloads) == 28);
+static_assert(offsetof(NDIS_PM_CAPABILITIES, MinMagicPacketWakeUp) == 40);
+static_assert(offsetof(NDIS_PM_CAPABILITIES, MinLinkChangeWakeUp) == 48);
+static_assert(sizeof(NDIS_PM_CAPABILITIES) == 60);
+inline constexpr UCHAR NDIS_PM_CAPABILITIES_REVISION_1 = 1;
+// RTL_SIZEOF_THROUGH_FIELD(NDIS_PM_CAPABILITIES, MinLinkChangeWakeUp)
+inline constexpr USHORT NDIS_SIZEOF_NDIS_PM_CAPABILITIES_REVISION_1 = 52;
 
 typedef enum _NDIS_MEDIUM { NdisMedium802_3 = 0 } NDIS_MEDIUM;
 typedef enum _NDIS_PHYSICAL_MEDIUM { NdisPhysicalMediumUnspecified = 0, NdisPhysicalMedium802_3 = 14 } NDIS_PHYSICAL_MEDIUM;
@@ -460,6 +500,8 @@ typedef struct _NDIS_MINIPORT_ADAPTER_GENERAL_ATTRIBUTES {
   PNDIS_OID SupportedOidList;
   ULONG SupportedOidListLength;
   ULONG AutoNegotiationFlags;
+  // Revision 2 (NDIS 6.20): PowerManagementCapabilities must then be NULL.
+  PNDIS_PM_CAPABILITIES PowerManagementCapabilitiesEx;
 } NDIS_MINIPORT_ADAPTER_GENERAL_ATTRIBUTES;
 static_assert(offsetof(NDIS_MINIPORT_ADAPTER_GENERAL_ATTRIBUTES, MaxXmitLinkSpeed) == 24);
 static_assert(offsetof(NDIS_MINIPORT_ADAPTER_GENERAL_ATTRIBUTES, PowerManagementCapabilities) == 72);
@@ -468,6 +510,10 @@ static_assert(offsetof(NDIS_MINIPORT_ADAPTER_GENERAL_ATTRIBUTES, SupportedOidLis
 inline constexpr UCHAR NDIS_MINIPORT_ADAPTER_GENERAL_ATTRIBUTES_REVISION_1 = 1;
 // RTL_SIZEOF_THROUGH_FIELD(..., AutoNegotiationFlags)
 inline constexpr USHORT NDIS_SIZEOF_MINIPORT_ADAPTER_GENERAL_ATTRIBUTES_REVISION_1 = 216;
+static_assert(offsetof(NDIS_MINIPORT_ADAPTER_GENERAL_ATTRIBUTES, PowerManagementCapabilitiesEx) == 216);
+inline constexpr UCHAR NDIS_MINIPORT_ADAPTER_GENERAL_ATTRIBUTES_REVISION_2 = 2;
+// RTL_SIZEOF_THROUGH_FIELD(..., PowerManagementCapabilitiesEx)
+inline constexpr USHORT NDIS_SIZEOF_MINIPORT_ADAPTER_GENERAL_ATTRIBUTES_REVISION_2 = 224;
 
 // ---- task offload (ntddndis.h) ----
 // Values of the 2-bit capability fields of NDIS_TCP_IP_CHECKSUM_OFFLOAD and friends.
@@ -762,6 +808,9 @@ inline constexpr NDIS_OID OID_OFFLOAD_ENCAPSULATION = 0x0101010A;
 inline constexpr NDIS_OID OID_TCP_OFFLOAD_CURRENT_CONFIG = 0xFC01020B;
 inline constexpr NDIS_OID OID_TCP_OFFLOAD_PARAMETERS = 0xFC01020C;
 inline constexpr NDIS_OID OID_TCP_OFFLOAD_HARDWARE_CAPABILITIES = 0xFC01020D;
+inline constexpr NDIS_OID OID_PNP_CAPABILITIES = 0xFD010100;
+inline constexpr NDIS_OID OID_PNP_SET_POWER = 0xFD010101;    // set: NDIS_DEVICE_POWER_STATE
+inline constexpr NDIS_OID OID_PNP_QUERY_POWER = 0xFD010102;  // set: NDIS_DEVICE_POWER_STATE
 
 // ---- status indications (link state) ----
 typedef struct _NDIS_STATUS_INDICATION {
