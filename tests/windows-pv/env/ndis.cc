@@ -881,21 +881,8 @@ NDIS_STATUS NdisHost::set(Adapter* a, NDIS_OID oid, const void* buf, ULONG len) 
 // ---- power ----
 
 NDIS_STATUS NdisHost::power_oid(Adapter* a, NDIS_OID oid, NDIS_DEVICE_POWER_STATE s) {
-  ULONG v = s;
-  NDIS_OID_REQUEST r{};
-  r.Header.Type = NDIS_OBJECT_TYPE_OID_REQUEST;
-  r.Header.Revision = 1;
-  r.Header.Size = sizeof r;
-  r.RequestType = NdisRequestSetInformation;
-  r.DATA.SET_INFORMATION.Oid = oid;
-  r.DATA.SET_INFORMATION.InformationBuffer = &v;
-  r.DATA.SET_INFORMATION.InformationBufferLength = sizeof v;
-  NDIS_STATUS st;
-  {
-    AtIrql passive(PASSIVE_LEVEL);
-    st = chars_.OidRequestHandler(a->context, &r);
-  }
-  if (st == NDIS_STATUS_PENDING) violation("OID request pending: NdisMOidRequestComplete is not modelled");
+  const ULONG v = s;
+  const NDIS_STATUS st = set(a, oid, &v, sizeof v);
   // Both power OIDs are documented as always succeeding for a miniport.
   if (st != NDIS_STATUS_SUCCESS)
     violation(std::string(oid == OID_PNP_SET_POWER ? "OID_PNP_SET_POWER" : "OID_PNP_QUERY_POWER") +
