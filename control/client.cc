@@ -87,7 +87,9 @@ int ControlClient::attach(const std::string& socket_path, domid_t domid,
   c->grant_frame_gfns_.assign(rep->grant_frame_gfns, rep->grant_frame_gfns + rep->nr_grant_frames);
   c->xenstore_gfn_ = rep->xenstore_gfn;
   c->xenstore_port_ = rep->xenstore_port;
-  c->to_guest_ = std::make_unique<evtchn::UpcallNotifier>(c->shared_info_, c->upcall_fd_.get());
+  // shared_info is the start of its page in the domain's memory: sends wake its pollers.
+  c->to_guest_ = std::make_unique<evtchn::UpcallNotifier>(c->shared_info_, c->upcall_fd_.get(),
+                                                          /*wake_pollers=*/true);
   // Our maptrack page: every grant this process maps from the domain is recorded there, so
   // the domain can release exactly our pins if we die.
   UniqueFd maptrack = std::move(raw.fds[2]);

@@ -29,6 +29,9 @@ constexpr std::uint64_t kConsoleMaxWrite = 1u << 20;
 constexpr unsigned kBlockMaxPolls = 200;
 
 constexpr std::uint32_t kMaxPollPorts = 128;
+// SCHEDOP_poll on one port sleeps until a sender wakes it, the guest's timeout, or this long
+// (an early return is allowed: the guest re-checks; it also bounds a domain's teardown).
+constexpr std::int64_t kPollMaxWaitNs = 100'000'000;
 // GSIs a callback may name: the in-kernel IOAPIC's pins (GSI 0 means "no callback").
 constexpr std::uint64_t kIoapicPins = 24;
 // Above-RAM frames a guest may put a Xen page at: up to the 32-bit PCI hole (vm.cc).
@@ -131,7 +134,7 @@ XenHvm::XenHvm(const XenHvmConfig& config, const GuestMemory& memory, std::uint8
       upcall_fd_(upcall_fd),
       host_(host),
       shared_info_(reinterpret_cast<evtchn::shared_info*>(xen_pages)),
-      upcall_(reinterpret_cast<evtchn::shared_info*>(xen_pages), upcall_fd) {
+      upcall_(reinterpret_cast<evtchn::shared_info*>(xen_pages), upcall_fd, /*wake_pollers=*/true) {
   vcpus_ = config.vcpus == 0 ? 1 : config.vcpus;
   upcall_vector_.assign(vcpus_, 0);
   resample_fd_.reset(evtchn::eventfd_create(true));
@@ -710,9 +713,11 @@ std::int64_t XenHvm::sched_op(const HypercallArgs& call) {
   }
 }
 
-// SCHEDOP_poll: returns when one of the ports is pending or the timeout has passed; like
-// SCHEDOP_block it polls shared_info with a bound, so it may return early (allowed: the
-// guest re-checks).
+// SCHEDOP_poll: returns when one of the ports is pending or the timeout has passed, or early
+// (allowed: the guest re-checks). One port, what guests poll most, is slept on: every sender
+// (Dom0 services, and pvio-hv itself) wakes pollers of a port it newly sets pending, masked or
+// not, as Xen's evtchn_check_pollers does (evtchn::wait_pending). Several ports are checked
+// every 50 us, with SCHEDOP_block's bound.
 std::int64_t XenHvm::sched_poll(const HypercallArgs& call) {
   xen::sched_poll sp;
   if (!copy_from_guest(call, call.arg[1], &sp, sizeof(sp))) return -xen::XEN_EFAULT;
@@ -722,6 +727,17 @@ std::int64_t XenHvm::sched_poll(const HypercallArgs& call) {
     return -xen::XEN_EFAULT;
   for (std::uint32_t i = 0; i < sp.nr_ports; ++i)
     if (!evtchn::two_level::port_valid(ports[i])) return -xen::XEN_EINVAL;
+  if (sp.nr_ports == 1) {
+    const std::int64_t now = now_ns();
+    std::int64_t wait = kPollMaxWaitNs;
+    if (sp.timeout != 0) wait = std::min<std::int64_t>(wait, static_cast<std::int64_t>(std::min<std::uint64_t>(sp.timeout, INT64_MAX)) - now);
+    // Counted as woken when the port was raised before the wait's end (not seen at its end).
+    if (evtchn::wait_pending(*shared_info_, ports[0], wait) && now_ns() - now < wait) {
+      std::lock_guard lk(mu_);
+      ++stats_.polls_woken;
+    }
+    return 0;
+  }
   for (unsigned n = 0; n < kBlockMaxPolls; ++n) {
     for (std::uint32_t i = 0; i < sp.nr_ports; ++i)
       if (evtchn::two_level::detail::test(shared_info_->evtchn_pending, ports[i])) return 0;

@@ -9,8 +9,10 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 
+#include "pvio/event_channel/notifier.h"
 #include "pvio/event_channel/port_table.h"
 #include "pvio/event_channel/two_level.h"
 
@@ -57,7 +59,8 @@ struct TwoProcess : ::testing::Test {
     ASSERT_GE(upcall_fd, 0);
     ASSERT_GE(kick_fd, 0);
     ASSERT_GE(sync_fd, 0);
-    to_guest = std::make_unique<UpcallNotifier>(si, upcall_fd);
+    // si begins a whole page of the memfd, as a guest's shared_info does.
+    to_guest = std::make_unique<UpcallNotifier>(si, upcall_fd, /*wake_pollers=*/true);
     guest = std::make_unique<PortTable>(1, si, to_guest.get());
     dom0 = std::make_unique<PortTable>(0, nullptr, &to_dom0);
     auto u = guest->alloc_unbound(0);
@@ -132,6 +135,30 @@ TEST_F(TwoProcess, MaskedEventIsHeldAndDeliveredOnUnmask) {
   EXPECT_EQ(dom0->send(dport), 0);
   eventfd_signal(sync_fd);
   EXPECT_EQ(reap(pid), 0);
+}
+
+// SCHEDOP_poll's wait across processes: the guest side (the child, as pvio-hv's vCPU thread)
+// sleeps on its masked port with a 60 s timeout; Dom0's send wakes it through the shared page
+// long before that, and raises no upcall.
+TEST_F(TwoProcess, PollOnAMaskedPortIsWokenBySend) {
+  two_level::mask(*si, gport);
+  const pid_t pid = spawn_guest([&]() -> int {
+    const auto t0 = std::chrono::steady_clock::now();
+    while (!two_level::is_pending(*si, gport)) {
+      wait_pending(*si, gport, 60'000'000'000);  // may return early; the loop re-checks
+      if (std::chrono::steady_clock::now() - t0 > std::chrono::seconds(30)) return 10;
+    }
+    if (wait_readable(upcall_fd, 0)) return 11;  // masked: no upcall
+    return 0;
+  });
+  ASSERT_GT(pid, 0);
+  // Send once the poller is counted (asleep, or about to look again).
+  std::atomic_ref<std::uint32_t> waiters(*two_level::poll_waiters(*si));
+  for (int i = 0; i < kWatchdogMs && waiters.load() == 0; ++i) ::usleep(1000);
+  ASSERT_EQ(waiters.load(), 1u);
+  EXPECT_EQ(dom0->send(dport), 0);
+  EXPECT_EQ(reap(pid), 0);
+  EXPECT_EQ(waiters.load(), 0u);
 }
 
 TEST_F(TwoProcess, PingPongOfAMillionEventsLosesNoWakeUp) {

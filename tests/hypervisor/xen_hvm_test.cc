@@ -3,6 +3,7 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstring>
 #include <thread>
@@ -13,6 +14,7 @@
 #include <sys/mman.h>
 
 #include "pvio/control/client.h"
+#include "pvio/event_channel/notifier.h"
 #include "pvio/event_channel/two_level.h"
 #include "pvio/grant_table/grant_mapper.h"
 #include "pvio/test/temp_dir.h"
@@ -350,6 +352,44 @@ TEST_F(XenHvmTest, VersionSubOpsAndPoll) {
   EXPECT_EQ(ops.at("xen_version.get_features"), 3u);
   EXPECT_EQ(ops.at("sched_op.poll"), 4u);
   EXPECT_EQ(ops.at("event_channel_op.bind_virq"), 1u);
+}
+
+// SCHEDOP_poll on one port sleeps until the port is raised, masked or not: a sender in another
+// thread (as a Dom0 service's UpcallNotifier) wakes it before pvio-hv's 100 ms bound (without
+// the wake-up the call returns at the bound and is not counted as woken). A timeout already
+// past returns at once.
+TEST_F(XenHvmTest, PollOnOnePortWakesWhenTheMaskedPortIsRaised) {
+  put(evtchn::evtchn_bind_virq{evtchn::VIRQ_TIMER, 0, 0});
+  ASSERT_EQ(call(xen::kHypercallEventChannelOp, evtchn::kEvtchnOpBindVirq, kArg), 0);
+  const evtchn_port_t port = get<evtchn::evtchn_bind_virq>().port;
+  evtchn::two_level::mask(si(), port);
+  evtchn::two_level::clear_pending(si(), port);
+  const int fd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  ASSERT_GE(fd, 0);
+  evtchn::UpcallNotifier sender(&si(), fd, /*wake_pollers=*/true);
+  std::atomic_ref<std::uint32_t> waiters(*evtchn::two_level::poll_waiters(si()));
+  std::thread raise([&] {
+    for (int i = 0; i < 100000 && waiters.load() == 0; ++i)
+      std::this_thread::sleep_for(std::chrono::microseconds(100));
+    sender.notify(port);
+  });
+  put(port, 0x12000);
+  put(xen::sched_poll{0x12000, 1, 0});  // no timeout of its own
+  const std::uint64_t woken0 = xen_->stats().polls_woken;
+  EXPECT_EQ(call(xen::kHypercallSchedOp, xen::SCHEDOP_poll, kArg), 0);
+  raise.join();
+  EXPECT_TRUE(evtchn::two_level::is_pending(si(), port));
+  EXPECT_EQ(xen_->stats().polls_woken, woken0 + 1);
+  EXPECT_EQ(waiters.load(), 0u);
+  std::uint64_t upcalls = 0;
+  EXPECT_EQ(::read(fd, &upcalls, sizeof upcalls), -1) << "a masked port raised an upcall";
+
+  // A timeout in the past: no wait, nothing counted.
+  evtchn::two_level::clear_pending(si(), port);
+  put(xen::sched_poll{0x12000, 1, 1});
+  EXPECT_EQ(call(xen::kHypercallSchedOp, xen::SCHEDOP_poll, kArg), 0);
+  EXPECT_EQ(xen_->stats().polls_woken, woken0 + 1);
+  ::close(fd);
 }
 
 // The same release as for a user-mode domain, in pvio-hv: two Dom0 services attached to the

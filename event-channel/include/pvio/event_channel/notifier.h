@@ -34,15 +34,26 @@ int eventfd_create(bool nonblocking);
 
 class UpcallNotifier final : public Notifier {
  public:
-  // Neither is owned: the shared_info mapping and the upcall eventfd outlive this.
-  UpcallNotifier(shared_info* si, int upcall_fd) : si_(si), upcall_fd_(upcall_fd) {}
+  // Neither is owned: the shared_info mapping and the upcall eventfd outlive this. With
+  // `wake_pollers`, `si` must begin a whole 4 KiB page (the guest's shared_info page), and a
+  // port newly set pending also wakes a SCHEDOP_poll waiting on it (two_level::poll_waiters).
+  UpcallNotifier(shared_info* si, int upcall_fd, bool wake_pollers = false)
+      : si_(si), upcall_fd_(upcall_fd), wake_pollers_(wake_pollers) {}
   void notify(evtchn_port_t port) override;
   void upcall() override;
 
  private:
   shared_info* si_;
   int upcall_fd_;
+  bool wake_pollers_;
 };
+
+// SCHEDOP_poll's two halves (two_level.h, "SCHEDOP_poll without a busy wait"). The poller
+// waits up to timeout_ns for `port` to become pending in the shared_info page `si`: true when
+// it is. May return false early (a signal, another port of the same word); the caller rechecks.
+bool wait_pending(shared_info& si, evtchn_port_t port, std::int64_t timeout_ns);
+// The sender: wake pollers of the word holding `port`, if any are counted.
+void wake_pollers(shared_info& si, evtchn_port_t port);
 
 class EventfdDoorbell final : public Notifier {
  public:

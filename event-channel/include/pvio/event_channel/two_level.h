@@ -10,6 +10,7 @@
 
 #include <atomic>
 #include <bit>
+#include <cstddef>
 #include <cstdint>
 
 #include "pvio/xen/event_channel.h"
@@ -45,9 +46,13 @@ inline bool port_valid(evtchn_port_t port) { return port < kNrEventChannels; }
 
 // evtchn_2l_set_pending for vCPU 0. Returns true when an upcall must be delivered (the port was
 // newly pending, not masked, its selector bit newly set and upcall_pending newly set).
-inline bool set_pending(shared_info& s, evtchn_port_t port) {
+// *newly, when given, says whether the pending bit itself was newly set (what wakes a
+// SCHEDOP_poll on the port, masked or not).
+inline bool set_pending(shared_info& s, evtchn_port_t port, bool* newly = nullptr) {
+  if (newly != nullptr) *newly = false;
   if (!port_valid(port)) return false;
   if (detail::test_and_set(s.evtchn_pending, port)) return false;
+  if (newly != nullptr) *newly = true;
   if (detail::test(s.evtchn_mask, port)) return false;
   if (detail::test_and_set(&s.vcpu_info[0].evtchn_pending_sel, port / kBitsPerWord)) return false;
   return detail::mark_events_pending(s.vcpu_info[0]);
@@ -66,6 +71,27 @@ inline bool unmask(shared_info& s, evtchn_port_t port) {
   if (detail::test_and_set(&s.vcpu_info[0].evtchn_pending_sel, port / kBitsPerWord)) return false;
   return detail::mark_events_pending(s.vcpu_info[0]);
 }
+
+// SCHEDOP_poll without a busy wait, across processes. Xen wakes a vCPU polling a port when
+// the port becomes pending (evtchn_check_pollers). Here the poller is pvio-hv's vCPU thread and
+// the sender may be a Dom0 service in another process, so they meet in the page that holds
+// shared_info (shared by both through the guest's memory file):
+//  - pvio's word after the ABI structure counts the threads polling (a pvio extension: Xen
+//    defines nothing past shared_info, and a guest that writes it only changes its own
+//    wake-ups or costs its own senders a wake call);
+//  - a poller sleeps on the 32-bit futex word that holds its port's pending bit;
+//  - a sender that newly set a pending bit wakes that word when pollers are counted.
+// Both take these only on a whole 4 KiB page that begins with shared_info.
+inline constexpr std::size_t kPollWaitersOffset = 4096 - 64;
+static_assert(sizeof(shared_info) <= kPollWaitersOffset, "pvio's poll word follows shared_info");
+inline std::uint32_t* poll_waiters(shared_info& page) {
+  return reinterpret_cast<std::uint32_t*>(reinterpret_cast<unsigned char*>(&page) + kPollWaitersOffset);
+}
+// The 32-bit word of evtchn_pending holding `port`'s bit (x86 is little-endian), and that bit.
+inline std::uint32_t* pending_futex_word(shared_info& s, evtchn_port_t port) {
+  return reinterpret_cast<std::uint32_t*>(s.evtchn_pending) + (port % kNrEventChannels) / 32;
+}
+inline std::uint32_t pending_futex_bit(evtchn_port_t port) { return std::uint32_t{1} << (port % 32); }
 
 inline void clear_pending(shared_info& s, evtchn_port_t port) {
   if (port_valid(port)) detail::test_and_clear(s.evtchn_pending, port);

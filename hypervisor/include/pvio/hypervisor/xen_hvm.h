@@ -117,6 +117,7 @@ struct XenStats {
   std::uint64_t upcall_resamples = 0;  // level callback EOIed (irqfd resample)
   std::uint64_t upcall_reasserts = 0;  // ... with vcpu_info[0].evtchn_upcall_pending still set
   std::uint64_t released_grants = 0;  // busy bits cleared for Dom0 services that died
+  std::uint64_t polls_woken = 0;      // single-port SCHEDOP_polls ended by the port's raise
 };
 
 struct XenHvmConfig {
