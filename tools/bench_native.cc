@@ -467,6 +467,7 @@ std::string describe_medium(const std::string& path) {
   std::ifstream mi("/proc/self/mountinfo");
   std::string line, by_dev, by_prefix;
   std::size_t prefix_len = 0;
+  bool prefix_dev = false;
   const std::string dev = std::to_string(major(st.st_dev)) + ":" + std::to_string(minor(st.st_dev));
   for (; std::getline(mi, line);) {
     std::istringstream ls(line);
@@ -477,13 +478,17 @@ std::string describe_medium(const std::string& path) {
     std::string fstype, source;
     ls >> fstype >> source;
     const std::string desc = fstype == "tmpfs" ? "tmpfs (" + mnt + ")" : fstype + " on " + source + " (" + mnt + ")";
-    if (mm == dev) by_dev = desc;
+    if (mm == dev && by_dev.empty()) by_dev = desc;
     const bool under = real == mnt || real.rfind(mnt == "/" ? "/" : mnt + "/", 0) == 0;
     if (under && mnt.size() >= prefix_len) {
       prefix_len = mnt.size();
       by_prefix = desc;
+      prefix_dev = mm == dev;
     }
   }
+  // The mount the path is under, when it is the file's device; else any mount of that device
+  // (the same device is often mounted more than once: bind mounts, /run/netns).
+  if (!by_prefix.empty() && prefix_dev) return by_prefix;
   if (!by_dev.empty()) return by_dev;
   if (!by_prefix.empty()) return by_prefix;
   if (sf.f_type == kTmpfsMagic) return "tmpfs";
